@@ -1,0 +1,28 @@
+//! The shelf wire protocol: frames, typed messages and error codes, as pure encode/decode.
+//!
+//! This crate knows bytes and messages, nothing about sockets or files; the full byte-level
+//! description is `docs/PROTOCOL.md`.
+//!
+//! Layout:
+//! - [`frame`]: the 16-byte header, payload limits, `Frame::encode`/`decode`.
+//! - [`wire`]: checked primitive fields (`Reader`, `Writer`).
+//! - [`msg`]: `Request` and `Reply`, one variant per message, and the shared value types.
+//! - [`errno`]: `Code`, the errno-style error code, and its one mapping each way.
+//! - [`io`]: reading and writing whole frames on any `Read`/`Write` stream.
+
+pub mod errno;
+pub mod frame;
+pub mod io;
+pub mod msg;
+pub mod wire;
+
+pub use errno::Code;
+pub use frame::{
+    DecodeError, EncodeError, Frame, Header, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD,
+    HEADER_LEN,
+};
+pub use io::{write_frame, FrameReader, ReadError};
+pub use msg::{
+    features, rename_flags, Attr, DirEntry, FileKind, Hello, HelloReply, Message, Reply, Request,
+    SetAttrs, SetTime, Statfs, Timestamp, Version, WirePath, PROTOCOL_VERSION,
+};

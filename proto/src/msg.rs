@@ -1,0 +1,864 @@
+//! Typed messages: one enum per direction, one `match` on the kind each way.
+//!
+//! Layouts are described field by field in docs/PROTOCOL.md ("Messages"); the order of fields
+//! in `encode_*` and `decode_*` below is that layout. Paths are raw bytes (Linux names are
+//! bytes, not text), relative to the library root, `/`-separated, the empty path meaning the
+//! root itself. The server validates them; the codec only carries them.
+
+use crate::errno::Code;
+use crate::frame::DecodeError;
+use crate::wire::{Reader, Writer};
+
+/// A path relative to the library root, as raw bytes.
+pub type WirePath = Vec<u8>;
+
+/// Protocol versions this crate speaks (`Hello.min_version ..= Hello.max_version`).
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Feature bits announced in the handshake (`Hello.features`, `HelloReply.features`).
+pub mod features {
+    /// `PutBegin`/`PutCommit`/`PutAbort` are served.
+    pub const ATOMIC_PUT: u64 = 1 << 0;
+    /// Hard links and symlinks are served.
+    pub const LINKS: u64 = 1 << 1;
+    /// Unasked change notifications (request id 0) may be sent. Reserved; not yet served.
+    pub const CHANGE_NOTIFY: u64 = 1 << 2;
+}
+
+/// `Rename.flags` bits (our own numbering; see docs/PROTOCOL.md).
+pub mod rename_flags {
+    /// Fail with EEXIST if the target exists (`RENAME_NOREPLACE`).
+    pub const NOREPLACE: u32 = 1 << 0;
+    /// Swap source and target atomically (`RENAME_EXCHANGE`).
+    pub const EXCHANGE: u32 = 1 << 1;
+}
+
+/// Seconds and nanoseconds since the Unix epoch; `nanos` is below 10^9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Timestamp {
+    pub secs: i64,
+    pub nanos: u32,
+}
+
+impl Timestamp {
+    pub fn new(secs: i64, nanos: u32) -> Self {
+        Timestamp { secs, nanos }
+    }
+}
+
+/// The type of a directory entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl FileKind {
+    fn to_wire(self) -> u8 {
+        match self {
+            FileKind::File => 1,
+            FileKind::Dir => 2,
+            FileKind::Symlink => 3,
+            FileKind::Fifo => 4,
+            FileKind::Socket => 5,
+            FileKind::CharDevice => 6,
+            FileKind::BlockDevice => 7,
+        }
+    }
+
+    fn from_wire(v: u8) -> Result<Self, DecodeError> {
+        Ok(match v {
+            1 => FileKind::File,
+            2 => FileKind::Dir,
+            3 => FileKind::Symlink,
+            4 => FileKind::Fifo,
+            5 => FileKind::Socket,
+            6 => FileKind::CharDevice,
+            7 => FileKind::BlockDevice,
+            _ => return Err(DecodeError::Invalid("unknown file kind")),
+        })
+    }
+}
+
+/// What `stat` tells about a file on the server (never following a final symlink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Attr {
+    /// The server's inode number; with the device, stable while the file exists.
+    pub ino: u64,
+    pub kind: FileKind,
+    /// Permission bits, `mode & 0o7777`.
+    pub perm: u32,
+    pub nlink: u32,
+    pub size: u64,
+    /// Allocated size in 512-byte units (sparse files have fewer than `size / 512`).
+    pub blocks: u64,
+    pub blksize: u32,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+}
+
+/// Identifies one content of one file: caches key data by it, so a file changed on the
+/// server (new size, mtime or ctime, or a new inode behind the same name) gets a new version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Version {
+    pub ino: u64,
+    pub size: u64,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+}
+
+impl Attr {
+    pub fn version(&self) -> Version {
+        Version {
+            ino: self.ino,
+            size: self.size,
+            mtime: self.mtime,
+            ctime: self.ctime,
+        }
+    }
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub attr: Attr,
+}
+
+/// A time to set: the server's clock now, or a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetTime {
+    Now,
+    At(Timestamp),
+}
+
+/// Which attributes a `SetAttr` changes; `None` leaves one alone. A size is a truncate
+/// (or an extension with zeros).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SetAttrs {
+    pub perm: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+/// The file system's capacity, as `statvfs` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Statfs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub frsize: u32,
+    pub namelen: u32,
+}
+
+/// The client's opening message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub min_version: u16,
+    pub max_version: u16,
+    /// The shared secret, empty when the client has none.
+    pub token: Vec<u8>,
+    /// Largest frame payload the client accepts.
+    pub max_payload: u32,
+    /// Largest `Read`/`Write` data length the client will use.
+    pub max_io: u32,
+    pub features: u64,
+    /// Free text naming the client, for logs.
+    pub agent: String,
+}
+
+/// The server's answer to `Hello`: the chosen version and the server's own limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelloReply {
+    pub version: u16,
+    pub max_payload: u32,
+    pub max_io: u32,
+    pub features: u64,
+    pub agent: String,
+}
+
+/// Messages from client to server. Each gets exactly one reply with the same request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Must be the first request on a connection. Reply: `Hello` or `Error`.
+    Hello(Hello),
+    /// Reply: `Pong`.
+    Ping,
+    /// lstat. Reply: `Attr`.
+    Stat { path: WirePath },
+    /// Entries of a directory sorted by name bytes, those after `after` (empty: from the start),
+    /// at most `max_entries` (0: as many as fit in one frame). Reply: `Listing`.
+    List {
+        path: WirePath,
+        after: Vec<u8>,
+        max_entries: u32,
+    },
+    /// Up to `len` bytes from `offset`; fewer only at end of file. Reply: `Data`.
+    Read {
+        path: WirePath,
+        offset: u64,
+        len: u32,
+    },
+    /// Writes all of `data` at `offset`. Reply: `Attr` (after the write).
+    Write {
+        path: WirePath,
+        offset: u64,
+        data: Vec<u8>,
+    },
+    /// Creates a regular file (`O_CREAT`, plus `O_EXCL` when `exclusive`); an existing file is
+    /// left as it is unless `exclusive`. Reply: `Attr`.
+    Create {
+        path: WirePath,
+        perm: u32,
+        exclusive: bool,
+    },
+    /// Changes mode, size and times. Reply: `Attr`.
+    SetAttr { path: WirePath, attrs: SetAttrs },
+    /// Reply: `Ok`.
+    Unlink { path: WirePath },
+    /// Reply: `Attr`.
+    Mkdir { path: WirePath, perm: u32 },
+    /// Reply: `Ok`.
+    Rmdir { path: WirePath },
+    /// Atomic rename; `flags` from `rename_flags`. Reply: `Ok`.
+    Rename {
+        from: WirePath,
+        to: WirePath,
+        flags: u32,
+    },
+    /// Creates `path` as a symlink holding `target` (stored as given). Reply: `Attr`.
+    Symlink { path: WirePath, target: Vec<u8> },
+    /// Reply: `Target`.
+    Readlink { path: WirePath },
+    /// Hard link: `new` names the file `existing` names. Reply: `Attr`.
+    Link { existing: WirePath, new: WirePath },
+    /// Reply: `Statfs`.
+    Statfs,
+    /// fsync (or fdatasync when `data_only`) the file on the server. Reply: `Ok`.
+    Fsync { path: WirePath, data_only: bool },
+    /// Starts an atomic upload to `path`: the server makes a hidden temporary file beside it.
+    /// Reply: `PutStarted` with the temporary's path, to be filled with `Write`.
+    PutBegin { path: WirePath, perm: u32 },
+    /// fsyncs the temporary, sets its mtime if given, and renames it over `path`. Reply: `Attr`.
+    PutCommit {
+        temp: WirePath,
+        path: WirePath,
+        mtime: Option<Timestamp>,
+    },
+    /// Removes the temporary. Reply: `Ok`.
+    PutAbort { temp: WirePath },
+}
+
+/// Messages from server to client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    Hello(HelloReply),
+    /// The request failed; `code` is for programs, `message` for people.
+    Error {
+        code: Code,
+        message: String,
+    },
+    Ok,
+    Pong,
+    Attr(Attr),
+    /// `more` is true when entries after the last one remain; ask again with its name as `after`.
+    Listing {
+        entries: Vec<DirEntry>,
+        more: bool,
+    },
+    /// The bytes read and the file's attributes as the server saw them while reading.
+    Data {
+        attr: Attr,
+        data: Vec<u8>,
+    },
+    Target(Vec<u8>),
+    Statfs(Statfs),
+    PutStarted {
+        temp: WirePath,
+    },
+}
+
+impl Reply {
+    pub fn error(code: Code, message: impl Into<String>) -> Reply {
+        Reply::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Encoded size of an `Attr`, the smallest a `DirEntry` can be (bar its name).
+const ATTR_LEN: usize = 8 + 1 + 4 + 4 + 8 + 8 + 4 + 3 * 12;
+
+/// Wire kinds. Requests are below 0x8000, replies at or above it (docs/PROTOCOL.md, "Kinds").
+pub mod kind {
+    pub const HELLO: u16 = 0x0001;
+    pub const PING: u16 = 0x0002;
+    pub const STAT: u16 = 0x0010;
+    pub const LIST: u16 = 0x0011;
+    pub const READ: u16 = 0x0012;
+    pub const WRITE: u16 = 0x0013;
+    pub const CREATE: u16 = 0x0014;
+    pub const SET_ATTR: u16 = 0x0015;
+    pub const UNLINK: u16 = 0x0016;
+    pub const MKDIR: u16 = 0x0017;
+    pub const RMDIR: u16 = 0x0018;
+    pub const RENAME: u16 = 0x0019;
+    pub const SYMLINK: u16 = 0x001a;
+    pub const READLINK: u16 = 0x001b;
+    pub const LINK: u16 = 0x001c;
+    pub const STATFS: u16 = 0x001d;
+    pub const FSYNC: u16 = 0x001e;
+    pub const PUT_BEGIN: u16 = 0x0020;
+    pub const PUT_COMMIT: u16 = 0x0021;
+    pub const PUT_ABORT: u16 = 0x0022;
+
+    pub const R_HELLO: u16 = 0x8001;
+    pub const R_ERROR: u16 = 0x8002;
+    pub const R_OK: u16 = 0x8003;
+    pub const R_PONG: u16 = 0x8004;
+    pub const R_ATTR: u16 = 0x8005;
+    pub const R_LISTING: u16 = 0x8006;
+    pub const R_DATA: u16 = 0x8007;
+    pub const R_TARGET: u16 = 0x8008;
+    pub const R_STATFS: u16 = 0x8009;
+    pub const R_PUT_STARTED: u16 = 0x800a;
+}
+
+/// A message that can travel in a frame.
+pub trait Message: Sized {
+    fn kind(&self) -> u16;
+    fn encode_body(&self, w: &mut Writer<'_>);
+    fn decode_body(kind: u16, r: &mut Reader<'_>) -> Result<Self, DecodeError>;
+}
+
+impl Request {
+    /// Whether sending this request twice has the same effect as sending it once, so a
+    /// client may resend it after a lost connection without asking the user.
+    pub fn is_idempotent(&self) -> bool {
+        match self {
+            Request::Hello(_)
+            | Request::Ping
+            | Request::Stat { .. }
+            | Request::List { .. }
+            | Request::Read { .. }
+            | Request::Write { .. }
+            | Request::SetAttr { .. }
+            | Request::Readlink { .. }
+            | Request::Statfs
+            | Request::Fsync { .. } => true,
+            Request::Create { exclusive, .. } => !exclusive,
+            Request::Unlink { .. }
+            | Request::Mkdir { .. }
+            | Request::Rmdir { .. }
+            | Request::Rename { .. }
+            | Request::Symlink { .. }
+            | Request::Link { .. }
+            | Request::PutBegin { .. }
+            | Request::PutCommit { .. }
+            | Request::PutAbort { .. } => false,
+        }
+    }
+
+    /// Whether the request changes the library (refused with EROFS by a read-only server).
+    pub fn is_change(&self) -> bool {
+        match self {
+            Request::Hello(_)
+            | Request::Ping
+            | Request::Stat { .. }
+            | Request::List { .. }
+            | Request::Read { .. }
+            | Request::Readlink { .. }
+            | Request::Statfs
+            | Request::Fsync { .. } => false,
+            Request::Write { .. }
+            | Request::Create { .. }
+            | Request::SetAttr { .. }
+            | Request::Unlink { .. }
+            | Request::Mkdir { .. }
+            | Request::Rmdir { .. }
+            | Request::Rename { .. }
+            | Request::Symlink { .. }
+            | Request::Link { .. }
+            | Request::PutBegin { .. }
+            | Request::PutCommit { .. }
+            | Request::PutAbort { .. } => true,
+        }
+    }
+
+    /// A short name for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Request::Hello(_) => "hello",
+            Request::Ping => "ping",
+            Request::Stat { .. } => "stat",
+            Request::List { .. } => "list",
+            Request::Read { .. } => "read",
+            Request::Write { .. } => "write",
+            Request::Create { .. } => "create",
+            Request::SetAttr { .. } => "setattr",
+            Request::Unlink { .. } => "unlink",
+            Request::Mkdir { .. } => "mkdir",
+            Request::Rmdir { .. } => "rmdir",
+            Request::Rename { .. } => "rename",
+            Request::Symlink { .. } => "symlink",
+            Request::Readlink { .. } => "readlink",
+            Request::Link { .. } => "link",
+            Request::Statfs => "statfs",
+            Request::Fsync { .. } => "fsync",
+            Request::PutBegin { .. } => "put-begin",
+            Request::PutCommit { .. } => "put-commit",
+            Request::PutAbort { .. } => "put-abort",
+        }
+    }
+}
+
+impl Message for Request {
+    fn kind(&self) -> u16 {
+        match self {
+            Request::Hello(_) => kind::HELLO,
+            Request::Ping => kind::PING,
+            Request::Stat { .. } => kind::STAT,
+            Request::List { .. } => kind::LIST,
+            Request::Read { .. } => kind::READ,
+            Request::Write { .. } => kind::WRITE,
+            Request::Create { .. } => kind::CREATE,
+            Request::SetAttr { .. } => kind::SET_ATTR,
+            Request::Unlink { .. } => kind::UNLINK,
+            Request::Mkdir { .. } => kind::MKDIR,
+            Request::Rmdir { .. } => kind::RMDIR,
+            Request::Rename { .. } => kind::RENAME,
+            Request::Symlink { .. } => kind::SYMLINK,
+            Request::Readlink { .. } => kind::READLINK,
+            Request::Link { .. } => kind::LINK,
+            Request::Statfs => kind::STATFS,
+            Request::Fsync { .. } => kind::FSYNC,
+            Request::PutBegin { .. } => kind::PUT_BEGIN,
+            Request::PutCommit { .. } => kind::PUT_COMMIT,
+            Request::PutAbort { .. } => kind::PUT_ABORT,
+        }
+    }
+
+    fn encode_body(&self, w: &mut Writer<'_>) {
+        match self {
+            Request::Hello(h) => {
+                w.u16(h.min_version);
+                w.u16(h.max_version);
+                w.bytes(&h.token);
+                w.u32(h.max_payload);
+                w.u32(h.max_io);
+                w.u64(h.features);
+                w.string(&h.agent);
+            }
+            Request::Ping | Request::Statfs => {}
+            Request::Stat { path }
+            | Request::Unlink { path }
+            | Request::Rmdir { path }
+            | Request::Readlink { path } => w.bytes(path),
+            Request::List {
+                path,
+                after,
+                max_entries,
+            } => {
+                w.bytes(path);
+                w.bytes(after);
+                w.u32(*max_entries);
+            }
+            Request::Read { path, offset, len } => {
+                w.bytes(path);
+                w.u64(*offset);
+                w.u32(*len);
+            }
+            Request::Write { path, offset, data } => {
+                w.bytes(path);
+                w.u64(*offset);
+                w.bytes(data);
+            }
+            Request::Create {
+                path,
+                perm,
+                exclusive,
+            } => {
+                w.bytes(path);
+                w.u32(*perm);
+                w.bool(*exclusive);
+            }
+            Request::SetAttr { path, attrs } => {
+                w.bytes(path);
+                put_opt_u32(w, attrs.perm);
+                put_opt_u64(w, attrs.size);
+                put_set_time(w, attrs.atime);
+                put_set_time(w, attrs.mtime);
+            }
+            Request::Mkdir { path, perm } | Request::PutBegin { path, perm } => {
+                w.bytes(path);
+                w.u32(*perm);
+            }
+            Request::Rename { from, to, flags } => {
+                w.bytes(from);
+                w.bytes(to);
+                w.u32(*flags);
+            }
+            Request::Symlink { path, target } => {
+                w.bytes(path);
+                w.bytes(target);
+            }
+            Request::Link { existing, new } => {
+                w.bytes(existing);
+                w.bytes(new);
+            }
+            Request::Fsync { path, data_only } => {
+                w.bytes(path);
+                w.bool(*data_only);
+            }
+            Request::PutCommit { temp, path, mtime } => {
+                w.bytes(temp);
+                w.bytes(path);
+                match mtime {
+                    None => w.u8(0),
+                    Some(t) => {
+                        w.u8(1);
+                        put_time(w, *t);
+                    }
+                }
+            }
+            Request::PutAbort { temp } => w.bytes(temp),
+        }
+    }
+
+    fn decode_body(k: u16, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match k {
+            kind::HELLO => Request::Hello(Hello {
+                min_version: r.u16()?,
+                max_version: r.u16()?,
+                token: r.bytes()?,
+                max_payload: r.u32()?,
+                max_io: r.u32()?,
+                features: r.u64()?,
+                agent: r.string()?,
+            }),
+            kind::PING => Request::Ping,
+            kind::STAT => Request::Stat { path: r.bytes()? },
+            kind::LIST => Request::List {
+                path: r.bytes()?,
+                after: r.bytes()?,
+                max_entries: r.u32()?,
+            },
+            kind::READ => Request::Read {
+                path: r.bytes()?,
+                offset: r.u64()?,
+                len: r.u32()?,
+            },
+            kind::WRITE => Request::Write {
+                path: r.bytes()?,
+                offset: r.u64()?,
+                data: r.bytes()?,
+            },
+            kind::CREATE => Request::Create {
+                path: r.bytes()?,
+                perm: r.u32()?,
+                exclusive: r.bool()?,
+            },
+            kind::SET_ATTR => Request::SetAttr {
+                path: r.bytes()?,
+                attrs: SetAttrs {
+                    perm: get_opt_u32(r)?,
+                    size: get_opt_u64(r)?,
+                    atime: get_set_time(r)?,
+                    mtime: get_set_time(r)?,
+                },
+            },
+            kind::UNLINK => Request::Unlink { path: r.bytes()? },
+            kind::MKDIR => Request::Mkdir {
+                path: r.bytes()?,
+                perm: r.u32()?,
+            },
+            kind::RMDIR => Request::Rmdir { path: r.bytes()? },
+            kind::RENAME => Request::Rename {
+                from: r.bytes()?,
+                to: r.bytes()?,
+                flags: r.u32()?,
+            },
+            kind::SYMLINK => Request::Symlink {
+                path: r.bytes()?,
+                target: r.bytes()?,
+            },
+            kind::READLINK => Request::Readlink { path: r.bytes()? },
+            kind::LINK => Request::Link {
+                existing: r.bytes()?,
+                new: r.bytes()?,
+            },
+            kind::STATFS => Request::Statfs,
+            kind::FSYNC => Request::Fsync {
+                path: r.bytes()?,
+                data_only: r.bool()?,
+            },
+            kind::PUT_BEGIN => Request::PutBegin {
+                path: r.bytes()?,
+                perm: r.u32()?,
+            },
+            kind::PUT_COMMIT => Request::PutCommit {
+                temp: r.bytes()?,
+                path: r.bytes()?,
+                mtime: match r.u8()? {
+                    0 => None,
+                    1 => Some(get_time(r)?),
+                    _ => return Err(DecodeError::Invalid("option tag is neither 0 nor 1")),
+                },
+            },
+            kind::PUT_ABORT => Request::PutAbort { temp: r.bytes()? },
+            other => return Err(DecodeError::UnknownKind(other)),
+        })
+    }
+}
+
+impl Message for Reply {
+    fn kind(&self) -> u16 {
+        match self {
+            Reply::Hello(_) => kind::R_HELLO,
+            Reply::Error { .. } => kind::R_ERROR,
+            Reply::Ok => kind::R_OK,
+            Reply::Pong => kind::R_PONG,
+            Reply::Attr(_) => kind::R_ATTR,
+            Reply::Listing { .. } => kind::R_LISTING,
+            Reply::Data { .. } => kind::R_DATA,
+            Reply::Target(_) => kind::R_TARGET,
+            Reply::Statfs(_) => kind::R_STATFS,
+            Reply::PutStarted { .. } => kind::R_PUT_STARTED,
+        }
+    }
+
+    fn encode_body(&self, w: &mut Writer<'_>) {
+        match self {
+            Reply::Hello(h) => {
+                w.u16(h.version);
+                w.u32(h.max_payload);
+                w.u32(h.max_io);
+                w.u64(h.features);
+                w.string(&h.agent);
+            }
+            Reply::Error { code, message } => {
+                w.u32(code.to_wire());
+                w.string(message);
+            }
+            Reply::Ok | Reply::Pong => {}
+            Reply::Attr(a) => put_attr(w, a),
+            Reply::Listing { entries, more } => {
+                w.count(entries.len());
+                for e in entries {
+                    w.bytes(&e.name);
+                    put_attr(w, &e.attr);
+                }
+                w.bool(*more);
+            }
+            Reply::Data { attr, data } => {
+                put_attr(w, attr);
+                w.bytes(data);
+            }
+            Reply::Target(t) => w.bytes(t),
+            Reply::Statfs(s) => {
+                w.u64(s.blocks);
+                w.u64(s.bfree);
+                w.u64(s.bavail);
+                w.u64(s.files);
+                w.u64(s.ffree);
+                w.u32(s.bsize);
+                w.u32(s.frsize);
+                w.u32(s.namelen);
+            }
+            Reply::PutStarted { temp } => w.bytes(temp),
+        }
+    }
+
+    fn decode_body(k: u16, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(match k {
+            kind::R_HELLO => Reply::Hello(HelloReply {
+                version: r.u16()?,
+                max_payload: r.u32()?,
+                max_io: r.u32()?,
+                features: r.u64()?,
+                agent: r.string()?,
+            }),
+            kind::R_ERROR => Reply::Error {
+                code: Code::from_wire(r.u32()?),
+                message: r.string()?,
+            },
+            kind::R_OK => Reply::Ok,
+            kind::R_PONG => Reply::Pong,
+            kind::R_ATTR => Reply::Attr(get_attr(r)?),
+            kind::R_LISTING => {
+                let n = r.count(4 + ATTR_LEN)?;
+                let mut entries = Vec::with_capacity(n);
+                for _ in 0..n {
+                    entries.push(DirEntry {
+                        name: r.bytes()?,
+                        attr: get_attr(r)?,
+                    });
+                }
+                Reply::Listing {
+                    entries,
+                    more: r.bool()?,
+                }
+            }
+            kind::R_DATA => Reply::Data {
+                attr: get_attr(r)?,
+                data: r.bytes()?,
+            },
+            kind::R_TARGET => Reply::Target(r.bytes()?),
+            kind::R_STATFS => Reply::Statfs(Statfs {
+                blocks: r.u64()?,
+                bfree: r.u64()?,
+                bavail: r.u64()?,
+                files: r.u64()?,
+                ffree: r.u64()?,
+                bsize: r.u32()?,
+                frsize: r.u32()?,
+                namelen: r.u32()?,
+            }),
+            kind::R_PUT_STARTED => Reply::PutStarted { temp: r.bytes()? },
+            other => return Err(DecodeError::UnknownKind(other)),
+        })
+    }
+}
+
+fn put_time(w: &mut Writer<'_>, t: Timestamp) {
+    w.i64(t.secs);
+    w.u32(t.nanos);
+}
+
+fn get_time(r: &mut Reader<'_>) -> Result<Timestamp, DecodeError> {
+    let secs = r.i64()?;
+    let nanos = r.u32()?;
+    if nanos >= 1_000_000_000 {
+        return Err(DecodeError::Invalid("nanoseconds not below 10^9"));
+    }
+    Ok(Timestamp { secs, nanos })
+}
+
+fn put_attr(w: &mut Writer<'_>, a: &Attr) {
+    w.u64(a.ino);
+    w.u8(a.kind.to_wire());
+    w.u32(a.perm);
+    w.u32(a.nlink);
+    w.u64(a.size);
+    w.u64(a.blocks);
+    w.u32(a.blksize);
+    put_time(w, a.atime);
+    put_time(w, a.mtime);
+    put_time(w, a.ctime);
+}
+
+fn get_attr(r: &mut Reader<'_>) -> Result<Attr, DecodeError> {
+    Ok(Attr {
+        ino: r.u64()?,
+        kind: FileKind::from_wire(r.u8()?)?,
+        perm: r.u32()?,
+        nlink: r.u32()?,
+        size: r.u64()?,
+        blocks: r.u64()?,
+        blksize: r.u32()?,
+        atime: get_time(r)?,
+        mtime: get_time(r)?,
+        ctime: get_time(r)?,
+    })
+}
+
+fn put_opt_u32(w: &mut Writer<'_>, v: Option<u32>) {
+    match v {
+        None => w.u8(0),
+        Some(v) => {
+            w.u8(1);
+            w.u32(v);
+        }
+    }
+}
+
+fn put_opt_u64(w: &mut Writer<'_>, v: Option<u64>) {
+    match v {
+        None => w.u8(0),
+        Some(v) => {
+            w.u8(1);
+            w.u64(v);
+        }
+    }
+}
+
+fn get_opt_u32(r: &mut Reader<'_>) -> Result<Option<u32>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.u32()?)),
+        _ => Err(DecodeError::Invalid("option tag is neither 0 nor 1")),
+    }
+}
+
+fn get_opt_u64(r: &mut Reader<'_>) -> Result<Option<u64>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.u64()?)),
+        _ => Err(DecodeError::Invalid("option tag is neither 0 nor 1")),
+    }
+}
+
+fn put_set_time(w: &mut Writer<'_>, v: Option<SetTime>) {
+    match v {
+        None => w.u8(0),
+        Some(SetTime::Now) => w.u8(1),
+        Some(SetTime::At(t)) => {
+            w.u8(2);
+            put_time(w, t);
+        }
+    }
+}
+
+fn get_set_time(r: &mut Reader<'_>) -> Result<Option<SetTime>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(SetTime::Now)),
+        2 => Ok(Some(SetTime::At(get_time(r)?))),
+        _ => Err(DecodeError::Invalid("time tag is not 0, 1 or 2")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attr_len_matches_encoding() {
+        let a = Attr {
+            ino: 1,
+            kind: FileKind::File,
+            perm: 0o644,
+            nlink: 1,
+            size: 0,
+            blocks: 0,
+            blksize: 4096,
+            atime: Timestamp::default(),
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+        };
+        let mut v = Vec::new();
+        put_attr(&mut Writer::new(&mut v), &a);
+        assert_eq!(v.len(), ATTR_LEN);
+    }
+
+    #[test]
+    fn every_request_kind_is_below_every_reply_kind() {
+        for k in [kind::HELLO, kind::PUT_ABORT, kind::FSYNC] {
+            assert!(k < 0x8000);
+        }
+        for k in [kind::R_HELLO, kind::R_PUT_STARTED] {
+            assert!(k >= 0x8000);
+        }
+    }
+}
