@@ -54,12 +54,7 @@ impl<R: Read> FrameReader<R> {
             id: Some(Header::peek_id(&head)),
             error,
         })?;
-        // `h.len` is within the limit, so this allocation is bounded.
-        self.payload.clear();
-        self.payload.resize(h.len as usize, 0);
-        if !read_full(&mut self.inner, &mut self.payload)? && h.len > 0 {
-            return Err(ReadError::UnexpectedEof);
-        }
+        self.read_payload(h.len as usize)?;
         let msg = Frame::<M>::decode_payload(&h, &self.payload).map_err(|error| {
             ReadError::Malformed {
                 id: Some(h.id),
@@ -71,6 +66,27 @@ impl<R: Read> FrameReader<R> {
             self.payload = Vec::new();
         }
         Ok(Some(Frame { id: h.id, msg }))
+    }
+}
+
+impl<R: Read> FrameReader<R> {
+    /// Reads `len` payload bytes into `self.payload`. `len` is already within the limit, but
+    /// the buffer still grows only as bytes arrive (doubling from 64 KiB, never past `len`),
+    /// so a peer that announces a large frame and then stalls or hangs up costs little.
+    fn read_payload(&mut self, len: usize) -> Result<(), ReadError> {
+        const FIRST_STEP: usize = 64 << 10;
+        self.payload.clear();
+        while self.payload.len() < len {
+            let start = self.payload.len();
+            let step = (len - start).min(start.max(FIRST_STEP));
+            // `reserve_exact`: `resize` alone may double the capacity past `len`.
+            self.payload.reserve_exact(step);
+            self.payload.resize(start + step, 0);
+            if !read_full(&mut self.inner, &mut self.payload[start..])? {
+                return Err(ReadError::UnexpectedEof);
+            }
+        }
+        Ok(())
     }
 }
 
