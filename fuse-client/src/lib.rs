@@ -1,1 +1,4 @@
 //! placeholder
+pub mod cache;
+pub mod inode;
+pub mod readahead;
