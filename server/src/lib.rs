@@ -1,1 +1,24 @@
-//! placeholder
+//! shelfd: serves one directory (the *library*) to shelf clients over TCP.
+//!
+//! Layout:
+//! - [`listen`]: the parent process. Binds, accepts, forks one child per connection, reaps,
+//!   refuses clients past the limit, stops on SIGTERM. Single-threaded by design.
+//! - [`conn`]: [`serve`], one connection from handshake to hang-up over any [`Stream`]; knows
+//!   nothing of processes, so tests and the client's loopback transport run it in a thread.
+//! - [`library`]: [`Library`], every file operation, confined beneath the root with
+//!   `openat2(RESOLVE_BENEATH)`.
+//! - [`relpath`]: [`RelPath`], a wire path checked once (no `..`, `/`, NUL, empty names).
+//! - `sys`: the few `unsafe` system call wrappers the library is built from.
+//!
+//! The wire protocol itself is the `shelf_proto` crate and `docs/PROTOCOL.md`.
+
+pub mod conn;
+pub mod library;
+pub mod listen;
+pub mod relpath;
+mod sys;
+
+pub use conn::{serve, Limits, ServeConfig, ServeError, Stream};
+pub use library::{Library, PUT_PREFIX};
+pub use listen::{read_token_file, run, Config, RunError};
+pub use relpath::{PathError, RelPath};

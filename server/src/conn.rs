@@ -1,0 +1,542 @@
+//! `serve`: one client connection, from handshake to hang-up. Knows nothing of processes.
+//!
+//! What is hard, and how the code is arranged for it:
+//!
+//! 1. **Pipelining without head-of-line blocking.** The calling thread reads and decodes frames
+//!    and hands requests that only look (stat, list, read, readlink, statfs, fsync, ping) to a
+//!    small pool of worker threads, so a slow read does not hold up a stat behind it.
+//! 2. **Order where it matters.** A request that changes the library (`Request::is_change`)
+//!    waits until every earlier request has finished and runs on the reading thread before the
+//!    next frame is read. So a client may pipeline create-then-write, or a put's writes and its
+//!    commit, and see them take effect in the order it sent them; reads see earlier changes.
+//! 3. **Whole replies.** Replies are encoded outside any lock and written with one `write_all`
+//!    under the writer's mutex, so frames from different threads never interleave.
+//! 4. **Every request gets exactly one reply.** Handlers return `Reply`; failures are `Error`
+//!    replies; a panic in a handler is caught and answered with EIO.
+//! 5. **Hostile peers.** Hello must come first (EPROTO otherwise), within the handshake timeout;
+//!    the token is compared in constant time; a malformed or oversized frame gets an EPROTO
+//!    reply carrying the header's request id, then `serve` returns `Err` and the connection
+//!    closes. The idle timeout counts only time with no request in flight.
+//! 6. **No litter.** Put temporaries made on this connection and not committed or aborted are
+//!    removed when `serve` returns.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use shelf_proto::{
+    features, Code, DecodeError, Frame, FrameReader, Hello, HelloReply, ReadError, Reply, Request,
+    DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
+};
+use subtle::ConstantTimeEq;
+
+use crate::library::{Error, Library};
+use crate::relpath::RelPath;
+
+/// Largest payload accepted before the handshake: a `Hello` is a token and a short name.
+const HELLO_MAX_PAYLOAD: u32 = 64 << 10;
+/// Smallest payload limit a client may announce: room for any error message, any symlink
+/// target and a listing entry with the longest name.
+pub const MIN_PAYLOAD: u32 = 16 << 10;
+/// Room in a frame beside the data of a `Read` reply or `Write` request (path, offset, attr).
+const IO_OVERHEAD: u32 = 8 << 10;
+/// Features this server serves.
+pub const FEATURES: u64 = features::ATOMIC_PUT | features::LINKS;
+
+/// A byte stream `serve` can split between a reading and a writing thread.
+pub trait Stream: Read + Write + Send + Sized + 'static {
+    fn try_clone(&self) -> io::Result<Self>;
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+impl Stream for TcpStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        TcpStream::try_clone(self)
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        TcpStream::shutdown(self, how)
+    }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TcpStream::set_read_timeout(self, timeout)
+    }
+}
+
+impl Stream for UnixStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        UnixStream::try_clone(self)
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        UnixStream::shutdown(self, how)
+    }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
+    }
+}
+
+/// How one connection is served.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// The shared secret a client must present; `None`: no token is required.
+    pub token: Option<Vec<u8>>,
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
+    /// Largest frame payload this server accepts and sends (capped at `HARD_MAX_PAYLOAD`).
+    pub max_payload: u32,
+    /// Largest `Read`/`Write` data length this server serves.
+    pub max_io: u32,
+    /// Close a connection with no request in flight for this long; `None`: never.
+    pub idle_timeout: Option<Duration>,
+    /// Close a connection that has not completed `Hello` within this time.
+    pub handshake_timeout: Duration,
+    /// Worker threads for the requests of one connection.
+    pub workers: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            token: None,
+            read_only: false,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_io: DEFAULT_MAX_IO,
+            idle_timeout: Some(Duration::from_secs(300)),
+            handshake_timeout: Duration::from_secs(10),
+            workers: 4,
+        }
+    }
+}
+
+/// Why a connection ended other than by the client hanging up between frames.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("connection error: {0}")]
+    Io(#[from] io::Error),
+    #[error("client closed the connection in the middle of a frame")]
+    UnexpectedEof,
+    #[error("malformed frame from client: {0}")]
+    Malformed(DecodeError),
+    #[error("handshake refused: {0}")]
+    Refused(String),
+    #[error("no hello within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("idle for {0:?}")]
+    IdleTimeout(Duration),
+}
+
+/// The limits agreed in the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_payload: u32,
+    pub max_io: u32,
+}
+
+/// Serves one client until it hangs up. Generic, so tests run it over `UnixStream::pair()`;
+/// never forks, exits or touches signals. `Ok(())` when the client closed between frames.
+pub fn serve<S: Stream>(stream: S, lib: &Library, cfg: &ServeConfig) -> Result<(), ServeError> {
+    let writer = stream.try_clone()?;
+    let conn = Conn {
+        lib,
+        cfg,
+        writer: Mutex::new(writer),
+        max_payload: AtomicU32::new(cfg.max_payload.min(HARD_MAX_PAYLOAD)),
+        max_io: AtomicU32::new(0),
+        temps: Mutex::new(HashSet::new()),
+        broken: AtomicBool::new(false),
+    };
+    let in_flight = InFlight::default();
+    stream.set_read_timeout(Some(cfg.handshake_timeout))?;
+    let idle = IdleRead {
+        inner: stream,
+        in_flight: &in_flight,
+    };
+    let mut reader = FrameReader::new(idle, HELLO_MAX_PAYLOAD);
+    let result = match handshake(&mut reader, &conn) {
+        Ok(Some(limits)) => {
+            reader.set_max_payload(limits.max_payload);
+            reader.get_ref().inner.set_read_timeout(cfg.idle_timeout)?;
+            request_loop(&mut reader, &conn, &in_flight)
+        }
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    conn.remove_temps();
+    // Our FIN now, even if a caller still holds a clone of the stream.
+    let _ = lock(&conn.writer).shutdown(Shutdown::Write);
+    result
+}
+
+fn handshake<R: Read>(
+    reader: &mut FrameReader<R>,
+    conn: &Conn<'_, impl Stream>,
+) -> Result<Option<Limits>, ServeError> {
+    let cfg = conn.cfg;
+    let frame = match reader.read_frame::<Request>() {
+        Ok(Some(f)) => f,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            return Err(read_failure(
+                e,
+                conn,
+                ServeError::HandshakeTimeout(cfg.handshake_timeout),
+            ))
+        }
+    };
+    let refuse = |code: Code, message: String| {
+        conn.send(frame.id, Reply::error(code, message.clone()));
+        Err(ServeError::Refused(message))
+    };
+    let Request::Hello(hello) = frame.msg else {
+        return refuse(
+            Code::Protocol,
+            format!("the first request must be hello, not {}", frame.msg.name()),
+        );
+    };
+    let Hello {
+        min_version,
+        max_version,
+        token,
+        max_payload,
+        max_io,
+        agent,
+        ..
+    } = hello;
+    if !(min_version..=max_version).contains(&PROTOCOL_VERSION) {
+        return refuse(
+            Code::Protocol,
+            format!(
+                "client speaks protocol versions {min_version} to {max_version}; \
+                 this server speaks {PROTOCOL_VERSION}"
+            ),
+        );
+    }
+    if let Some(want) = &cfg.token {
+        if !bool::from(token.as_slice().ct_eq(want.as_slice())) {
+            tracing::warn!(agent = %agent, "refused: bad or missing token");
+            return refuse(Code::Access, "bad or missing token".to_owned());
+        }
+    }
+    let max_payload = max_payload.min(cfg.max_payload).min(HARD_MAX_PAYLOAD);
+    if max_payload < MIN_PAYLOAD {
+        return refuse(
+            Code::Protocol,
+            format!("payload limit {max_payload} is below the minimum of {MIN_PAYLOAD}"),
+        );
+    }
+    let max_io = max_io.min(cfg.max_io).min(max_payload - IO_OVERHEAD);
+    if max_io == 0 {
+        return refuse(Code::Protocol, "an I/O limit of 0 bytes".to_owned());
+    }
+    let limits = Limits {
+        max_payload,
+        max_io,
+    };
+    conn.max_payload.store(max_payload, Ordering::Relaxed);
+    conn.max_io.store(max_io, Ordering::Relaxed);
+    conn.send(
+        frame.id,
+        Reply::Hello(HelloReply {
+            version: PROTOCOL_VERSION,
+            max_payload,
+            max_io,
+            features: FEATURES,
+            agent: concat!("shelfd/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }),
+    );
+    tracing::info!(agent = %agent, max_payload, max_io, "handshake done");
+    Ok(Some(limits))
+}
+
+fn request_loop<R: Read, S: Stream>(
+    reader: &mut FrameReader<R>,
+    conn: &Conn<'_, S>,
+    in_flight: &InFlight,
+) -> Result<(), ServeError> {
+    let workers = conn.cfg.workers.max(1);
+    let (tx, rx) = mpsc::sync_channel::<Frame<Request>>(workers);
+    let rx = Mutex::new(rx);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let job = lock(&rx).recv();
+                let Ok(frame) = job else { break };
+                conn.answer(frame);
+                in_flight.finish();
+            });
+        }
+        let idle = ServeError::IdleTimeout(conn.cfg.idle_timeout.unwrap_or_default());
+        let result = loop {
+            let frame = match reader.read_frame::<Request>() {
+                Ok(Some(f)) => f,
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(read_failure(e, conn, idle)),
+            };
+            if conn.broken.load(Ordering::Relaxed) {
+                break Err(ServeError::Io(io::ErrorKind::BrokenPipe.into()));
+            }
+            if frame.msg.is_change() {
+                in_flight.wait_idle();
+                conn.answer(frame);
+            } else {
+                in_flight.start();
+                if let Err(mpsc::SendError(frame)) = tx.send(frame) {
+                    // Only if every worker died; answer here rather than drop the request.
+                    conn.answer(frame);
+                    in_flight.finish();
+                }
+            }
+        };
+        drop(tx);
+        result
+    })
+}
+
+/// Turns a read failure into the end of the connection, replying first when the frame was
+/// malformed. `timeout` is what a read timeout means at this point.
+fn read_failure<S: Stream>(e: ReadError, conn: &Conn<'_, S>, timeout: ServeError) -> ServeError {
+    match e {
+        ReadError::Malformed { id, error } => {
+            conn.send(
+                id.unwrap_or(0),
+                Reply::error(Code::Protocol, format!("malformed frame: {error}")),
+            );
+            ServeError::Malformed(error)
+        }
+        ReadError::UnexpectedEof => ServeError::UnexpectedEof,
+        ReadError::Io(e) if is_timeout(&e) => timeout,
+        ReadError::Io(e) => ServeError::Io(e),
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// State shared by the reading thread and the workers of one connection.
+struct Conn<'a, S> {
+    lib: &'a Library,
+    cfg: &'a ServeConfig,
+    writer: Mutex<S>,
+    /// Agreed in the handshake; before it, the server's own limit.
+    max_payload: AtomicU32,
+    max_io: AtomicU32,
+    /// Put temporaries made on this connection and not yet committed or aborted.
+    temps: Mutex<HashSet<RelPath>>,
+    /// A reply could not be written: the client is gone, stop reading its requests.
+    broken: AtomicBool,
+}
+
+impl<S: Stream> Conn<'_, S> {
+    /// Runs one request and writes its one reply.
+    fn answer(&self, frame: Frame<Request>) {
+        let name = frame.msg.name();
+        let reply =
+            catch_unwind(AssertUnwindSafe(|| self.handle(frame.msg))).unwrap_or_else(|_| {
+                tracing::error!(op = name, "request handler panicked");
+                Reply::error(Code::Io, format!("{name}: internal server error"))
+            });
+        if let Reply::Error { code, message } = &reply {
+            tracing::debug!(id = frame.id, op = name, ?code, %message, "request failed");
+        }
+        self.send(frame.id, reply);
+    }
+
+    fn handle(&self, req: Request) -> Reply {
+        if self.cfg.read_only && req.is_change() {
+            return Reply::error(
+                Code::ReadOnly,
+                format!("{}: the library is served read-only", req.name()),
+            );
+        }
+        self.dispatch(req).unwrap_or_else(|e| Reply::Error {
+            code: e.code,
+            message: e.message,
+        })
+    }
+
+    fn dispatch(&self, req: Request) -> Result<Reply, Error> {
+        let lib = self.lib;
+        let max_io = self.max_io.load(Ordering::Relaxed);
+        Ok(match req {
+            Request::Hello(_) => {
+                return Err(Error::new(
+                    Code::Protocol,
+                    "hello: the handshake is already done",
+                ))
+            }
+            Request::Ping => Reply::Pong,
+            Request::Stat { path } => Reply::Attr(lib.stat(&rel(path)?)?),
+            Request::List {
+                path,
+                after,
+                max_entries,
+            } => {
+                let max_payload = self.max_payload.load(Ordering::Relaxed);
+                let (entries, more) = lib.list(&rel(path)?, &after, max_entries, max_payload)?;
+                Reply::Listing { entries, more }
+            }
+            Request::Read { path, offset, len } => {
+                if len > max_io {
+                    return Err(too_big("read", len as usize, max_io));
+                }
+                let (attr, data) = lib.read(&rel(path)?, offset, len)?;
+                Reply::Data { attr, data }
+            }
+            Request::Write { path, offset, data } => {
+                if data.len() > max_io as usize {
+                    return Err(too_big("write", data.len(), max_io));
+                }
+                Reply::Attr(lib.write(&rel(path)?, offset, &data)?)
+            }
+            Request::Create {
+                path,
+                perm,
+                exclusive,
+            } => Reply::Attr(lib.create(&rel(path)?, perm, exclusive)?),
+            Request::SetAttr { path, attrs } => Reply::Attr(lib.set_attr(&rel(path)?, &attrs)?),
+            Request::Unlink { path } => ok(lib.unlink(&rel(path)?)?),
+            Request::Mkdir { path, perm } => Reply::Attr(lib.mkdir(&rel(path)?, perm)?),
+            Request::Rmdir { path } => ok(lib.rmdir(&rel(path)?)?),
+            Request::Rename { from, to, flags } => ok(lib.rename(&rel(from)?, &rel(to)?, flags)?),
+            Request::Symlink { path, target } => Reply::Attr(lib.symlink(&rel(path)?, &target)?),
+            Request::Readlink { path } => Reply::Target(lib.readlink(&rel(path)?)?),
+            Request::Link { existing, new } => Reply::Attr(lib.link(&rel(existing)?, &rel(new)?)?),
+            Request::Statfs => Reply::Statfs(lib.statfs()?),
+            Request::Fsync { path, data_only } => ok(lib.fsync(&rel(path)?, data_only)?),
+            Request::PutBegin { path, perm } => {
+                let temp = lib.put_begin(&rel(path)?, perm)?;
+                lock(&self.temps).insert(temp.clone());
+                Reply::PutStarted {
+                    temp: temp.into_bytes(),
+                }
+            }
+            Request::PutCommit { temp, path, mtime } => {
+                let temp = rel(temp)?;
+                let attr = lib.put_commit(&temp, &rel(path)?, mtime)?;
+                lock(&self.temps).remove(&temp);
+                Reply::Attr(attr)
+            }
+            Request::PutAbort { temp } => {
+                let temp = rel(temp)?;
+                lib.put_abort(&temp)?;
+                lock(&self.temps).remove(&temp);
+                Reply::Ok
+            }
+        })
+    }
+
+    /// Encodes outside the lock, then writes the whole frame at once. A reply that will not
+    /// encode (larger than the agreed payload) becomes an EIO reply instead.
+    fn send(&self, id: u32, reply: Reply) {
+        let max = self.max_payload.load(Ordering::Relaxed);
+        let bytes = match Frame::new(id, reply).to_bytes(max) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(id, "reply does not fit: {e}");
+                let fallback = Reply::error(Code::Io, format!("reply too large: {e}"));
+                match Frame::new(id, fallback).to_bytes(max) {
+                    Ok(b) => b,
+                    Err(_) => return,
+                }
+            }
+        };
+        let mut w = lock(&self.writer);
+        if let Err(e) = w.write_all(&bytes).and_then(|()| w.flush()) {
+            if !self.broken.swap(true, Ordering::Relaxed) {
+                tracing::debug!("cannot write reply: {e}");
+            }
+        }
+    }
+
+    fn remove_temps(&self) {
+        let temps = std::mem::take(&mut *lock(&self.temps));
+        for temp in temps {
+            match self.lib.put_abort(&temp) {
+                Ok(()) => tracing::info!(temp = %temp, "removed uncommitted put temporary"),
+                Err(e) => tracing::debug!("leftover put temporary: {e}"),
+            }
+        }
+    }
+}
+
+fn rel(path: Vec<u8>) -> Result<RelPath, Error> {
+    RelPath::new(path).map_err(|e| Error::new(e.code(), e.to_string()))
+}
+
+fn ok((): ()) -> Reply {
+    Reply::Ok
+}
+
+fn too_big(op: &str, len: usize, max: u32) -> Error {
+    Error::new(
+        Code::Invalid,
+        format!("{op} of {len} bytes exceeds the agreed limit of {max}"),
+    )
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the data (a stream,
+/// a set of names, a receiver) is still usable, and one reply per request still matters.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Requests handed to workers and not yet answered.
+#[derive(Default)]
+struct InFlight {
+    count: Mutex<usize>,
+    idle: Condvar,
+}
+
+impl InFlight {
+    fn start(&self) {
+        *lock(&self.count) += 1;
+    }
+
+    fn finish(&self) {
+        let mut n = lock(&self.count);
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.idle.notify_all();
+        }
+    }
+
+    fn busy(&self) -> bool {
+        *lock(&self.count) > 0
+    }
+
+    fn wait_idle(&self) {
+        let mut n = lock(&self.count);
+        while *n > 0 {
+            n = self.idle.wait(n).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// The reading half: a read timeout counts as idleness only while no request is in flight,
+/// so a client waiting on a slow reply is not cut off.
+struct IdleRead<'a, S> {
+    inner: S,
+    in_flight: &'a InFlight,
+}
+
+impl<S: Read> Read for IdleRead<'_, S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.inner.read(buf) {
+                Err(e) if is_timeout(&e) && self.in_flight.busy() => continue,
+                other => return other,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

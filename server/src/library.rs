@@ -1,0 +1,643 @@
+//! `Library`: every file operation shelfd performs, confined beneath one root directory.
+//!
+//! What is hard, and how the code is arranged for it:
+//!
+//! 1. **Staying beneath the root.** Syntax is `RelPath`'s job; symlinks are this module's. Every
+//!    lookup starts at the root's `O_PATH` fd and goes through `openat2` with
+//!    `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` ([`Library::open_beneath`]), so a symlink that
+//!    would lead out (an absolute target, or too many `..`) fails in the kernel, with no window
+//!    between a check and a use. The kernel reports that as EXDEV; we send ELOOP, "path escapes
+//!    the library" (proto's `Code::Loop` documents this use). Linux 5.6 or later is required;
+//!    `Library::open` says so plainly on older kernels instead of falling back.
+//! 2. **Changing the tree.** Operations that must not follow a final symlink (unlink, rmdir,
+//!    rename, symlink, link, lstat, readlink, mkdir) open the *parent* beneath the root and act
+//!    on the last name with an `*at` call ([`Library::parent`]); a single name with no `/` can
+//!    not leave that directory. Read, write, create, set-attributes and fsync follow a final
+//!    symlink, but only beneath the root, because they open the whole path with `openat2`.
+//! 3. **Special files.** Opens use `O_NONBLOCK | O_NOCTTY` so a FIFO or tty in the library
+//!    cannot hang or capture a worker; read and write then refuse anything but regular files.
+//! 4. **Nothing dangerous is created.** Create, mkdir and put use exactly `perm & 0o777` (the
+//!    client applied its umask already; the server's umask is undone with `fchmod`), and
+//!    `SetAttr` asking for setuid or setgid bits is refused with EPERM. Device nodes and FIFOs
+//!    cannot be created at all: no message asks for them.
+//! 5. **Errors.** An `io::Error` becomes a code through `Code::from_io`, the one mapping; the
+//!    few refusals that are policy (EPERM, EINVAL, EBUSY, ELOOP above) are chosen here, each
+//!    with a message that names the operation and the path.
+//! 6. **Atomic put.** `put_begin` makes `.shelf-put-<16 hex>` beside the target with
+//!    `O_CREAT | O_EXCL`; `put_commit` fsyncs it, sets its mtime, renames it over the target
+//!    and fsyncs the directory. `list` hides those names.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use shelf_proto::{
+    rename_flags, Attr, Code, DirEntry, FileKind, SetAttrs, SetTime, Statfs, Timestamp,
+};
+
+use crate::relpath::RelPath;
+use crate::sys;
+
+/// Names starting with this are temporaries of an atomic put, hidden from listings.
+pub const PUT_PREFIX: &[u8] = b".shelf-put-";
+
+/// Encoded size of an `Attr` on the wire (checked against proto in the tests).
+pub(crate) const ATTR_WIRE_LEN: usize = 73;
+
+const RESOLVE: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+/// Flags for an fd we only fstat, fchmod, futimens or fsync.
+const LOOK: libc::c_int = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+
+/// A failed library operation: the code for programs, the message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    pub code: Code,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(code: Code, message: impl Into<String>) -> Error {
+        Error {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// An OS error while doing `op` on `path`.
+    fn io(op: &str, path: &RelPath, err: io::Error) -> Error {
+        let code = Code::from_io(&err);
+        let text = match code {
+            // An errno shelf does not carry: keep the OS's own words.
+            Code::Io => err.to_string(),
+            _ => code.text().to_owned(),
+        };
+        Error::new(code, format!("{op} {path}: {text}"))
+    }
+
+    fn policy(code: Code, op: &str, path: &RelPath, why: &str) -> Error {
+        Error::new(code, format!("{op} {path}: {why}"))
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether a name is an atomic put's temporary.
+pub fn is_put_temp(name: &[u8]) -> bool {
+    name.starts_with(PUT_PREFIX)
+}
+
+/// The served directory. Holds only an fd, so it is `Send + Sync` and shared by worker threads.
+#[derive(Debug)]
+pub struct Library {
+    root: OwnedFd,
+    root_path: PathBuf,
+}
+
+impl Library {
+    /// Opens `root` for serving. Fails if it is not a directory or the kernel lacks `openat2`.
+    pub fn open(root: &Path) -> io::Result<Library> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(root)?;
+        let root_fd = OwnedFd::from(file);
+        match sys::openat2(
+            root_fd.as_fd(),
+            c".",
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            RESOLVE,
+        ) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    "the kernel lacks openat2(2); shelfd needs Linux 5.6 or later",
+                ))
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(Library {
+            root: root_fd,
+            root_path: root.to_path_buf(),
+        })
+    }
+
+    /// The directory as it was given to `open`, for logs.
+    pub fn root_path(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// Opens `path` beneath the root, following symlinks only while they stay beneath it.
+    fn open_beneath(
+        &self,
+        op: &str,
+        path: &RelPath,
+        flags: libc::c_int,
+        mode: u32,
+    ) -> Result<OwnedFd> {
+        sys::openat2(self.root.as_fd(), &path.to_cstring(), flags, mode, RESOLVE)
+            .map_err(|e| beneath_error(op, path, e))
+    }
+
+    /// The parent directory of `path` (opened `O_PATH`) and its last name.
+    fn parent(&self, op: &str, path: &RelPath) -> Result<(OwnedFd, CString)> {
+        self.parent_with(op, path, libc::O_PATH)
+    }
+
+    fn parent_with(
+        &self,
+        op: &str,
+        path: &RelPath,
+        flags: libc::c_int,
+    ) -> Result<(OwnedFd, CString)> {
+        let Some((parent, name)) = path.split_last() else {
+            return Err(Error::policy(
+                Code::Busy,
+                op,
+                path,
+                "not allowed on the library root",
+            ));
+        };
+        let fd = self.open_beneath(op, &parent, flags | libc::O_DIRECTORY, 0)?;
+        let name = sys::cstr(name).map_err(|e| Error::io(op, path, e))?;
+        Ok((fd, name))
+    }
+
+    /// lstat: attributes of `path` itself, not of what a final symlink points at.
+    pub fn stat(&self, path: &RelPath) -> Result<Attr> {
+        let st = if path.is_root() {
+            sys::fstat(self.root.as_fd())
+        } else {
+            let (dir, name) = self.parent("stat", path)?;
+            sys::fstatat(dir.as_fd(), &name, libc::AT_SYMLINK_NOFOLLOW)
+        };
+        st.map(|st| attr_of(&st))
+            .map_err(|e| Error::io("stat", path, e))
+    }
+
+    /// Entries of a directory sorted by name bytes, those after `after`, at most `max_entries`
+    /// (0: no count limit) and no more than fit a `Listing` reply of `max_payload` bytes.
+    /// Returns the entries and whether more remain. Entries that vanish meanwhile are skipped.
+    pub fn list(
+        &self,
+        path: &RelPath,
+        after: &[u8],
+        max_entries: u32,
+        max_payload: u32,
+    ) -> Result<(Vec<DirEntry>, bool)> {
+        let op = "list";
+        let dir = self.open_beneath(op, path, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let reading = dir.try_clone().map_err(|e| Error::io(op, path, e))?;
+        let mut names = sys::read_dir_names(reading).map_err(|e| Error::io(op, path, e))?;
+        names.retain(|n| !is_put_temp(n) && n.as_slice() > after);
+        names.sort_unstable();
+
+        let limit = match max_entries {
+            0 => usize::MAX,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        // Listing payload: u32 count, then per entry u32 length + name + attr, then a bool.
+        let budget = (max_payload as usize).saturating_sub(4 + 1);
+        let mut used = 0usize;
+        let mut entries = Vec::new();
+        for name in names {
+            let cost = 4 + name.len() + ATTR_WIRE_LEN;
+            if entries.len() >= limit || used + cost > budget {
+                return Ok((entries, true));
+            }
+            let cname = sys::cstr(&name).map_err(|e| Error::io(op, path, e))?;
+            match sys::fstatat(dir.as_fd(), &cname, libc::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    used += cost;
+                    entries.push(DirEntry {
+                        name,
+                        attr: attr_of(&st),
+                    });
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(Error::io(op, path, e)),
+            }
+        }
+        Ok((entries, false))
+    }
+
+    /// Up to `len` bytes from `offset` (fewer only at end of file), and the file's attributes
+    /// taken from the same open file after reading.
+    pub fn read(&self, path: &RelPath, offset: u64, len: u32) -> Result<(Attr, Vec<u8>)> {
+        let op = "read";
+        let file = File::from(self.open_beneath(op, path, LOOK, 0)?);
+        let st = sys::fstat(file.as_fd()).map_err(|e| Error::io(op, path, e))?;
+        ensure_regular(op, path, &st)?;
+        let want = len as usize;
+        // Size the buffer by what the file holds now, so a small file does not cost `len`.
+        let hint = u64::try_from(st.st_size)
+            .unwrap_or(0)
+            .saturating_sub(offset);
+        let mut buf = vec![0u8; want.min(usize::try_from(hint).unwrap_or(want))];
+        let mut filled = 0;
+        loop {
+            if filled == buf.len() {
+                if buf.len() == want {
+                    break;
+                }
+                // The file grew since fstat: keep reading up to `len`.
+                buf.resize(want.min(buf.len().saturating_mul(2).max(64 << 10)), 0);
+            }
+            let at = offset.checked_add(filled as u64).ok_or_else(|| {
+                Error::policy(Code::Invalid, op, path, "offset past the largest file size")
+            })?;
+            match file.read_at(&mut buf[filled..], at) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(op, path, e)),
+            }
+        }
+        buf.truncate(filled);
+        let st = sys::fstat(file.as_fd()).map_err(|e| Error::io(op, path, e))?;
+        Ok((attr_of(&st), buf))
+    }
+
+    /// Writes all of `data` at `offset` into an existing regular file.
+    pub fn write(&self, path: &RelPath, offset: u64, data: &[u8]) -> Result<Attr> {
+        let op = "write";
+        let fd = self.open_beneath(
+            op,
+            path,
+            libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+            0,
+        )?;
+        let file = File::from(fd);
+        let st = sys::fstat(file.as_fd()).map_err(|e| Error::io(op, path, e))?;
+        ensure_regular(op, path, &st)?;
+        file.write_all_at(data, offset)
+            .map_err(|e| Error::io(op, path, e))?;
+        fstat_attr(op, path, file.as_fd())
+    }
+
+    /// Creates a regular file with exactly `perm & 0o777`; an existing one is left as it is,
+    /// unless `exclusive`, which makes that EEXIST. Never creates through a final symlink.
+    pub fn create(&self, path: &RelPath, perm: u32, exclusive: bool) -> Result<Attr> {
+        let op = "create";
+        let mode = perm & 0o777;
+        match self.open_beneath(op, path, LOOK | libc::O_CREAT | libc::O_EXCL, mode) {
+            Ok(fd) => {
+                sys::fchmod(fd.as_fd(), mode).map_err(|e| Error::io(op, path, e))?;
+                fstat_attr(op, path, fd.as_fd())
+            }
+            Err(e) if e.code == Code::Exists && !exclusive => {
+                let fd = self.open_beneath(op, path, LOOK, 0)?;
+                let st = sys::fstat(fd.as_fd()).map_err(|e| Error::io(op, path, e))?;
+                ensure_regular(op, path, &st)?;
+                Ok(attr_of(&st))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Changes size, mode and times (following a final symlink beneath the root).
+    pub fn set_attr(&self, path: &RelPath, attrs: &SetAttrs) -> Result<Attr> {
+        let op = "setattr";
+        if let Some(perm) = attrs.perm {
+            if perm & 0o6000 != 0 {
+                return Err(Error::policy(
+                    Code::NotPermitted,
+                    op,
+                    path,
+                    "the server does not make setuid or setgid files",
+                ));
+            }
+        }
+        let fd = if let Some(size) = attrs.size {
+            let fd = self.open_beneath(
+                op,
+                path,
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+                0,
+            )?;
+            let st = sys::fstat(fd.as_fd()).map_err(|e| Error::io(op, path, e))?;
+            ensure_regular(op, path, &st)?;
+            let file = File::from(fd);
+            file.set_len(size).map_err(|e| Error::io(op, path, e))?;
+            OwnedFd::from(file)
+        } else {
+            self.open_beneath(op, path, LOOK, 0)?
+        };
+        if let Some(perm) = attrs.perm {
+            sys::fchmod(fd.as_fd(), perm & 0o7777).map_err(|e| Error::io(op, path, e))?;
+        }
+        if attrs.atime.is_some() || attrs.mtime.is_some() {
+            let times = [timespec(attrs.atime), timespec(attrs.mtime)];
+            sys::futimens(fd.as_fd(), &times).map_err(|e| Error::io(op, path, e))?;
+        }
+        fstat_attr(op, path, fd.as_fd())
+    }
+
+    pub fn unlink(&self, path: &RelPath) -> Result<()> {
+        let (dir, name) = self.parent("unlink", path)?;
+        sys::unlinkat(dir.as_fd(), &name, 0).map_err(|e| Error::io("unlink", path, e))
+    }
+
+    /// Makes a directory with exactly `perm & 0o1777`.
+    pub fn mkdir(&self, path: &RelPath, perm: u32) -> Result<Attr> {
+        let op = "mkdir";
+        let mode = perm & 0o1777;
+        let (dir, name) = self.parent(op, path)?;
+        sys::mkdirat(dir.as_fd(), &name, mode).map_err(|e| Error::io(op, path, e))?;
+        let fd = sys::openat(
+            dir.as_fd(),
+            &name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+        .map_err(|e| Error::io(op, path, e))?;
+        // Undo the server's umask and a setgid bit inherited from the parent.
+        sys::fchmod(fd.as_fd(), mode).map_err(|e| Error::io(op, path, e))?;
+        fstat_attr(op, path, fd.as_fd())
+    }
+
+    pub fn rmdir(&self, path: &RelPath) -> Result<()> {
+        let (dir, name) = self.parent("rmdir", path)?;
+        sys::unlinkat(dir.as_fd(), &name, libc::AT_REMOVEDIR)
+            .map_err(|e| Error::io("rmdir", path, e))
+    }
+
+    /// Atomic rename; `flags` are proto's `rename_flags`.
+    pub fn rename(&self, from: &RelPath, to: &RelPath, flags: u32) -> Result<()> {
+        let op = "rename";
+        let known = rename_flags::NOREPLACE | rename_flags::EXCHANGE;
+        if flags & !known != 0 {
+            return Err(Error::policy(
+                Code::Invalid,
+                op,
+                from,
+                &format!("unknown rename flags {flags:#x}"),
+            ));
+        }
+        let mut os_flags = 0;
+        if flags & rename_flags::NOREPLACE != 0 {
+            os_flags |= libc::RENAME_NOREPLACE;
+        }
+        if flags & rename_flags::EXCHANGE != 0 {
+            os_flags |= libc::RENAME_EXCHANGE;
+        }
+        let (from_dir, from_name) = self.parent(op, from)?;
+        let (to_dir, to_name) = self.parent(op, to)?;
+        sys::renameat2(
+            from_dir.as_fd(),
+            &from_name,
+            to_dir.as_fd(),
+            &to_name,
+            os_flags,
+        )
+        .map_err(|e| {
+            let mut err = Error::io(op, from, e);
+            err.message = format!("{op} {from} to {to}: {}", err.code.text());
+            err
+        })
+    }
+
+    /// Makes `path` a symlink holding `target` as given. The link may point anywhere;
+    /// following it is what is confined.
+    pub fn symlink(&self, path: &RelPath, target: &[u8]) -> Result<Attr> {
+        let op = "symlink";
+        let (dir, name) = self.parent(op, path)?;
+        let target = sys::cstr(target).map_err(|e| Error::io(op, path, e))?;
+        sys::symlinkat(&target, dir.as_fd(), &name).map_err(|e| Error::io(op, path, e))?;
+        sys::fstatat(dir.as_fd(), &name, libc::AT_SYMLINK_NOFOLLOW)
+            .map(|st| attr_of(&st))
+            .map_err(|e| Error::io(op, path, e))
+    }
+
+    pub fn readlink(&self, path: &RelPath) -> Result<Vec<u8>> {
+        let op = "readlink";
+        if path.is_root() {
+            return Err(Error::policy(Code::Invalid, op, path, "not a symlink"));
+        }
+        let (dir, name) = self.parent(op, path)?;
+        sys::readlinkat(dir.as_fd(), &name).map_err(|e| Error::io(op, path, e))
+    }
+
+    /// Hard link: `new` names what `existing` names (a symlink is linked, not followed).
+    pub fn link(&self, existing: &RelPath, new: &RelPath) -> Result<Attr> {
+        let op = "link";
+        let (from_dir, from_name) = self.parent(op, existing)?;
+        let (to_dir, to_name) = self.parent(op, new)?;
+        sys::linkat(from_dir.as_fd(), &from_name, to_dir.as_fd(), &to_name)
+            .map_err(|e| Error::io(op, new, e))?;
+        sys::fstatat(to_dir.as_fd(), &to_name, libc::AT_SYMLINK_NOFOLLOW)
+            .map(|st| attr_of(&st))
+            .map_err(|e| Error::io(op, new, e))
+    }
+
+    pub fn statfs(&self) -> Result<Statfs> {
+        let st = sys::fstatvfs(self.root.as_fd())
+            .map_err(|e| Error::io("statfs", &RelPath::root(), e))?;
+        Ok(Statfs {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: u32::try_from(st.f_bsize).unwrap_or(u32::MAX),
+            frsize: u32::try_from(st.f_frsize).unwrap_or(u32::MAX),
+            namelen: u32::try_from(st.f_namemax).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// fsync (or fdatasync) a file or directory.
+    pub fn fsync(&self, path: &RelPath, data_only: bool) -> Result<()> {
+        let op = "fsync";
+        let file = File::from(self.open_beneath(op, path, LOOK, 0)?);
+        let done = if data_only {
+            file.sync_data()
+        } else {
+            file.sync_all()
+        };
+        done.map_err(|e| Error::io(op, path, e))
+    }
+
+    /// Starts an atomic put to `path`: creates an empty hidden temporary beside it with
+    /// `perm & 0o777` and returns the temporary's path.
+    pub fn put_begin(&self, path: &RelPath, perm: u32) -> Result<RelPath> {
+        let op = "put";
+        let (dir, _) = self.parent(op, path)?;
+        let Some((parent, _)) = path.split_last() else {
+            return Err(Error::policy(
+                Code::Busy,
+                op,
+                path,
+                "not allowed on the library root",
+            ));
+        };
+        let mode = perm & 0o777;
+        for _ in 0..16 {
+            let random = sys::random_bytes::<8>().map_err(|e| Error::io(op, path, e))?;
+            let mut name = PUT_PREFIX.to_vec();
+            for b in random {
+                name.extend_from_slice(format!("{b:02x}").as_bytes());
+            }
+            let cname = sys::cstr(&name).map_err(|e| Error::io(op, path, e))?;
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+            match sys::openat(dir.as_fd(), &cname, flags, 0o600) {
+                Ok(fd) => {
+                    sys::fchmod(fd.as_fd(), mode).map_err(|e| Error::io(op, path, e))?;
+                    return parent
+                        .join(&name)
+                        .map_err(|e| Error::new(e.code(), format!("{op} {path}: {e}")));
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+                Err(e) => return Err(Error::io(op, path, e)),
+            }
+        }
+        Err(Error::policy(
+            Code::Exists,
+            op,
+            path,
+            "could not find a free temporary name",
+        ))
+    }
+
+    /// Finishes an atomic put: fsyncs `temp`, sets its mtime if given, renames it over `path`
+    /// and fsyncs the directory. `temp` must be a put temporary in `path`'s directory.
+    pub fn put_commit(
+        &self,
+        temp: &RelPath,
+        path: &RelPath,
+        mtime: Option<Timestamp>,
+    ) -> Result<Attr> {
+        let op = "put";
+        let (temp_parent, temp_name) = temp
+            .split_last()
+            .ok_or_else(|| Error::policy(Code::Invalid, op, temp, "not a put temporary"))?;
+        if !is_put_temp(temp_name) {
+            return Err(Error::policy(
+                Code::Invalid,
+                op,
+                temp,
+                "not a put temporary",
+            ));
+        }
+        match path.split_last() {
+            Some((parent, _)) if parent == temp_parent => {}
+            _ => {
+                return Err(Error::policy(
+                    Code::Invalid,
+                    op,
+                    path,
+                    "the temporary must be in the same directory",
+                ))
+            }
+        }
+        let (dir, name) = self.parent_with(op, path, libc::O_RDONLY)?;
+        let ctemp = sys::cstr(temp_name).map_err(|e| Error::io(op, temp, e))?;
+        let fd = sys::openat(dir.as_fd(), &ctemp, LOOK | libc::O_NOFOLLOW, 0)
+            .map_err(|e| Error::io(op, temp, e))?;
+        let st = sys::fstat(fd.as_fd()).map_err(|e| Error::io(op, temp, e))?;
+        ensure_regular(op, temp, &st)?;
+        let file = File::from(fd);
+        file.sync_all().map_err(|e| Error::io(op, temp, e))?;
+        if let Some(t) = mtime {
+            let times = [timespec(None), timespec(Some(SetTime::At(t)))];
+            sys::futimens(file.as_fd(), &times).map_err(|e| Error::io(op, temp, e))?;
+        }
+        sys::renameat2(dir.as_fd(), &ctemp, dir.as_fd(), &name, 0)
+            .map_err(|e| Error::io(op, path, e))?;
+        // The rename is durable only once the directory is.
+        File::from(dir)
+            .sync_all()
+            .map_err(|e| Error::io(op, path, e))?;
+        fstat_attr(op, path, file.as_fd())
+    }
+
+    /// Removes a put temporary.
+    pub fn put_abort(&self, temp: &RelPath) -> Result<()> {
+        if !is_put_temp(temp.file_name()) {
+            return Err(Error::policy(
+                Code::Invalid,
+                "put-abort",
+                temp,
+                "not a put temporary",
+            ));
+        }
+        let (dir, name) = self.parent("put-abort", temp)?;
+        sys::unlinkat(dir.as_fd(), &name, 0).map_err(|e| Error::io("put-abort", temp, e))
+    }
+}
+
+/// The error for a failed lookup beneath the root: EXDEV there means "would leave the root".
+fn beneath_error(op: &str, path: &RelPath, err: io::Error) -> Error {
+    if err.raw_os_error() == Some(libc::EXDEV) {
+        Error::policy(Code::Loop, op, path, "path escapes the library")
+    } else {
+        Error::io(op, path, err)
+    }
+}
+
+fn ensure_regular(op: &str, path: &RelPath, st: &libc::stat) -> Result<()> {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => Ok(()),
+        libc::S_IFDIR => Err(Error::io(op, path, Code::IsDir.to_io())),
+        _ => Err(Error::policy(Code::Invalid, op, path, "not a regular file")),
+    }
+}
+
+fn fstat_attr(op: &str, path: &RelPath, fd: BorrowedFd<'_>) -> Result<Attr> {
+    sys::fstat(fd)
+        .map(|st| attr_of(&st))
+        .map_err(|e| Error::io(op, path, e))
+}
+
+fn timespec(t: Option<SetTime>) -> libc::timespec {
+    match t {
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        Some(SetTime::Now) => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_NOW,
+        },
+        Some(SetTime::At(t)) => libc::timespec {
+            tv_sec: t.secs,
+            tv_nsec: libc::c_long::from(t.nanos),
+        },
+    }
+}
+
+fn stamp(secs: i64, nanos: i64) -> Timestamp {
+    Timestamp::new(secs, u32::try_from(nanos).unwrap_or(0).min(999_999_999))
+}
+
+/// Proto attributes from a `stat`.
+pub(crate) fn attr_of(st: &libc::stat) -> Attr {
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => FileKind::Dir,
+        libc::S_IFLNK => FileKind::Symlink,
+        libc::S_IFIFO => FileKind::Fifo,
+        libc::S_IFSOCK => FileKind::Socket,
+        libc::S_IFCHR => FileKind::CharDevice,
+        libc::S_IFBLK => FileKind::BlockDevice,
+        _ => FileKind::File,
+    };
+    Attr {
+        ino: st.st_ino,
+        kind,
+        perm: st.st_mode & 0o7777,
+        nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        blocks: u64::try_from(st.st_blocks).unwrap_or(0),
+        blksize: u32::try_from(st.st_blksize).unwrap_or(4096),
+        atime: stamp(st.st_atime, st.st_atime_nsec),
+        mtime: stamp(st.st_mtime, st.st_mtime_nsec),
+        ctime: stamp(st.st_ctime, st.st_ctime_nsec),
+    }
+}
+
+#[cfg(test)]
+mod tests;

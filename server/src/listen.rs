@@ -1,0 +1,437 @@
+//! The shelfd parent: bind, accept, fork one child per connection, reap, shut down cleanly.
+//!
+//! What is hard, and how the code is arranged for it:
+//!
+//! 1. **Forking safely.** Only a single-threaded process may fork and then run arbitrary code
+//!    in the child, so the parent never starts a thread; [`run`] checks `/proc/self/task`
+//!    before it begins. Children are free to start threads (`serve` does).
+//! 2. **Signals without races.** SIGTERM, SIGINT and SIGCHLD stay blocked in the parent except
+//!    inside `ppoll`, which unblocks them atomically while it waits; their handlers only bump
+//!    counters. So a signal can never slip in between checking a flag and going to sleep, and
+//!    no other system call of the parent is ever interrupted.
+//! 3. **No zombies.** Every wake-up reaps with `waitpid(-1, WNOHANG)` until none is left.
+//! 4. **Surviving overload.** Accept errors such as EMFILE back off (10 ms doubling to 1 s)
+//!    and retry rather than end the server. Past `max_clients` live children, a new client
+//!    gets one `Busy` error frame with request id 0 (written non-blocking) and is closed.
+//! 5. **Stopping.** On the first SIGTERM or SIGINT the parent closes the listener and waits up
+//!    to `shutdown_grace` (default 10 s) for its children; a second signal cuts the wait
+//!    short. Children still running then get SIGTERM, which in a child shuts the reading half
+//!    of its socket: in-flight requests finish, put temporaries are removed, the child exits.
+//!    Any child still alive 5 s later is killed. The parent then exits 0.
+//! 6. **The child never returns into the accept loop.** It runs `serve` inside
+//!    `catch_unwind` and always ends with `_exit`, skipping the parent's atexit handlers and
+//!    buffers it inherited.
+
+use std::collections::HashSet;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use shelf_proto::{Code, Frame, Reply, DEFAULT_MAX_PAYLOAD};
+
+use crate::conn::{serve, ServeConfig, ServeError};
+use crate::library::Library;
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The directory to serve.
+    pub root: PathBuf,
+    /// `HOST:PORT` to listen on; port 0 picks a free port.
+    pub listen: String,
+    pub serve: ServeConfig,
+    /// Live connections allowed; more get a `Busy` reply.
+    pub max_clients: usize,
+    /// How long a stopping server waits for its connections to end by themselves.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    pub fn new(root: impl Into<PathBuf>) -> Config {
+        Config {
+            root: root.into(),
+            listen: "127.0.0.1:7878".to_owned(),
+            serve: ServeConfig::default(),
+            max_clients: 64,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot serve {}: {source}", path.display())]
+    Root { path: PathBuf, source: io::Error },
+    #[error(
+        "cannot listen on {addr}: {source} (is another server using it? pick one with --listen)"
+    )]
+    Bind { addr: String, source: io::Error },
+    #[error("shelfd forks per connection and must run single-threaded, but this process has {0} threads")]
+    Threaded(usize),
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: io::Error,
+    },
+}
+
+fn sys(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
+    move |source| RunError::Sys { what, source }
+}
+
+/// Reads a token file: its content, without one trailing newline. An empty token is refused.
+pub fn read_token_file(path: &Path) -> io::Result<Vec<u8>> {
+    let mut token = std::fs::read(path)?;
+    if token.last() == Some(&b'\n') {
+        token.pop();
+        if token.last() == Some(&b'\r') {
+            token.pop();
+        }
+    }
+    if token.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the token file is empty",
+        ));
+    }
+    Ok(token)
+}
+
+/// Opens the library, binds, prints `listening on ADDR` as the first line on stdout, and
+/// serves until SIGTERM or SIGINT. Must be called from a single-threaded process.
+pub fn run(cfg: &Config) -> Result<(), RunError> {
+    let threads = thread_count();
+    if threads > 1 {
+        return Err(RunError::Threaded(threads));
+    }
+    let lib = Library::open(&cfg.root).map_err(|source| RunError::Root {
+        path: cfg.root.clone(),
+        source,
+    })?;
+    let listener = TcpListener::bind(&cfg.listen).map_err(|source| RunError::Bind {
+        addr: cfg.listen.clone(),
+        source,
+    })?;
+    let addr = listener.local_addr().map_err(sys("local address"))?;
+    {
+        let mut out = io::stdout().lock();
+        writeln!(out, "listening on {addr}")
+            .and_then(|()| out.flush())
+            .map_err(sys("write to stdout"))?;
+    }
+    tracing::info!(
+        %addr,
+        root = %lib.root_path().display(),
+        read_only = cfg.serve.read_only,
+        token = cfg.serve.token.is_some(),
+        "serving"
+    );
+    serve_forever(listener, &lib, cfg)
+}
+
+fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
+}
+
+/// SIGTERM and SIGINT seen by the parent.
+static STOP_SIGNALS: AtomicUsize = AtomicUsize::new(0);
+/// In a child: the connection's fd, whose reading half SIGTERM shuts.
+static CHILD_CONN_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP_SIGNALS.fetch_add(1, Ordering::SeqCst);
+}
+
+extern "C" fn on_child(_: libc::c_int) {}
+
+extern "C" fn on_child_stop(_: libc::c_int) {
+    let fd = CHILD_CONN_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: shutdown(2) is async-signal-safe; a stale fd at worst gets EBADF.
+        unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+    }
+}
+
+/// Installs `handler` for `sig`; `None` restores the default action.
+fn set_handler(sig: libc::c_int, handler: Option<extern "C" fn(libc::c_int)>) -> io::Result<()> {
+    let action = match handler {
+        Some(f) => f as *const () as libc::sighandler_t,
+        None => libc::SIG_DFL,
+    };
+    // SAFETY: a zeroed sigaction is valid (empty mask, no flags); the handlers we install
+    // only touch atomics or call async-signal-safe functions.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = action;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+fn signal_set(sigs: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigemptyset initialises the set before sigaddset uses it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+fn set_mask(how: libc::c_int, set: &libc::sigset_t) -> io::Result<()> {
+    // SAFETY: `set` is an initialised sigset; the old mask is not wanted.
+    let ret = unsafe { libc::sigprocmask(how, set, std::ptr::null_mut()) };
+    if ret != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+const PARENT_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD];
+
+/// Waits for the listener to be readable or a signal, at most `timeout`. True if readable.
+fn wait(listener: Option<&TcpListener>, timeout: Duration) -> bool {
+    let mut fds = [libc::pollfd {
+        fd: listener.map_or(-1, |l| l.as_raw_fd()),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
+    let unblocked = signal_set(&[]);
+    // SAFETY: `fds` and `ts` outlive the call; `unblocked` is an initialised empty set, which
+    // ppoll installs only while it waits.
+    let n = unsafe { libc::ppoll(fds.as_mut_ptr(), 1, &ts, &unblocked) };
+    n > 0 && fds[0].revents & libc::POLLIN != 0
+}
+
+/// Accepts and forks until a stop signal, then stops as the module docs describe.
+pub fn serve_forever(listener: TcpListener, lib: &Library, cfg: &Config) -> Result<(), RunError> {
+    set_mask(libc::SIG_BLOCK, &signal_set(&PARENT_SIGNALS)).map_err(sys("block signals"))?;
+    set_handler(libc::SIGTERM, Some(on_stop)).map_err(sys("signal handler"))?;
+    set_handler(libc::SIGINT, Some(on_stop)).map_err(sys("signal handler"))?;
+    set_handler(libc::SIGCHLD, Some(on_child)).map_err(sys("signal handler"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(sys("non-blocking listener"))?;
+
+    let mut children = HashSet::new();
+    let mut backoff = Duration::ZERO;
+    while STOP_SIGNALS.load(Ordering::SeqCst) == 0 {
+        reap(&mut children);
+        if !wait(Some(&listener), Duration::from_secs(1)) {
+            continue;
+        }
+        // Drain the accept queue, but go back to reaping and signals now and then.
+        for _ in 0..64 {
+            let (stream, peer) = match listener.accept() {
+                Ok(conn) => conn,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if transient_accept_error(&e) => continue,
+                Err(e) => {
+                    backoff =
+                        (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                    tracing::warn!("accept failed, retrying in {backoff:?}: {e}");
+                    std::thread::sleep(backoff);
+                    break;
+                }
+            };
+            backoff = Duration::ZERO;
+            reap(&mut children);
+            if children.len() >= cfg.max_clients {
+                tracing::warn!(%peer, clients = children.len(), "busy: refusing connection");
+                refuse_busy(stream, children.len());
+                continue;
+            }
+            // SAFETY: the parent is single-threaded (checked in `run`), so the child is a
+            // complete copy and may run any code; it never returns (`child` ends in _exit).
+            match unsafe { libc::fork() } {
+                -1 => {
+                    let e = io::Error::last_os_error();
+                    tracing::error!(%peer, "fork failed: {e}");
+                    refuse_busy(stream, children.len());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                0 => child(listener, stream, peer, lib, &cfg.serve),
+                pid => {
+                    tracing::info!(%peer, pid, "connect");
+                    children.insert(pid);
+                }
+            }
+        }
+    }
+    drop(listener);
+    stop_children(&mut children, cfg.shutdown_grace);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Errors that concern one connection that never properly arrived.
+fn transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM)
+    )
+}
+
+fn reap(children: &mut HashSet<libc::pid_t>) {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` is writable; WNOHANG never blocks.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            children.remove(&pid);
+            if libc::WIFSIGNALED(status) {
+                tracing::warn!(
+                    pid,
+                    signal = libc::WTERMSIG(status),
+                    "child killed by signal"
+                );
+            }
+            continue;
+        }
+        if pid == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        // 0: children remain but none has exited; -1 ECHILD: no children at all.
+        if pid == -1 {
+            children.clear();
+        }
+        return;
+    }
+}
+
+fn stop_children(children: &mut HashSet<libc::pid_t>, grace: Duration) {
+    reap(children);
+    if children.is_empty() {
+        return;
+    }
+    tracing::info!(
+        clients = children.len(),
+        "stopping: waiting up to {grace:?} for connections to end"
+    );
+    let signals = STOP_SIGNALS.load(Ordering::SeqCst);
+    let deadline = Instant::now() + grace;
+    while !children.is_empty() && STOP_SIGNALS.load(Ordering::SeqCst) == signals {
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            break;
+        };
+        wait(None, left.min(Duration::from_secs(1)));
+        reap(children);
+    }
+    for sig in [libc::SIGTERM, libc::SIGKILL] {
+        if children.is_empty() {
+            return;
+        }
+        tracing::info!(clients = children.len(), signal = sig, "ending connections");
+        for &pid in children.iter() {
+            // SAFETY: plain syscall; `pid` is our unreaped child, so it cannot be reused.
+            unsafe { libc::kill(pid, sig) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !children.is_empty() && Instant::now() < deadline {
+            wait(None, Duration::from_millis(100));
+            reap(children);
+        }
+    }
+}
+
+/// Tells a client over the limit that the server is busy, without ever blocking the parent.
+fn refuse_busy(stream: TcpStream, clients: usize) {
+    let reply = Reply::error(
+        Code::Busy,
+        format!("server busy: {clients} clients connected, try again later"),
+    );
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    if let Ok(bytes) = Frame::new(0, reply).to_bytes(DEFAULT_MAX_PAYLOAD) {
+        let _ = (&stream).write(&bytes);
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    // Read what already arrived (likely a Hello), so closing does not reset the connection
+    // and destroy the reply before the client reads it.
+    let mut buf = [0u8; 4096];
+    let _ = (&stream).read(&mut buf);
+}
+
+/// The forked child: serves its one connection and exits. Never returns.
+fn child(
+    listener: TcpListener,
+    stream: TcpStream,
+    peer: SocketAddr,
+    lib: &Library,
+    cfg: &ServeConfig,
+) -> ! {
+    drop(listener);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        child_setup(&stream)?;
+        let keep = stream.try_clone()?;
+        let result = serve(stream, lib, cfg);
+        match &result {
+            Ok(()) => tracing::info!(%peer, "disconnect"),
+            Err(e @ (ServeError::IdleTimeout(_) | ServeError::HandshakeTimeout(_))) => {
+                tracing::info!(%peer, "disconnect: {e}")
+            }
+            Err(e) => tracing::warn!(%peer, "disconnect: {e}"),
+        }
+        linger(&keep);
+        io::Result::Ok(result.is_ok())
+    }));
+    let code = match outcome {
+        Ok(Ok(true)) => 0,
+        Ok(Ok(false)) => 1,
+        Ok(Err(e)) => {
+            tracing::error!(%peer, "cannot serve connection: {e}");
+            1
+        }
+        Err(_) => 101,
+    };
+    let _ = io::stderr().flush();
+    let _ = io::stdout().flush();
+    // SAFETY: ends this process without running the parent's atexit handlers or flushing
+    // buffers inherited from it; everything of ours is flushed above.
+    unsafe { libc::_exit(code) }
+}
+
+fn child_setup(stream: &TcpStream) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    CHILD_CONN_FD.store(stream.as_raw_fd(), Ordering::SeqCst);
+    set_handler(libc::SIGTERM, Some(on_child_stop))?;
+    set_handler(libc::SIGINT, Some(on_child_stop))?;
+    set_handler(libc::SIGCHLD, None)?;
+    set_mask(libc::SIG_UNBLOCK, &signal_set(&PARENT_SIGNALS))
+}
+
+/// After our last reply: wait briefly for the client to close, so that closing with its
+/// unread bytes still queued does not reset the connection and lose that reply.
+fn linger(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    if stream
+        .set_read_timeout(Some(Duration::from_millis(250)))
+        .is_err()
+    {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut buf = [0u8; 16 << 10];
+    while Instant::now() < deadline {
+        match (&*stream).read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
