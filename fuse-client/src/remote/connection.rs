@@ -1,0 +1,747 @@
+//! One connection to the server: a stream, a writer and a reader thread.
+//!
+//! What is hard, and how it is handled:
+//! 1. *Replies in any order.* Each request gets a fresh id and a one-slot channel registered
+//!    under that id before its frame is written; the reader thread looks up the id of every
+//!    reply and hands the reply to that channel. Ids are never 0 (reserved for messages the
+//!    server sends unasked, docs/PROTOCOL.md) and never 1 after the handshake.
+//! 2. *Frames must not interleave.* The writer sits behind a mutex and each frame goes out
+//!    with one `write_all`; writes are bounded by the request timeout, and a failed write
+//!    poisons the stream (half a frame may be on the wire), so it kills the connection.
+//! 3. *Nobody waits for a dead connection.* The registry of waiters and the "dead" flag share
+//!    one lock: the reader thread, on end of stream or a malformed frame, marks the connection
+//!    dead and fails every waiter at once, and a request that registers afterwards sees the
+//!    flag instead of waiting for a reply that cannot come.
+//! 4. *A server that stops answering.* [`Pending::wait`] gives up after the request timeout and
+//!    kills the connection: a server that misses one reply is presumed wedged, and the
+//!    [`Pool`](super::Pool) replaces the connection on next use. Other waiters on it fail at
+//!    once with `Disconnected`, which callers may retry.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use shelf_proto::frame::UNSOLICITED_ID;
+use shelf_proto::msg::Message;
+use shelf_proto::wire::{Reader, Writer};
+use shelf_proto::{
+    features, Code, DecodeError, Frame, FrameReader, Hello, HelloReply, ReadError, Reply, Request,
+    DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION,
+};
+
+use super::stream::Stream;
+use super::{io_text, ConnectOptions, Limits, RemoteError, Transport};
+
+/// The id of the `Hello` request; ids of later requests start after it.
+const HELLO_ID: u32 = 1;
+
+type ReplySlot = SyncSender<Result<Reply, RemoteError>>;
+
+/// Why a connection ended; turned into one error per waiter.
+#[derive(Debug, Clone)]
+enum Death {
+    Closed(String),
+    Protocol(String),
+}
+
+impl Death {
+    fn to_error(&self) -> RemoteError {
+        match self {
+            Death::Closed(why) => RemoteError::Disconnected(why.clone()),
+            Death::Protocol(why) => RemoteError::Protocol(why.clone()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Waiters {
+    slots: HashMap<u32, ReplySlot>,
+    /// Set once, when the connection ends; no slot is added after.
+    dead: Option<Death>,
+}
+
+/// State shared by the connection, its reader thread and its pending requests.
+struct Shared {
+    waiters: Mutex<Waiters>,
+    in_flight: AtomicUsize,
+    /// A handle used only to shut the socket down, which wakes the reader thread.
+    killer: Mutex<Box<dyn Stream>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Marks the connection dead (the first cause wins) and fails every waiter.
+    fn die(&self, death: Death) {
+        let (slots, death) = {
+            let mut w = self.waiters.lock();
+            let death = w.dead.get_or_insert(death).clone();
+            (std::mem::take(&mut w.slots), death)
+        };
+        for (_, slot) in slots {
+            let _ = slot.send(Err(death.to_error()));
+        }
+    }
+
+    /// Gives the connection up: fails the waiters and shuts the socket down.
+    fn kill(&self, death: Death) {
+        self.die(death);
+        self.killer.lock().shutdown_both();
+    }
+
+    fn is_dead(&self) -> bool {
+        self.waiters.lock().dead.is_some()
+    }
+}
+
+/// One connection to a server, safe to share between threads; see the module docs.
+pub struct Connection {
+    shared: Arc<Shared>,
+    writer: Mutex<Outbox>,
+    next_id: AtomicU32,
+    limits: Limits,
+    server: HelloReply,
+    request_timeout: Duration,
+}
+
+struct Outbox {
+    stream: Box<dyn Stream>,
+    scratch: Vec<u8>,
+}
+
+/// A request on its way; [`Pending::wait`] returns its reply.
+#[derive(Debug)]
+pub struct Pending {
+    rx: Receiver<Result<Reply, RemoteError>>,
+    id: u32,
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+impl Pending {
+    /// Waits for the reply, at most the request timeout. A timeout gives the whole connection
+    /// up (module docs, point 4).
+    pub fn wait(self) -> Result<Reply, RemoteError> {
+        match self.rx.recv_timeout(self.timeout) {
+            Ok(result) => result,
+            Err(RecvTimeoutError::Timeout) => {
+                self.shared.kill(Death::Closed(format!(
+                    "the server did not answer within {:?}",
+                    self.timeout
+                )));
+                Err(RemoteError::TimedOut(self.timeout))
+            }
+            // The slot is always answered before it is dropped; this is a defensive answer.
+            Err(RecvTimeoutError::Disconnected) => Err(RemoteError::Disconnected(
+                "the connection ended without a reply".into(),
+            )),
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // A reply that comes after its waiter left is dropped by the reader thread.
+        self.shared.waiters.lock().slots.remove(&self.id);
+        self.shared.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Connection {
+    /// Connects over TCP (bounded by `connect_timeout` per address) and shakes hands.
+    pub fn connect(opts: &ConnectOptions) -> Result<Connection, RemoteError> {
+        let unreachable = |source| RemoteError::Unreachable {
+            addr: opts.addr.clone(),
+            source,
+        };
+        let addrs = opts.addr.to_socket_addrs().map_err(unreachable)?;
+        let mut last = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the address resolves to nothing",
+        );
+        for addr in addrs {
+            match TcpStream::connect_timeout(&addr, opts.connect_timeout) {
+                Ok(stream) => {
+                    // Requests are small frames that must not wait for Nagle's timer.
+                    stream.set_nodelay(true).map_err(unreachable)?;
+                    return Connection::handshake_over(stream, opts);
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(unreachable(last))
+    }
+
+    /// Shakes hands over an already open stream and starts the reader thread.
+    pub fn handshake_over<S: Stream>(
+        stream: S,
+        opts: &ConnectOptions,
+    ) -> Result<Connection, RemoteError> {
+        let mut stream: Box<dyn Stream> = Box::new(stream);
+        let setup = |e: std::io::Error| RemoteError::Disconnected(io_text(&e));
+        stream
+            .set_read_deadline(Some(opts.connect_timeout))
+            .map_err(setup)?;
+        stream
+            .set_write_deadline(Some(opts.connect_timeout))
+            .map_err(setup)?;
+        let hello = Request::Hello(Hello {
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            token: opts.token.clone().unwrap_or_default(),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_io: DEFAULT_MAX_IO,
+            features: features::ATOMIC_PUT | features::LINKS,
+            agent: opts.agent.clone(),
+        });
+        let bytes = Frame::new(HELLO_ID, hello)
+            .to_bytes(DEFAULT_MAX_PAYLOAD)
+            .map_err(|e| RemoteError::Protocol(e.to_string()))?;
+        // A busy server may have written its refusal and closed before reading our hello, so
+        // a failed write still reads what came back before reporting the write error.
+        let write_err = stream.write_all(&bytes).err();
+        let mut reader = FrameReader::new(
+            stream.try_clone_stream().map_err(setup)?,
+            DEFAULT_MAX_PAYLOAD,
+        );
+        let server = read_hello(&mut reader, opts.connect_timeout, write_err)?;
+        if server.version != PROTOCOL_VERSION {
+            return Err(RemoteError::Protocol(format!(
+                "the server chose protocol version {}, this client speaks {PROTOCOL_VERSION}",
+                server.version
+            )));
+        }
+        if server.max_io == 0 || server.max_payload == 0 {
+            return Err(RemoteError::Protocol(
+                "the server announced a zero I/O limit".into(),
+            ));
+        }
+        let limits = Limits {
+            max_io: server.max_io.min(DEFAULT_MAX_IO),
+            max_payload: server.max_payload.min(DEFAULT_MAX_PAYLOAD),
+        };
+        stream.set_read_deadline(None).map_err(setup)?;
+        stream
+            .set_write_deadline(Some(opts.request_timeout))
+            .map_err(setup)?;
+        reader.get_ref().set_read_deadline(None).map_err(setup)?;
+        let shared = Arc::new(Shared {
+            waiters: Mutex::new(Waiters::default()),
+            in_flight: AtomicUsize::new(0),
+            killer: Mutex::new(stream.try_clone_stream().map_err(setup)?),
+        });
+        let for_reader = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("shelf-reader".into())
+            .spawn(move || read_loop(reader, &for_reader))
+            .map_err(setup)?;
+        Ok(Connection {
+            shared,
+            writer: Mutex::new(Outbox {
+                stream,
+                scratch: Vec::new(),
+            }),
+            next_id: AtomicU32::new(HELLO_ID + 1),
+            limits,
+            server,
+            request_timeout: opts.request_timeout,
+        })
+    }
+
+    /// Sends `req` without waiting for its reply.
+    pub fn start_ref(&self, req: &Request) -> Result<Pending, RemoteError> {
+        self.try_start(req).map_err(|(err, _)| err)
+    }
+
+    /// Like [`Connection::start_ref`], but on failure also tells whether any byte of the
+    /// request may have reached the server (`true`) or certainly none did (`false`), so that a
+    /// pool can resend even a non-idempotent request that never left.
+    pub(crate) fn try_start(&self, req: &Request) -> Result<Pending, (RemoteError, bool)> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let id = {
+            let mut w = self.shared.waiters.lock();
+            if let Some(death) = &w.dead {
+                return Err((death.to_error(), false));
+            }
+            let mut id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            // After 2^32 requests the counter wraps; skip the reserved ids and any in use.
+            while id <= HELLO_ID || w.slots.contains_key(&id) {
+                id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            }
+            w.slots.insert(id, tx);
+            id
+        };
+        self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        // From here on, dropping `pending` unregisters the request.
+        let pending = Pending {
+            rx,
+            id,
+            shared: Arc::clone(&self.shared),
+            timeout: self.request_timeout,
+        };
+        let mut writer = self.writer.lock();
+        let Outbox { stream, scratch } = &mut *writer;
+        scratch.clear();
+        Frame::new(id, ByRef(req))
+            .encode(scratch, self.limits.max_payload)
+            .map_err(|e| {
+                let err = RemoteError::Protocol(format!("{} request: {e}", req.name()));
+                (err, false)
+            })?;
+        let sent = stream.write_all(scratch);
+        if scratch.capacity() > 1 << 20 {
+            *scratch = Vec::new();
+        }
+        if let Err(e) = sent {
+            drop(writer);
+            let why = format!("sending a request failed: {}", io_text(&e));
+            self.shared.kill(Death::Closed(why.clone()));
+            return Err((RemoteError::Disconnected(why), true));
+        }
+        Ok(pending)
+    }
+
+    /// The limits negotiated in the handshake.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// What the server announced in its `Hello` reply.
+    pub fn server(&self) -> &HelloReply {
+        &self.server
+    }
+
+    /// False once the stream has ended or the connection was given up.
+    pub fn is_alive(&self) -> bool {
+        !self.shared.is_dead()
+    }
+
+    /// Requests sent whose replies have not been collected yet.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Gives the connection up; every waiter fails at once.
+    pub fn close(&self) {
+        self.shared
+            .kill(Death::Closed("the connection was closed by the client".into()));
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl Transport for Connection {
+    fn start(&self, req: Request) -> Result<Pending, RemoteError> {
+        self.start_ref(&req)
+    }
+
+    /// One connection cannot reconnect, so nothing is retried here; see [`super::Pool`].
+    fn call(&self, req: Request) -> Result<Reply, RemoteError> {
+        self.start_ref(&req)?.wait()
+    }
+
+    fn limits(&self) -> Limits {
+        self.limits
+    }
+}
+
+/// Encodes a borrowed request, so a retry can resend it without a copy of its data.
+struct ByRef<'a>(&'a Request);
+
+impl Message for ByRef<'_> {
+    fn kind(&self) -> u16 {
+        self.0.kind()
+    }
+    fn encode_body(&self, w: &mut Writer<'_>) {
+        self.0.encode_body(w)
+    }
+    /// Never called: this type only encodes.
+    fn decode_body(kind: u16, _: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Err(DecodeError::UnknownKind(kind))
+    }
+}
+
+/// Reads until the reply to `Hello`, or the server's unasked refusal.
+fn read_hello(
+    reader: &mut FrameReader<Box<dyn Stream>>,
+    timeout: Duration,
+    write_err: Option<std::io::Error>,
+) -> Result<HelloReply, RemoteError> {
+    let lost = |write_err: Option<std::io::Error>, why: String| match write_err {
+        Some(e) => RemoteError::Disconnected(format!("sending hello failed: {}", io_text(&e))),
+        None => RemoteError::Disconnected(why),
+    };
+    loop {
+        let frame = match reader.read_frame::<Reply>() {
+            Ok(Some(frame)) => frame,
+            Ok(None) | Err(ReadError::UnexpectedEof) => {
+                return Err(lost(
+                    write_err,
+                    "the server closed the connection during the handshake".into(),
+                ))
+            }
+            Err(ReadError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(match write_err {
+                    Some(_) => lost(write_err, String::new()),
+                    None => RemoteError::TimedOut(timeout),
+                })
+            }
+            Err(ReadError::Io(e)) => return Err(lost(write_err, io_text(&e))),
+            Err(ReadError::Malformed { error, .. }) => {
+                return Err(RemoteError::Protocol(format!(
+                    "not a shelf server, or an incompatible one: {error}"
+                )))
+            }
+        };
+        match (frame.id, frame.msg) {
+            (HELLO_ID, Reply::Hello(h)) => return Ok(h),
+            (HELLO_ID | UNSOLICITED_ID, Reply::Error { code, message }) => {
+                return Err(handshake_error(code, message))
+            }
+            (UNSOLICITED_ID, other) => {
+                tracing::debug!(?other, "ignoring an unasked message during the handshake");
+            }
+            (id, other) => {
+                return Err(RemoteError::Protocol(format!(
+                    "the server answered request {id} during the handshake: {other:?}"
+                )))
+            }
+        }
+    }
+}
+
+fn handshake_error(code: Code, message: String) -> RemoteError {
+    match code {
+        Code::Busy => RemoteError::Busy(message),
+        Code::Access => RemoteError::Auth(if message.is_empty() {
+            "the server refused the token".into()
+        } else {
+            message
+        }),
+        Code::Protocol => RemoteError::Protocol(message),
+        other => RemoteError::Server {
+            code: other,
+            message,
+        },
+    }
+}
+
+/// The reader thread: routes replies to waiters until the stream ends.
+fn read_loop(mut reader: FrameReader<Box<dyn Stream>>, shared: &Shared) {
+    // The last unasked error, which usually says why the server is about to hang up.
+    let mut notice: Option<String> = None;
+    let death = loop {
+        match reader.read_frame::<Reply>() {
+            Ok(Some(frame)) if frame.id == UNSOLICITED_ID => match frame.msg {
+                Reply::Error { code, message } => {
+                    tracing::warn!(%code, %message, "message from the server");
+                    notice = Some(message);
+                }
+                other => tracing::debug!(?other, "ignoring an unasked message"),
+            },
+            Ok(Some(frame)) => {
+                let slot = shared.waiters.lock().slots.remove(&frame.id);
+                match slot {
+                    Some(slot) => {
+                        let _ = slot.send(Ok(frame.msg));
+                    }
+                    None => tracing::debug!(id = frame.id, "reply for no waiting request"),
+                }
+            }
+            Ok(None) => {
+                break Death::Closed(
+                    notice.unwrap_or_else(|| "the server closed the connection".into()),
+                )
+            }
+            Err(ReadError::UnexpectedEof) => {
+                break Death::Closed("the server closed the connection mid-frame".into())
+            }
+            Err(ReadError::Io(e)) => break Death::Closed(notice.unwrap_or_else(|| io_text(&e))),
+            Err(ReadError::Malformed { error, .. }) => {
+                break Death::Protocol(format!("malformed reply: {error}"))
+            }
+        }
+    };
+    tracing::debug!(?death, "connection ended");
+    shared.kill(death);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use shelf_proto::{Attr, FileKind, Timestamp};
+
+    use super::*;
+    use crate::remote::testserver::{fake, hello_reply, quick_opts};
+
+    fn attr(ino: u64) -> Attr {
+        Attr {
+            ino,
+            kind: FileKind::File,
+            perm: 0o644,
+            nlink: 1,
+            size: 0,
+            blocks: 0,
+            blksize: 4096,
+            atime: Timestamp::default(),
+            mtime: Timestamp::default(),
+            ctime: Timestamp::default(),
+        }
+    }
+
+    fn stat(n: u64) -> Request {
+        Request::Stat {
+            path: n.to_string().into_bytes(),
+        }
+    }
+
+    /// The fake server answers a batch of stats in reverse order, each with `ino` = the path.
+    fn reverse_server(batch: usize) -> impl FnOnce(crate::remote::testserver::Peer) + Send {
+        move |mut peer| {
+            peer.accept_hello();
+            let mut got = Vec::new();
+            while let Some(f) = peer.recv() {
+                got.push(f);
+                if got.len() == batch {
+                    for f in got.drain(..).rev() {
+                        let Request::Stat { path } = f.msg else {
+                            panic!("expected stat")
+                        };
+                        let n: u64 = String::from_utf8(path).unwrap().parse().unwrap();
+                        peer.send(f.id, Reply::Attr(attr(n)));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pipelined_replies_out_of_order_reach_their_waiters() {
+        let (stream, server) = fake(reverse_server(64));
+        let conn = Connection::handshake_over(stream, &quick_opts()).expect("handshake");
+        let pending: Vec<_> = (0..64)
+            .map(|n| conn.start_ref(&stat(n)).expect("sent"))
+            .collect();
+        assert_eq!(conn.in_flight(), 64);
+        for (n, p) in pending.into_iter().enumerate() {
+            match p.wait().expect("reply") {
+                Reply::Attr(a) => assert_eq!(a.ino, n as u64, "reply routed by id"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(conn.in_flight(), 0);
+        drop(conn);
+        server.join().expect("server ends when the client hangs up");
+    }
+
+    #[test]
+    fn many_threads_share_one_connection() {
+        let (stream, _server) = fake(reverse_server(8));
+        let conn = Arc::new(Connection::handshake_over(stream, &quick_opts()).expect("hs"));
+        let threads: Vec<_> = (0..8u64)
+            .map(|t| {
+                let conn = Arc::clone(&conn);
+                std::thread::spawn(move || {
+                    for round in 0..20u64 {
+                        let n = t * 1000 + round;
+                        // Each thread waits for its reply, so every batch of 8 holds one
+                        // request per thread and the server reverses them.
+                        match conn.call(stat(n)).expect("reply") {
+                            Reply::Attr(a) => assert_eq!(a.ino, n),
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread ok");
+        }
+    }
+
+    #[test]
+    fn hang_up_fails_every_waiter_at_once() {
+        let (stream, _server) = fake(|mut peer| {
+            peer.accept_hello();
+            for _ in 0..3 {
+                peer.recv();
+            }
+            // Dropping the peer closes the stream with three requests unanswered.
+        });
+        let opts = ConnectOptions {
+            request_timeout: Duration::from_secs(10),
+            ..quick_opts()
+        };
+        let conn = Connection::handshake_over(stream, &opts).expect("handshake");
+        let started = Instant::now();
+        let pending: Vec<_> = (0..3).map(|n| conn.start_ref(&stat(n)).unwrap()).collect();
+        for p in pending {
+            let err = p.wait().expect_err("no reply can come");
+            assert!(matches!(err, RemoteError::Disconnected(_)), "{err:?}");
+            assert_eq!(err.errno(), libc::ENOTCONN);
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "failed promptly");
+        assert!(!conn.is_alive());
+        let err = conn.start_ref(&stat(9)).expect_err("dead connection refuses");
+        assert!(matches!(err, RemoteError::Disconnected(_)), "{err:?}");
+    }
+
+    #[test]
+    fn a_server_that_never_answers_times_out() {
+        let (stream, _server) = fake(|mut peer| {
+            peer.accept_hello();
+            while peer.recv().is_some() {}
+        });
+        let conn = Connection::handshake_over(stream, &quick_opts()).expect("handshake");
+        let started = Instant::now();
+        let first = conn.start_ref(&stat(1)).expect("sent");
+        let second = conn.start_ref(&stat(2)).expect("sent");
+        let err = first.wait().expect_err("never answered");
+        assert!(matches!(err, RemoteError::TimedOut(_)), "{err:?}");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(450), "{waited:?}");
+        assert!(waited < Duration::from_secs(3), "{waited:?}");
+        // The connection was given up, so the other waiter fails at once.
+        let err = second.wait().expect_err("given up");
+        assert!(matches!(err, RemoteError::Disconnected(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(!conn.is_alive());
+    }
+
+    #[test]
+    fn handshake_refusals_are_typed() {
+        let busy = "server busy: 8 clients connected, try again later";
+        let (stream, _s) = fake(move |mut peer| {
+            peer.send(0, Reply::error(Code::Busy, busy));
+        });
+        match Connection::handshake_over(stream, &quick_opts()) {
+            Err(RemoteError::Busy(m)) => assert_eq!(m, busy),
+            other => panic!("{:?}", other.err()),
+        }
+
+        let (stream, _s) = fake(|mut peer| {
+            let f = peer.recv().expect("hello");
+            peer.send(f.id, Reply::error(Code::Access, "bad token"));
+        });
+        let err = Connection::handshake_over(stream, &quick_opts()).err().expect("refused");
+        assert!(matches!(err, RemoteError::Auth(_)), "{err:?}");
+        assert_eq!(err.errno(), libc::EACCES);
+
+        let (stream, _s) = fake(|mut peer| {
+            let f = peer.recv().expect("hello");
+            let mut h = hello_reply();
+            h.version = 99;
+            peer.send(f.id, Reply::Hello(h));
+        });
+        let err = Connection::handshake_over(stream, &quick_opts()).err().expect("refused");
+        assert!(matches!(err, RemoteError::Protocol(_)), "{err:?}");
+    }
+
+    #[test]
+    fn handshake_is_bounded_by_the_connect_timeout() {
+        let (stream, _s) = fake(|mut peer| while peer.recv().is_some() {});
+        let started = Instant::now();
+        let err = Connection::handshake_over(stream, &quick_opts()).err().expect("no hello");
+        assert!(matches!(err, RemoteError::TimedOut(_)), "{err:?}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+
+    #[test]
+    fn the_hello_carries_token_and_limits_are_the_smaller() {
+        let (stream, _s) = fake(|mut peer| {
+            let f = peer.recv().expect("hello");
+            let Request::Hello(h) = f.msg else {
+                panic!("hello first")
+            };
+            assert_eq!(h.token, b"sesame");
+            assert_eq!(f.id, HELLO_ID);
+            let mut r = hello_reply();
+            r.max_io = 65536;
+            peer.send(f.id, Reply::Hello(r));
+            while peer.recv().is_some() {}
+        });
+        let opts = ConnectOptions {
+            token: Some(b"sesame".to_vec()),
+            ..quick_opts()
+        };
+        let conn = Connection::handshake_over(stream, &opts).expect("handshake");
+        assert_eq!(conn.limits().max_io, 65536);
+        assert_eq!(conn.limits().max_payload, DEFAULT_MAX_PAYLOAD);
+    }
+
+    #[test]
+    fn unsolicited_messages_are_ignored_and_explain_a_hang_up() {
+        let (stream, _s) = fake(|mut peer| {
+            peer.accept_hello();
+            let f = peer.recv().expect("request");
+            peer.send(0, Reply::Pong);
+            peer.send(f.id, Reply::Pong);
+            let g = peer.recv().expect("request");
+            let _ = g;
+            peer.send(0, Reply::error(Code::TimedOut, "idle for 300 s, closing"));
+        });
+        let conn = Connection::handshake_over(stream, &quick_opts()).expect("handshake");
+        assert_eq!(conn.call(Request::Ping).expect("pong"), Reply::Pong);
+        let err = conn.call(Request::Ping).expect_err("closed");
+        assert!(err.to_string().contains("idle for 300 s"), "{err}");
+    }
+
+    #[test]
+    fn connect_to_a_closed_port_is_unreachable_at_once() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let opts = ConnectOptions::new(format!("127.0.0.1:{port}"));
+        let started = Instant::now();
+        let err = Connection::connect(&opts).err().expect("refused");
+        assert_eq!(
+            err.to_string(),
+            format!("cannot reach server 127.0.0.1:{port}: connection refused")
+        );
+        assert_eq!(err.errno(), libc::ENOTCONN);
+        assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn connect_over_tcp_reports_busy() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = l.accept().expect("accept");
+            let bytes = Frame::new(0, Reply::error(Code::Busy, "server busy"))
+                .to_bytes(DEFAULT_MAX_PAYLOAD)
+                .expect("encodes");
+            s.write_all(&bytes).expect("write");
+            // Read the hello before closing, so the close is a clean FIN, not a reset.
+            let mut buf = [0u8; 256];
+            let _ = std::io::Read::read(&mut s, &mut buf);
+        });
+        let err = Connection::connect(&ConnectOptions::new(addr.to_string()))
+            .err()
+            .expect("busy");
+        assert!(matches!(err, RemoteError::Busy(ref m) if m == "server busy"), "{err:?}");
+        server.join().expect("server thread");
+    }
+}

@@ -1,0 +1,283 @@
+//! The remote layer: everything between a caller that wants a file operation done on the server
+//! and the bytes on a socket. The FUSE core and the CLI both use it, and nothing above it sees a
+//! socket.
+//!
+//! What is hard, and where it is handled:
+//! 1. *Pipelining.* Many requests are in flight on one connection and replies come back in any
+//!    order. [`Connection`] gives each request an id and a reader thread routes every reply to
+//!    the waiter holding that id ([`Pending`]).
+//! 2. *Never hang.* A server that dies, hangs up or stops answering must turn into an error
+//!    promptly. When the stream ends every waiter is failed at once; each wait is bounded by
+//!    `request_timeout`; connects are bounded by `connect_timeout`.
+//! 3. *Reconnecting.* Requests are stateless and path-based (docs/PROTOCOL.md), so a fresh
+//!    connection can carry on where a dead one stopped. [`Pool`] replaces a dead connection on
+//!    next use and resends an idempotent request once ([`shelf_proto::Request::is_idempotent`]).
+//! 4. *Typed calls.* [`Client`] turns `Reply::Error` into [`RemoteError::Server`], a reply of the
+//!    wrong kind into [`RemoteError::Protocol`], and splits reads and writes larger than the
+//!    negotiated `max_io` into pipelined pieces.
+//!
+//! Layout: [`stream`] (the socket abstraction), [`connection`], [`pool`], [`client`],
+//! [`loopback`] (an in-process server for tests), and this file's shared types.
+
+use std::fmt;
+use std::io;
+use std::time::Duration;
+
+use shelf_proto::{Code, Reply, Request};
+
+pub mod client;
+pub mod connection;
+// pub mod loopback;
+pub mod pool;
+pub mod stream;
+#[cfg(test)]
+pub(crate) mod testserver;
+
+pub use client::Client;
+pub use connection::{Connection, Pending};
+// pub use loopback::Loopback;
+pub use pool::{Pool, PoolState};
+pub use stream::Stream;
+
+/// Limits negotiated in the handshake: the smaller of what each side announced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest data length of one `Read` or `Write`.
+    pub max_io: u32,
+    /// Largest frame payload either side will send.
+    pub max_payload: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_io: shelf_proto::DEFAULT_MAX_IO,
+            max_payload: shelf_proto::DEFAULT_MAX_PAYLOAD,
+        }
+    }
+}
+
+/// How to reach a server and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// `HOST:PORT`.
+    pub addr: String,
+    /// The shared secret, when the server requires one (`shelfd --token-file`).
+    pub token: Option<Vec<u8>>,
+    /// Bound on one TCP connect plus the handshake.
+    pub connect_timeout: Duration,
+    /// Bound on waiting for one reply; past it the connection is given up (see [`Pending`]).
+    pub request_timeout: Duration,
+    /// Names this client in the server's logs.
+    pub agent: String,
+}
+
+impl ConnectOptions {
+    pub fn new(addr: impl Into<String>) -> Self {
+        ConnectOptions {
+            addr: addr.into(),
+            token: None,
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(15),
+            agent: format!("shelf/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+impl Default for ConnectOptions {
+    /// The default timeouts and agent, with no address: set `addr`.
+    fn default() -> Self {
+        ConnectOptions::new("")
+    }
+}
+
+/// Why a remote operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The server carried out the request and refused it.
+    #[error("{}", server_text(*.code, .message))]
+    Server { code: Code, message: String },
+    /// No connection could be made.
+    #[error("cannot reach server {addr}: {}", io_text(.source))]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The connection ended before the reply arrived.
+    #[error("connection to the server lost: {0}")]
+    Disconnected(String),
+    /// No reply within the request timeout.
+    #[error("no reply from the server within {0:?}")]
+    TimedOut(Duration),
+    /// The server sent something this client does not understand.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// The server is at its client limit; the message is the server's.
+    #[error("{0}")]
+    Busy(String),
+    /// The server refused our token.
+    #[error("authentication failed: {0}")]
+    Auth(String),
+}
+
+impl RemoteError {
+    /// The one errno mapping for remote failures. Connection trouble reads as ENOTCONN, so a
+    /// program using the mount sees "not connected" rather than a corrupt file; a reply that
+    /// never came is ETIMEDOUT; a peer that broke the protocol is EIO, which every program
+    /// treats as a failed I/O (EPROTO would confuse tools that expect it only from sockets).
+    pub fn code(&self) -> Code {
+        match self {
+            RemoteError::Server { code, .. } => *code,
+            RemoteError::Unreachable { .. } | RemoteError::Disconnected(_) => Code::NotConnected,
+            RemoteError::TimedOut(_) => Code::TimedOut,
+            RemoteError::Protocol(_) => Code::Io,
+            RemoteError::Busy(_) => Code::Busy,
+            RemoteError::Auth(_) => Code::Access,
+        }
+    }
+
+    pub fn errno(&self) -> i32 {
+        self.code().errno()
+    }
+
+    /// Whether the request may have been lost with its connection, so that resending an
+    /// idempotent request on a fresh connection is worth a try.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, RemoteError::Disconnected(_))
+    }
+
+    pub(crate) fn server(code: Code, message: impl Into<String>) -> RemoteError {
+        RemoteError::Server {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn unexpected(req: &'static str, reply: &Reply) -> RemoteError {
+        RemoteError::Protocol(format!("unexpected {} reply to {req}", reply_name(reply)))
+    }
+}
+
+/// The code's text, plus the server's message when it says more than the code does.
+fn server_text(code: Code, message: &str) -> String {
+    let text = code.text();
+    if message.is_empty() || message.eq_ignore_ascii_case(text) {
+        text.to_string()
+    } else if message.to_ascii_lowercase().contains(text) {
+        message.to_string()
+    } else {
+        format!("{text} ({message})")
+    }
+}
+
+/// An I/O error as a short lowercase phrase ("connection refused"), without Rust's
+/// "(os error N)" suffix, for messages people read.
+pub fn io_text(err: &io::Error) -> String {
+    let full = err.to_string();
+    let text = match full.find(" (os error") {
+        Some(cut) => &full[..cut],
+        None => &full[..],
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+fn reply_name(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::Hello(_) => "hello",
+        Reply::Error { .. } => "error",
+        Reply::Ok => "ok",
+        Reply::Pong => "pong",
+        Reply::Attr(_) => "attr",
+        Reply::Listing { .. } => "listing",
+        Reply::Data { .. } => "data",
+        Reply::Target(_) => "target",
+        Reply::Statfs(_) => "statfs",
+        Reply::PutStarted { .. } => "put-started",
+    }
+}
+
+/// What every remote implementation offers: send a request, get its reply.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends one request; the reply arrives through the `Pending` (pipelining: many in flight).
+    fn start(&self, req: Request) -> Result<Pending, RemoteError>;
+    /// Sends one request and waits for its reply, retrying idempotent requests once on a fresh
+    /// connection after a connection failure.
+    fn call(&self, req: Request) -> Result<Reply, RemoteError>;
+    fn limits(&self) -> Limits;
+}
+
+/// A shared transport is a transport, so one pool can serve a core and a status reporter.
+impl<T: Transport> Transport for std::sync::Arc<T> {
+    fn start(&self, req: Request) -> Result<Pending, RemoteError> {
+        (**self).start(req)
+    }
+    fn call(&self, req: Request) -> Result<Reply, RemoteError> {
+        (**self).call(req)
+    }
+    fn limits(&self) -> Limits {
+        (**self).limits()
+    }
+}
+
+impl fmt::Display for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "max_io {} bytes, max_payload {} bytes",
+            self.max_io, self.max_payload
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_texts_for_people() {
+        let e = RemoteError::Unreachable {
+            addr: "127.0.0.1:9".into(),
+            source: io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot reach server 127.0.0.1:9: connection refused"
+        );
+        assert_eq!(
+            RemoteError::server(Code::NotFound, "").to_string(),
+            "no such file or directory"
+        );
+        assert_eq!(
+            RemoteError::server(Code::NotFound, "No such file or directory").to_string(),
+            "no such file or directory"
+        );
+        assert_eq!(
+            RemoteError::server(Code::Invalid, "path contains ..").to_string(),
+            "invalid argument (path contains ..)"
+        );
+    }
+
+    #[test]
+    fn errno_mapping() {
+        assert_eq!(
+            RemoteError::Disconnected("x".into()).errno(),
+            libc::ENOTCONN
+        );
+        assert_eq!(
+            RemoteError::TimedOut(Duration::from_secs(1)).errno(),
+            libc::ETIMEDOUT
+        );
+        assert_eq!(RemoteError::Protocol("x".into()).errno(), libc::EIO);
+        assert_eq!(RemoteError::Busy("x".into()).errno(), libc::EBUSY);
+        assert_eq!(RemoteError::Auth("x".into()).errno(), libc::EACCES);
+        assert_eq!(
+            RemoteError::server(Code::NotEmpty, "").errno(),
+            libc::ENOTEMPTY
+        );
+    }
+}

@@ -1,0 +1,252 @@
+//! A pool of connections to one server, the [`Transport`] the mount and the CLI use.
+//!
+//! What is hard, and how it is handled:
+//! 1. *Spreading load.* Each connection is its own server process (docs: one child per
+//!    connection), so spreading requests spreads the server's work over its cores. A request
+//!    goes to an idle live connection if there is one, else opens a new connection in a free
+//!    slot, else goes to the live connection with the fewest requests in flight.
+//! 2. *A dead connection is replaced on next use*, not by a background thread, so an idle mount
+//!    keeps no sockets busy reconnecting to a server that is away.
+//! 3. *Failing fast while the server is down.* A refused connect fails at once. A connect that
+//!    timed out (an unreachable host) would cost every call `connect_timeout`, so for one
+//!    `connect_timeout` after such a failure further calls fail at once without trying.
+//! 4. *Resending.* A request that certainly never left is resent whatever it is; one lost with
+//!    its connection is resent once on a fresh connection only when it is idempotent
+//!    ([`Request::is_idempotent`]).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use shelf_proto::{Reply, Request};
+
+use super::connection::{Connection, Pending};
+use super::{ConnectOptions, Limits, RemoteError, Transport};
+
+/// Makes one new, handshaken connection.
+pub type Connector = Arc<dyn Fn() -> Result<Connection, RemoteError> + Send + Sync>;
+
+/// Counters for `shelf status` and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolState {
+    /// How many connections the pool may hold.
+    pub slots: usize,
+    /// How many are open and alive now.
+    pub connected: usize,
+    /// Requests sent and not answered yet.
+    pub in_flight: usize,
+    /// Connections opened to replace a dead one.
+    pub reconnects: u64,
+    /// Requests started (retries included).
+    pub requests: u64,
+    /// Requests resent after their connection was lost.
+    pub retries: u64,
+    pub limits: Limits,
+}
+
+/// N connections to one server; see the module docs.
+pub struct Pool {
+    slots: Vec<Mutex<Option<Arc<Connection>>>>,
+    connector: Connector,
+    addr: String,
+    limits: Mutex<Limits>,
+    /// After a connect timed out: until when to fail at once, and with which error.
+    holdoff: Mutex<Option<(Instant, std::io::ErrorKind, String)>>,
+    connect_timeout: Duration,
+    next: AtomicUsize,
+    reconnects: AtomicU64,
+    requests: AtomicU64,
+    retries: AtomicU64,
+}
+
+impl Pool {
+    /// Opens the first of `n` connections to `opts.addr` now, so an unreachable server or a
+    /// refused token is reported at once; the others open when load needs them.
+    pub fn connect(opts: ConnectOptions, n: usize) -> Result<Pool, RemoteError> {
+        let addr = opts.addr.clone();
+        let timeout = opts.connect_timeout;
+        let connector: Connector = Arc::new(move || Connection::connect(&opts));
+        Pool::with_connector(connector, n, addr, timeout)
+    }
+
+    /// A pool whose connections come from `connector` (the loopback and tests use this).
+    /// `addr` names the server in messages.
+    pub fn with_connector(
+        connector: Connector,
+        n: usize,
+        addr: String,
+        connect_timeout: Duration,
+    ) -> Result<Pool, RemoteError> {
+        let first = connector()?;
+        let limits = first.limits();
+        let mut slots = vec![Mutex::new(Some(Arc::new(first)))];
+        slots.extend((1..n.max(1)).map(|_| Mutex::new(None)));
+        Ok(Pool {
+            slots,
+            connector,
+            addr,
+            limits: Mutex::new(limits),
+            holdoff: Mutex::new(None),
+            connect_timeout,
+            next: AtomicUsize::new(0),
+            reconnects: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+        })
+    }
+
+    pub fn state(&self) -> PoolState {
+        let mut connected = 0;
+        let mut in_flight = 0;
+        for slot in &self.slots {
+            if let Some(c) = &*slot.lock() {
+                if c.is_alive() {
+                    connected += 1;
+                    in_flight += c.in_flight();
+                }
+            }
+        }
+        PoolState {
+            slots: self.slots.len(),
+            connected,
+            in_flight,
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            retries: self.retries.load(Ordering::Relaxed),
+            limits: *self.limits.lock(),
+        }
+    }
+
+    /// The server's address, as given.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Closes every connection; the next request reconnects.
+    pub fn disconnect_all(&self) {
+        for slot in &self.slots {
+            if let Some(c) = slot.lock().take() {
+                c.close();
+            }
+        }
+    }
+
+    /// Chooses the connection for the next request (module docs, point 1).
+    fn pick(&self) -> Result<Arc<Connection>, RemoteError> {
+        let n = self.slots.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let mut best: Option<Arc<Connection>> = None;
+        let mut free = None;
+        for k in 0..n {
+            let i = (start + k) % n;
+            // A slot locked by another thread is being filled; don't wait for it here.
+            let Some(slot) = self.slots[i].try_lock() else {
+                continue;
+            };
+            match &*slot {
+                Some(c) if c.is_alive() => {
+                    if c.in_flight() == 0 {
+                        return Ok(Arc::clone(c));
+                    }
+                    if best.as_ref().is_none_or(|b| c.in_flight() < b.in_flight()) {
+                        best = Some(Arc::clone(c));
+                    }
+                }
+                _ => {
+                    free.get_or_insert(i);
+                }
+            }
+        }
+        match (free, best) {
+            (Some(i), best) => match self.fill(i) {
+                Ok(c) => Ok(c),
+                Err(e) => best.ok_or(e),
+            },
+            (None, Some(c)) => Ok(c),
+            // Every slot was being filled by other threads: wait for one of them.
+            (None, None) => self.fill(start),
+        }
+    }
+
+    /// Returns the live connection in slot `i`, opening one if needed.
+    fn fill(&self, i: usize) -> Result<Arc<Connection>, RemoteError> {
+        let mut slot = self.slots[i].lock();
+        if let Some(c) = &*slot {
+            if c.is_alive() {
+                return Ok(Arc::clone(c));
+            }
+        }
+        if let Some((until, kind, text)) = &*self.holdoff.lock() {
+            if Instant::now() < *until {
+                return Err(RemoteError::Unreachable {
+                    addr: self.addr.clone(),
+                    source: std::io::Error::new(*kind, text.clone()),
+                });
+            }
+        }
+        let replacing = slot.take().is_some();
+        match (self.connector)() {
+            Ok(c) => {
+                *self.limits.lock() = c.limits();
+                *self.holdoff.lock() = None;
+                if replacing {
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!(slot = i, replacing, "connected to {}", self.addr);
+                let c = Arc::new(c);
+                *slot = Some(Arc::clone(&c));
+                Ok(c)
+            }
+            Err(e) => {
+                if let RemoteError::Unreachable { source, .. } = &e {
+                    if source.kind() == std::io::ErrorKind::TimedOut {
+                        *self.holdoff.lock() = Some((
+                            Instant::now() + self.connect_timeout,
+                            source.kind(),
+                            super::io_text(source),
+                        ));
+                    }
+                }
+                tracing::debug!("connecting to {} failed: {e}", self.addr);
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends `req` on some connection, resending once if it certainly never left.
+    fn start_ref(&self, req: &Request) -> Result<Pending, RemoteError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let conn = self.pick()?;
+        match conn.try_start(req) {
+            Ok(p) => Ok(p),
+            // Not sent because the connection had just died: any request may go again.
+            Err((_, false)) if !conn.is_alive() => {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                self.pick()?.start_ref(req)
+            }
+            Err((e, _)) => Err(e),
+        }
+    }
+}
+
+impl Transport for Pool {
+    fn start(&self, req: Request) -> Result<Pending, RemoteError> {
+        self.start_ref(&req)
+    }
+
+    fn call(&self, req: Request) -> Result<Reply, RemoteError> {
+        match self.start_ref(&req).and_then(Pending::wait) {
+            Err(e) if e.is_connection_lost() && req.is_idempotent() => {
+                tracing::debug!("resending {} after: {e}", req.name());
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                self.start_ref(&req)?.wait()
+            }
+            other => other,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        *self.limits.lock()
+    }
+}
