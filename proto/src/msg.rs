@@ -852,6 +852,101 @@ mod tests {
         assert_eq!(v.len(), ATTR_LEN);
     }
 
+    fn decode<M: Message>(k: u16, payload: &[u8]) -> Result<M, DecodeError> {
+        let mut r = Reader::new(payload);
+        let m = M::decode_body(k, &mut r)?;
+        r.finish()?;
+        Ok(m)
+    }
+
+    #[test]
+    fn set_attr_bytes() {
+        let req = Request::SetAttr {
+            path: b"f".to_vec(),
+            attrs: SetAttrs {
+                perm: Some(0o644),
+                size: None,
+                atime: Some(SetTime::Now),
+                mtime: Some(SetTime::At(Timestamp::new(5, 6))),
+            },
+        };
+        #[rustfmt::skip]
+        let want: &[u8] = &[
+            0, 0, 0, 1, b'f',                               // path
+            1, 0, 0, 0x01, 0xa4,                            // perm: Some(0o644)
+            0,                                              // size: None
+            1,                                              // atime: Now
+            2, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 6,          // mtime: At(5 s, 6 ns)
+        ];
+        let mut got = Vec::new();
+        req.encode_body(&mut Writer::new(&mut got));
+        assert_eq!(got, want);
+        assert_eq!(decode::<Request>(kind::SET_ATTR, want), Ok(req));
+    }
+
+    #[test]
+    fn malformed_request_payloads() {
+        const NANOS_1E9: [u8; 4] = 1_000_000_000u32.to_be_bytes();
+        #[rustfmt::skip]
+        let cases: &[(&str, u16, &[u8], DecodeError)] = &[
+            ("ping with a trailing byte", kind::PING, &[0],
+                DecodeError::TrailingBytes(1)),
+            ("path length past the end", kind::STAT, &[0, 0, 0, 5, b'a', b'b'],
+                DecodeError::Truncated),
+            ("create: exclusive is 2", kind::CREATE, &[0, 0, 0, 0, 0, 0, 0, 0, 2],
+                DecodeError::Invalid("boolean is neither 0 nor 1")),
+            ("setattr: perm tag 2", kind::SET_ATTR, &[0, 0, 0, 0, 2],
+                DecodeError::Invalid("option tag is neither 0 nor 1")),
+            ("setattr: atime tag 3", kind::SET_ATTR, &[0, 0, 0, 0, 0, 0, 3],
+                DecodeError::Invalid("time tag is not 0, 1 or 2")),
+            ("setattr: mtime nanos 10^9", kind::SET_ATTR,
+                &[0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0,
+                  NANOS_1E9[0], NANOS_1E9[1], NANOS_1E9[2], NANOS_1E9[3]],
+                DecodeError::Invalid("nanoseconds not below 10^9")),
+            ("putcommit: mtime tag 2", kind::PUT_COMMIT, &[0, 0, 0, 0, 0, 0, 0, 0, 2],
+                DecodeError::Invalid("option tag is neither 0 nor 1")),
+            ("hello: agent not UTF-8", kind::HELLO,
+                &[0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                  0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff],
+                DecodeError::Invalid("text is not UTF-8")),
+            ("a reply kind", kind::R_OK, &[],
+                DecodeError::UnknownKind(kind::R_OK)),
+        ];
+        for (what, k, payload, want) in cases {
+            assert_eq!(
+                decode::<Request>(*k, payload).err().as_ref(),
+                Some(want),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_reply_payloads() {
+        let mut attr_kind_0 = vec![0u8; ATTR_LEN];
+        attr_kind_0[8] = 0; // the kind byte follows the 8-byte inode number
+        #[rustfmt::skip]
+        let cases: &[(&str, u16, &[u8], DecodeError)] = &[
+            ("attr: file kind 0", kind::R_ATTR, &attr_kind_0,
+                DecodeError::Invalid("unknown file kind")),
+            ("listing: count beyond the payload", kind::R_LISTING, &[0, 0, 0, 1, 0],
+                DecodeError::Truncated),
+            ("listing: more is 7", kind::R_LISTING, &[0, 0, 0, 0, 7],
+                DecodeError::Invalid("boolean is neither 0 nor 1")),
+            ("error: message length past the end", kind::R_ERROR, &[0, 0, 0, 2, 0, 0, 0, 1],
+                DecodeError::Truncated),
+            ("a request kind", kind::PING, &[],
+                DecodeError::UnknownKind(kind::PING)),
+        ];
+        for (what, k, payload, want) in cases {
+            assert_eq!(
+                decode::<Reply>(*k, payload).err().as_ref(),
+                Some(want),
+                "{what}"
+            );
+        }
+    }
+
     #[test]
     fn every_request_kind_is_below_every_reply_kind() {
         for k in [kind::HELLO, kind::PUT_ABORT, kind::FSYNC] {
