@@ -1,0 +1,802 @@
+//! The filesystem core: every FUSE operation as a plain method over a remote library.
+//!
+//! `fs.rs` translates kernel requests into calls on `Core` and nothing more, so everything
+//! here is tested without a mount, against `remote::Loopback` (a real server over a socket
+//! pair). `Core` is generic over the transport for that reason.
+//!
+//! What is hard, and where it is handled:
+//! 1. The protocol is path-based, the kernel is inode-based: `InodeTable` maps one to the
+//!    other and follows renames; `path_of` is the only way an inode becomes a path.
+//! 2. POSIX lets a program keep using a file after it is unlinked or renamed over. Like NFS,
+//!    an open file that loses its name is first renamed (or linked) to a hidden name
+//!    (`.shelf-hidden-*`, left out of listings) and removed when its last handle closes.
+//! 3. Written bytes must reach the server by `close()` and never silently vanish: see
+//!    `write.rs`. Anything that looks at a file's size or bytes settles its writes first.
+//! 4. Caches must never mix versions: chunks are keyed by version (`fetch.rs`); a read that
+//!    meets a new version starts over, and a file replaced by another inode is `ESTALE`.
+//! 5. The kernel keeps its page cache across opens only while the version it cached is the
+//!    version on the server (`Opened::keep_cache`, close-to-open consistency as in NFS).
+
+mod error;
+mod fetch;
+mod write;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use shelf_proto::{rename_flags, Attr, Code, DirEntry, FileKind, SetAttrs, SetTime, Statfs};
+use shelf_proto::{Timestamp, Version};
+
+pub use error::{FsError, FsResult};
+use fetch::Fetcher;
+use write::{WriteBack, WriteLimits};
+
+use crate::cache::{CacheStats, ChunkCache, ChunkKey};
+use crate::inode::InodeTable;
+use crate::readahead::ReadAhead;
+use crate::remote::{Client, Transport};
+
+/// The root directory's inode number, fixed by FUSE.
+pub const ROOT_INO: u64 = 1;
+
+/// Names the core gives open files that lost their name; hidden from listings.
+const HIDDEN_PREFIX: &[u8] = b".shelf-hidden-";
+
+/// Longest name Linux allows in one path component.
+const NAME_MAX: usize = 255;
+
+/// Settings of one mount.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// How long attributes and entries stay valid without asking the server.
+    pub attr_ttl: Duration,
+    pub chunk_size: u32,
+    pub cache_bytes: u64,
+    /// The read-ahead window's limit, in chunks.
+    pub readahead_chunks: u32,
+    pub prefetch_threads: usize,
+    /// Owner shown for every file: the mounting user (DESIGN.md, "Ownership").
+    pub uid: u32,
+    pub gid: u32,
+    /// Refuse every change locally with EROFS.
+    pub read_only: bool,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            attr_ttl: Duration::from_secs(1),
+            chunk_size: 1 << 20,
+            cache_bytes: 256 << 20,
+            readahead_chunks: 8,
+            prefetch_threads: 4,
+            uid: 0,
+            gid: 0,
+            read_only: false,
+        }
+    }
+}
+
+/// A name resolved to an inode, with its attributes.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub ino: u64,
+    pub attr: Attr,
+}
+
+/// An opened file handle and whether the kernel may keep the pages it already holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    pub fh: u64,
+    pub keep_cache: bool,
+}
+
+/// The attribute changes of a `setattr`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttrRequest {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+/// Receives directory entries for one `readdir` reply, like fuser's `ReplyDirectory[Plus]`.
+pub trait DirSink {
+    /// Adds one entry; `offset` is where the next `readdir` resumes. Returns true when the
+    /// reply is full and the entry was NOT added.
+    fn add(&mut self, ino: u64, offset: u64, name: &[u8], attr: &Attr) -> bool;
+}
+
+/// Everything an inode with open handles needs, shared by its handles.
+struct OpenState {
+    handles: usize,
+    writes: Arc<Mutex<WriteBack>>,
+    readahead: Arc<Mutex<ReadAhead>>,
+    /// The hidden path the file was moved to when it lost its name while open.
+    hidden: Option<Vec<u8>>,
+}
+
+struct OpenFile {
+    ino: u64,
+    writable: bool,
+}
+
+struct OpenDir {
+    ino: u64,
+    attr: Attr,
+    entries: Vec<DirEntry>,
+}
+
+pub struct Core<T: Transport> {
+    client: Arc<Client<T>>,
+    inodes: InodeTable,
+    cache: Arc<ChunkCache>,
+    fetcher: Arc<Fetcher<T>>,
+    open: Mutex<HashMap<u64, OpenState>>,
+    files: Mutex<HashMap<u64, OpenFile>>,
+    dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
+    /// The version of each file whose pages the kernel may hold (`Opened::keep_cache`).
+    page_versions: Mutex<HashMap<u64, Version>>,
+    next_fh: AtomicU64,
+    hidden_seq: AtomicU64,
+    write_limits: WriteLimits,
+    cfg: CoreConfig,
+}
+
+impl<T: Transport> Core<T> {
+    pub fn new(transport: T, cfg: CoreConfig) -> Self {
+        let client = Arc::new(Client::new(transport));
+        let cache = Arc::new(ChunkCache::new(cfg.cache_bytes, cfg.chunk_size));
+        let fetcher = Fetcher::new(Arc::clone(&client), Arc::clone(&cache));
+        fetcher.start_prefetchers(cfg.prefetch_threads);
+        let max_io = client.limits().max_io.max(4096) as usize;
+        Core {
+            client,
+            write_limits: WriteLimits {
+                send_at: (cfg.chunk_size as usize).min(max_io),
+                max_io,
+                max_inflight: 8,
+            },
+            inodes: InodeTable::new(),
+            cache,
+            fetcher,
+            open: Mutex::new(HashMap::new()),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            page_versions: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            hidden_seq: AtomicU64::new(0),
+            cfg,
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    pub fn transport(&self) -> &T {
+        self.client.transport()
+    }
+
+    // ---- names and paths -------------------------------------------------------------
+
+    /// The server path of an inode: its hidden name if it lost its own while open.
+    fn path_of(&self, ino: u64) -> FsResult<Vec<u8>> {
+        if let Some(hidden) = self.open.lock().get(&ino).and_then(|s| s.hidden.clone()) {
+            return Ok(hidden);
+        }
+        self.inodes.path(ino).ok_or(FsError::Local(Code::NotFound))
+    }
+
+    fn child_path(&self, parent: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+        check_name(name)?;
+        self.inodes
+            .child_path(parent, name)
+            .ok_or(FsError::Local(Code::NotFound))
+    }
+
+    fn check_writable(&self) -> FsResult<()> {
+        if self.cfg.read_only {
+            return Err(Code::ReadOnly.into());
+        }
+        Ok(())
+    }
+
+    /// Records attributes fetched from the server and resolves the name to an inode, counting
+    /// one kernel lookup.
+    fn enter(&self, parent: u64, name: &[u8], attr: Attr) -> FsResult<Entry> {
+        // The parent can vanish from the table only if the kernel forgot it mid-call.
+        let ino = self
+            .inodes
+            .lookup(parent, name, &attr)
+            .ok_or(FsError::Local(Code::Stale))?;
+        Ok(Entry { ino, attr })
+    }
+
+    // ---- attributes ------------------------------------------------------------------
+
+    /// Sends a file's buffered writes and waits for them, so the server's size and bytes are
+    /// the ones the program wrote. Cheap when nothing is buffered.
+    fn settle(&self, ino: u64) -> FsResult<()> {
+        let Some(writes) = self.open.lock().get(&ino).map(|s| Arc::clone(&s.writes)) else {
+            return Ok(());
+        };
+        let mut wb = writes.lock();
+        if wb.is_clean() {
+            return wb.take_error();
+        }
+        let path = self.path_of(ino)?;
+        if let Some(attr) = wb.drain(&self.client, &path, self.write_limits)? {
+            self.inodes.set_attr(ino, &attr);
+            self.page_versions.lock().insert(ino, attr.version());
+        }
+        Ok(())
+    }
+
+    fn settle_all(&self) -> FsResult<()> {
+        let inos: Vec<u64> = self.open.lock().keys().copied().collect();
+        inos.into_iter().try_for_each(|ino| self.settle(ino))
+    }
+
+    /// Asks the server for an inode's attributes. A different file behind the same name
+    /// (replaced on the server) makes this inode stale.
+    fn refresh(&self, ino: u64) -> FsResult<Attr> {
+        let path = self.path_of(ino)?;
+        let attr = self.client.stat(&path)?;
+        if let Some(old) = self.inodes.last_attr(ino) {
+            if ino != ROOT_INO && (old.ino != attr.ino || old.kind != attr.kind) {
+                return Err(Code::Stale.into());
+            }
+        }
+        self.inodes.set_attr(ino, &attr);
+        Ok(attr)
+    }
+
+    fn attr(&self, ino: u64) -> FsResult<Attr> {
+        self.settle(ino)?;
+        match self.inodes.cached_attr(ino, self.cfg.attr_ttl) {
+            Some(a) => Ok(a),
+            None => self.refresh(ino),
+        }
+    }
+
+    // ---- FUSE operations -------------------------------------------------------------
+
+    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Entry> {
+        let path = self.child_path(parent, name)?;
+        if let Some(ino) = self.inodes.child(parent, name) {
+            self.settle(ino)?;
+        }
+        let attr = self.client.stat(&path)?;
+        self.enter(parent, name, attr)
+    }
+
+    pub fn forget(&self, ino: u64, nlookup: u64) {
+        self.inodes.forget(ino, nlookup);
+    }
+
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        self.attr(ino)
+    }
+
+    pub fn setattr(&self, ino: u64, req: SetAttrRequest) -> FsResult<Attr> {
+        // Ownership is presented, not stored: every file is the mounting user's, so only a
+        // chown to that user (a no-op) is allowed (DESIGN.md, "Ownership").
+        if req.uid.is_some_and(|u| u != self.cfg.uid) || req.gid.is_some_and(|g| g != self.cfg.gid)
+        {
+            return Err(Code::NotPermitted.into());
+        }
+        let attrs = SetAttrs {
+            perm: req.mode.map(|m| m & 0o7777),
+            size: req.size,
+            atime: req.atime,
+            mtime: req.mtime,
+        };
+        if attrs == SetAttrs::default() {
+            return self.attr(ino);
+        }
+        self.check_writable()?;
+        // Buffered writes go first: otherwise they would land after a truncate, or move the
+        // mtime that `touch -d` or `cp -p` just set.
+        self.settle(ino)?;
+        let path = self.path_of(ino)?;
+        let attr = self.client.set_attr(&path, attrs)?;
+        if attrs.size.is_some() {
+            self.cache.invalidate_file(ino);
+        }
+        self.inodes.set_attr(ino, &attr);
+        if attrs.size.is_some() || attrs.mtime.is_some() {
+            self.page_versions.lock().insert(ino, attr.version());
+        }
+        Ok(attr)
+    }
+
+    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+        Ok(self.client.readlink(&self.path_of(ino)?)?)
+    }
+
+    /// Only regular files can be made: the server never creates device nodes or FIFOs
+    /// (DESIGN.md, "Ownership").
+    pub fn mknod(&self, parent: u64, name: &[u8], mode: u32, umask: u32) -> FsResult<Entry> {
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return Err(Code::NotPermitted.into());
+        }
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let attr = self.client.create(&path, mode & !umask & 0o7777, true)?;
+        self.enter(parent, name, attr)
+    }
+
+    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, umask: u32) -> FsResult<Entry> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let attr = self.client.mkdir(&path, mode & !umask & 0o7777)?;
+        self.enter(parent, name, attr)
+    }
+
+    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        match self
+            .inodes
+            .child(parent, name)
+            .filter(|ino| self.is_open(*ino))
+        {
+            Some(ino) => self.hide(ino, &path, false)?,
+            None => self.client.unlink(&path)?,
+        }
+        self.inodes.unlink(parent, name);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        self.client.rmdir(&path)?;
+        self.inodes.unlink(parent, name);
+        Ok(())
+    }
+
+    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> FsResult<Entry> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let attr = self.client.symlink(&path, target)?;
+        self.enter(parent, name, attr)
+    }
+
+    /// `flags` are the kernel's `RENAME_*` bits.
+    pub fn rename(
+        &self,
+        parent: u64,
+        name: &[u8],
+        new_parent: u64,
+        new_name: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        let from = self.child_path(parent, name)?;
+        let to = self.child_path(new_parent, new_name)?;
+        let mut wire_flags = 0;
+        if flags & libc::RENAME_NOREPLACE != 0 {
+            wire_flags |= rename_flags::NOREPLACE;
+        }
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            wire_flags |= rename_flags::EXCHANGE;
+        }
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+            return Err(Code::Invalid.into());
+        }
+        // Writes in flight name the old path; they must land before the name changes.
+        self.settle_all()?;
+        if wire_flags & rename_flags::EXCHANGE == 0 {
+            if let Some(victim) = self.inodes.child(new_parent, new_name) {
+                if self.is_open(victim) && !self.same_node(parent, name, victim) {
+                    // Keep the replaced file reachable for its open handles; a hard link
+                    // keeps the target name in place, so the rename stays atomic.
+                    self.hide(victim, &to, true)?;
+                }
+            }
+        }
+        self.client.rename(&from, &to, wire_flags)?;
+        if wire_flags & rename_flags::EXCHANGE != 0 {
+            self.inodes.exchange(parent, name, new_parent, new_name);
+        } else {
+            self.inodes.rename(parent, name, new_parent, new_name);
+        }
+        Ok(())
+    }
+
+    fn same_node(&self, parent: u64, name: &[u8], ino: u64) -> bool {
+        self.inodes.child(parent, name) == Some(ino)
+    }
+
+    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> FsResult<Entry> {
+        self.check_writable()?;
+        self.settle(ino)?;
+        let existing = self.path_of(ino)?;
+        let new = self.child_path(new_parent, new_name)?;
+        let attr = self.client.link(&existing, &new)?;
+        // The old name's attributes (nlink, ctime) changed too.
+        self.inodes.set_attr(ino, &attr);
+        self.enter(new_parent, new_name, attr)
+    }
+
+    pub fn statfs(&self) -> FsResult<Statfs> {
+        Ok(self.client.statfs()?)
+    }
+
+    /// Permission bits are checked by the kernel (`default_permissions`); this answers
+    /// existence and the read-only case.
+    pub fn access(&self, ino: u64, mask: i32) -> FsResult<()> {
+        self.attr(ino)?;
+        if mask & libc::W_OK != 0 && self.cfg.read_only {
+            return Err(Code::ReadOnly.into());
+        }
+        Ok(())
+    }
+
+    // ---- files -----------------------------------------------------------------------
+
+    /// `flags` are the `open(2)` flags the kernel passes on.
+    pub fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if writable || flags & libc::O_TRUNC != 0 {
+            self.check_writable()?;
+        }
+        self.settle(ino)?;
+        // Close-to-open consistency: every open asks the server what the file is now.
+        let mut attr = self.refresh(ino)?;
+        if attr.kind == FileKind::Dir {
+            return Err(Code::IsDir.into());
+        }
+        if flags & libc::O_TRUNC != 0 && attr.size != 0 {
+            let path = self.path_of(ino)?;
+            attr = self.client.set_attr(
+                &path,
+                SetAttrs {
+                    size: Some(0),
+                    ..Default::default()
+                },
+            )?;
+            self.cache.invalidate_file(ino);
+            self.inodes.set_attr(ino, &attr);
+        }
+        Ok(self.new_handle(ino, attr, writable))
+    }
+
+    fn new_handle(&self, ino: u64, attr: Attr, writable: bool) -> Opened {
+        let keep_cache = {
+            let mut pv = self.page_versions.lock();
+            pv.insert(ino, attr.version()) == Some(attr.version())
+        };
+        if !keep_cache {
+            self.cache.invalidate_file(ino);
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.open
+            .lock()
+            .entry(ino)
+            .or_insert_with(|| OpenState {
+                handles: 0,
+                writes: Arc::default(),
+                readahead: Arc::new(Mutex::new(ReadAhead::new(self.cfg.readahead_chunks as u64))),
+                hidden: None,
+            })
+            .handles += 1;
+        self.files.lock().insert(fh, OpenFile { ino, writable });
+        Opened { fh, keep_cache }
+    }
+
+    fn is_open(&self, ino: u64) -> bool {
+        self.open.lock().contains_key(&ino)
+    }
+
+    /// Gives an open file that is losing its name (`path`) a hidden one on the server, by
+    /// rename (`unlink`) or by hard link (the name is about to be renamed over).
+    fn hide(&self, ino: u64, path: &[u8], by_link: bool) -> FsResult<()> {
+        self.settle(ino)?;
+        let dir = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => &path[..=i],
+            None => &b""[..],
+        };
+        let seq = self.hidden_seq.fetch_add(1, Ordering::Relaxed);
+        let mut hidden = dir.to_vec();
+        hidden.extend_from_slice(HIDDEN_PREFIX);
+        hidden.extend_from_slice(format!("{ino:x}-{}-{seq}", std::process::id()).as_bytes());
+        if by_link {
+            self.client.link(path, &hidden)?;
+        } else {
+            self.client.rename(path, &hidden, rename_flags::NOREPLACE)?;
+        }
+        if let Some(state) = self.open.lock().get_mut(&ino) {
+            state.hidden = Some(hidden);
+        }
+        Ok(())
+    }
+
+    fn handle(&self, fh: u64) -> FsResult<(u64, bool)> {
+        self.files
+            .lock()
+            .get(&fh)
+            .map(|f| (f.ino, f.writable))
+            .ok_or(FsError::Local(Code::BadHandle))
+    }
+
+    fn open_parts(&self, ino: u64) -> FsResult<(Arc<Mutex<WriteBack>>, Arc<Mutex<ReadAhead>>)> {
+        self.open
+            .lock()
+            .get(&ino)
+            .map(|s| (Arc::clone(&s.writes), Arc::clone(&s.readahead)))
+            .ok_or(FsError::Local(Code::BadHandle))
+    }
+
+    pub fn create(
+        &self,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        flags: i32,
+    ) -> FsResult<(Entry, Opened)> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let exclusive = flags & libc::O_EXCL != 0;
+        let mut attr = self
+            .client
+            .create(&path, mode & !umask & 0o7777, exclusive)?;
+        if flags & libc::O_TRUNC != 0 && attr.size != 0 {
+            attr = self.client.set_attr(
+                &path,
+                SetAttrs {
+                    size: Some(0),
+                    ..Default::default()
+                },
+            )?;
+        }
+        let entry = self.enter(parent, name, attr)?;
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        Ok((entry, self.new_handle(entry.ino, attr, writable)))
+    }
+
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let (ino, _) = self.handle(fh)?;
+        let (_, readahead) = self.open_parts(ino)?;
+        self.settle(ino)?;
+        let cs = self.cfg.chunk_size as u64;
+        let end = offset.saturating_add(size as u64);
+        let mut attr = self.attr(ino)?;
+        // A version change met mid-read restarts the read under the new version; a file that
+        // keeps changing faster than we can read it is reported rather than chased forever.
+        for _ in 0..4 {
+            let path = self.path_of(ino)?;
+            let version = attr.version();
+            let stop = end.min(attr.size.max(offset));
+            let keys: Vec<ChunkKey> = if stop > offset {
+                (offset / cs..=(stop - 1) / cs)
+                    .map(|index| ChunkKey {
+                        file: ino,
+                        version,
+                        index,
+                    })
+                    .collect()
+            } else {
+                // Past the end as we know it: one chunk asks the server whether it grew.
+                vec![ChunkKey {
+                    file: ino,
+                    version,
+                    index: offset / cs,
+                }]
+            };
+            let chunks = self.fetcher.chunks(&path, &keys)?;
+            if let Some(new) = chunks
+                .iter()
+                .filter_map(|c| c.attr)
+                .find(|a| a.version() != version)
+            {
+                if new.ino != attr.ino {
+                    return Err(Code::Stale.into());
+                }
+                self.cache.invalidate_file(ino);
+                self.inodes.set_attr(ino, &new);
+                attr = new;
+                continue;
+            }
+            let mut out = Vec::with_capacity((stop.saturating_sub(offset)) as usize);
+            for (key, chunk) in keys.iter().zip(&chunks) {
+                let base = key.index * cs;
+                let from = offset.max(base) - base;
+                let to = (end.min(base + chunk.data.len() as u64)).saturating_sub(base);
+                if from < to {
+                    out.extend_from_slice(&chunk.data[from as usize..to as usize]);
+                }
+                if (chunk.data.len() as u64) < cs {
+                    break; // end of file
+                }
+            }
+            let ahead = readahead
+                .lock()
+                .on_read(offset, size as u64, self.cfg.chunk_size);
+            let last_chunk = attr.size.div_ceil(cs);
+            for index in ahead.start..ahead.end.min(last_chunk) {
+                self.fetcher.prefetch(
+                    &path,
+                    ChunkKey {
+                        file: ino,
+                        version,
+                        index,
+                    },
+                );
+            }
+            return Ok(out);
+        }
+        Err(FsError::Local(Code::Stale))
+    }
+
+    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+        let (ino, writable) = self.handle(fh)?;
+        if !writable {
+            return Err(Code::BadHandle.into());
+        }
+        self.check_writable()?;
+        let (writes, _) = self.open_parts(ino)?;
+        let path = self.path_of(ino)?;
+        writes
+            .lock()
+            .write(&self.client, &path, offset, data, self.write_limits)?;
+        self.cache.invalidate_file(ino);
+        Ok(data.len() as u32)
+    }
+
+    /// Called on every `close()` of a descriptor: the written bytes reach the server here.
+    pub fn flush(&self, fh: u64) -> FsResult<()> {
+        let (ino, _) = self.handle(fh)?;
+        self.settle(ino)
+    }
+
+    pub fn fsync(&self, fh: u64, data_only: bool) -> FsResult<()> {
+        let (ino, _) = self.handle(fh)?;
+        self.settle(ino)?;
+        Ok(self.client.fsync(&self.path_of(ino)?, data_only)?)
+    }
+
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(file) = self.files.lock().remove(&fh) else {
+            return Err(Code::BadHandle.into());
+        };
+        let settled = self.settle(file.ino);
+        let hidden = {
+            let mut open = self.open.lock();
+            match open.get_mut(&file.ino) {
+                Some(state) if state.handles > 1 => {
+                    state.handles -= 1;
+                    None
+                }
+                Some(_) => open.remove(&file.ino).and_then(|s| s.hidden),
+                None => None,
+            }
+        };
+        if let Some(hidden) = hidden {
+            self.cache.invalidate_file(file.ino);
+            if let Err(e) = self.client.unlink(&hidden) {
+                tracing::warn!(
+                    "cannot remove hidden file {}: {e}",
+                    String::from_utf8_lossy(&hidden)
+                );
+            }
+        }
+        settled
+    }
+
+    // ---- directories -----------------------------------------------------------------
+
+    /// Snapshots the listing, so that offsets stay meaningful while the directory changes.
+    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+        // Listing attributes replace the kernel's; buffered writes must not make them stale.
+        self.settle_all()?;
+        let path = self.path_of(ino)?;
+        let attr = self.attr(ino)?;
+        if attr.kind != FileKind::Dir {
+            return Err(Code::NotDir.into());
+        }
+        let mut entries = self.client.list(&path)?;
+        entries.retain(|e| !e.name.starts_with(HIDDEN_PREFIX));
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs
+            .lock()
+            .insert(fh, Arc::new(OpenDir { ino, attr, entries }));
+        Ok(fh)
+    }
+
+    /// Fills `sink` from `offset` on. With `plus`, each entry the sink takes counts as a
+    /// kernel lookup (readdirplus), except `.` and `..`.
+    pub fn readdir(
+        &self,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        sink: &mut dyn DirSink,
+    ) -> FsResult<()> {
+        let dir = self
+            .dirs
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::Local(Code::BadHandle))?;
+        let dots = [(&b"."[..], dir.ino), (&b".."[..], dir.ino)];
+        let total = dots.len() + dir.entries.len();
+        for i in (offset as usize)..total {
+            let next = i as u64 + 1;
+            if let Some((name, ino)) = dots.get(i) {
+                if sink.add(*ino, next, name, &dir.attr) {
+                    return Ok(());
+                }
+                continue;
+            }
+            let e = &dir.entries[i - dots.len()];
+            if plus {
+                let entry = self.enter(dir.ino, &e.name, e.attr)?;
+                if sink.add(entry.ino, next, &e.name, &e.attr) {
+                    self.inodes.forget(entry.ino, 1);
+                    return Ok(());
+                }
+            } else {
+                let ino = self.inodes.readdir_ino(dir.ino, &e.name, &e.attr);
+                if sink.add(ino, next, &e.name, &e.attr) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().remove(&fh);
+    }
+}
+
+fn check_name(name: &[u8]) -> FsResult<()> {
+    if name.len() > NAME_MAX {
+        return Err(Code::NameTooLong.into());
+    }
+    if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        return Err(Code::Invalid.into());
+    }
+    Ok(())
+}
+
+/// A `Timestamp` for `SystemTime`, for callers converting kernel times.
+pub fn timestamp(t: std::time::SystemTime) -> Timestamp {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => Timestamp::new(d.as_secs() as i64, d.subsec_nanos()),
+        Err(e) => {
+            let d = e.duration();
+            if d.subsec_nanos() == 0 {
+                Timestamp::new(-(d.as_secs() as i64), 0)
+            } else {
+                Timestamp::new(-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+            }
+        }
+    }
+}
+
+/// The `SystemTime` of a `Timestamp`.
+pub fn system_time(t: Timestamp) -> std::time::SystemTime {
+    let nanos = Duration::from_nanos(t.nanos as u64);
+    if t.secs >= 0 {
+        std::time::UNIX_EPOCH + Duration::from_secs(t.secs as u64) + nanos
+    } else {
+        std::time::UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs()) + nanos
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,413 @@
+//! Core tests against a real server over a socket pair (`remote::Loopback`), without FUSE.
+
+use std::fs;
+use std::time::Duration;
+
+use shelf_proto::{Attr, Code, FileKind, SetTime, Timestamp};
+use tempfile::TempDir;
+
+use super::*;
+use crate::remote::Loopback;
+
+const CHUNK: u32 = 4096;
+
+/// Byte k of a test file is k mod 251, so a misplaced byte cannot pass.
+fn ramp(len: usize, start: usize) -> Vec<u8> {
+    (start..start + len).map(|k| (k % 251) as u8).collect()
+}
+
+struct Fixture {
+    dir: TempDir,
+    core: Core<Loopback>,
+}
+
+fn fixture_with(cfg: CoreConfig) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lb = Loopback::new(dir.path()).expect("loopback server starts");
+    Fixture {
+        core: Core::new(lb, cfg),
+        dir,
+    }
+}
+
+fn fixture() -> Fixture {
+    fixture_with(CoreConfig {
+        chunk_size: CHUNK,
+        cache_bytes: 64 * CHUNK as u64,
+        attr_ttl: Duration::ZERO,
+        ..CoreConfig::default()
+    })
+}
+
+fn errno_of<T: std::fmt::Debug>(r: FsResult<T>) -> Code {
+    r.expect_err("the operation should fail").code()
+}
+
+impl Fixture {
+    fn create(&self, name: &str) -> (Entry, Opened) {
+        self.core
+            .create(ROOT_INO, name.as_bytes(), 0o100644, 0o022, libc::O_RDWR)
+            .expect("create")
+    }
+
+    fn read_all(&self, fh: u64, len: u32) -> Vec<u8> {
+        self.core.read(fh, 0, len).expect("read")
+    }
+}
+
+#[test]
+fn write_then_read_across_chunks_and_on_server_after_flush() {
+    let f = fixture();
+    let (e, o) = f.create("a.bin");
+    assert_eq!(e.attr.kind, FileKind::File);
+    assert_eq!(e.attr.perm, 0o644);
+    let data = ramp(3 * CHUNK as usize + 100, 0);
+    for (i, piece) in data.chunks(1000).enumerate() {
+        let n = f.core.write(o.fh, (i * 1000) as u64, piece).expect("write");
+        assert_eq!(n as usize, piece.len());
+    }
+    // Our own writes are visible to our reads before any flush.
+    assert_eq!(f.read_all(o.fh, data.len() as u32 + 50), data);
+    assert_eq!(
+        f.core.getattr(e.ino).expect("getattr").size,
+        data.len() as u64
+    );
+    f.core.flush(o.fh).expect("flush");
+    assert_eq!(
+        fs::read(f.dir.path().join("a.bin")).expect("on server"),
+        data
+    );
+    // An unaligned read in the middle.
+    assert_eq!(
+        f.core.read(o.fh, 4000, 5000).expect("read"),
+        &data[4000..9000]
+    );
+    f.core.release(o.fh).expect("release");
+}
+
+#[test]
+fn change_on_server_is_seen_and_never_mixed() {
+    let f = fixture();
+    let path = f.dir.path().join("f");
+    fs::write(&path, ramp(2 * CHUNK as usize, 0)).expect("seed");
+    let e = f.core.lookup(ROOT_INO, b"f").expect("lookup");
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    // Cache chunk 0 of the old version only.
+    assert_eq!(f.core.read(o.fh, 0, 10).expect("read"), ramp(10, 0));
+    let new = ramp(2 * CHUNK as usize, 7);
+    fs::write(&path, &new).expect("replace content in place");
+    // Same inode, new content: with a zero TTL the next read must be all new.
+    let got = f.core.read(o.fh, 0, 2 * CHUNK).expect("read");
+    assert_eq!(got, new, "a read never mixes two versions");
+    f.core.release(o.fh).expect("release");
+}
+
+#[test]
+fn file_replaced_by_another_inode_is_stale_for_open_handle() {
+    let f = fixture();
+    fs::write(f.dir.path().join("g"), b"old").expect("seed");
+    let e = f.core.lookup(ROOT_INO, b"g").expect("lookup");
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    fs::write(f.dir.path().join("g.new"), b"brand new").expect("new");
+    fs::rename(f.dir.path().join("g.new"), f.dir.path().join("g")).expect("replace");
+    assert_eq!(errno_of(f.core.read(o.fh, 0, 100)), Code::Stale);
+    // A fresh lookup finds the new file under a new inode.
+    let e2 = f.core.lookup(ROOT_INO, b"g").expect("lookup again");
+    assert_ne!(e2.ino, e.ino);
+    f.core.release(o.fh).expect("release");
+}
+
+#[test]
+fn unlinked_open_file_stays_readable_and_hidden_then_goes() {
+    let f = fixture();
+    let (e, o) = f.create("tmp");
+    f.core.write(o.fh, 0, b"still here").expect("write");
+    f.core.unlink(ROOT_INO, b"tmp").expect("unlink");
+    assert_eq!(errno_of(f.core.lookup(ROOT_INO, b"tmp")), Code::NotFound);
+    assert_eq!(f.read_all(o.fh, 100), b"still here");
+    f.core.write(o.fh, 10, b"!").expect("write after unlink");
+    assert_eq!(f.read_all(o.fh, 100), b"still here!");
+    let dh = f.core.opendir(ROOT_INO).expect("opendir");
+    let mut sink = Collect::default();
+    f.core.readdir(dh, 0, false, &mut sink).expect("readdir");
+    assert_eq!(sink.names(), [".", ".."], "hidden name is not listed");
+    f.core.releasedir(dh);
+    f.core.release(o.fh).expect("release");
+    assert_eq!(
+        fs::read_dir(f.dir.path()).expect("ls").count(),
+        0,
+        "hidden file removed"
+    );
+    f.core.forget(e.ino, 1);
+}
+
+#[test]
+fn rename_over_open_file_keeps_old_content_for_its_handle() {
+    let f = fixture();
+    fs::write(f.dir.path().join("doc"), b"version one").expect("seed");
+    fs::write(f.dir.path().join("doc.tmp"), b"version two").expect("seed tmp");
+    let e = f.core.lookup(ROOT_INO, b"doc").expect("lookup");
+    f.core.lookup(ROOT_INO, b"doc.tmp").expect("lookup tmp");
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    f.core
+        .rename(ROOT_INO, b"doc.tmp", ROOT_INO, b"doc", 0)
+        .expect("rename over");
+    assert_eq!(
+        fs::read(f.dir.path().join("doc")).expect("new"),
+        b"version two"
+    );
+    assert_eq!(f.read_all(o.fh, 100), b"version one");
+    f.core.release(o.fh).expect("release");
+    let names: Vec<_> = fs::read_dir(f.dir.path())
+        .expect("ls")
+        .map(|d| d.expect("entry").file_name())
+        .collect();
+    assert_eq!(names, ["doc"]);
+}
+
+#[test]
+fn times_set_while_writes_are_buffered_survive_flush() {
+    let f = fixture();
+    let (e, o) = f.create("t");
+    f.core.write(o.fh, 0, &ramp(100, 0)).expect("write");
+    let when = Timestamp::new(1_000_000_000, 123_456_789);
+    let req = SetAttrRequest {
+        mtime: Some(SetTime::At(when)),
+        atime: Some(SetTime::At(when)),
+        ..Default::default()
+    };
+    let a = f.core.setattr(e.ino, req).expect("setattr");
+    assert_eq!(a.mtime, when);
+    f.core.flush(o.fh).expect("flush");
+    f.core.release(o.fh).expect("release");
+    let after = f.core.getattr(e.ino).expect("getattr");
+    assert_eq!(after.mtime, when, "mtime survives the later flush");
+    assert_eq!(after.size, 100);
+}
+
+#[test]
+fn truncate_and_o_trunc() {
+    let f = fixture();
+    fs::write(f.dir.path().join("z"), ramp(10_000, 0)).expect("seed");
+    let e = f.core.lookup(ROOT_INO, b"z").expect("lookup");
+    let a = f.core.setattr(
+        e.ino,
+        SetAttrRequest {
+            size: Some(5),
+            ..Default::default()
+        },
+    );
+    assert_eq!(a.expect("truncate").size, 5);
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(f.read_all(o.fh, 100), ramp(5, 0));
+    f.core.release(o.fh).expect("release");
+    let o = f
+        .core
+        .open(e.ino, libc::O_WRONLY | libc::O_TRUNC)
+        .expect("open trunc");
+    f.core.release(o.fh).expect("release");
+    assert_eq!(fs::metadata(f.dir.path().join("z")).expect("stat").len(), 0);
+}
+
+#[test]
+fn errors_map_to_the_right_errno() {
+    let f = fixture();
+    assert_eq!(errno_of(f.core.lookup(ROOT_INO, b"nope")), Code::NotFound);
+    let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir");
+    assert_eq!(d.attr.kind, FileKind::Dir);
+    fs::write(f.dir.path().join("d/x"), b"").expect("seed");
+    assert_eq!(errno_of(f.core.rmdir(ROOT_INO, b"d")), Code::NotEmpty);
+    assert_eq!(
+        errno_of(f.core.mkdir(ROOT_INO, b"d", 0o755, 0)),
+        Code::Exists
+    );
+    assert_eq!(
+        errno_of(f.core.lookup(ROOT_INO, &[b'n'; 256])),
+        Code::NameTooLong
+    );
+    let fifo = libc::S_IFIFO | 0o644;
+    assert_eq!(
+        errno_of(f.core.mknod(ROOT_INO, b"p", fifo, 0)),
+        Code::NotPermitted
+    );
+    let chown = SetAttrRequest {
+        uid: Some(12345),
+        ..Default::default()
+    };
+    assert_eq!(errno_of(f.core.setattr(d.ino, chown)), Code::NotPermitted);
+    let (_, o) = f.create("c");
+    let excl = f
+        .core
+        .create(ROOT_INO, b"c", 0o100644, 0, libc::O_RDWR | libc::O_EXCL);
+    assert_eq!(errno_of(excl), Code::Exists);
+    f.core.release(o.fh).expect("release");
+    let noreplace = f
+        .core
+        .rename(ROOT_INO, b"c", ROOT_INO, b"d", libc::RENAME_NOREPLACE);
+    assert_eq!(errno_of(noreplace), Code::Exists);
+}
+
+#[test]
+fn read_only_mount_refuses_changes() {
+    let f = fixture_with(CoreConfig {
+        read_only: true,
+        chunk_size: CHUNK,
+        ..CoreConfig::default()
+    });
+    fs::write(f.dir.path().join("r"), b"ro").expect("seed");
+    let e = f.core.lookup(ROOT_INO, b"r").expect("lookup");
+    assert_eq!(
+        errno_of(f.core.mkdir(ROOT_INO, b"d", 0o755, 0)),
+        Code::ReadOnly
+    );
+    assert_eq!(errno_of(f.core.open(e.ino, libc::O_WRONLY)), Code::ReadOnly);
+    assert_eq!(errno_of(f.core.unlink(ROOT_INO, b"r")), Code::ReadOnly);
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("reading is fine");
+    assert_eq!(f.read_all(o.fh, 10), b"ro");
+    f.core.release(o.fh).expect("release");
+}
+
+#[test]
+fn renamed_directory_moves_its_open_descendants() {
+    let f = fixture();
+    let d = f.core.mkdir(ROOT_INO, b"a", 0o755, 0).expect("mkdir");
+    let (e, o) = f
+        .core
+        .create(d.ino, b"f", 0o100644, 0, libc::O_RDWR)
+        .expect("create");
+    f.core.write(o.fh, 0, b"hello").expect("write");
+    f.core
+        .rename(ROOT_INO, b"a", ROOT_INO, b"b", 0)
+        .expect("rename dir");
+    f.core
+        .write(o.fh, 5, b" world")
+        .expect("write after rename");
+    f.core.flush(o.fh).expect("flush");
+    assert_eq!(
+        fs::read(f.dir.path().join("b/f")).expect("moved"),
+        b"hello world"
+    );
+    assert_eq!(f.core.getattr(e.ino).expect("getattr").size, 11);
+    f.core.release(o.fh).expect("release");
+}
+
+#[test]
+fn hard_and_symbolic_links() {
+    let f = fixture();
+    let (e, o) = f.create("orig");
+    f.core.write(o.fh, 0, b"linked").expect("write");
+    f.core.release(o.fh).expect("release");
+    let l = f.core.link(e.ino, ROOT_INO, b"hard").expect("link");
+    assert_eq!(l.attr.nlink, 2);
+    let s = f.core.symlink(ROOT_INO, b"soft", b"orig").expect("symlink");
+    assert_eq!(s.attr.kind, FileKind::Symlink);
+    assert_eq!(f.core.readlink(s.ino).expect("readlink"), b"orig");
+    assert_eq!(
+        fs::read(f.dir.path().join("hard")).expect("hard"),
+        b"linked"
+    );
+}
+
+#[derive(Default)]
+struct Collect {
+    entries: Vec<(u64, u64, Vec<u8>, Attr)>,
+    room: Option<usize>,
+}
+
+impl Collect {
+    fn names(&self) -> Vec<String> {
+        self.entries
+            .iter()
+            .map(|e| String::from_utf8_lossy(&e.2).into_owned())
+            .collect()
+    }
+}
+
+impl DirSink for Collect {
+    fn add(&mut self, ino: u64, offset: u64, name: &[u8], attr: &Attr) -> bool {
+        if self.room.is_some_and(|r| self.entries.len() >= r) {
+            return true;
+        }
+        self.entries.push((ino, offset, name.to_vec(), *attr));
+        false
+    }
+}
+
+#[test]
+fn readdirplus_counts_only_accepted_entries_and_resumes() {
+    let f = fixture();
+    for i in 0..10 {
+        fs::write(f.dir.path().join(format!("e{i}")), vec![0; i]).expect("seed");
+    }
+    let dh = f.core.opendir(ROOT_INO).expect("opendir");
+    let mut all = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut page = Collect {
+            room: Some(4),
+            ..Default::default()
+        };
+        f.core
+            .readdir(dh, offset, true, &mut page)
+            .expect("readdir");
+        let Some(last) = page.entries.last() else {
+            break;
+        };
+        offset = last.1;
+        all.extend(page.entries);
+    }
+    f.core.releasedir(dh);
+    let names: Vec<String> = all
+        .iter()
+        .map(|e| String::from_utf8_lossy(&e.2).into_owned())
+        .collect();
+    let mut want = vec![".".to_string(), "..".to_string()];
+    want.extend((0..10).map(|i| format!("e{i}")));
+    assert_eq!(names, want);
+    for (ino, _, name, attr) in &all[2..] {
+        assert_eq!(
+            f.core.inodes.lookups(*ino),
+            Some(1),
+            "{:?} looked up once",
+            name
+        );
+        let i: usize = String::from_utf8_lossy(&name[1..]).parse().expect("index");
+        assert_eq!(attr.size, i as u64, "attributes come with the listing");
+    }
+}
+
+#[test]
+fn reads_survive_a_server_restart() {
+    let f = fixture();
+    fs::write(f.dir.path().join("s"), ramp(3 * CHUNK as usize, 0)).expect("seed");
+    let e = f.core.lookup(ROOT_INO, b"s").expect("lookup");
+    let o = f.core.open(e.ino, libc::O_RDWR).expect("open");
+    f.core.transport().hang_up();
+    assert_eq!(
+        f.core.read(o.fh, 0, 3 * CHUNK).expect("read after hang-up"),
+        ramp(3 * CHUNK as usize, 0)
+    );
+    f.core.write(o.fh, 0, b"xyz").expect("write");
+    f.core.transport().hang_up();
+    f.core
+        .flush(o.fh)
+        .expect("flush after hang-up retries the idempotent write");
+    assert_eq!(
+        &fs::read(f.dir.path().join("s")).expect("server")[..3],
+        b"xyz"
+    );
+    f.core.release(o.fh).expect("release");
+}
+
+#[test]
+fn server_down_is_an_error_not_a_hang() {
+    let f = fixture();
+    fs::write(f.dir.path().join("s"), b"x").expect("seed");
+    let e = f.core.lookup(ROOT_INO, b"s").expect("lookup");
+    f.core.transport().set_down(true);
+    f.core.transport().hang_up();
+    let code = errno_of(f.core.getattr(e.ino));
+    assert_eq!(code, Code::NotConnected);
+    f.core.transport().set_down(false);
+    assert_eq!(f.core.getattr(e.ino).expect("back").size, 1);
+}

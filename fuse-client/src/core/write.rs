@@ -1,0 +1,175 @@
+//! Write-behind: the bytes a program writes are gathered per file and sent in large pipelined
+//! `Write` requests, so a stream of small writes costs neither a round trip each nor a stall.
+//!
+//! What is hard, and how this module handles it:
+//! 1. Durability: DESIGN.md says data has reached the server when `close()` returns. `flush`,
+//!    `fsync`, `release`, a read, a `setattr` and a rename all `drain` first: every buffered byte
+//!    is sent and every in-flight write has answered before they go on.
+//! 2. Errors must not vanish: a failed write-behind leaves a sticky error that the next `write`,
+//!    `flush` or `fsync` of the file returns (as the kernel's own writeback errors do).
+//! 3. Ordering: the server serves pipelined requests concurrently, so two in-flight writes that
+//!    overlap could land in either order. A write that overlaps one in flight waits for it.
+//! 4. Memory: at most `max_inflight` writes of up to `max_io` bytes are in flight per file; past
+//!    that the writer waits for the oldest, which also paces a fast writer to the wire.
+
+use std::collections::VecDeque;
+use std::ops::Range;
+
+use shelf_proto::{Attr, Code, Reply, Request};
+
+use super::error::{FsError, FsResult};
+use crate::remote::{Client, Pending, RemoteError, Transport};
+
+/// The buffered and in-flight writes of one open file.
+#[derive(Default)]
+pub struct WriteBack {
+    /// Offset of `buf[0]` in the file.
+    buf_offset: u64,
+    /// Contiguous bytes not yet sent.
+    buf: Vec<u8>,
+    inflight: VecDeque<InFlight>,
+    /// The first failure not yet reported to the program.
+    error: Option<Code>,
+    /// The file's attributes after the last write the server acknowledged.
+    last_attr: Option<Attr>,
+}
+
+/// One `Write` on its way; the request is kept so that a write lost with its connection can
+/// be sent again (writes are idempotent: the same bytes at the same offset).
+struct InFlight {
+    range: Range<u64>,
+    req: Request,
+    started: Result<Pending, RemoteError>,
+}
+
+/// How much to gather and how much to keep in flight.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLimits {
+    /// Send once this many bytes are buffered.
+    pub send_at: usize,
+    /// Largest single `Write` (the negotiated max I/O).
+    pub max_io: usize,
+    pub max_inflight: usize,
+}
+
+impl WriteBack {
+    /// True when nothing is buffered or in flight.
+    pub fn is_clean(&self) -> bool {
+        self.buf.is_empty() && self.inflight.is_empty()
+    }
+
+    /// Takes the sticky error, if a write-behind failed since the last report.
+    pub fn take_error(&mut self) -> FsResult<()> {
+        match self.error.take() {
+            Some(code) => Err(FsError::Local(code)),
+            None => Ok(()),
+        }
+    }
+
+    /// Buffers `data` for `offset`, sending what has gathered when it is large enough or when
+    /// the new bytes do not continue the buffer.
+    pub fn write<T: Transport>(
+        &mut self,
+        client: &Client<T>,
+        path: &[u8],
+        offset: u64,
+        data: &[u8],
+        lim: WriteLimits,
+    ) -> FsResult<()> {
+        self.take_error()?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or(FsError::Local(Code::FileTooBig))?;
+        if !self.buf.is_empty() && offset != self.buf_end() {
+            self.send(client, path, lim);
+        }
+        if self
+            .inflight
+            .iter()
+            .any(|w| w.range.start < end && offset < w.range.end)
+        {
+            self.wait_all(client);
+        }
+        if self.buf.is_empty() {
+            self.buf_offset = offset;
+        }
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= lim.send_at {
+            self.send(client, path, lim);
+        }
+        self.take_error()
+    }
+
+    fn buf_end(&self) -> u64 {
+        self.buf_offset + self.buf.len() as u64
+    }
+
+    /// Starts sending the buffer in `max_io` pieces without waiting for the replies.
+    fn send<T: Transport>(&mut self, client: &Client<T>, path: &[u8], lim: WriteLimits) {
+        let buf = std::mem::take(&mut self.buf);
+        let mut offset = self.buf_offset;
+        for piece in buf.chunks(lim.max_io.max(1)) {
+            while self.inflight.len() >= lim.max_inflight.max(1) {
+                self.wait_oldest(client);
+            }
+            let req = Request::Write {
+                path: path.to_vec(),
+                offset,
+                data: piece.to_vec(),
+            };
+            let range = offset..offset + piece.len() as u64;
+            let started = client.transport().start(req.clone());
+            self.inflight.push_back(InFlight {
+                range,
+                req,
+                started,
+            });
+            offset += piece.len() as u64;
+        }
+    }
+
+    fn wait_oldest<T: Transport>(&mut self, client: &Client<T>) {
+        if let Some(w) = self.inflight.pop_front() {
+            let req = w.req;
+            match client.settle(w.started, || req) {
+                Ok(Reply::Attr(a)) => self.last_attr = Some(a),
+                Ok(Reply::Error { code, message }) => {
+                    self.record(RemoteError::Server { code, message })
+                }
+                Ok(other) => self.record(RemoteError::Protocol(format!(
+                    "unexpected reply to write: {other:?}"
+                ))),
+                Err(e) => self.record(e),
+            }
+        }
+    }
+
+    fn wait_all<T: Transport>(&mut self, client: &Client<T>) {
+        while !self.inflight.is_empty() {
+            self.wait_oldest(client);
+        }
+    }
+
+    fn record(&mut self, e: RemoteError) {
+        tracing::warn!("write-behind failed: {e}");
+        if self.error.is_none() {
+            self.error = Some(e.code());
+        }
+    }
+
+    /// Sends everything and waits for every reply. Returns the attributes after the last
+    /// acknowledged write (when there was one) or the first error since the last report.
+    pub fn drain<T: Transport>(
+        &mut self,
+        client: &Client<T>,
+        path: &[u8],
+        lim: WriteLimits,
+    ) -> FsResult<Option<Attr>> {
+        if !self.buf.is_empty() {
+            self.send(client, path, lim);
+        }
+        self.wait_all(client);
+        self.take_error()?;
+        Ok(self.last_attr.take())
+    }
+}
