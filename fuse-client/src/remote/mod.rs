@@ -27,7 +27,7 @@ use shelf_proto::{Code, Reply, Request};
 
 pub mod client;
 pub mod connection;
-// pub mod loopback;
+pub mod loopback;
 pub mod pool;
 pub mod stream;
 #[cfg(test)]
@@ -35,7 +35,7 @@ pub(crate) mod testserver;
 
 pub use client::Client;
 pub use connection::{Connection, Pending};
-// pub use loopback::Loopback;
+pub use loopback::Loopback;
 pub use pool::{Pool, PoolState};
 pub use stream::Stream;
 
@@ -159,13 +159,14 @@ impl RemoteError {
     }
 }
 
-/// The code's text, plus the server's message when it says more than the code does.
+/// The code's text, plus the server's message when it says more than the code does. The
+/// server's messages read "OP PATH: TEXT" (server `library::Error`); callers name the operation
+/// and path themselves, so a message that only restates the code is left out.
 fn server_text(code: Code, message: &str) -> String {
     let text = code.text();
-    if message.is_empty() || message.eq_ignore_ascii_case(text) {
+    let lower = message.to_ascii_lowercase();
+    if message.is_empty() || lower.ends_with(text) {
         text.to_string()
-    } else if message.to_ascii_lowercase().contains(text) {
-        message.to_string()
     } else {
         format!("{text} ({message})")
     }
@@ -254,6 +255,11 @@ mod tests {
         );
         assert_eq!(
             RemoteError::server(Code::NotFound, "No such file or directory").to_string(),
+            "no such file or directory"
+        );
+        assert_eq!(
+            RemoteError::server(Code::NotFound, "stat a/b: no such file or directory")
+                .to_string(),
             "no such file or directory"
         );
         assert_eq!(
