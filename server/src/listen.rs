@@ -116,6 +116,8 @@ pub fn run(cfg: &Config) -> Result<(), RunError> {
         source,
     })?;
     let addr = listener.local_addr().map_err(sys("local address"))?;
+    // Before the address line: whoever reads it may signal us at once.
+    parent_signals().map_err(sys("signal handlers"))?;
     {
         let mut out = io::stdout().lock();
         writeln!(out, "listening on {addr}")
@@ -199,6 +201,14 @@ fn set_mask(how: libc::c_int, set: &libc::sigset_t) -> io::Result<()> {
 
 const PARENT_SIGNALS: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD];
 
+/// Blocks the parent's signals (ppoll unblocks them) and installs their handlers.
+fn parent_signals() -> io::Result<()> {
+    set_mask(libc::SIG_BLOCK, &signal_set(&PARENT_SIGNALS))?;
+    set_handler(libc::SIGTERM, Some(on_stop))?;
+    set_handler(libc::SIGINT, Some(on_stop))?;
+    set_handler(libc::SIGCHLD, Some(on_child))
+}
+
 /// Waits for the listener to be readable or a signal, at most `timeout`. True if readable.
 fn wait(listener: Option<&TcpListener>, timeout: Duration) -> bool {
     let mut fds = [libc::pollfd {
@@ -219,10 +229,7 @@ fn wait(listener: Option<&TcpListener>, timeout: Duration) -> bool {
 
 /// Accepts and forks until a stop signal, then stops as the module docs describe.
 pub fn serve_forever(listener: TcpListener, lib: &Library, cfg: &Config) -> Result<(), RunError> {
-    set_mask(libc::SIG_BLOCK, &signal_set(&PARENT_SIGNALS)).map_err(sys("block signals"))?;
-    set_handler(libc::SIGTERM, Some(on_stop)).map_err(sys("signal handler"))?;
-    set_handler(libc::SIGINT, Some(on_stop)).map_err(sys("signal handler"))?;
-    set_handler(libc::SIGCHLD, Some(on_child)).map_err(sys("signal handler"))?;
+    parent_signals().map_err(sys("signal handlers"))?;
     listener
         .set_nonblocking(true)
         .map_err(sys("non-blocking listener"))?;
