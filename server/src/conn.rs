@@ -90,9 +90,9 @@ pub struct ServeConfig {
     pub max_payload: u32,
     /// Largest `Read`/`Write` data length this server serves.
     pub max_io: u32,
-    /// Close a connection with no request in flight for this long; `None`: never.
+    /// Close a connection with no request in flight for this long; `None` or zero: never.
     pub idle_timeout: Option<Duration>,
-    /// Close a connection that has not completed `Hello` within this time.
+    /// Close a connection that has not completed `Hello` within this time (zero: never).
     pub handshake_timeout: Duration,
     /// Worker threads for the requests of one connection.
     pub workers: usize,
@@ -150,7 +150,8 @@ pub fn serve<S: Stream>(stream: S, lib: &Library, cfg: &ServeConfig) -> Result<(
         broken: AtomicBool::new(false),
     };
     let in_flight = InFlight::default();
-    stream.set_read_timeout(Some(cfg.handshake_timeout))?;
+    // A zero duration means "no timeout" to us but is an error to set_read_timeout.
+    stream.set_read_timeout(Some(cfg.handshake_timeout).filter(|d| !d.is_zero()))?;
     let idle = IdleRead {
         inner: stream,
         in_flight: &in_flight,
@@ -159,7 +160,8 @@ pub fn serve<S: Stream>(stream: S, lib: &Library, cfg: &ServeConfig) -> Result<(
     let result = match handshake(&mut reader, &conn) {
         Ok(Some(limits)) => {
             reader.set_max_payload(limits.max_payload);
-            reader.get_ref().inner.set_read_timeout(cfg.idle_timeout)?;
+            let idle = cfg.idle_timeout.filter(|d| !d.is_zero());
+            reader.get_ref().inner.set_read_timeout(idle)?;
             request_loop(&mut reader, &conn, &in_flight)
         }
         Ok(None) => Ok(()),

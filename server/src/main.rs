@@ -50,6 +50,14 @@ struct Args {
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     idle_timeout: u64,
 
+    /// Seconds a stopping server waits for connections to end by themselves
+    ///
+    /// On SIGTERM or SIGINT shelfd stops accepting at once. Connections still open after this
+    /// long are ended: their requests in flight finish and their unfinished uploads are
+    /// removed. A second signal ends them without waiting.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    shutdown_grace: u64,
+
     /// Log filter: error, warn, info, debug, trace, or a tracing directive
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_filter)]
     log_level: EnvFilter,
@@ -79,6 +87,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     cfg.listen = args.listen;
     cfg.max_clients = args.max_clients as usize;
     cfg.serve.read_only = args.read_only;
+    cfg.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     cfg.serve.idle_timeout = match args.idle_timeout {
         0 => None,
         secs => Some(Duration::from_secs(secs)),

@@ -345,3 +345,33 @@ fn shelfd_requires_the_token_from_its_file() {
     drop(c);
     assert!(!server.log_text().contains("s3cret"), "token never logged");
 }
+
+#[test]
+fn shelfd_ends_lingering_connections_after_the_grace_period() {
+    let mut server = Server::start(&["--shutdown-grace", "1"]);
+    let mut c = Client::ready(server.addr);
+    c.send(
+        2,
+        Request::PutBegin {
+            path: b"upload".to_vec(),
+            perm: 0o644,
+        },
+    );
+    let Reply::PutStarted { temp } = c.recv().msg else {
+        panic!("put-begin failed");
+    };
+    let root = server._dir.path().join("lib");
+    let temp_path = root.join(std::str::from_utf8(&temp).expect("ascii temp name"));
+    assert!(temp_path.exists());
+    server.signal(libc::SIGTERM);
+    // The connection is ended for us: its reading half is shut, so we see a clean close.
+    c.expect_closed();
+    let status = server.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit {status:?}; log:\n{}",
+        server.log_text()
+    );
+    assert!(!temp_path.exists(), "unfinished upload removed");
+    assert!(root.join("hello.txt").exists());
+}
