@@ -140,6 +140,9 @@ fn thread_count() -> usize {
         .unwrap_or(1)
 }
 
+/// How long one reply may wait for a client that does not read.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// SIGTERM and SIGINT seen by the parent.
 static STOP_SIGNALS: AtomicUsize = AtomicUsize::new(0);
 /// In a child: the connection's fd, whose reading half SIGTERM shuts.
@@ -416,6 +419,9 @@ fn child(
 fn child_setup(stream: &TcpStream) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
+    // A client that stops reading its replies must not pin this child forever: a reply that
+    // cannot be written for this long ends the connection.
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     CHILD_CONN_FD.store(stream.as_raw_fd(), Ordering::SeqCst);
     set_handler(libc::SIGTERM, Some(on_child_stop))?;
     set_handler(libc::SIGINT, Some(on_child_stop))?;
