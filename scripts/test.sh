@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with Rust: installs what is missing,
+# checks formatting and lints, builds, and runs every test (unit, property, end-to-end with
+# real mounts). `.ci/run` calls this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+need_packages "${TEST_PACKAGES[@]}"
+[ -e /dev/fuse ] || { echo "shelf: /dev/fuse is missing; the mount tests need FUSE" >&2; exit 1; }
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# The end-to-end tests run the real binaries, which cargo test does not build for them.
+cargo build --workspace --bins
+cargo test --workspace -- --test-threads="${SHELF_TEST_THREADS:-4}"
