@@ -1,1 +1,290 @@
-//! placeholder
+//! The `shelf` command line: one module per subcommand, all over [`crate::remote`].
+//!
+//! Each subcommand is a function over a [`Client`] and plain arguments, so `shelf shell` calls
+//! the same functions and the tests drive them against a [`crate::remote::Loopback`].
+//! [`run`] owns what only the process edge knows: parsing, connecting, printing an error once
+//! with its whole context chain, and exit codes: 0 success (a closed stdout included, so
+//! `shelf ls | head` is quiet), 1 error, 2 bad usage, 130 after Ctrl-C.
+//!
+//! Layout: [`format`] (how things are shown), [`paths`] (remote path arithmetic),
+//! [`interrupt`] (Ctrl-C as a flag), [`progress`], then [`ls`], [`get`], [`put`], [`rm`],
+//! [`mkdir`], [`mv`] and [`shell`].
+
+use std::ffi::OsString;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::remote::{Client, ConnectOptions, Pool, Transport};
+
+pub mod format;
+pub mod get;
+pub mod interrupt;
+pub mod ls;
+pub mod mkdir;
+pub mod mv;
+pub mod paths;
+pub mod progress;
+pub mod put;
+pub mod rm;
+pub mod shell;
+
+pub use interrupt::Interrupted;
+
+/// shelf: use a remote file library from the command line, or mount it.
+#[derive(Debug, Parser)]
+#[command(name = "shelf", version, about, long_about = None, after_long_help = EXAMPLES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXAMPLES: &str = "Examples:
+  shelf ls 127.0.0.1:7878
+  shelf get 127.0.0.1:7878 docs/report.pdf
+  shelf put 127.0.0.1:7878 ./photo.jpg pictures/
+  shelf shell 127.0.0.1:7878
+  shelf mount 127.0.0.1:7878 ~/library";
+
+/// Options for every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct Global {
+    /// Read the server's shared secret from FILE.
+    ///
+    /// The token is the file's content less a trailing newline; it must match the server's
+    /// `--token-file`. Keep the file readable only by you (chmod 600).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Say more about what happens (repeat for more).
+    ///
+    /// -v logs connections and retries, -vv every request. Logs go to standard error.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print nothing but errors.
+    ///
+    /// Hides the progress bar of get and put and the shell's banner.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    Ls(ls::LsArgs),
+    Get(get::GetArgs),
+    Put(put::PutArgs),
+    Rm(rm::RmArgs),
+    Mkdir(mkdir::MkdirArgs),
+    Mv(mv::MvArgs),
+    Shell(shell::ShellArgs),
+    /// Mount a library as a local folder.
+    Mount(crate::mount::MountArgs),
+    /// Unmount a library mounted with `shelf mount`.
+    Umount(crate::mount::UmountArgs),
+}
+
+/// Bad usage found after parsing (clap reports its own); exits 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// How a command shows its work.
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    /// Draw progress bars (standard error is a terminal and not `--quiet`).
+    pub progress: bool,
+    pub quiet: bool,
+}
+
+impl Ui {
+    fn new(global: &Global) -> Ui {
+        Ui {
+            progress: !global.quiet && std::io::stderr().is_terminal(),
+            quiet: global.quiet,
+        }
+    }
+}
+
+/// The arguments to parse: the process's own, or, when run as mount(8)'s helper
+/// `mount.fuse.shelf`, those turned into `shelf mount ...`.
+pub fn effective_args(args: Vec<OsString>) -> Vec<OsString> {
+    let called = args
+        .first()
+        .map(|a| PathBuf::from(a).file_name().map(|n| n.to_os_string()))
+        .unwrap_or_default()
+        .unwrap_or_default();
+    let called = called.to_string_lossy();
+    if called.starts_with("mount.fuse") || called.starts_with("mount.shelf") {
+        crate::mount::helper_args(&args)
+    } else {
+        args
+    }
+}
+
+/// Runs a parsed command line; returns the process's exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging(&cli.global);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => report(&err),
+    }
+}
+
+/// Prints `err` once with its context chain and picks the exit code.
+pub fn report(err: &anyhow::Error) -> ExitCode {
+    match classify(err) {
+        Outcome::BrokenPipe => ExitCode::SUCCESS,
+        Outcome::Interrupted => {
+            eprintln!("shelf: interrupted");
+            ExitCode::from(130)
+        }
+        Outcome::Usage => {
+            eprintln!("shelf: {err:#}");
+            ExitCode::from(2)
+        }
+        Outcome::Failed => {
+            eprintln!("shelf: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    BrokenPipe,
+    Interrupted,
+    Usage,
+    Failed,
+}
+
+fn classify(err: &anyhow::Error) -> Outcome {
+    for cause in err.chain() {
+        if cause.is::<Interrupted>() {
+            return Outcome::Interrupted;
+        }
+        if cause.is::<UsageError>() {
+            return Outcome::Usage;
+        }
+        // Only a local stream breaks a pipe: remote errors carry no `io::Error` of the socket.
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::BrokenPipe {
+                return Outcome::BrokenPipe;
+            }
+        }
+    }
+    Outcome::Failed
+}
+
+fn init_logging(global: &Global) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info,shelf_client=debug",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SHELF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ui = Ui::new(&cli.global);
+    let token = match &cli.global.token_file {
+        Some(path) => Some(crate::mount::read_token(path)?),
+        None => None,
+    };
+    let connect = |addr: &str| connect(addr, token.clone());
+    let mut stdout = std::io::stdout().lock();
+    match cli.command {
+        Command::Ls(a) => ls::run(&connect(&a.addr)?, &a, &mut stdout)?,
+        Command::Get(a) => get::run(&connect(&a.addr)?, &a, ui, b"")?,
+        Command::Put(a) => put::run(&connect(&a.addr)?, &a, ui, b"")?,
+        Command::Rm(a) => rm::run(&connect(&a.addr)?, &a.paths, a.recursive, b"")?,
+        Command::Mkdir(a) => mkdir::run(&connect(&a.addr)?, &a.paths, a.parents, b"")?,
+        Command::Mv(a) => mv::run(&connect(&a.addr)?, &a.from, &a.to, b"")?,
+        Command::Shell(a) => {
+            let client = connect(&a.addr)?;
+            let stdin = std::io::stdin();
+            let interactive = stdin.is_terminal();
+            let ok = shell::run(
+                &client,
+                &mut stdin.lock(),
+                &mut stdout,
+                &mut std::io::stderr(),
+                shell::Mode { interactive, ui },
+            )?;
+            if !ok {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Mount(a) => crate::mount::run_mount(a, token)?,
+        Command::Umount(a) => crate::mount::run_umount(a)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One pooled connection: pipelining on it keeps a transfer's pipe full, and a replacement
+/// connection carries on after a server restart.
+pub fn connect(addr: &str, token: Option<Vec<u8>>) -> anyhow::Result<Client<Pool>> {
+    let opts = ConnectOptions {
+        token,
+        agent: format!("shelf-cli/{}", env!("CARGO_PKG_VERSION")),
+        ..ConnectOptions::new(addr)
+    };
+    Ok(Client::new(Pool::connect(opts, 1)?))
+}
+
+/// The transports the subcommands run over (a trait alias).
+pub trait Remote: Transport {}
+impl<T: Transport> Remote for T {}
+
+#[cfg(test)]
+mod command_tests;
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exit_codes() {
+        let e = anyhow::Error::new(Interrupted).context("get x");
+        assert_eq!(classify(&e), Outcome::Interrupted);
+        let e = anyhow::Error::new(UsageError("bad".into()));
+        assert_eq!(classify(&e), Outcome::Usage);
+        let e =
+            anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("ls");
+        assert_eq!(classify(&e), Outcome::BrokenPipe);
+        let e = anyhow::Error::new(crate::remote::RemoteError::Disconnected("x".into()));
+        assert_eq!(classify(&e), Outcome::Failed);
+    }
+
+    #[test]
+    fn parses_global_options_anywhere() {
+        let cli =
+            Cli::try_parse_from(["shelf", "ls", "-q", "h:1", "--token-file", "t"]).expect("parses");
+        assert!(cli.global.quiet);
+        assert_eq!(cli.global.token_file, Some(PathBuf::from("t")));
+        let err = Cli::try_parse_from(["shelf", "ls"]).expect_err("needs ADDR");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn runs_as_the_mount_helper() {
+        let args = effective_args(vec!["/sbin/mount.fuse.shelf".into(), "h:1".into()]);
+        assert_eq!(args[1], "mount");
+    }
+}

@@ -39,6 +39,10 @@ impl<T: Transport> Client<T> {
         &self.t
     }
 
+    pub fn into_transport(self) -> T {
+        self.t
+    }
+
     pub fn limits(&self) -> Limits {
         self.t.limits()
     }
@@ -91,9 +95,7 @@ impl<T: Transport> Client<T> {
             match entries.last() {
                 Some(last) if more => {
                     if last.name <= after {
-                        return Err(RemoteError::Protocol(
-                            "listing pages do not advance".into(),
-                        ));
+                        return Err(RemoteError::Protocol("listing pages do not advance".into()));
                     }
                     after = last.name.clone();
                 }
@@ -210,7 +212,10 @@ impl<T: Transport> Client<T> {
     }
 
     pub fn unlink(&self, path: &[u8]) -> Result<(), RemoteError> {
-        reply_ok("unlink", self.t.call(Request::Unlink { path: path.into() })?)
+        reply_ok(
+            "unlink",
+            self.t.call(Request::Unlink { path: path.into() })?,
+        )
     }
 
     pub fn mkdir(&self, path: &[u8], perm: u32) -> Result<Attr, RemoteError> {
@@ -300,7 +305,10 @@ impl<T: Transport> Client<T> {
     }
 
     pub fn put_abort(&self, temp: &[u8]) -> Result<(), RemoteError> {
-        reply_ok("put-abort", self.t.call(Request::PutAbort { temp: temp.into() })?)
+        reply_ok(
+            "put-abort",
+            self.t.call(Request::PutAbort { temp: temp.into() })?,
+        )
     }
 }
 
@@ -386,7 +394,10 @@ mod tests {
         c.create(b"big", 0o644, true).expect("create");
         let attr = c.write(b"big", 0, &data).expect("write");
         assert_eq!(attr.size, data.len() as u64);
-        assert_eq!(std::fs::read(dir.path().join("big")).expect("on disk"), data);
+        assert_eq!(
+            std::fs::read(dir.path().join("big")).expect("on disk"),
+            data
+        );
         let (attr, back) = c.read(b"big", 0, 2 << 20).expect("read");
         assert_eq!(attr.size, data.len() as u64);
         assert!(back == data, "read back the same bytes");

@@ -334,8 +334,9 @@ impl Connection {
 
     /// Gives the connection up; every waiter fails at once.
     pub fn close(&self) {
-        self.shared
-            .kill(Death::Closed("the connection was closed by the client".into()));
+        self.shared.kill(Death::Closed(
+            "the connection was closed by the client".into(),
+        ));
     }
 }
 
@@ -601,9 +602,14 @@ mod tests {
             assert!(matches!(err, RemoteError::Disconnected(_)), "{err:?}");
             assert_eq!(err.errno(), libc::ENOTCONN);
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "failed promptly");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "failed promptly"
+        );
         assert!(!conn.is_alive());
-        let err = conn.start_ref(&stat(9)).expect_err("dead connection refuses");
+        let err = conn
+            .start_ref(&stat(9))
+            .expect_err("dead connection refuses");
         assert!(matches!(err, RemoteError::Disconnected(_)), "{err:?}");
     }
 
@@ -644,7 +650,9 @@ mod tests {
             let f = peer.recv().expect("hello");
             peer.send(f.id, Reply::error(Code::Access, "bad token"));
         });
-        let err = Connection::handshake_over(stream, &quick_opts()).err().expect("refused");
+        let err = Connection::handshake_over(stream, &quick_opts())
+            .err()
+            .expect("refused");
         assert!(matches!(err, RemoteError::Auth(_)), "{err:?}");
         assert_eq!(err.errno(), libc::EACCES);
 
@@ -654,7 +662,9 @@ mod tests {
             h.version = 99;
             peer.send(f.id, Reply::Hello(h));
         });
-        let err = Connection::handshake_over(stream, &quick_opts()).err().expect("refused");
+        let err = Connection::handshake_over(stream, &quick_opts())
+            .err()
+            .expect("refused");
         assert!(matches!(err, RemoteError::Protocol(_)), "{err:?}");
     }
 
@@ -662,7 +672,9 @@ mod tests {
     fn handshake_is_bounded_by_the_connect_timeout() {
         let (stream, _s) = fake(|mut peer| while peer.recv().is_some() {});
         let started = Instant::now();
-        let err = Connection::handshake_over(stream, &quick_opts()).err().expect("no hello");
+        let err = Connection::handshake_over(stream, &quick_opts())
+            .err()
+            .expect("no hello");
         assert!(matches!(err, RemoteError::TimedOut(_)), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(3));
     }
@@ -741,7 +753,10 @@ mod tests {
         let err = Connection::connect(&ConnectOptions::new(addr.to_string()))
             .err()
             .expect("busy");
-        assert!(matches!(err, RemoteError::Busy(ref m) if m == "server busy"), "{err:?}");
+        assert!(
+            matches!(err, RemoteError::Busy(ref m) if m == "server busy"),
+            "{err:?}"
+        );
         server.join().expect("server thread");
     }
 }

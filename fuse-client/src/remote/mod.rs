@@ -258,8 +258,7 @@ mod tests {
             "no such file or directory"
         );
         assert_eq!(
-            RemoteError::server(Code::NotFound, "stat a/b: no such file or directory")
-                .to_string(),
+            RemoteError::server(Code::NotFound, "stat a/b: no such file or directory").to_string(),
             "no such file or directory"
         );
         assert_eq!(

@@ -1,0 +1,89 @@
+//! Remote path arithmetic. The wire takes paths relative to the library root without `.` or
+//! `..` (the server refuses them), so what people type (`/docs/../a.txt`, `docs/`, a path
+//! relative to the shell's directory) is resolved here, lexically: the library has no parent,
+//! so `..` at the root stays at the root, as in `/`.
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+
+use super::format::escape;
+
+/// `arg` resolved against `cwd` (both as on the wire); a leading `/` starts from the root.
+pub fn resolve(cwd: &[u8], arg: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = Vec::new();
+    let base: &[u8] = if arg.starts_with(b"/") { b"" } else { cwd };
+    for part in base.split(|b| *b == b'/').chain(arg.split(|b| *b == b'/')) {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            name => parts.push(name),
+        }
+    }
+    parts.join(&b'/')
+}
+
+/// The last name of a wire path (empty for the root).
+pub fn basename(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|b| *b == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+/// `dir/name` as a wire path.
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
+/// A wire path as people see it in messages: `/` for the root, escaped otherwise.
+pub fn show(path: &[u8]) -> String {
+    if path.is_empty() {
+        "/".into()
+    } else {
+        escape(path)
+    }
+}
+
+/// An argument as bytes.
+pub fn bytes(arg: &OsStr) -> &[u8] {
+    arg.as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolving() {
+        let rows: [(&[u8], &[u8], &[u8]); 9] = [
+            (b"", b"a.txt", b"a.txt"),
+            (b"", b"/docs/a.txt", b"docs/a.txt"),
+            (b"docs", b"a.txt", b"docs/a.txt"),
+            (b"docs", b"/a.txt", b"a.txt"),
+            (b"docs/x", b"../y//./z/", b"docs/y/z"),
+            (b"", b"..", b""),
+            (b"docs", b"../../..", b""),
+            (b"", b"/", b""),
+            (b"a", b".", b"a"),
+        ];
+        for (cwd, arg, want) in rows {
+            assert_eq!(resolve(cwd, arg), want, "{:?} {:?}", show(cwd), show(arg));
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(basename(b"a/b/c"), b"c");
+        assert_eq!(basename(b"c"), b"c");
+        assert_eq!(basename(b""), b"");
+        assert_eq!(join(b"", b"x"), b"x");
+        assert_eq!(join(b"d", b"x"), b"d/x");
+        assert_eq!(show(b""), "/");
+    }
+}
