@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use anyhow::{anyhow, bail, Context};
 use shelf_proto::FileKind;
 
+use super::format::escape;
 use super::paths::{resolve, show};
 use super::{get, interrupt, ls, mkdir, mv, put, rm, Remote, Ui, UsageError};
 use crate::remote::Client;
@@ -158,12 +159,12 @@ fn one<T: Remote>(
         }
         b"cd" => {
             count(0, 1, "cd [PATH]")?;
-            let target = resolve(cwd, operands.first().map_or(&b"/"[..], |a| a.as_slice()));
-            let attr = c
-                .stat(&target)
-                .with_context(|| format!("cd {}", show(&target)))?;
+            let arg = operands.first().map_or(&b"/"[..], |a| a.as_slice());
+            let target = resolve(cwd, arg);
+            let context = || format!("cd {}", escape(arg));
+            let attr = c.stat(&target).with_context(context)?;
             if attr.kind != FileKind::Dir {
-                return Err(anyhow!("not a directory")).context(format!("cd {}", show(&target)));
+                return Err(anyhow!("not a directory")).with_context(context);
             }
             *cwd = target;
         }
@@ -275,4 +276,96 @@ pub fn split_words(line: &[u8]) -> Result<Vec<Vec<u8>>, String> {
         words.push(w);
     }
     Ok(words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::Loopback;
+
+    fn words(line: &str) -> Vec<String> {
+        split_words(line.as_bytes())
+            .expect("parses")
+            .into_iter()
+            .map(|w| String::from_utf8(w).expect("utf8"))
+            .collect()
+    }
+
+    #[test]
+    fn splitting_words() {
+        assert_eq!(words("  ls   docs  "), ["ls", "docs"]);
+        assert_eq!(
+            words("get 'my file.txt' \"x y\""),
+            ["get", "my file.txt", "x y"]
+        );
+        assert_eq!(
+            words(r#"put a\ b "q\"uote" 'it''s'"#),
+            ["put", "a b", "q\"uote", "its"]
+        );
+        assert_eq!(words("ls # comment"), ["ls"]);
+        assert_eq!(words("''"), [""]);
+        assert!(words("").is_empty());
+        assert!(split_words(b"get 'open").is_err());
+        assert!(split_words(b"get \"open").is_err());
+    }
+
+    fn script(lib: &std::path::Path, input: &str, interactive: bool) -> (bool, String, String) {
+        let c = Client::new(Loopback::new(lib).expect("loopback"));
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mode = Mode {
+            interactive,
+            ui: Ui {
+                progress: false,
+                quiet: true,
+            },
+        };
+        let ok = run(&c, &mut input.as_bytes(), &mut out, &mut err, mode).expect("shell ran");
+        let text = |v: Vec<u8>| String::from_utf8(v).expect("utf8");
+        (ok, text(out), text(err))
+    }
+
+    #[test]
+    fn a_script_runs_and_errors_do_not_stop_it() {
+        let lib = tempfile::tempdir().expect("tempdir");
+        let local = tempfile::tempdir().expect("tempdir");
+        let src = local.path().join("hello.txt");
+        std::fs::write(&src, b"hello").expect("write");
+        let dst = local.path().join("back.txt");
+        let input = format!(
+            "mkdir -p docs/sub\ncd docs\npwd\nput {src} note.txt\nls\nget nope.txt\n\
+             cd nope\nbogus\nget note.txt {dst}\nmv note.txt sub\ncd sub\npwd\ncd ..\ncd\npwd\n",
+            src = src.display(),
+            dst = dst.display()
+        );
+        let (ok, out, err) = script(lib.path(), &input, false);
+        assert!(!ok, "a command failed, so the script fails");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], "/docs", "{out}");
+        assert!(lines[1].ends_with(" note.txt"), "{out}");
+        assert!(lines[2].ends_with(" sub"), "{out}");
+        assert_eq!(&lines[3..], ["/docs/sub", "/"], "{out}");
+        assert_eq!(std::fs::read(&dst).expect("got"), b"hello");
+        assert!(lib.path().join("docs/sub/note.txt").is_file());
+        let errs: Vec<&str> = err.lines().collect();
+        assert_eq!(
+            errs,
+            [
+                "shelf: get nope.txt: no such file or directory",
+                "shelf: cd nope: no such file or directory",
+                "shelf: unknown command \"bogus\"; try help",
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn interactive_prompt_and_quit() {
+        let lib = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(lib.path().join("d")).expect("mkdir");
+        let (ok, out, _) = script(lib.path(), "cd d\nbogus\nquit\nls\n", true);
+        assert!(ok, "interactive sessions end successfully");
+        assert_eq!(out, "shelf:/> shelf:/d> shelf:/d> ");
+        let (_, out, _) = script(lib.path(), "help\n", false);
+        assert!(out.contains("get REMOTE [LOCAL]"));
+    }
 }
