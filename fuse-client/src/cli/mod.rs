@@ -142,14 +142,36 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
             ExitCode::from(130)
         }
         Outcome::Usage => {
-            eprintln!("shelf: {err:#}");
+            eprintln!("shelf: {}", render(err));
             ExitCode::from(2)
         }
         Outcome::Failed => {
-            eprintln!("shelf: {err:#}");
+            eprintln!("shelf: {}", render(err));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The context chain joined by `: `, with OS errors in the same lowercase words as remote
+/// ones ("no such file or directory", not "No such file or directory (os error 2)") and
+/// without a cause its predecessor already ends with (`RemoteError::Unreachable` shows its
+/// I/O error itself).
+pub fn render(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => crate::remote::io_text(io),
+            None => cause.to_string(),
+        };
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -270,6 +292,25 @@ mod tests {
         assert_eq!(classify(&e), Outcome::BrokenPipe);
         let e = anyhow::Error::new(crate::remote::RemoteError::Disconnected("x".into()));
         assert_eq!(classify(&e), Outcome::Failed);
+    }
+
+    #[test]
+    fn rendering_errors() {
+        let e = anyhow::Error::new(crate::remote::RemoteError::Unreachable {
+            addr: "127.0.0.1:9".into(),
+            source: std::io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        });
+        assert_eq!(
+            render(&e),
+            "cannot reach server 127.0.0.1:9: connection refused"
+        );
+        let e = anyhow::Error::new(std::io::Error::from_raw_os_error(libc::ENOENT))
+            .context("cannot read x")
+            .context("put x");
+        assert_eq!(
+            render(&e),
+            "put x: cannot read x: no such file or directory"
+        );
     }
 
     #[test]

@@ -107,7 +107,7 @@ pub fn run<T: Remote>(
                 if super::classify(&e) == super::Outcome::BrokenPipe {
                     return Err(e);
                 }
-                writeln!(err, "shelf: {e:#}")?;
+                writeln!(err, "shelf: {}", super::render(&e))?;
             }
         }
     }
