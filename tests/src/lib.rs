@@ -10,10 +10,11 @@
 //!    its own private mount namespace, made before its mount exists. That namespace also gets
 //!    copies of the FUSE mounts of *other* tests running in parallel, and a copy keeps a
 //!    mount's superblock alive after the test unmounts it, so `shelf mount` would never see its
-//!    session end. The namespace therefore lazily drops every FUSE mount before `exec shelfd`.
+//!    session end. The namespace therefore lazily drops every FUSE mount before shelfd starts.
 //! 2. A broken mount must fail a test, not hang CI: every [`Mount`] has a watchdog that, past
-//!    its deadline, aborts the FUSE connection (`/sys/fs/fuse/connections/N/abort`), so every
-//!    hung call returns ENOTCONN. Commands run through [`Cmd`] with a timeout.
+//!    its deadline, aborts the FUSE connection (`/sys/fs/fuse/connections/N/abort`), so a
+//!    hung call returns ECONNABORTED and later ones ENOTCONN. Commands run through [`Cmd`]
+//!    with a timeout.
 //! 3. Binaries: the tests crate cannot use `CARGO_BIN_EXE_*` of other packages, so binaries are
 //!    found beside the test executable (`target/<profile>/`), as ripgrep's `tests/util.rs` does,
 //!    or in `$SHELF_BIN_DIR`; build them first with `cargo build --bins`.
@@ -654,7 +655,34 @@ pub fn unmount_detach(dir: &Path) -> std::io::Result<()> {
 
 /// Aborts a FUSE connection: every pending and future request fails with ENOTCONN.
 pub fn abort_connection(info: &MountInfo) -> std::io::Result<()> {
+    ensure_fusectl()?;
     std::fs::write(info.connection_dir().join("abort"), b"1")
+}
+
+/// Mounts the FUSE control filesystem on /sys/fs/fuse/connections unless it is there
+/// (containers often lack it); it is what makes a connection abortable.
+pub fn ensure_fusectl() -> std::io::Result<()> {
+    let dir = Path::new("/sys/fs/fuse/connections");
+    if mountinfo()
+        .iter()
+        .any(|m| m.fstype == "fusectl" && m.mount_point == dir)
+    {
+        return Ok(());
+    }
+    let out = Command::new("mount")
+        .args(["-t", "fusectl", "fusectl"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()?;
+    // A concurrent caller may have mounted it meanwhile; only its presence matters.
+    if out.status.success() || mountinfo().iter().any(|m| m.fstype == "fusectl") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "mount -t fusectl: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
 }
 
 /// Seconds a mount may live before its watchdog aborts it: `$SHELF_WATCHDOG_SECS`, or 120.
@@ -763,6 +791,16 @@ impl Mount {
 
     /// Like [`Mount::new`], but returns the failure (with the log) instead of panicking.
     pub fn try_new<S: AsRef<OsStr>>(addr: impl Display, extra: &[S]) -> Result<Mount, String> {
+        Mount::try_new_with_watchdog(addr, extra, Duration::from_secs(watchdog_secs()))
+    }
+
+    /// Like [`Mount::try_new`], with a watchdog that aborts the mount after `watchdog`
+    /// instead of [`watchdog_secs`].
+    pub fn try_new_with_watchdog<S: AsRef<OsStr>>(
+        addr: impl Display,
+        extra: &[S],
+        watchdog: Duration,
+    ) -> Result<Mount, String> {
         let dir = MountDir::new();
         let logdir = tempfile::Builder::new()
             .prefix("shelf-mount-log-")
@@ -807,7 +845,7 @@ impl Mount {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let watchdog = Watchdog::arm(info.clone(), Duration::from_secs(watchdog_secs()));
+        let watchdog = Watchdog::arm(info.clone(), watchdog);
         Ok(Mount {
             child: Some(child),
             info,

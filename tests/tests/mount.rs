@@ -1088,6 +1088,7 @@ fn a_killed_server_fails_calls_quickly_and_a_restart_heals_the_mount() {
         "stat took {:.1?} to fail with the server dead\n{out}",
         out.elapsed
     );
+    eprintln!("with the server dead:\n{out}");
     let out = cmd("cat")
         .arg(f.mount.join("before"))
         .timeout(Duration::from_secs(40))
@@ -1120,6 +1121,44 @@ fn a_killed_server_fails_calls_quickly_and_a_restart_heals_the_mount() {
     assert_eq!(read(f.lib().join("after")), b"written after the restart");
     let st = std::fs::metadata(f.mount.join("after")).expect("stat after restart");
     assert_eq!(st.len(), 25);
+}
+
+/// The harness's last line of defence: a server that stops answering (SIGSTOP, so its
+/// connections stay open) must not hang the test run; the watchdog aborts the connection and
+/// the hung call fails (ECONNABORTED).
+#[test]
+fn the_watchdog_unhangs_a_mount_whose_server_froze() {
+    if !fuse_available() {
+        return;
+    }
+    let _heavy = heavy();
+    let lib = library();
+    write(lib.path().join("f"), b"f");
+    let server = Server::start::<&str>(lib.path(), &[]);
+    let mount = Mount::try_new_with_watchdog(server.addr(), &[] as &[&str], Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(read(mount.join("f")), b"f");
+    let pgid = server.pid().expect("running") as i32;
+    signal(-pgid, libc::SIGSTOP);
+    let out = cmd("stat")
+        .arg(mount.join("never-seen"))
+        .timeout(Duration::from_secs(30))
+        .run();
+    signal(-pgid, libc::SIGCONT);
+    assert!(
+        out.status.is_some(),
+        "stat still hung after the watchdog\n{out}"
+    );
+    assert!(!out.success(), "{out}");
+    // Sooner than the client's own request timeout: the watchdog did it.
+    assert!(out.elapsed < Duration::from_secs(10), "{out}");
+    // ECONNABORTED for the call in flight, ENOTCONN for later ones.
+    let err = out.stderr_str();
+    assert!(
+        err.contains("connection abort") || err.contains("not connected"),
+        "{out}"
+    );
+    eprintln!("with the server frozen:\n{out}");
 }
 
 #[test]
