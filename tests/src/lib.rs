@@ -269,6 +269,16 @@ impl Cmd {
     }
 }
 
+/// A command with the C locale and UTC, so messages and times compare as text.
+pub fn tool(program: impl AsRef<OsStr>) -> Cmd {
+    Cmd::new(program).env("LC_ALL", "C").env("TZ", "UTC")
+}
+
+/// The `shelf` binary as a [`Cmd`] (C locale), e.g. `shelf().args(["ls", addr]).run()`.
+pub fn shelf() -> Cmd {
+    tool(shelf_bin())
+}
+
 /// Runs `program args...` with the default timeout.
 pub fn run<I, S>(program: impl AsRef<OsStr>, args: I) -> Output
 where
@@ -395,6 +405,11 @@ impl Server {
             );
         }
         server
+    }
+
+    /// `Server::start(root, &[])` without naming a type for the empty option list.
+    pub fn plain(root: &Path) -> Server {
+        Server::start::<&str>(root, &[])
     }
 
     /// Spawns shelfd listening on `listen`; on success `self.child` and `self.addr` are set.
@@ -787,6 +802,11 @@ impl Mount {
     /// and waits until it shows in mountinfo. Panics with the mount's log on failure.
     pub fn new<S: AsRef<OsStr>>(addr: impl Display, extra: &[S]) -> Mount {
         Mount::try_new(addr, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `Mount::new(addr, &[])` without naming a type for the empty option list.
+    pub fn plain(addr: impl Display) -> Mount {
+        Mount::new::<&str>(addr, &[])
     }
 
     /// Like [`Mount::new`], but returns the failure (with the log) instead of panicking.

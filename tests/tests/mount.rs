@@ -40,9 +40,8 @@ macro_rules! fixture {
     };
 }
 
-/// A command with a C locale and UTC, so messages and times are comparable.
 fn cmd(program: &str) -> Cmd {
-    Cmd::new(program).env("LC_ALL", "C").env("TZ", "UTC")
+    tool(program)
 }
 
 /// `stat -c FORMAT PATH` (UTC), trimmed.
@@ -491,7 +490,7 @@ fn rename_over_an_existing_file_is_atomic() {
     let reader = {
         let stop = Arc::clone(&stop);
         let target = target.clone();
-        let versions: Vec<Vec<u8>> = (0..=10).map(version).collect();
+        let versions: Vec<Vec<u8>> = (0..=20).map(version).collect();
         std::thread::spawn(move || -> Result<usize, String> {
             let mut reads = 0;
             while !stop.load(Ordering::Relaxed) {
@@ -504,7 +503,7 @@ fn rename_over_an_existing_file_is_atomic() {
             Ok(reads)
         })
     };
-    for i in 1..=10 {
+    for i in 1..=20 {
         let tmp = f.mount.join(format!("tmp{i}"));
         write(&tmp, version(i));
         cmd("mv").arg(&tmp).arg(&target).run().assert_ok();
@@ -513,8 +512,8 @@ fn rename_over_an_existing_file_is_atomic() {
     let reads = reader.join().expect("reader thread");
     assert!(reads.is_ok(), "reader: {reads:?}\n{}", f.logs());
 
-    assert_eq!(read(&target), version(10));
-    assert_eq!(read(f.lib().join("target")), version(10));
+    assert_eq!(read(&target), version(20));
+    assert_eq!(read(f.lib().join("target")), version(20));
     // The handle opened on the first version still reads it whole.
     let first = read_all(&mut old).expect("read replaced file through its open handle");
     assert_bytes_eq(&first, &version(0), "replaced file via its open fd");
@@ -1134,7 +1133,7 @@ fn the_watchdog_unhangs_a_mount_whose_server_froze() {
     let _heavy = heavy();
     let lib = library();
     write(lib.path().join("f"), b"f");
-    let server = Server::start::<&str>(lib.path(), &[]);
+    let server = Server::plain(lib.path());
     let mount = Mount::try_new_with_watchdog(server.addr(), &[] as &[&str], Duration::from_secs(2))
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(read(mount.join("f")), b"f");
@@ -1173,7 +1172,7 @@ fn mounting_a_dead_address_fails_clearly_and_leaves_no_mount() {
     let addr = format!("127.0.0.1:{port}");
     for foreground in [true, false] {
         let dir = MountDir::new();
-        let mut c = cmd(shelf_bin().to_str().expect("utf-8 path"))
+        let mut c = shelf()
             .arg("mount")
             .arg(&addr)
             .arg(dir.path())
@@ -1207,7 +1206,7 @@ fn mounting_a_dead_address_fails_clearly_and_leaves_no_mount() {
 #[test]
 fn shelf_umount_unmounts_and_the_mount_process_exits_0() {
     let mut f = fixture!();
-    cmd(shelf_bin().to_str().expect("utf-8"))
+    shelf()
         .arg("umount")
         .arg(f.mnt())
         .timeout(Duration::from_secs(20))
@@ -1227,7 +1226,7 @@ fn shelf_umount_of_a_busy_mount_falls_back_to_lazy() {
     let mut f = fixture!();
     write(f.mount.join("held"), b"held open");
     let held = File::open(f.mount.join("held")).expect("open");
-    let out = cmd(shelf_bin().to_str().expect("utf-8"))
+    let out = shelf()
         .arg("umount")
         .arg(f.mnt())
         .timeout(Duration::from_secs(20))
@@ -1276,9 +1275,9 @@ fn detached_mount_returns_once_the_mount_answers() {
     }
     let lib = library();
     write(lib.path().join("hello"), b"hello");
-    let server = Server::start::<&str>(lib.path(), &[]);
+    let server = Server::plain(lib.path());
     let dir = MountDir::new();
-    let out = cmd(shelf_bin().to_str().expect("utf-8"))
+    let out = shelf()
         .arg("mount")
         .arg(server.addr().to_string())
         .arg(dir.path())
@@ -1298,7 +1297,7 @@ fn detached_mount_returns_once_the_mount_answers() {
         .run();
     ls.assert_ok();
     assert_eq!(ls.stdout_str(), "hello\n");
-    cmd(shelf_bin().to_str().expect("utf-8"))
+    shelf()
         .arg("umount")
         .arg(dir.path())
         .timeout(Duration::from_secs(20))
@@ -1347,7 +1346,7 @@ fn mount_t_fuse_shelf_works_through_the_helper() {
     let _link = HelperLink::install();
     let lib = library();
     write(lib.path().join("hello"), b"hello");
-    let server = Server::start::<&str>(lib.path(), &[]);
+    let server = Server::plain(lib.path());
     let dir = MountDir::new();
     let out = cmd("mount")
         .args(["-t", "fuse.shelf"])
