@@ -60,7 +60,35 @@ impl<T: Transport> ShelfFs<T> {
             Err(e) => reply.error(errno(&e)),
         }
     }
+
+    /// A lookup that found nothing is answered as a negative entry (node id 0) valid for the
+    /// TTL, so the kernel does not ask again for every `stat` of a missing name (compilers and
+    /// git probe many). Our own creates replace the negative entry in the kernel at once.
+    fn reply_lookup(&self, r: Result<Entry, FsError>, reply: ReplyEntry) {
+        match r {
+            Err(e) if e.errno() == libc::ENOENT && !self.ttl().is_zero() => {
+                let mut attr = self.file_attr(0, &NEGATIVE);
+                attr.ino = INodeNo(0);
+                reply.entry(&self.ttl(), &attr, Generation(0));
+            }
+            r => self.reply_entry(r, reply),
+        }
+    }
 }
+
+/// Attributes sent with a negative entry; the kernel reads only the node id (0) and the TTL.
+const NEGATIVE: Attr = Attr {
+    ino: 0,
+    kind: FileKind::File,
+    perm: 0,
+    nlink: 0,
+    size: 0,
+    blocks: 0,
+    blksize: 0,
+    atime: shelf_proto::Timestamp { secs: 0, nanos: 0 },
+    mtime: shelf_proto::Timestamp { secs: 0, nanos: 0 },
+    ctime: shelf_proto::Timestamp { secs: 0, nanos: 0 },
+};
 
 fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
@@ -144,7 +172,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_entry(self.core.lookup(parent.0, name.as_bytes()), reply);
+        self.reply_lookup(self.core.lookup(parent.0, name.as_bytes()), reply);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {

@@ -180,7 +180,7 @@ fn plan(args: MountArgs, token: Option<Vec<u8>>) -> anyhow::Result<MountPlan> {
 pub fn run_mount(args: MountArgs, token: Option<Vec<u8>>) -> anyhow::Result<()> {
     let plan = plan(args, token)?;
     if plan.foreground {
-        return serve(&plan, None);
+        return serve(&plan, Ready(None));
     }
     let (read_end, write_end) = pipe()?;
     // SAFETY: no thread has been started yet in this process (argument parsing and the plan
@@ -191,14 +191,9 @@ pub fn run_mount(args: MountArgs, token: Option<Vec<u8>>) -> anyhow::Result<()> 
             drop(read_end);
             // SAFETY: setsid has no memory effects; failure (already a leader) is harmless.
             unsafe { libc::setsid() };
-            let mut ready = std::fs::File::from(write_end);
-            let code = match serve(&plan, Some(&mut ready)) {
-                Ok(()) => 0,
-                Err(e) => {
-                    let _ = write!(ready, "{e:#}");
-                    1
-                }
-            };
+            let ready = Ready(Some(std::fs::File::from(write_end)));
+            // An error has already been told to the parent, which prints it.
+            let code = i32::from(serve(&plan, ready).is_err());
             std::process::exit(code)
         }
         _child => {
@@ -216,9 +211,40 @@ pub fn run_mount(args: MountArgs, token: Option<Vec<u8>>) -> anyhow::Result<()> 
     }
 }
 
-/// Connects, mounts and serves the kernel until unmounted. `ready` hears "ok" once the mount
-/// answers; afterwards standard streams are detached from the terminal.
-fn serve(plan: &MountPlan, ready: Option<&mut std::fs::File>) -> anyhow::Result<()> {
+/// The pipe to a waiting parent (detached mode), closed as soon as it has heard the outcome,
+/// which ends the parent's read.
+struct Ready(Option<std::fs::File>);
+
+impl Ready {
+    fn tell(&mut self, msg: &str) {
+        if let Some(mut pipe) = self.0.take() {
+            let _ = pipe.write_all(msg.as_bytes());
+        }
+    }
+}
+
+/// Connects, mounts and serves the kernel until unmounted. A waiting parent hears "ok" once the
+/// mount answers (or the error); then standard streams are detached from the terminal.
+fn serve(plan: &MountPlan, mut ready: Ready) -> anyhow::Result<()> {
+    let detached = ready.0.is_some();
+    let session = match mount(plan) {
+        Ok(s) => s,
+        Err(e) => {
+            ready.tell(&format!("{e:#}"));
+            return Err(e);
+        }
+    };
+    ready.tell("ok");
+    if detached {
+        detach_stdio();
+    }
+    tracing::info!("mounted {} on {}", plan.addr, plan.mountpoint.display());
+    session.run().context("FUSE session")?;
+    Ok(())
+}
+
+/// Connects the pool and mounts; the kernel's INIT is answered when this returns.
+fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
     let signals = block_signals()?;
     let opts = ConnectOptions {
         addr: plan.addr.clone(),
@@ -229,16 +255,24 @@ fn serve(plan: &MountPlan, ready: Option<&mut std::fs::File>) -> anyhow::Result<
     let pool = Pool::connect(opts, plan.connections as usize)
         .with_context(|| format!("mount {}", plan.addr))?;
     let core = Arc::new(Core::new(pool, plan.core.clone()));
-    let threads = (plan.connections as usize * 4).clamp(8, 32);
     let mut config = fuser::Config::default();
     config.mount_options = plan.fuse_options.clone();
     config.acl = plan.acl;
-    config.n_threads = Some(threads);
+    config.n_threads = Some((plan.connections as usize * 4).clamp(8, 32));
     config.clone_fd = true;
-    let mut session =
-        fuser::Session::new(ShelfFs::new(Arc::clone(&core)), &plan.mountpoint, &config)
-            .with_context(|| format!("mount {} on {}", plan.addr, plan.mountpoint.display()))?;
-    let mut unmounter = session.unmount_callable();
+    let fs = ShelfFs::new(core);
+    let what = || format!("mount {} on {}", plan.addr, plan.mountpoint.display());
+    // SAFETY: geteuid has no side effects.
+    let session = if unsafe { libc::geteuid() } == 0 {
+        // fuser's own mount(2) path always says type "fuse"; mounting ourselves gives the
+        // "fuse.shelf" that findmnt, df -t and the mount.fuse conventions expect.
+        let fd = mount_as_root(plan).with_context(what)?;
+        fuser::Session::from_fd(fs, fd, plan.acl, config).with_context(what)?
+    } else {
+        // fusermount3 (setuid) mounts for other users, subtype included.
+        fuser::Session::new(fs, &plan.mountpoint, &config).with_context(what)?
+    };
+    let mountpoint = plan.mountpoint.clone();
     std::thread::Builder::new()
         .name("shelf-signals".into())
         .spawn(move || {
@@ -246,18 +280,59 @@ fn serve(plan: &MountPlan, ready: Option<&mut std::fs::File>) -> anyhow::Result<
             // SAFETY: `signals` is a valid, initialised sigset; sigwait writes only to `sig`.
             if unsafe { libc::sigwait(&signals, &mut sig) } == 0 {
                 tracing::info!("signal {sig}: unmounting");
-                if let Err(e) = unmounter.unmount() {
-                    tracing::warn!("unmount on signal failed: {e}");
+                if let Err(e) = unmount(&mountpoint) {
+                    tracing::warn!("unmount on signal failed: {e:#}");
                 }
             }
         })?;
-    if let Some(ready) = ready {
-        ready.write_all(b"ok")?;
-        detach_stdio();
+    Ok(session)
+}
+
+/// Mounts /dev/fuse on the mount point with mount(2), as fusermount3 does for root.
+fn mount_as_root(plan: &MountPlan) -> anyhow::Result<OwnedFd> {
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .context("opening /dev/fuse (is the fuse module loaded?)")?;
+    let fd = OwnedFd::from(dev);
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={},default_permissions",
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        libc::S_IFDIR,
+        plan.core.uid,
+        plan.core.gid,
+    );
+    if plan.acl != SessionACL::Owner {
+        data.push_str(",allow_other");
     }
-    tracing::info!("mounted {} on {}", plan.addr, plan.mountpoint.display());
-    session.run().context("FUSE session")?;
-    Ok(())
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    for opt in &plan.fuse_options {
+        match opt {
+            MountOption::RO => flags |= libc::MS_RDONLY,
+            MountOption::NoExec => flags |= libc::MS_NOEXEC,
+            MountOption::NoAtime => flags |= libc::MS_NOATIME,
+            _ => {}
+        }
+    }
+    let source = CString::new(format!("shelf#{}", plan.addr)).context("address contains NUL")?;
+    let target = CString::new(plan.mountpoint.as_os_str().as_bytes()).context("NUL in path")?;
+    let fstype = CString::new("fuse.shelf").expect("no NUL in literal");
+    let data = CString::new(data).expect("options have no NUL");
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("mount(2)");
+    }
+    Ok(fd)
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts later, and
@@ -308,7 +383,10 @@ fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
 /// Runs `shelf umount`: a normal unmount, then a lazy one if the mount is busy or its
 /// server is gone, so a mount point never stays wedged.
 pub fn run_umount(args: UmountArgs) -> anyhow::Result<()> {
-    let mp = &args.mountpoint;
+    unmount(&args.mountpoint)
+}
+
+fn unmount(mp: &Path) -> anyhow::Result<()> {
     let cpath = CString::new(mp.as_os_str().as_bytes()).context("mount point contains NUL")?;
     // SAFETY: geteuid has no side effects.
     if unsafe { libc::geteuid() } == 0 {

@@ -115,10 +115,17 @@ pub trait DirSink {
 /// Everything an inode with open handles needs, shared by its handles.
 struct OpenState {
     handles: usize,
-    writes: Arc<Mutex<WriteBack>>,
-    readahead: Arc<Mutex<ReadAhead>>,
+    io: Arc<OpenIo>,
     /// The hidden path the file was moved to when it lost its name while open.
     hidden: Option<Vec<u8>>,
+}
+
+/// The parts of an open file that I/O works on, each behind its own lock so a read does not
+/// wait for the table of open files.
+#[derive(Default)]
+struct OpenIo {
+    writes: Mutex<WriteBack>,
+    readahead: Mutex<ReadAhead>,
 }
 
 struct OpenFile {
@@ -227,10 +234,10 @@ impl<T: Transport> Core<T> {
     /// Sends a file's buffered writes and waits for them, so the server's size and bytes are
     /// the ones the program wrote. Cheap when nothing is buffered.
     fn settle(&self, ino: u64) -> FsResult<()> {
-        let Some(writes) = self.open.lock().get(&ino).map(|s| Arc::clone(&s.writes)) else {
+        let Some(io) = self.open.lock().get(&ino).map(|s| Arc::clone(&s.io)) else {
             return Ok(());
         };
-        let mut wb = writes.lock();
+        let mut wb = io.writes.lock();
         if wb.is_clean() {
             return wb.take_error();
         }
@@ -453,8 +460,9 @@ impl<T: Transport> Core<T> {
             self.check_writable()?;
         }
         self.settle(ino)?;
-        // Close-to-open consistency: every open asks the server what the file is now.
-        let mut attr = self.refresh(ino)?;
+        // Close-to-open consistency, as NFS keeps it: an open sees the server's file as of at
+        // most one TTL ago (the lookup that precedes most opens has just asked).
+        let mut attr = self.attr(ino)?;
         if attr.kind == FileKind::Dir {
             return Err(Code::IsDir.into());
         }
@@ -487,8 +495,10 @@ impl<T: Transport> Core<T> {
             .entry(ino)
             .or_insert_with(|| OpenState {
                 handles: 0,
-                writes: Arc::default(),
-                readahead: Arc::new(Mutex::new(ReadAhead::new(self.cfg.readahead_chunks as u64))),
+                io: Arc::new(OpenIo {
+                    writes: Mutex::default(),
+                    readahead: Mutex::new(ReadAhead::new(self.cfg.readahead_chunks as u64)),
+                }),
                 hidden: None,
             })
             .handles += 1;
@@ -517,8 +527,17 @@ impl<T: Transport> Core<T> {
         } else {
             self.client.rename(path, &hidden, rename_flags::NOREPLACE)?;
         }
-        if let Some(state) = self.open.lock().get_mut(&ino) {
-            state.hidden = Some(hidden);
+        let orphan = match self.open.lock().get_mut(&ino) {
+            Some(state) => {
+                state.hidden = Some(hidden);
+                None
+            }
+            // The last handle closed while the name was being hidden: nothing will release
+            // the hidden name, so it goes now.
+            None => Some(hidden),
+        };
+        if let Some(hidden) = orphan {
+            self.client.unlink(&hidden)?;
         }
         Ok(())
     }
@@ -531,11 +550,11 @@ impl<T: Transport> Core<T> {
             .ok_or(FsError::Local(Code::BadHandle))
     }
 
-    fn open_parts(&self, ino: u64) -> FsResult<(Arc<Mutex<WriteBack>>, Arc<Mutex<ReadAhead>>)> {
+    fn open_io(&self, ino: u64) -> FsResult<Arc<OpenIo>> {
         self.open
             .lock()
             .get(&ino)
-            .map(|s| (Arc::clone(&s.writes), Arc::clone(&s.readahead)))
+            .map(|s| Arc::clone(&s.io))
             .ok_or(FsError::Local(Code::BadHandle))
     }
 
@@ -569,7 +588,7 @@ impl<T: Transport> Core<T> {
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let (ino, _) = self.handle(fh)?;
-        let (_, readahead) = self.open_parts(ino)?;
+        let io = self.open_io(ino)?;
         self.settle(ino)?;
         let cs = self.cfg.chunk_size as u64;
         let end = offset.saturating_add(size as u64);
@@ -622,7 +641,8 @@ impl<T: Transport> Core<T> {
                     break; // end of file
                 }
             }
-            let ahead = readahead
+            let ahead = io
+                .readahead
                 .lock()
                 .on_read(offset, size as u64, self.cfg.chunk_size);
             let last_chunk = attr.size.div_ceil(cs);
@@ -647,9 +667,9 @@ impl<T: Transport> Core<T> {
             return Err(Code::BadHandle.into());
         }
         self.check_writable()?;
-        let (writes, _) = self.open_parts(ino)?;
+        let io = self.open_io(ino)?;
         let path = self.path_of(ino)?;
-        writes
+        io.writes
             .lock()
             .write(&self.client, &path, offset, data, self.write_limits)?;
         self.cache.invalidate_file(ino);
