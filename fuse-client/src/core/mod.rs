@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use shelf_proto::{rename_flags, Attr, Code, DirEntry, FileKind, SetAttrs, SetTime, Statfs};
 use shelf_proto::{Timestamp, Version};
 
@@ -151,6 +151,10 @@ pub struct Core<T: Transport> {
     page_versions: Mutex<HashMap<u64, Version>>,
     next_fh: AtomicU64,
     hidden_seq: AtomicU64,
+    /// Opens hold it shared, unlink and rename exclusively: a name is never removed between an
+    /// open's check of the inode and the registration of its handle, so an open file always
+    /// gets hidden, and an open that comes later sees ESTALE and the kernel looks again.
+    names: RwLock<()>,
     write_limits: WriteLimits,
     cfg: CoreConfig,
 }
@@ -178,6 +182,7 @@ impl<T: Transport> Core<T> {
             page_versions: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             hidden_seq: AtomicU64::new(0),
+            names: RwLock::new(()),
             cfg,
         }
     }
@@ -197,11 +202,15 @@ impl<T: Transport> Core<T> {
     // ---- names and paths -------------------------------------------------------------
 
     /// The server path of an inode: its hidden name if it lost its own while open.
+    ///
+    /// An inode whose name was removed or replaced has no path: ESTALE, on which the kernel
+    /// walks the path again (`retry_estale`), so an `open` or `stat` that raced with a rename
+    /// over its name finds the new file instead of failing, as on NFS.
     fn path_of(&self, ino: u64) -> FsResult<Vec<u8>> {
         if let Some(hidden) = self.open.lock().get(&ino).and_then(|s| s.hidden.clone()) {
             return Ok(hidden);
         }
-        self.inodes.path(ino).ok_or(FsError::Local(Code::NotFound))
+        self.inodes.path(ino).ok_or(FsError::Local(Code::Stale))
     }
 
     fn child_path(&self, parent: u64, name: &[u8]) -> FsResult<Vec<u8>> {
@@ -227,6 +236,16 @@ impl<T: Transport> Core<T> {
             .lookup(parent, name, &attr)
             .ok_or(FsError::Local(Code::Stale))?;
         Ok(Entry { ino, attr })
+    }
+
+    /// Drops cached attributes an entry change made stale: a directory's mtime, ctime and
+    /// link count change with its entries, a file's ctime and nlink with its names. The kernel
+    /// asks again after such a change, and must not get our old copy (rsync compares the
+    /// directory mtimes it set with what `stat` says).
+    fn changed(&self, inos: &[Option<u64>]) {
+        for ino in inos.iter().flatten() {
+            self.inodes.invalidate_attr(*ino);
+        }
     }
 
     // ---- attributes ------------------------------------------------------------------
@@ -340,6 +359,7 @@ impl<T: Transport> Core<T> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
         let attr = self.client.create(&path, mode & !umask & 0o7777, true)?;
+        self.changed(&[Some(parent)]);
         self.enter(parent, name, attr)
     }
 
@@ -347,11 +367,13 @@ impl<T: Transport> Core<T> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
         let attr = self.client.mkdir(&path, mode & !umask & 0o7777)?;
+        self.changed(&[Some(parent)]);
         self.enter(parent, name, attr)
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
         self.check_writable()?;
+        let _names = self.names.write();
         let path = self.child_path(parent, name)?;
         match self
             .inodes
@@ -361,7 +383,8 @@ impl<T: Transport> Core<T> {
             Some(ino) => self.hide(ino, &path, false)?,
             None => self.client.unlink(&path)?,
         }
-        self.inodes.unlink(parent, name);
+        let gone = self.inodes.unlink(parent, name);
+        self.changed(&[Some(parent), gone]);
         Ok(())
     }
 
@@ -370,6 +393,7 @@ impl<T: Transport> Core<T> {
         let path = self.child_path(parent, name)?;
         self.client.rmdir(&path)?;
         self.inodes.unlink(parent, name);
+        self.changed(&[Some(parent)]);
         Ok(())
     }
 
@@ -377,6 +401,7 @@ impl<T: Transport> Core<T> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
         let attr = self.client.symlink(&path, target)?;
+        self.changed(&[Some(parent)]);
         self.enter(parent, name, attr)
     }
 
@@ -404,6 +429,7 @@ impl<T: Transport> Core<T> {
         }
         // Writes in flight name the old path; they must land before the name changes.
         self.settle_all()?;
+        let _names = self.names.write();
         if wire_flags & rename_flags::EXCHANGE == 0 {
             if let Some(victim) = self.inodes.child(new_parent, new_name) {
                 if self.is_open(victim) && !self.same_node(parent, name, victim) {
@@ -414,11 +440,14 @@ impl<T: Transport> Core<T> {
             }
         }
         self.client.rename(&from, &to, wire_flags)?;
-        if wire_flags & rename_flags::EXCHANGE != 0 {
+        let victim = self.inodes.child(new_parent, new_name);
+        let moved = if wire_flags & rename_flags::EXCHANGE != 0 {
             self.inodes.exchange(parent, name, new_parent, new_name);
+            self.inodes.child(parent, name)
         } else {
-            self.inodes.rename(parent, name, new_parent, new_name);
-        }
+            self.inodes.rename(parent, name, new_parent, new_name)
+        };
+        self.changed(&[Some(parent), Some(new_parent), moved, victim]);
         Ok(())
     }
 
@@ -434,6 +463,7 @@ impl<T: Transport> Core<T> {
         let attr = self.client.link(&existing, &new)?;
         // The old name's attributes (nlink, ctime) changed too.
         self.inodes.set_attr(ino, &attr);
+        self.changed(&[Some(new_parent)]);
         self.enter(new_parent, new_name, attr)
     }
 
@@ -460,6 +490,7 @@ impl<T: Transport> Core<T> {
             self.check_writable()?;
         }
         self.settle(ino)?;
+        let _names = self.names.read();
         // Close-to-open consistency, as NFS keeps it: an open sees the server's file as of at
         // most one TTL ago (the lookup that precedes most opens has just asked).
         let mut attr = self.attr(ino)?;
@@ -567,6 +598,7 @@ impl<T: Transport> Core<T> {
         flags: i32,
     ) -> FsResult<(Entry, Opened)> {
         self.check_writable()?;
+        let _names = self.names.read();
         let path = self.child_path(parent, name)?;
         let exclusive = flags & libc::O_EXCL != 0;
         let mut attr = self
@@ -581,6 +613,7 @@ impl<T: Transport> Core<T> {
                 },
             )?;
         }
+        self.changed(&[Some(parent)]);
         let entry = self.enter(parent, name, attr)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         Ok((entry, self.new_handle(entry.ino, attr, writable)))

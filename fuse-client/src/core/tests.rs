@@ -411,3 +411,36 @@ fn server_down_is_an_error_not_a_hang() {
     f.core.transport().set_down(false);
     assert_eq!(f.core.getattr(e.ino).expect("back").size, 1);
 }
+
+#[test]
+fn directory_times_set_before_a_change_inside_are_not_served_stale() {
+    // rsync -a: set a directory's mtime, then rename a temporary into it, then stat it to
+    // check the mtime; it must see the server's new mtime, not our cached copy.
+    let f = fixture_with(CoreConfig {
+        chunk_size: CHUNK,
+        attr_ttl: Duration::from_secs(60),
+        ..CoreConfig::default()
+    });
+    let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir");
+    let (_, o) = f
+        .core
+        .create(d.ino, b".tmp", 0o100644, 0, libc::O_RDWR)
+        .expect("create");
+    f.core.release(o.fh).expect("release");
+    let old = Timestamp::new(1_262_304_000, 0);
+    let set = SetAttrRequest {
+        mtime: Some(SetTime::At(old)),
+        ..Default::default()
+    };
+    assert_eq!(f.core.setattr(d.ino, set).expect("utimens").mtime, old);
+    f.core
+        .rename(d.ino, b".tmp", d.ino, b"f", 0)
+        .expect("rename");
+    let server = fs::metadata(f.dir.path().join("d")).expect("stat on server");
+    let seen = f.core.getattr(d.ino).expect("getattr");
+    assert_eq!(
+        seen.mtime.secs,
+        std::os::unix::fs::MetadataExt::mtime(&server)
+    );
+    assert_ne!(seen.mtime, old, "the rename moved the directory's mtime");
+}
