@@ -7,6 +7,7 @@
 //! - [`cache`], [`readahead`]: the chunk cache and read-ahead policy.
 //! - [`remote`]: connections to the server (pipelined requests, a pool with reconnect, typed
 //!   calls) and an in-process loopback server for tests. The mount and the CLI both use it.
+//! - [`status`]: each mount's status socket and `shelf status`.
 //! - [`cli`]: the `shelf` command: `ls`, `get`, `put`, `rm`, `mkdir`, `mv`, `shell`, and the
 //!   entry points of `mount`/`umount`.
 
@@ -18,3 +19,4 @@ pub mod inode;
 pub mod mount;
 pub mod readahead;
 pub mod remote;
+pub mod status;

@@ -239,8 +239,9 @@ fn serve(plan: &MountPlan, mut ready: Ready) -> anyhow::Result<()> {
         detach_stdio();
     }
     tracing::info!("mounted {} on {}", plan.addr, plan.mountpoint.display());
-    session.run().context("FUSE session")?;
-    Ok(())
+    let ran = session.run().context("FUSE session");
+    crate::status::remove_socket(&plan.mountpoint);
+    ran
 }
 
 /// Connects the pool and mounts; the kernel's INIT is answered when this returns.
@@ -260,7 +261,7 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
     config.acl = plan.acl;
     config.n_threads = Some((plan.connections as usize * 4).clamp(8, 32));
     config.clone_fd = true;
-    let fs = ShelfFs::new(core);
+    let fs = ShelfFs::new(Arc::clone(&core));
     let what = || format!("mount {} on {}", plan.addr, plan.mountpoint.display());
     // SAFETY: geteuid has no side effects.
     let session = if unsafe { libc::geteuid() } == 0 {
@@ -272,6 +273,7 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
         // fusermount3 (setuid) mounts for other users, subtype included.
         fuser::Session::new(fs, &plan.mountpoint, &config).with_context(what)?
     };
+    crate::status::serve(core, plan.mountpoint.clone());
     let mountpoint = plan.mountpoint.clone();
     std::thread::Builder::new()
         .name("shelf-signals".into())

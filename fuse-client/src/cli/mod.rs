@@ -84,6 +84,8 @@ pub enum Command {
     Mount(crate::mount::MountArgs),
     /// Unmount a library mounted with `shelf mount`.
     Umount(crate::mount::UmountArgs),
+    /// Show this machine's shelf mounts: server, connections, cache statistics.
+    Status(crate::status::StatusArgs),
 }
 
 /// Bad usage found after parsing (clap reports its own); exits 2.
@@ -248,6 +250,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Mount(a) => crate::mount::run_mount(a, token)?,
         Command::Umount(a) => crate::mount::run_umount(a)?,
+        Command::Status(a) => crate::status::run(a, &mut std::io::stdout().lock())?,
     }
     Ok(ExitCode::SUCCESS)
 }

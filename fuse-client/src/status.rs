@@ -1,0 +1,322 @@
+//! `shelf status`: what this machine's shelf mounts are doing.
+//!
+//! Each mount process answers on a Unix socket named after its mount point (under `/run/shelf`
+//! for root, `$XDG_RUNTIME_DIR/shelf` or `/tmp/shelf-UID` otherwise) with `key=value` lines:
+//! the server, the connection pool's state and the chunk cache's counters. `shelf status` finds
+//! the mounts in `/proc/self/mountinfo`, asks each, and prints what it hears; a mount whose
+//! process is gone shows as such, which is the "Transport endpoint is not connected" case.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::core::Core;
+use crate::remote::Pool;
+
+/// Arguments of `shelf status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Show only the mount at this directory.
+    pub mountpoint: Option<PathBuf>,
+}
+
+/// Where the socket of the mount at `mountpoint` lives.
+pub fn socket_path(mountpoint: &Path) -> PathBuf {
+    // FNV-1a: stable across processes and releases, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in mountpoint.as_os_str().as_bytes() {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    runtime_dir().join(format!("{h:016x}.sock"))
+}
+
+fn runtime_dir() -> PathBuf {
+    // SAFETY: geteuid has no side effects.
+    let uid = unsafe { libc::geteuid() };
+    if uid == 0 {
+        return PathBuf::from("/run/shelf");
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) => PathBuf::from(dir).join("shelf"),
+        None => PathBuf::from(format!("/tmp/shelf-{uid}")),
+    }
+}
+
+/// The status lines of a running mount.
+pub fn report(core: &Core<Pool>, mountpoint: &Path) -> String {
+    let pool = core.transport().state();
+    let cache = core.cache_stats();
+    let cfg = core.config();
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| {
+        out.push_str(k);
+        out.push('=');
+        out.push_str(&v);
+        out.push('\n');
+    };
+    line("mountpoint", mountpoint.display().to_string());
+    line("server", core.transport().addr().to_string());
+    line("pid", std::process::id().to_string());
+    line("connections", pool.connected.to_string());
+    line("slots", pool.slots.to_string());
+    line("in_flight", pool.in_flight.to_string());
+    line("requests", pool.requests.to_string());
+    line("retries", pool.retries.to_string());
+    line("reconnects", pool.reconnects.to_string());
+    line("cache_hits", cache.hits.to_string());
+    line("cache_misses", cache.misses.to_string());
+    line("cache_bytes", cache.bytes.to_string());
+    line("cache_chunks", cache.chunks.to_string());
+    line("cache_evictions", cache.evictions.to_string());
+    line("cache_capacity", cache.capacity.to_string());
+    line("chunk_size", cfg.chunk_size.to_string());
+    line("attr_ttl_ms", cfg.attr_ttl.as_millis().to_string());
+    line("read_only", cfg.read_only.to_string());
+    out
+}
+
+/// Serves status requests for a mount until the process ends. Failures only cost the
+/// feature, never the mount.
+pub fn serve(core: Arc<Core<Pool>>, mountpoint: PathBuf) {
+    let path = socket_path(&mountpoint);
+    let listener = match bind(&path) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!("shelf status will not see this mount: {e:#}");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("shelf-status".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+                let _ = stream.write_all(report(&core, &mountpoint).as_bytes());
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("cannot start the status thread: {e}");
+    }
+}
+
+fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    let dir = path.parent().context("socket path has no directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    // A socket left by a mount that died is in the way; a live one answers, so keep it.
+    if UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))
+}
+
+/// Removes the socket of a mount that is going away.
+pub fn remove_socket(mountpoint: &Path) {
+    let _ = std::fs::remove_file(socket_path(mountpoint));
+}
+
+/// One shelf mount of this machine, from /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    pub mountpoint: PathBuf,
+    pub source: String,
+}
+
+/// The shelf mounts in a mountinfo text (fuse.shelf, or fuse with a `shelf#` source).
+pub fn shelf_mounts(mountinfo: &str) -> Vec<MountEntry> {
+    mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let dash = f.iter().position(|x| *x == "-")?;
+            let (fstype, source) = (*f.get(dash + 1)?, *f.get(dash + 2)?);
+            let source = unescape(source);
+            let ours = fstype == "fuse.shelf" || (fstype == "fuse" && source.starts_with("shelf#"));
+            let mountpoint = PathBuf::from(unescape(f.get(4)?));
+            ours.then(|| MountEntry {
+                mountpoint,
+                source: source.trim_start_matches("shelf#").to_string(),
+            })
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Asks a mount for its status lines; `None` when its process does not answer.
+fn ask(mountpoint: &Path) -> Option<Vec<(String, String)>> {
+    let mut s = UnixStream::connect(socket_path(mountpoint)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(
+        BufReader::new(text.as_bytes())
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect(),
+    )
+}
+
+/// Runs `shelf status`.
+pub fn run(args: StatusArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").context("reading mountinfo")?;
+    let mut mounts = shelf_mounts(&info);
+    if let Some(want) = &args.mountpoint {
+        let want = std::fs::canonicalize(want).unwrap_or_else(|_| want.clone());
+        mounts.retain(|m| m.mountpoint == want);
+        if mounts.is_empty() {
+            anyhow::bail!("{} is not a shelf mount", want.display());
+        }
+    }
+    if mounts.is_empty() {
+        writeln!(out, "no shelf mounts")?;
+        return Ok(());
+    }
+    for m in mounts {
+        writeln!(out, "{}", m.mountpoint.display())?;
+        writeln!(out, "  server:       {}", m.source)?;
+        match ask(&m.mountpoint) {
+            None => writeln!(
+                out,
+                "  state:        not answering (the shelf process is gone; `shelf umount {}`)",
+                m.mountpoint.display()
+            )?,
+            Some(kv) => render(&kv, out)?,
+        }
+    }
+    Ok(())
+}
+
+fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
+    let get = |k: &str| {
+        kv.iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("?")
+    };
+    let num = |k: &str| get(k).parse::<u64>().unwrap_or(0);
+    let state = if num("connections") > 0 {
+        "connected"
+    } else {
+        "disconnected (reconnects on next use)"
+    };
+    writeln!(out, "  state:        {state}, pid {}", get("pid"))?;
+    writeln!(
+        out,
+        "  connections:  {} of {} open, {} reconnects",
+        get("connections"),
+        get("slots"),
+        get("reconnects")
+    )?;
+    writeln!(
+        out,
+        "  requests:     {} sent, {} retried, {} in flight",
+        get("requests"),
+        get("retries"),
+        get("in_flight")
+    )?;
+    let (hits, misses) = (num("cache_hits"), num("cache_misses"));
+    let rate = if hits + misses == 0 {
+        0.0
+    } else {
+        100.0 * hits as f64 / (hits + misses) as f64
+    };
+    writeln!(
+        out,
+        "  cache:        {} held of {} ({} chunks), {hits} hits, {misses} misses ({rate:.1}% hits), {} evictions",
+        mib(num("cache_bytes")),
+        mib(num("cache_capacity")),
+        get("cache_chunks"),
+        get("cache_evictions")
+    )?;
+    Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / 1048576.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_shelf_mounts_in_mountinfo() {
+        let info =
+            "36 25 0:32 / /tmp/a\\040b rw,nosuid - fuse.shelf shelf#127.0.0.1:7878 rw,user_id=0\n\
+                    37 25 0:33 / /mnt/x rw - fuse shelf#h:1 rw\n\
+                    38 25 0:34 / /mnt/y rw - fuse sshfs#h: rw\n\
+                    39 25 8:1 / / rw - ext4 /dev/vda rw\n";
+        let got = shelf_mounts(info);
+        assert_eq!(
+            got,
+            [
+                MountEntry {
+                    mountpoint: "/tmp/a b".into(),
+                    source: "127.0.0.1:7878".into()
+                },
+                MountEntry {
+                    mountpoint: "/mnt/x".into(),
+                    source: "h:1".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn socket_paths_differ_by_mountpoint_and_are_stable() {
+        let a = socket_path(Path::new("/mnt/a"));
+        assert_eq!(a, socket_path(Path::new("/mnt/a")));
+        assert_ne!(a, socket_path(Path::new("/mnt/b")));
+    }
+
+    #[test]
+    fn renders_counters_for_people() {
+        let kv: Vec<(String, String)> = [
+            ("connections", "2"),
+            ("slots", "4"),
+            ("cache_hits", "3"),
+            ("cache_misses", "1"),
+            ("cache_bytes", "1048576"),
+            ("cache_capacity", "268435456"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let mut out = Vec::new();
+        render(&kv, &mut out).expect("renders");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert!(text.contains("connected"), "{text}");
+        assert!(text.contains("2 of 4 open"), "{text}");
+        assert!(text.contains("1.0 MiB held of 256.0 MiB"), "{text}");
+        assert!(text.contains("75.0% hits"), "{text}");
+    }
+}
