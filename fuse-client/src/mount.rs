@@ -27,6 +27,9 @@ use crate::core::{Core, CoreConfig};
 use crate::fs::ShelfFs;
 use crate::remote::{ConnectOptions, Pool};
 
+/// How often a mount pings its idle connections.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(60);
+
 /// Arguments of `shelf mount`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
@@ -273,6 +276,14 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
         // fusermount3 (setuid) mounts for other users, subtype included.
         fuser::Session::new(fs, &plan.mountpoint, &config).with_context(what)?
     };
+    // Well inside the server's default idle timeout (300 s).
+    let keepalive = Arc::clone(&core);
+    std::thread::Builder::new()
+        .name("shelf-keepalive".into())
+        .spawn(move || loop {
+            std::thread::sleep(KEEPALIVE_EVERY);
+            keepalive.transport().keepalive();
+        })?;
     crate::status::serve(core, plan.mountpoint.clone());
     let mountpoint = plan.mountpoint.clone();
     std::thread::Builder::new()

@@ -123,6 +123,24 @@ impl Pool {
         &self.addr
     }
 
+    /// Pings every open connection that has nothing in flight, so the server's idle timeout
+    /// never closes a connection under a long-lived mount: a request sent on a connection the
+    /// server had just closed would be lost, and only idempotent ones could be resent. A
+    /// connection that fails the ping is dead and gets replaced on next use.
+    pub fn keepalive(&self) {
+        let idle: Vec<Arc<Connection>> = self
+            .slots
+            .iter()
+            .filter_map(|slot| slot.lock().as_ref().map(Arc::clone))
+            .filter(|c| c.is_alive() && c.in_flight() == 0)
+            .collect();
+        for c in idle {
+            if let Err(e) = c.start_ref(&Request::Ping).and_then(Pending::wait) {
+                tracing::debug!("keepalive to {} failed: {e}", self.addr);
+            }
+        }
+    }
+
     /// Closes every connection; the next request reconnects.
     pub fn disconnect_all(&self) {
         for slot in &self.slots {
@@ -265,6 +283,31 @@ mod tests {
             ..ConnectOptions::new("loopback")
         };
         Loopback::with(dir, Default::default(), opts, connections).expect("loopback")
+    }
+
+    #[test]
+    fn keepalive_holds_connections_past_the_server_idle_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let serve = shelf_server::ServeConfig {
+            idle_timeout: Some(Duration::from_millis(300)),
+            ..Default::default()
+        };
+        let opts = ConnectOptions::new("loopback");
+        let lb = Loopback::with(dir.path(), serve, opts, 1).expect("loopback");
+        for _ in 0..10 {
+            std::thread::sleep(Duration::from_millis(100));
+            lb.pool().keepalive();
+        }
+        let state = lb.pool().state();
+        assert_eq!((state.connected, state.reconnects), (1, 0), "{state:?}");
+
+        // Without pings the server hangs up on the idle connection.
+        std::thread::sleep(Duration::from_millis(800));
+        assert_eq!(
+            lb.pool().state().connected,
+            0,
+            "the idle timeout does close"
+        );
     }
 
     #[test]
