@@ -19,6 +19,8 @@
 //!    found beside the test executable (`target/<profile>/`), as ripgrep's `tests/util.rs` does,
 //!    or in `$SHELF_BIN_DIR`; build them first with `cargo build --bins`.
 
+pub mod proxy;
+
 use std::ffi::{OsStr, OsString};
 use std::fmt::Display;
 use std::io::{BufRead, BufReader, Read};
