@@ -429,6 +429,52 @@ fn thirty_two_concurrent_clients_each_get_back_their_own_file() {
     assert!(put_temps(lib.path()).is_empty());
 }
 
+#[test]
+fn get_to_stdout_put_from_stdin_and_into_directories() {
+    let (lib, server) = serve();
+    let a = addr(&server);
+    let data = random_bytes(5, 3 << 20 | 17);
+    let out = shelf()
+        .args(["put", &a, "-", "from-stdin.bin"])
+        .stdin(data.clone())
+        .run();
+    out.assert_ok();
+    assert_bytes_eq(&read(lib.path().join("from-stdin.bin")), &data, "put -");
+    let out = shelf().args(["get", &a, "from-stdin.bin", "-"]).run();
+    out.assert_ok();
+    assert_bytes_eq(&out.stdout, &data, "get -");
+
+    // An existing directory receives the file under its own name, both ways.
+    std::fs::create_dir(lib.path().join("dir")).expect("mkdir");
+    let local = scratch();
+    let src = local.path().join("note.txt");
+    write(&src, b"note\n");
+    shelf()
+        .args(["put", &a])
+        .arg(&src)
+        .arg("dir/")
+        .run()
+        .assert_ok();
+    assert_eq!(read(lib.path().join("dir/note.txt")), b"note\n");
+    let into = local.path().join("into");
+    std::fs::create_dir(&into).expect("mkdir");
+    shelf()
+        .args(["get", &a, "dir/note.txt"])
+        .arg(&into)
+        .run()
+        .assert_ok();
+    assert_eq!(read(into.join("note.txt")), b"note\n");
+    // Without LOCAL, get writes the file's name in the current directory.
+    shelf()
+        .args(["get", &a, "/dir/note.txt"])
+        .current_dir(&into)
+        .run()
+        .assert_ok();
+    let out = shelf().args(["get", &a, "dir"]).current_dir(&into).run();
+    assert_error(&out, "get dir: is a directory");
+    assert!(put_temps(lib.path()).is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Safety
 // ---------------------------------------------------------------------------------------------
@@ -1059,6 +1105,33 @@ fn shell_runs_a_script_from_stdin() {
     out.assert_ok();
     assert_eq!(out.stdout_str(), "/d\n");
     assert!(lib.path().join("d/kept.txt").is_file());
+}
+
+#[test]
+fn shell_on_a_terminal_prompts_and_ends_successfully() {
+    // `script` (util-linux) runs the shell on a pseudo-terminal fed from our stdin.
+    shelf_tests::require_tool("script", "bsdutils");
+    let (lib, server) = serve();
+    std::fs::create_dir(lib.path().join("d")).expect("mkdir");
+    let command = format!(
+        "'{}' shell {}",
+        shelf_tests::shelf_bin().display(),
+        addr(&server)
+    );
+    let out = tool("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin("cd d\nget nope\nquit\n")
+        .timeout(Duration::from_secs(30))
+        .run();
+    // Interactive: a failed command does not fail the session.
+    out.assert_ok();
+    let text = out.stdout_str().replace('\r', "");
+    assert!(text.contains("shelf:/> "), "{out}");
+    assert!(text.contains("shelf:/d> "), "{out}");
+    assert!(
+        text.contains("shelf: get nope: no such file or directory\n"),
+        "{out}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
