@@ -3,29 +3,38 @@
 //! The server speaks paths, the kernel speaks inode numbers; this table translates. What is
 //! hard, and how the code is arranged for it:
 //!
-//! 1. **Paths change under an inode.** A rename moves a whole subtree. Each node stores only its
-//!    parent and its name, and [`InodeTable::path`] walks up to the root, so a rename updates one
-//!    node and every descendant's path follows for free.
+//! 1. **Paths change under an inode.** A rename moves a whole subtree. Each node stores only
+//!    its names, each a parent and a name, and [`InodeTable::path`] walks up to the root, so a
+//!    rename updates one node and every descendant's path follows for free.
 //! 2. **Names change under a path.** Another client may replace a file; the same name then holds a
 //!    different server inode. Each node remembers the server's identity (inode number and kind)
 //!    from its lookup; a lookup finding a different identity gives the name a *new* inode number
-//!    and detaches the old node, so the kernel never mixes the two files' pages and attributes.
+//!    and takes the name from the old node, so the kernel never mixes the two files' pages and
+//!    attributes.
 //! 3. **The kernel decides when a node may go.** Lookup, create, mkdir and each readdirplus entry
 //!    (except `.` and `..`) add one lookup; `forget(ino, n)` subtracts with saturation. A node
 //!    lives while it is the root, has lookups, or has live children (their paths go through it,
 //!    and a batch FORGET may name a parent before its child). A FORGET for a node already gone
 //!    is not an error (mountpoint's `InodeMap` and `forget` are the model).
-//! 4. **Detached nodes.** Unlinking, renaming over, or replacing a name detaches the node that
-//!    was there: it keeps its number until forgotten but has no path, so [`InodeTable::path`]
-//!    answers `None` and the core fails operations on it (ESTALE) instead of touching whatever
-//!    now has that name. No silly-rename: an open unlinked file is lost to us, as with a path
-//!    protocol it must be.
+//! 4. **Detached nodes.** Unlinking, renaming over, or replacing a node's last name detaches
+//!    it: it keeps its number until forgotten but has no path, so [`InodeTable::path`] answers
+//!    `None` and the core fails operations on it (ESTALE) instead of touching whatever now has
+//!    that name. No silly-rename here: the core hides open files itself.
 //! 5. **Numbers are never reused** within a mount (a counter), so the FUSE generation can stay 0.
 //!
-//! Hard links: each name gets its own node even when two names reach one server inode. That
-//! keeps paths unambiguous; the price is that a write through one name leaves the other name's
-//! cached attributes stale until their TTL runs out (cached data is keyed by version, so it is
-//! not served stale once the new attributes arrive).
+//! **Hard links** share one node, as on a local file system: `ls -li`, `cp -a`, `tar`,
+//! `rsync -H` and `find -samefile` see one `st_ino`, and attributes fetched through one name
+//! (nlink after a link or unlink, size after a write) serve every name. So a non-directory node
+//! has a *list* of names, and an index from server identity to node lets a lookup of a new name
+//! with `nlink > 1` join the node already known for that server file instead of making another.
+//! Only attached nodes are joined (a detached one may stand for a file that is gone, whose
+//! server number was reused). [`InodeTable::path`] answers through the first name that
+//! resolves; the name the server most recently vouched for (looked up, linked or renamed to)
+//! is kept first, so a name another client removed is not preferred over a fresh one. Unlink,
+//! rename and exchange act on the one name they are given; the node stays attached through its
+//! others. Directories cannot be hard-linked, so they never share and have at most one name;
+//! and only directories (and the root) take children, so the names form a tree of directories
+//! with files as leaves, and a path walk never meets a choice above the file itself.
 //!
 //! Names are taken as given: the server validates them, and nodes are only created after it
 //! answered for the name.
@@ -48,31 +57,42 @@ pub struct InodeTable {
 #[derive(Debug)]
 struct Inner {
     nodes: HashMap<u64, Node>,
+    /// Every non-directory node by its server identity, oldest first. Usually one node per
+    /// identity; more when a name was looked up with `nlink == 1` or after the known node was
+    /// detached. A new hard link joins the newest attached one.
+    by_identity: HashMap<Identity, Vec<u64>>,
     /// The next inode number to hand out; only ever grows.
     next_ino: u64,
 }
 
 #[derive(Debug)]
 struct Node {
-    /// Where the node is; `None` for the root and for detached nodes.
-    link: Option<Link>,
+    /// Where the node is, most recently confirmed first; empty for the root and for detached
+    /// nodes. At most one for a directory. Each agrees with its parent's `children`.
+    names: Vec<Link>,
     /// The server's file behind the name when the node was made; `None` for the root.
     identity: Option<Identity>,
     /// Kernel lookup references.
     lookups: u64,
-    /// Attached children by name. A child's `link` and this map always agree.
+    /// Attached children by name (directories only). A child's `names` and this map agree.
     children: HashMap<Vec<u8>, u64>,
     /// The last attributes fetched and when.
     attr: Option<(Attr, Instant)>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Link {
     parent: u64,
     name: Vec<u8>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl Link {
+    fn is(&self, parent: u64, name: &[u8]) -> bool {
+        self.parent == parent && self.name == name
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Identity {
     server_ino: u64,
     kind: FileKind,
@@ -88,14 +108,19 @@ impl Identity {
 }
 
 impl Node {
-    fn new(link: Option<Link>, identity: Option<Identity>) -> Self {
+    fn new(identity: Option<Identity>) -> Self {
         Node {
-            link,
+            names: Vec::new(),
             identity,
             lookups: 0,
             children: HashMap::new(),
             attr: None,
         }
+    }
+
+    /// The root and directories; nothing else takes children.
+    fn is_dir(&self) -> bool {
+        self.identity.is_none_or(|id| id.kind == FileKind::Dir)
     }
 }
 
@@ -109,17 +134,19 @@ impl InodeTable {
     /// A table holding only the root.
     pub fn new() -> Self {
         let mut nodes = HashMap::new();
-        nodes.insert(ROOT_INO, Node::new(None, None));
+        nodes.insert(ROOT_INO, Node::new(None));
         InodeTable {
             inner: RwLock::new(Inner {
                 nodes,
+                by_identity: HashMap::new(),
                 next_ino: ROOT_INO + 1,
             }),
         }
     }
 
-    /// The node's path relative to the library root (`b""` for the root); `None` if the inode
-    /// is unknown (forgotten) or detached, itself or through an ancestor.
+    /// The node's path relative to the library root (`b""` for the root), through its first
+    /// name that resolves; `None` if the inode is unknown (forgotten) or detached, itself or
+    /// through an ancestor.
     pub fn path(&self, ino: u64) -> Option<Vec<u8>> {
         self.inner.read().path(ino)
     }
@@ -139,9 +166,11 @@ impl InodeTable {
 
     /// Records that the kernel learned `name` in `parent` with attributes `attr` (lookup,
     /// create, mkdir, symlink, link, readdirplus) and adds one lookup reference. Returns the
-    /// inode number: the existing one if the name still holds the same server file, otherwise a
-    /// new one (an old node under the name is detached). Caches `attr`. `None` if `parent` is
-    /// not in the table.
+    /// inode number: the existing one if the name still holds the same server file; else, for
+    /// a non-directory with `nlink > 1`, that of an attached node for the same server file
+    /// (the name becomes another of its names); otherwise a new one. A node that held the name
+    /// for another file loses it. Caches `attr` for the node, so for every name of it. `None`
+    /// if `parent` is not in the table or is not a directory.
     pub fn lookup(&self, parent: u64, name: &[u8], attr: &Attr) -> Option<u64> {
         let mut inner = self.inner.write();
         let ino = inner.learn(parent, name, attr)?;
@@ -151,9 +180,10 @@ impl InodeTable {
     }
 
     /// The inode number to report for a plain readdir entry, which takes no lookup reference:
-    /// the existing node's if `name` in `parent` is known and still the same server file,
-    /// otherwise a fresh number that is not tracked (a later lookup gets another one). Tracking
-    /// would keep nodes the kernel never forgets.
+    /// the existing node's if `name` in `parent` is known and still the same server file, or
+    /// that of a hard link's attached node (which then gains the name, as in
+    /// [`lookup`](Self::lookup)); otherwise a fresh number that is not tracked (a later lookup
+    /// gets another one). Tracking would keep nodes the kernel never forgets.
     pub fn readdir_ino(&self, parent: u64, name: &[u8], attr: &Attr) -> u64 {
         {
             let inner = self.inner.read();
@@ -161,7 +191,23 @@ impl InodeTable {
                 return ino;
             }
         }
-        self.inner.write().allocate()
+        let mut inner = self.inner.write();
+        // Asked again: the table may have changed between the two locks.
+        if let Some(ino) = inner.same_child(parent, name, attr) {
+            return ino;
+        }
+        let is_dir = inner.nodes.get(&parent).is_some_and(Node::is_dir);
+        match inner.sharer(attr).filter(|_| is_dir) {
+            Some(ino) => {
+                let old = inner.unlink_name(parent, name);
+                inner.add_name(ino, parent, name);
+                if let Some(old) = old {
+                    inner.collect(&[old]);
+                }
+                ino
+            }
+            None => inner.allocate(),
+        }
     }
 
     /// Subtracts `n` kernel lookups (saturating) and drops the node once nothing holds it.
@@ -174,11 +220,14 @@ impl InodeTable {
         }
     }
 
-    /// Records a successful rename on the server: the node under `old_name` (if known) moves to
-    /// `new_name` in `new_parent`, its descendants with it, and a node that was under the new
-    /// name is detached. Returns the moved inode. If the new place can't be represented (an
-    /// unknown `new_parent`, or one inside the moved directory, which the server refuses anyway)
-    /// the node is detached rather than left at a wrong path.
+    /// Records a successful rename on the server: the name `old_name` (if known) moves to
+    /// `new_name` in `new_parent`, a directory's descendants with it, and the node that was
+    /// under the new name loses that name. Only the named link moves; other names of the node
+    /// stay. Returns the moved inode. Two names of one node are left alone, as the server's
+    /// `rename(2)` does nothing for two links to one file. If the new place can't be
+    /// represented (an unknown or non-directory `new_parent`, or one inside the moved
+    /// directory, which the server refuses anyway) the name is dropped rather than left at a
+    /// wrong path.
     pub fn rename(
         &self,
         old_parent: u64,
@@ -187,18 +236,17 @@ impl InodeTable {
         new_name: &[u8],
     ) -> Option<u64> {
         let mut inner = self.inner.write();
-        if old_parent == new_parent && old_name == new_name {
-            return inner
-                .nodes
-                .get(&old_parent)?
-                .children
-                .get(old_name)
-                .copied();
+        let moving = inner.child(old_parent, old_name);
+        let target = inner.child(new_parent, new_name);
+        if (old_parent == new_parent && old_name == new_name)
+            || (moving.is_some() && moving == target)
+        {
+            return moving;
         }
         let moved = inner.unlink_name(old_parent, old_name);
         let replaced = inner.unlink_name(new_parent, new_name);
         if let Some(ino) = moved {
-            inner.attach(ino, new_parent, new_name);
+            inner.add_name(ino, new_parent, new_name);
         }
         // The new parent too: with an unknown source it only lost the replaced child.
         let candidates = [Some(old_parent), Some(new_parent), moved, replaced];
@@ -206,27 +254,31 @@ impl InodeTable {
         moved
     }
 
-    /// Records a successful `RENAME_EXCHANGE`: the nodes under the two names swap places (either
-    /// may be unknown).
+    /// Records a successful `RENAME_EXCHANGE`: the nodes under the two names swap those names
+    /// (either may be unknown); other names of the nodes stay. Two names of one node are left
+    /// alone, as the server does.
     pub fn exchange(&self, parent_a: u64, name_a: &[u8], parent_b: u64, name_b: &[u8]) {
         let mut inner = self.inner.write();
-        if parent_a == parent_b && name_a == name_b {
+        let a = inner.child(parent_a, name_a);
+        let b = inner.child(parent_b, name_b);
+        if (parent_a == parent_b && name_a == name_b) || (a.is_some() && a == b) {
             return;
         }
         let a = inner.unlink_name(parent_a, name_a);
         let b = inner.unlink_name(parent_b, name_b);
         if let Some(a) = a {
-            inner.attach(a, parent_b, name_b);
+            inner.add_name(a, parent_b, name_b);
         }
         if let Some(b) = b {
-            inner.attach(b, parent_a, name_a);
+            inner.add_name(b, parent_a, name_a);
         }
         let candidates = [Some(parent_a), Some(parent_b), a, b];
         inner.collect(&candidates.into_iter().flatten().collect::<Vec<_>>());
     }
 
-    /// Records that `name` in `parent` is gone (unlink, rmdir, or seen missing): the node there
-    /// is detached and kept until forgotten. Returns it.
+    /// Records that `name` in `parent` is gone (unlink, rmdir, or seen missing): the node
+    /// there loses that name, stays attached through any other, and is kept until forgotten.
+    /// Returns it.
     pub fn unlink(&self, parent: u64, name: &[u8]) -> Option<u64> {
         let mut inner = self.inner.write();
         let ino = inner.unlink_name(parent, name)?;
@@ -234,7 +286,7 @@ impl InodeTable {
         Some(ino)
     }
 
-    /// Caches `attr` as fetched now. Unknown inodes are ignored.
+    /// Caches `attr` as fetched now, for every name of the node. Unknown inodes are ignored.
     pub fn set_attr(&self, ino: u64, attr: &Attr) {
         if let Some(node) = self.inner.write().nodes.get_mut(&ino) {
             node.attr = Some((*attr, Instant::now()));
@@ -296,11 +348,28 @@ impl Inner {
         ino
     }
 
+    fn child(&self, parent: u64, name: &[u8]) -> Option<u64> {
+        self.nodes.get(&parent)?.children.get(name).copied()
+    }
+
     fn path(&self, ino: u64) -> Option<Vec<u8>> {
+        if ino == ROOT_INO {
+            return Some(Vec::new());
+        }
+        let node = self.nodes.get(&ino)?;
+        node.names.iter().find_map(|link| {
+            let mut path = self.dir_path(link.parent)?;
+            join(&mut path, &link.name);
+            Some(path)
+        })
+    }
+
+    /// The path of a directory, which has at most one name, so this is a plain walk up.
+    fn dir_path(&self, dir: u64) -> Option<Vec<u8>> {
         let mut names: Vec<&[u8]> = Vec::new();
-        let mut at = ino;
-        // The links form a tree rooted at ROOT_INO (attach refuses cycles); the bound is a
-        // guard so a bug shows as `None` rather than a hang.
+        let mut at = dir;
+        // The directories form a tree rooted at ROOT_INO (add_name refuses cycles); the bound
+        // is a guard so a bug shows as `None` rather than a hang.
         for _ in 0..=self.nodes.len() {
             if at == ROOT_INO {
                 let mut path = Vec::new();
@@ -309,7 +378,7 @@ impl Inner {
                 }
                 return Some(path);
             }
-            let link = self.nodes.get(&at)?.link.as_ref()?;
+            let link = self.nodes.get(&at)?.names.first()?;
             names.push(&link.name);
             at = link.parent;
         }
@@ -318,29 +387,48 @@ impl Inner {
 
     /// The child under `name` if it is the same server file as `attr` describes.
     fn same_child(&self, parent: u64, name: &[u8], attr: &Attr) -> Option<u64> {
-        let ino = *self.nodes.get(&parent)?.children.get(name)?;
+        let ino = self.child(parent, name)?;
         let node = self.nodes.get(&ino)?;
         (node.identity == Some(Identity::of(attr))).then_some(ino)
+    }
+
+    /// The attached node a new name of the file `attr` describes should join: only for a
+    /// hard-linked non-directory, and the newest such node.
+    fn sharer(&self, attr: &Attr) -> Option<u64> {
+        if attr.kind == FileKind::Dir || attr.nlink <= 1 {
+            return None;
+        }
+        let candidates = self.by_identity.get(&Identity::of(attr))?;
+        candidates.iter().rev().copied().find(|ino| {
+            self.nodes
+                .get(ino)
+                .is_some_and(|n| !n.names.is_empty() && n.children.is_empty())
+        })
     }
 
     /// The node for `name` in `parent` as `attr` describes it, creating it if needed, with
     /// `attr` cached. Takes no lookup reference; the caller must, or collect the node.
     fn learn(&mut self, parent: u64, name: &[u8], attr: &Attr) -> Option<u64> {
+        if !self.nodes.get(&parent)?.is_dir() {
+            return None;
+        }
         let ino = match self.same_child(parent, name, attr) {
-            Some(ino) => ino,
-            None => {
-                self.nodes.get(&parent)?;
-                let old = self.unlink_name(parent, name);
-                let ino = self.allocate();
-                let link = Link {
-                    parent,
-                    name: name.to_vec(),
-                };
-                self.nodes
-                    .insert(ino, Node::new(Some(link), Some(Identity::of(attr))));
-                if let Some(p) = self.nodes.get_mut(&parent) {
-                    p.children.insert(name.to_vec(), ino);
+            Some(ino) => {
+                // The server just vouched for this name: prefer it for the node's path.
+                if let Some(node) = self.nodes.get_mut(&ino) {
+                    if let Some(i) = node.names.iter().position(|l| l.is(parent, name)) {
+                        node.names[..=i].rotate_right(1);
+                    }
                 }
+                ino
+            }
+            None => {
+                let old = self.unlink_name(parent, name);
+                let ino = match self.sharer(attr) {
+                    Some(ino) => ino,
+                    None => self.create(Identity::of(attr)),
+                };
+                self.add_name(ino, parent, name);
                 if let Some(old) = old {
                     self.collect(&[old]);
                 }
@@ -353,66 +441,100 @@ impl Inner {
         Some(ino)
     }
 
-    /// Detaches the child under `name` in `parent` and returns it. Drops nothing: the caller
-    /// collects once all links are in place, so a parent isn't dropped mid-rename.
+    /// A new detached node for `identity`, indexed if it is not a directory.
+    fn create(&mut self, identity: Identity) -> u64 {
+        let ino = self.allocate();
+        self.nodes.insert(ino, Node::new(Some(identity)));
+        if identity.kind != FileKind::Dir {
+            self.by_identity.entry(identity).or_default().push(ino);
+        }
+        ino
+    }
+
+    /// Takes `name` in `parent` from the node under it and returns that node, which may be
+    /// left detached. Drops nothing: the caller collects once all links are in place, so a
+    /// parent isn't dropped mid-rename.
     fn unlink_name(&mut self, parent: u64, name: &[u8]) -> Option<u64> {
         let ino = self.nodes.get_mut(&parent)?.children.remove(name)?;
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.link = None;
+            node.names.retain(|l| !l.is(parent, name));
         }
         Some(ino)
     }
 
-    /// Links the detached node `ino` as `name` in `parent`; leaves it detached if `parent` is
-    /// unknown or is `ino` or lies below it (that would make a cycle). `name` must be free.
-    fn attach(&mut self, ino: u64, parent: u64, name: &[u8]) {
-        if !self.nodes.contains_key(&parent) || self.is_ancestor_or_self(ino, parent) {
+    /// Gives `ino` the name `name` in `parent`, first among its names. Does nothing if
+    /// `parent` is unknown or not a directory, or is `ino` or lies below it (that would make a
+    /// cycle), or if `ino` is a directory that already has a name (directories have one).
+    /// `name` must be free.
+    fn add_name(&mut self, ino: u64, parent: u64, name: &[u8]) {
+        if !self.nodes.get(&parent).is_some_and(Node::is_dir)
+            || self.is_ancestor_or_self(ino, parent)
+        {
             return;
         }
+        let Some(node) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        if node.is_dir() && !node.names.is_empty() {
+            return;
+        }
+        node.names.insert(
+            0,
+            Link {
+                parent,
+                name: name.to_vec(),
+            },
+        );
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.children.insert(name.to_vec(), ino);
         }
-        if let Some(node) = self.nodes.get_mut(&ino) {
-            node.link = Some(Link {
-                parent,
-                name: name.to_vec(),
-            });
-        }
     }
 
+    /// Whether `ino` is `ancestor` or below it. Only directories have children, and they have
+    /// one name, so this is a walk up.
     fn is_ancestor_or_self(&self, ancestor: u64, mut ino: u64) -> bool {
         for _ in 0..=self.nodes.len() {
             if ino == ancestor {
                 return true;
             }
-            match self.nodes.get(&ino).and_then(|n| n.link.as_ref()) {
+            match self.nodes.get(&ino).and_then(|n| n.names.first()) {
                 Some(link) => ino = link.parent,
                 None => return false,
             }
         }
-        // Unreachable while the links form a tree; refusing is the safe answer.
+        // Unreachable while the directories form a tree; refusing is the safe answer.
         true
     }
 
     /// Drops each candidate that nothing holds any more (not the root, no lookups, no
-    /// children), then its parent if that became droppable, and so on up.
+    /// children), then the parents of its names if they became droppable, and so on up.
     fn collect(&mut self, candidates: &[u64]) {
-        for &start in candidates {
-            let mut at = start;
-            while let Some(node) = self.nodes.get(&at) {
-                if at == ROOT_INO || node.lookups > 0 || !node.children.is_empty() {
-                    break;
+        let mut todo = candidates.to_vec();
+        while let Some(at) = todo.pop() {
+            let Some(node) = self.nodes.get(&at) else {
+                continue;
+            };
+            if at == ROOT_INO || node.lookups > 0 || !node.children.is_empty() {
+                continue;
+            }
+            let Some(node) = self.nodes.remove(&at) else {
+                continue;
+            };
+            if let Some(id) = node.identity {
+                if let Some(inos) = self.by_identity.get_mut(&id) {
+                    inos.retain(|&i| i != at);
+                    if inos.is_empty() {
+                        self.by_identity.remove(&id);
+                    }
                 }
-                let link = self.nodes.remove(&at).and_then(|n| n.link);
-                let Some(link) = link else {
-                    break;
-                };
+            }
+            for link in node.names {
                 if let Some(parent) = self.nodes.get_mut(&link.parent) {
                     if parent.children.get(&link.name) == Some(&at) {
                         parent.children.remove(&link.name);
                     }
                 }
-                at = link.parent;
+                todo.push(link.parent);
             }
         }
     }
@@ -423,6 +545,19 @@ impl Inner {
         use std::collections::HashSet;
         assert!(self.nodes.contains_key(&ROOT_INO), "root is never dropped");
         let mut paths = HashSet::new();
+        let mut indexed = 0usize;
+        let mut non_dirs = 0usize;
+        for (id, inos) in &self.by_identity {
+            assert!(!inos.is_empty(), "no empty index entries");
+            assert_ne!(id.kind, FileKind::Dir, "directories are not indexed");
+            for ino in inos {
+                let node = self.nodes.get(ino).expect("indexed node lives");
+                assert_eq!(node.identity, Some(*id), "index and identity agree");
+            }
+            let unique: HashSet<_> = inos.iter().collect();
+            assert_eq!(unique.len(), inos.len(), "indexed once");
+            indexed += inos.len();
+        }
         for (&ino, node) in &self.nodes {
             assert!(ino < self.next_ino, "numbers come from the counter");
             if ino != ROOT_INO {
@@ -431,32 +566,56 @@ impl Inner {
                     "inode {ino} is held by nothing but was kept"
                 );
             } else {
-                assert!(node.link.is_none(), "root has no parent");
+                assert!(node.names.is_empty(), "root has no parent");
             }
-            if let Some(link) = &node.link {
+            if node.is_dir() {
+                assert!(node.names.len() <= 1, "a directory has one name");
+            } else {
+                assert!(node.children.is_empty(), "only directories have children");
+                non_dirs += 1;
+            }
+            let unique: HashSet<_> = node.names.iter().collect();
+            assert_eq!(unique.len(), node.names.len(), "names of {ino} are unique");
+            for link in &node.names {
                 let parent = self
                     .nodes
                     .get(&link.parent)
                     .expect("parent of a linked node lives");
+                assert!(parent.is_dir(), "parents are directories");
                 assert_eq!(
                     parent.children.get(&link.name),
                     Some(&ino),
-                    "link and children agree"
+                    "name and children agree"
                 );
+                if let Some(mut path) = self.dir_path(link.parent) {
+                    join(&mut path, &link.name);
+                    assert!(paths.insert(path.clone()), "path {path:?} is unique");
+                }
             }
             for (name, child) in &node.children {
                 let c = self.nodes.get(child).expect("child lives");
-                let link = c.link.as_ref().expect("child is linked");
-                assert_eq!(
-                    (link.parent, &link.name),
-                    (ino, name),
-                    "children and link agree"
+                assert!(
+                    c.names.iter().any(|l| l.is(ino, name)),
+                    "children and names agree"
                 );
             }
-            if let Some(path) = self.path(ino) {
-                assert!(paths.insert(path.clone()), "path {path:?} is unique");
+            let first = node.names.iter().find_map(|l| {
+                let mut p = self.dir_path(l.parent)?;
+                join(&mut p, &l.name);
+                Some(p)
+            });
+            if ino != ROOT_INO {
+                assert_eq!(
+                    self.path(ino),
+                    first,
+                    "path is the first name's that resolves"
+                );
             }
         }
+        assert_eq!(
+            indexed, non_dirs,
+            "every non-directory node is indexed, once"
+        );
     }
 }
 
@@ -487,6 +646,14 @@ mod tests {
 
     fn dir(server_ino: u64) -> Attr {
         attr(server_ino, FileKind::Dir)
+    }
+
+    /// A file with two names on the server.
+    fn linked(server_ino: u64) -> Attr {
+        Attr {
+            nlink: 2,
+            ..file(server_ino)
+        }
     }
 
     impl InodeTable {
@@ -719,10 +886,180 @@ mod tests {
         t.set_attr(4242, &dir(1)); // unknown: ignored
     }
 
+    #[test]
+    fn hard_links_share_one_node() {
+        let t = InodeTable::new();
+        let a = t.lookup(ROOT_INO, b"a", &file(11)).expect("root");
+        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root");
+        // As after `link a d/b`: the server now says nlink 2.
+        let b = t.lookup(d, b"b", &linked(11)).expect("d");
+        assert_eq!(b, a, "both names are one inode");
+        assert_eq!(t.lookups(a), Some(2), "each name's lookup counts");
+        assert_eq!(t.child(ROOT_INO, b"a"), Some(a));
+        assert_eq!(t.child(d, b"b"), Some(a));
+        assert_eq!(t.path(a), Some(b"d/b".to_vec()), "the latest name first");
+        assert_eq!(t.lookup(ROOT_INO, b"a", &linked(11)), Some(a));
+        assert_eq!(
+            t.path(a),
+            Some(b"a".to_vec()),
+            "looked up again: first again"
+        );
+        assert_eq!(
+            t.cached_attr(a, Duration::from_secs(60)).map(|x| x.nlink),
+            Some(2),
+            "the old name sees the new link count at once"
+        );
+        assert_eq!(t.readdir_ino(d, b"b", &linked(11)), a);
+        t.check();
+    }
+
+    #[test]
+    fn directories_and_single_links_never_share() {
+        let t = InodeTable::new();
+        let x = t.lookup(
+            ROOT_INO,
+            b"x",
+            &Attr {
+                nlink: 2,
+                ..dir(10)
+            },
+        );
+        let y = t.lookup(
+            ROOT_INO,
+            b"y",
+            &Attr {
+                nlink: 2,
+                ..dir(10)
+            },
+        );
+        assert_ne!(x, y, "a directory cannot be hard-linked");
+        let f = t.lookup(ROOT_INO, b"f", &file(11));
+        let g = t.lookup(ROOT_INO, b"g", &file(11));
+        assert_ne!(f, g, "nlink 1: the other name is stale, not a link");
+        let s = t.lookup(
+            ROOT_INO,
+            b"s",
+            &Attr {
+                nlink: 2,
+                ..attr(11, FileKind::Symlink)
+            },
+        );
+        assert_ne!(s, f, "same server number, other kind");
+        t.check();
+    }
+
+    #[test]
+    fn unlinking_one_link_keeps_the_other() {
+        let t = InodeTable::new();
+        let f = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
+        assert_eq!(t.lookup(ROOT_INO, b"b", &linked(11)), Some(f));
+        assert_eq!(t.unlink(ROOT_INO, b"b"), Some(f));
+        assert_eq!(t.path(f), Some(b"a".to_vec()), "still attached through a");
+        assert_eq!(t.child(ROOT_INO, b"b"), None);
+        assert_eq!(t.unlink(ROOT_INO, b"a"), Some(f));
+        assert_eq!(t.path(f), None, "no names left: detached");
+        assert!(t.contains(f), "kept until forgotten");
+        let again = t.lookup(ROOT_INO, b"c", &linked(11)).expect("root");
+        assert_ne!(again, f, "a detached node is not joined");
+        t.forget(f, 2);
+        assert!(!t.contains(f));
+        t.check();
+    }
+
+    #[test]
+    fn a_replaced_link_leaves_the_other() {
+        let t = InodeTable::new();
+        let f = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
+        t.lookup(ROOT_INO, b"b", &linked(11));
+        let g = t.lookup(ROOT_INO, b"b", &file(12)).expect("root");
+        assert_ne!(g, f);
+        assert_eq!(t.path(f), Some(b"a".to_vec()));
+        assert_eq!(t.path(g), Some(b"b".to_vec()));
+        t.check();
+    }
+
+    #[test]
+    fn rename_and_exchange_move_only_the_named_link() {
+        let t = InodeTable::new();
+        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root");
+        let f = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
+        t.lookup(ROOT_INO, b"b", &linked(11));
+        assert_eq!(t.rename(ROOT_INO, b"b", d, b"c"), Some(f));
+        assert_eq!(t.child(ROOT_INO, b"b"), None);
+        assert_eq!(t.child(d, b"c"), Some(f));
+        assert_eq!(t.child(ROOT_INO, b"a"), Some(f), "the other link stays");
+        assert_eq!(t.path(f), Some(b"d/c".to_vec()), "the renamed name first");
+        // rename(2) between two links of one file does nothing.
+        assert_eq!(t.rename(ROOT_INO, b"a", d, b"c"), Some(f));
+        assert_eq!(t.child(ROOT_INO, b"a"), Some(f));
+        assert_eq!(t.child(d, b"c"), Some(f));
+        t.exchange(ROOT_INO, b"a", d, b"c");
+        assert_eq!(t.child(ROOT_INO, b"a"), Some(f), "exchange with itself");
+        let g = t.lookup(ROOT_INO, b"g", &file(12)).expect("root");
+        t.exchange(ROOT_INO, b"a", ROOT_INO, b"g");
+        assert_eq!(t.child(ROOT_INO, b"a"), Some(g));
+        assert_eq!(t.child(ROOT_INO, b"g"), Some(f));
+        assert_eq!(t.child(d, b"c"), Some(f), "not part of the exchange");
+        // Renaming one link over an unrelated file takes only that name from it.
+        t.lookup(ROOT_INO, b"h", &linked(12));
+        assert_eq!(t.rename(d, b"c", ROOT_INO, b"h"), Some(f));
+        assert_eq!(t.path(g), Some(b"a".to_vec()));
+        assert_eq!(t.child(ROOT_INO, b"h"), Some(f));
+        t.check();
+    }
+
+    #[test]
+    fn a_shared_node_goes_only_at_zero_lookups() {
+        let t = InodeTable::new();
+        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root");
+        let f = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
+        assert_eq!(t.lookup(d, b"b", &linked(11)), Some(f));
+        t.forget(d, 1); // d is held only by its child now
+        t.forget(f, 1);
+        assert_eq!(t.lookups(f), Some(1));
+        assert_eq!(t.child(d, b"b"), Some(f), "both names stay");
+        assert_eq!(t.child(ROOT_INO, b"a"), Some(f));
+        t.forget(f, 1);
+        assert!(!t.contains(f), "dropped at zero");
+        assert_eq!(t.child(ROOT_INO, b"a"), None, "with every name");
+        assert!(!t.contains(d), "the emptied parent goes too");
+        assert_eq!(t.len(), 1);
+        t.check();
+    }
+
+    #[test]
+    fn readdir_ino_joins_a_known_link_without_a_reference() {
+        let t = InodeTable::new();
+        let f = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
+        let old = t.lookup(ROOT_INO, b"b", &file(12)).expect("root");
+        assert_eq!(t.readdir_ino(ROOT_INO, b"b", &linked(11)), f);
+        assert_eq!(t.lookups(f), Some(1), "no reference taken");
+        assert_eq!(t.child(ROOT_INO, b"b"), Some(f));
+        assert_eq!(t.path(old), None, "the name's old file lost it");
+        t.check();
+    }
+
+    #[test]
+    fn only_directories_take_children() {
+        let t = InodeTable::new();
+        let f = t.lookup(ROOT_INO, b"f", &linked(11)).expect("root");
+        assert_eq!(t.lookup(f, b"x", &file(12)), None);
+        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root");
+        t.lookup(d, b"x", &file(12));
+        assert_eq!(t.rename(d, b"x", f, b"x").map(|x| t.path(x)), Some(None));
+        t.check();
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         /// Parent and target are picked among live inodes by index, wrapping.
         Lookup {
+            parent: usize,
+            name: u8,
+            server: u64,
+            is_dir: bool,
+        },
+        Readdir {
             parent: usize,
             name: u8,
             server: u64,
@@ -756,6 +1093,8 @@ mod tests {
         prop_oneof![
             4 => (idx.clone(), name.clone(), 0u64..6, any::<bool>())
                 .prop_map(|(parent, name, server, is_dir)| Op::Lookup { parent, name, server, is_dir }),
+            1 => (idx.clone(), name.clone(), 0u64..6, any::<bool>())
+                .prop_map(|(parent, name, server, is_dir)| Op::Readdir { parent, name, server, is_dir }),
             3 => (idx.clone(), 0u64..3).prop_map(|(ino, n)| Op::Forget { ino, n }),
             2 => (idx.clone(), name.clone(), idx.clone(), name.clone())
                 .prop_map(|(from, old, to, new)| Op::Rename { from, old, to, new }),
@@ -763,6 +1102,23 @@ mod tests {
                 .prop_map(|(a, na, b, nb)| Op::Exchange { a, na, b, nb }),
             1 => (idx, name).prop_map(|(parent, name)| Op::Unlink { parent, name }),
         ]
+    }
+
+    /// In the property test, files with server numbers from 3 up have two names on the server.
+    fn is_linked(server: u64) -> bool {
+        server >= 3
+    }
+
+    fn server_attr(server: u64, is_dir: bool) -> Attr {
+        let kind = if is_dir {
+            FileKind::Dir
+        } else {
+            FileKind::File
+        };
+        Attr {
+            nlink: if is_dir || is_linked(server) { 2 } else { 1 },
+            ..attr(server, kind)
+        }
     }
 
     proptest! {
@@ -781,12 +1137,20 @@ mod tests {
                 match op {
                     Op::Lookup { parent, name, server, is_dir } => {
                         let p = pick(&t, parent);
-                        let kind = if is_dir { FileKind::Dir } else { FileKind::File };
-                        let ino = t.lookup(p, &[b'a' + name], &attr(server, kind));
-                        let ino = ino.expect("live parent");
+                        let takes_children = t.inner.read().nodes.get(&p).is_some_and(Node::is_dir);
+                        let ino = t.lookup(p, &[b'a' + name], &server_attr(server, is_dir));
+                        prop_assert_eq!(ino.is_some(), takes_children, "only directories are parents");
+                        if let Some(ino) = ino {
+                            prop_assert!(ino <= highest + 1, "counter order");
+                            highest = highest.max(ino);
+                            *counts.entry(ino).or_default() += 1;
+                        }
+                    }
+                    Op::Readdir { parent, name, server, is_dir } => {
+                        let p = pick(&t, parent);
+                        let ino = t.readdir_ino(p, &[b'a' + name], &server_attr(server, is_dir));
                         prop_assert!(ino <= highest + 1, "counter order");
                         highest = highest.max(ino);
-                        *counts.entry(ino).or_default() += 1;
                     }
                     Op::Forget { ino, n } => {
                         let ino = pick(&t, ino);
@@ -807,6 +1171,19 @@ mod tests {
                     }
                 }
                 t.check();
+                // One attached node per hard-linked server file, so its names agree.
+                let inner = t.inner.read();
+                let mut attached: HashMap<Identity, u64> = HashMap::new();
+                for (&ino, node) in &inner.nodes {
+                    let Some(id) = node.identity else { continue };
+                    if id.kind == FileKind::Dir || !is_linked(id.server_ino) || node.names.is_empty() {
+                        continue;
+                    }
+                    if let Some(other) = attached.insert(id, ino) {
+                        prop_assert!(false, "{:?} has nodes {} and {}", id, ino, other);
+                    }
+                }
+                drop(inner);
                 for (&ino, &want) in &counts {
                     if ino != ROOT_INO {
                         let got = t.lookups(ino).unwrap_or(0);
