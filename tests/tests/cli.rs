@@ -781,6 +781,16 @@ fn garbage_and_oversized_frames_leave_the_server_serving_without_zombies() {
     assert!(out.stdout_str().ends_with(" still-here\n"), "{out}");
 
     let pid = server.pid().expect("server runs") as i32;
+    // The check below sees connection processes at all: one held open shows up.
+    let held = Raw::connect(&a);
+    let seen = poll(Duration::from_secs(5), || {
+        (!children_of(pid).is_empty()).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "no connection process of shelfd {pid} found in /proc"
+    );
+    drop(held);
     let settled = poll(Duration::from_secs(5), || {
         let kids = children_of(pid);
         kids.is_empty().then_some(())
