@@ -11,12 +11,18 @@ DISK=$BENCH_ROOT/disk          # the ext4 image, mounted
 BIN=${BIN:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/release}
 CLEANUP=()
 
+# Undoes everything registered with on_exit, newest first. Runs once, on any exit: an
+# interrupted run must not leave mounts or servers behind.
 cleanup() {
     set +e
+    trap - EXIT
     for ((i=${#CLEANUP[@]}-1; i>=0; i--)); do eval "${CLEANUP[i]}" >/dev/null 2>&1; done
+    CLEANUP=()
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
+# Registers a command (evaluated at exit time, so it may name variables set later).
 on_exit() { CLEANUP+=("$*"); }
 
 # Makes and mounts a journaled ext4 image of the given size (e.g. 6G).
@@ -27,8 +33,15 @@ setup_disk() {
     truncate -s "$1" "$IMG"
     mkfs.ext4 -q -F -O has_journal "$IMG"
     mount -o loop "$IMG" "$DISK"
-    on_exit "umount -l '$DISK'; rm -f '$IMG'"
+    on_exit "umount '$DISK' || umount -l '$DISK'; rm -f '$IMG'"
     dumpe2fs -h "$IMG" 2>/dev/null | grep -q has_journal || { echo "no journal on $IMG" >&2; exit 1; }
+}
+
+# Whether the root file system is ext4 without a journal (the quirk the image avoids).
+root_has_no_journal() {
+    local dev
+    dev=$(findmnt -no SOURCE /)
+    [ "$(findmnt -no FSTYPE /)" = ext4 ] && ! dumpe2fs -h "$dev" 2>/dev/null | grep -q has_journal
 }
 
 drop_caches() {
@@ -39,6 +52,7 @@ drop_caches() {
 # Starts shelfd on a directory in a private mount namespace; sets SHELF_ADDR.
 start_shelfd() {
     local out=$BENCH_ROOT/shelfd.out
+    rm -f "$out"
     setsid unshare --mount --propagation private "$BIN/shelfd" "$1" --listen 127.0.0.1:0 \
         >"$out" 2>"$BENCH_ROOT/shelfd.log" </dev/null &
     local pid=$!
@@ -48,15 +62,75 @@ start_shelfd() {
     [ -n "$SHELF_ADDR" ] || { echo "shelfd did not start" >&2; cat "$BENCH_ROOT/shelfd.log" >&2; exit 1; }
 }
 
-# Seconds that a command takes (wall clock, to the millisecond).
+# Builds the release binaries into $BIN (the default target dir), unless BENCH_NO_BUILD=1 says
+# to measure the binaries already there.
+build_bins() {
+    [ "${BENCH_NO_BUILD:-0}" = 1 ] && { echo "bench: not building; using $BIN as it is" >&2; return 0; }
+    env -u CARGO_TARGET_DIR cargo build --release --bins -q
+}
+
+# A loopback TCP port nobody listens on.
+free_port() {
+    local p
+    while :; do
+        p=$((20000 + RANDOM % 20000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+    done
+}
+
+now() { date +%s.%N; }
+
+# Seconds that a command takes (wall clock, to the millisecond); fails if the command does.
 seconds() {
     local t0 t1
-    t0=$(date +%s.%N)
-    "$@" >/dev/null
-    t1=$(date +%s.%N)
+    t0=$(now)
+    "$@" >/dev/null || { echo "bench: failed: $*" >&2; return 1; }
+    t1=$(now)
     echo "$t1 - $t0" | bc -l
 }
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 mbps() { echo "scale=1; $1 / 1048576 / $2" | bc -l; }
+
+# One round of the transfer comparison over loopback, page cache dropped before each copy:
+# appends seconds to the associative array named first, under cp, socat-get, shelf-get,
+# socat-put and shelf-put. LIB is the served library (holding `big`), SRC a local copy of it
+# to upload, OUT a local directory for downloads. Needs SHELF_ADDR.
+#   transfer_round ARRAY LIB SRC OUT
+transfer_round() {
+    local -n acc=$1
+    local lib=$2 src=$3 out=$4 port lpid t0
+    port=$(free_port)
+
+    rm -f "$out/big"; drop_caches
+    acc[cp]+=" $(seconds sh -c "cp '$lib/big' '$out/big' && sync '$out/big'")"
+
+    # The clock stops when the receiver has written and synced everything, as for shelf.
+    rm -f "$out/big"; drop_caches
+    socat -u "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,nodelay" "CREATE:$out/big" & lpid=$!
+    sleep 0.2
+    t0=$(now)
+    socat -u "OPEN:$lib/big" "TCP:127.0.0.1:$port,nodelay"
+    wait "$lpid"
+    sync "$out/big"
+    acc[socat-get]+=" $(echo "$(now) - $t0" | bc -l)"
+
+    rm -f "$out/big"; drop_caches
+    acc[shelf-get]+=" $(seconds sh -c "'$BIN/shelf' -q get '$SHELF_ADDR' big '$out/big' && sync '$out/big'")"
+    cmp "$lib/big" "$out/big"
+
+    rm -f "$lib/up"; drop_caches
+    socat -u "TCP-LISTEN:$port,bind=127.0.0.1,reuseaddr,nodelay" "CREATE:$lib/up" & lpid=$!
+    sleep 0.2
+    t0=$(now)
+    socat -u "OPEN:$src" "TCP:127.0.0.1:$port,nodelay"
+    wait "$lpid"
+    sync "$lib/up"
+    acc[socat-put]+=" $(echo "$(now) - $t0" | bc -l)"
+
+    rm -f "$lib/up"; drop_caches
+    acc[shelf-put]+=" $(seconds "$BIN/shelf" -q put "$SHELF_ADDR" "$src" up)"
+    cmp "$src" "$lib/up"
+    rm -f "$lib/up" "$out/big"
+}

@@ -17,41 +17,16 @@ while [ $# -gt 0 ]; do
     esac
 done
 need_packages socat bc
-cargo build --release --bins -q
+build_bins
 setup_disk "$((size_mib * 4 / 1024 + 2))G"
 bytes=$((size_mib * 1048576))
 mkdir -p "$DISK/lib" "$DISK/out"
 head -c "$bytes" /dev/urandom >"$DISK/lib/big"
 cp "$DISK/lib/big" "$DISK/src-big"
 start_shelfd "$DISK/lib"
-port=$((20000 + RANDOM % 20000))
-
 declare -A t
 for name in cp socat-get socat-put shelf-get shelf-put; do t[$name]=""; done
-for _ in $(seq "$runs"); do
-    rm -f "$DISK/out/big"; drop_caches
-    t[cp]+=" $(seconds sh -c "cp '$DISK/lib/big' '$DISK/out/big' && sync '$DISK/out/big'")"
-
-    rm -f "$DISK/out/big"; drop_caches
-    socat -u "TCP-LISTEN:$port,reuseaddr,nodelay" "CREATE:$DISK/out/big" &
-    sleep 0.2
-    t[socat-get]+=" $(seconds sh -c "socat -u 'OPEN:$DISK/lib/big' 'TCP:127.0.0.1:$port,nodelay'; wait; sync '$DISK/out/big'")"
-    wait
-
-    rm -f "$DISK/out/big"; drop_caches
-    t[shelf-get]+=" $(seconds sh -c "'$BIN/shelf' get '$SHELF_ADDR' big '$DISK/out/big' && sync '$DISK/out/big'")"
-    cmp "$DISK/lib/big" "$DISK/out/big"
-
-    rm -f "$DISK/lib/up"; drop_caches
-    socat -u "TCP-LISTEN:$port,reuseaddr,nodelay" "CREATE:$DISK/lib/up" &
-    sleep 0.2
-    t[socat-put]+=" $(seconds sh -c "socat -u 'OPEN:$DISK/src-big' 'TCP:127.0.0.1:$port,nodelay'; wait; sync '$DISK/lib/up'")"
-    wait
-
-    rm -f "$DISK/lib/up"; drop_caches
-    t[shelf-put]+=" $(seconds "$BIN/shelf" put "$SHELF_ADDR" "$DISK/src-big" up)"
-    cmp "$DISK/src-big" "$DISK/lib/up"
-done
+for _ in $(seq "$runs"); do transfer_round t "$DISK/lib" "$DISK/src-big" "$DISK/out"; done
 
 echo
 echo "Transfer of $size_mib MiB over loopback, median of $runs (library: journaled ext4 loop image, page cache dropped before each run)"
