@@ -53,7 +53,7 @@ pub struct GetArgs {
 
 pub fn run<T: Remote>(c: &Client<T>, args: &GetArgs, ui: Ui, cwd: &[u8]) -> anyhow::Result<()> {
     interrupt::install();
-    let remote = resolve(cwd, bytes(&args.remote));
+    let remote = resolve(cwd, bytes(&args.remote))?;
     get(c, &remote, args.local.as_deref(), ui, interrupt::flag())
         .with_context(|| format!("get {}", args.remote.to_string_lossy()))
 }

@@ -30,7 +30,7 @@ pub struct LsArgs {
 }
 
 pub fn run<T: Remote>(c: &Client<T>, args: &LsArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    list(c, &resolve(b"", bytes(&args.path)), out)
+    list(c, &resolve(b"", bytes(&args.path))?, out)
 }
 
 /// Lists `path` (a wire path) to `out`.

@@ -35,7 +35,7 @@ pub fn run<T: Remote>(
     cwd: &[u8],
 ) -> anyhow::Result<()> {
     for p in paths {
-        let path = resolve(cwd, bytes(p));
+        let path = resolve(cwd, bytes(p))?;
         make(c, &path, parents).with_context(|| format!("mkdir {}", p.to_string_lossy()))?;
     }
     Ok(())

@@ -31,7 +31,7 @@ pub fn run<T: Remote>(
     to: &OsString,
     cwd: &[u8],
 ) -> anyhow::Result<()> {
-    let (src, dst) = (resolve(cwd, bytes(from)), resolve(cwd, bytes(to)));
+    let (src, dst) = (resolve(cwd, bytes(from))?, resolve(cwd, bytes(to))?);
     rename(c, &src, &dst)
         .with_context(|| format!("mv {} {}", from.to_string_lossy(), to.to_string_lossy()))
 }

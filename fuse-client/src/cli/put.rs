@@ -52,7 +52,11 @@ pub struct PutArgs {
 
 pub fn run<T: Remote>(c: &Client<T>, args: &PutArgs, ui: Ui, cwd: &[u8]) -> anyhow::Result<()> {
     interrupt::install();
-    let remote = args.remote.as_deref().map(|r| resolve(cwd, bytes(r)));
+    let remote = args
+        .remote
+        .as_deref()
+        .map(|r| resolve(cwd, bytes(r)))
+        .transpose()?;
     let shown = match &args.remote {
         Some(r) => r.to_string_lossy().into_owned(),
         None => args.local.display().to_string(),

@@ -17,7 +17,7 @@ use anyhow::{anyhow, bail, Context};
 use shelf_proto::FileKind;
 
 use super::format::escape;
-use super::paths::{resolve, show};
+use super::paths::{resolve, resolve_clamped, show};
 use super::{get, interrupt, ls, mkdir, mv, put, rm, Remote, Ui, UsageError};
 use crate::remote::Client;
 
@@ -155,12 +155,12 @@ fn one<T: Remote>(
             flag_set(&[b"l"])?;
             count(0, 1, "ls [PATH]")?;
             let arg = operands.first().map_or(&b""[..], |a| a.as_slice());
-            ls::list(c, &resolve(cwd, arg), out)?;
+            ls::list(c, &resolve(cwd, arg)?, out)?;
         }
         b"cd" => {
             count(0, 1, "cd [PATH]")?;
             let arg = operands.first().map_or(&b"/"[..], |a| a.as_slice());
-            let target = resolve(cwd, arg);
+            let target = resolve_clamped(cwd, arg);
             let context = || format!("cd {}", escape(arg));
             let attr = c.stat(&target).with_context(context)?;
             if attr.kind != FileKind::Dir {

@@ -299,6 +299,8 @@ fn hard_and_symbolic_links() {
     f.core.release(o.fh).expect("release");
     let l = f.core.link(e.ino, ROOT_INO, b"hard").expect("link");
     assert_eq!(l.attr.nlink, 2);
+    assert_eq!(l.ino, e.ino, "both names are one inode");
+    assert_eq!(f.core.getattr(e.ino).expect("getattr").nlink, 2);
     let s = f.core.symlink(ROOT_INO, b"soft", b"orig").expect("symlink");
     assert_eq!(s.attr.kind, FileKind::Symlink);
     assert_eq!(f.core.readlink(s.ino).expect("readlink"), b"orig");
