@@ -120,8 +120,18 @@ fn a_stalled_server_fails_calls_within_the_bound_and_resume_heals() {
     let logs = || format!("--- mount log ---\n{}", mount.log());
     // In parallel, so the test waits one bound, not two.
     let (stat, cat) = std::thread::scope(|s| {
-        let stat = s.spawn(|| tool("stat").arg(mount.join("cold-a")).timeout(FAIL_BOUND * 2).run());
-        let cat = s.spawn(|| tool("cat").arg(mount.join("cold-b")).timeout(FAIL_BOUND * 2).run());
+        let stat = s.spawn(|| {
+            tool("stat")
+                .arg(mount.join("cold-a"))
+                .timeout(FAIL_BOUND * 2)
+                .run()
+        });
+        let cat = s.spawn(|| {
+            tool("cat")
+                .arg(mount.join("cold-b"))
+                .timeout(FAIL_BOUND * 2)
+                .run()
+        });
         (
             stat.join().expect("stat thread"),
             cat.join().expect("cat thread"),
@@ -217,10 +227,9 @@ fn cut_connections_are_healed_transparently_for_reads_and_stats() {
                 }
                 cuts
             });
-            let out = bounded(
-                tool("cp").arg(local.path()).arg(mount.join("big")),
-                &|| mount.log(),
-            );
+            let out = bounded(tool("cp").arg(local.path()).arg(mount.join("big")), &|| {
+                mount.log()
+            });
             stop.store(true, Ordering::Relaxed);
             let cuts = h.join().expect("cutter");
             (out, cuts)
@@ -371,13 +380,22 @@ fn killing_serving_children_and_the_parent_never_hangs_callers_or_leaves_zombies
     // a call that needs a new connection fails within the bound.
     signal(parent as i32, libc::SIGKILL);
     let out = bounded(tool("cat").arg(f.mount.join("data")), &|| f.logs());
-    eprintln!("with the parent dead: {}", out.status.map_or(-1, |s| s.code().unwrap_or(-1)));
+    eprintln!(
+        "with the parent dead: {}",
+        out.status.map_or(-1, |s| s.code().unwrap_or(-1))
+    );
     // Restart (kills the orphaned children through the process group) and carry on.
     f.server.restart();
     let back = poll(Duration::from_secs(20), || {
-        std::fs::read(f.mount.join("data")).ok().filter(|d| *d == data)
+        std::fs::read(f.mount.join("data"))
+            .ok()
+            .filter(|d| *d == data)
     });
-    assert!(back.is_some(), "no recovery after the restart\n{}", f.logs());
+    assert!(
+        back.is_some(),
+        "no recovery after the restart\n{}",
+        f.logs()
+    );
     assert_eq!(read(f.lib().join("after-children")), b"x");
     let old: Vec<_> = group_members(parent);
     assert!(
@@ -485,7 +503,13 @@ fn a_full_disk_reports_enospc_and_keeps_atomic_replacements_intact() {
     let tmpfs = Tmpfs::new("8m");
     let server = Server::plain(&tmpfs.dir);
     let mount = Mount::plain(server.addr());
-    let logs = || format!("--- mount log ---\n{}\n--- shelfd ---\n{}", mount.log(), server.log());
+    let logs = || {
+        format!(
+            "--- mount log ---\n{}\n--- shelfd ---\n{}",
+            mount.log(),
+            server.log()
+        )
+    };
 
     let one = random_bytes(10, 1 << 20);
     write(mount.join("f"), &one);
@@ -649,7 +673,11 @@ fn open_files_deleted_or_replaced_on_the_server_give_errors_or_true_data() {
         }
     }
     drop(fd);
-    assert_bytes_eq(&read(f.mount.join("rep")), &new, "a fresh open after the TTL");
+    assert_bytes_eq(
+        &read(f.mount.join("rep")),
+        &new,
+        "a fresh open after the TTL",
+    );
 
     // Truncated to 10 bytes while open: no byte past the new end is invented.
     write(f.lib().join("tr"), &old);

@@ -1,0 +1,461 @@
+//! Load on the real `shelfd`: hundreds of concurrent raw clients, the client limit, thousands
+//! of short connections, and abandoned connections freed by the idle and handshake timeouts.
+//!
+//! The clients are threads speaking the protocol directly with `shelf_proto` over a
+//! `TcpStream` (a process per client would measure process start-up, not the server). The
+//! server parent is checked for leaks: its resident memory (VmRSS) and its open descriptors
+//! are compared before and after, once its children are gone, and no child is left a zombie.
+//! Tests take [`heavy`]: they load both cores and time the server.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use shelf_proto::{
+    Code, Frame, FrameReader, Hello, Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD,
+    HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
+};
+use shelf_tests::*;
+
+static HEAVY: Mutex<()> = Mutex::new(());
+
+fn heavy() -> MutexGuard<'static, ()> {
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+struct Raw {
+    stream: TcpStream,
+    reader: FrameReader<TcpStream>,
+    next_id: u32,
+}
+
+impl Raw {
+    fn connect(addr: SocketAddr) -> std::io::Result<Raw> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let reader = FrameReader::new(stream.try_clone()?, HARD_MAX_PAYLOAD);
+        Ok(Raw {
+            stream,
+            reader,
+            next_id: 1,
+        })
+    }
+
+    fn call(&mut self, req: Request) -> Result<Frame<Reply>, String> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let bytes = Frame::new(id, req)
+            .to_bytes(HARD_MAX_PAYLOAD)
+            .map_err(|e| e.to_string())?;
+        self.stream
+            .write_all(&bytes)
+            .map_err(|e| format!("send: {e}"))?;
+        match self.reader.read_frame::<Reply>() {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => Err("connection closed".into()),
+            Err(e) => Err(format!("receive: {e}")),
+        }
+    }
+
+    fn hello(&mut self) -> Result<Frame<Reply>, String> {
+        self.call(Request::Hello(Hello {
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            token: Vec::new(),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_io: DEFAULT_MAX_IO,
+            features: 0,
+            agent: "load-test".into(),
+        }))
+    }
+
+    fn ready(addr: SocketAddr) -> Result<Raw, String> {
+        let mut c = Raw::connect(addr).map_err(|e| format!("connect: {e}"))?;
+        match c.hello()?.msg {
+            Reply::Hello(_) => Ok(c),
+            other => Err(format!("handshake: {other:?}")),
+        }
+    }
+}
+
+/// `VmRSS` of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .count()
+}
+
+/// Children of `ppid` with their state letter.
+fn children_of(ppid: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut f = rest.split_whitespace();
+        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if f.next().and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
+/// Waits until `pid` has no children at all (none running, none a zombie).
+#[track_caller]
+fn wait_no_children(pid: u32, within: Duration, server: &Server) -> Duration {
+    let started = Instant::now();
+    let done = poll(within, || children_of(pid).is_empty().then_some(()));
+    assert!(
+        done.is_some(),
+        "children of the server remain after {within:?}: {:?}\n--- log tail ---\n{}",
+        children_of(pid),
+        tail(&server.log(), 30)
+    );
+    started.elapsed()
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[track_caller]
+fn assert_no_panic(server: &Server) {
+    assert!(
+        !server.log().contains("panicked"),
+        "the server panicked\n{}",
+        server.log()
+    );
+}
+
+/// One client's mixed work: its own file written, read back, stat'ed and listed, plus shared
+/// reads, until `deadline`. Returns the number of requests it checked.
+fn client_work(addr: SocketAddr, i: usize, deadline: Instant) -> Result<u64, String> {
+    let mut c = Raw::ready(addr)?;
+    let name = format!("load/c{i:03}").into_bytes();
+    let mut n = 0u64;
+    let mut round = 0u64;
+    while Instant::now() < deadline {
+        let data = random_bytes(
+            (i as u64) << 20 | round,
+            1000 + (round as usize * 37) % 60_000,
+        );
+        let expect = |f: Frame<Reply>, what: &str| -> Result<Reply, String> {
+            match f.msg {
+                Reply::Error { code, message } => Err(format!("{what}: {code:?} {message}")),
+                other => Ok(other),
+            }
+        };
+        expect(
+            c.call(Request::Create {
+                path: name.clone(),
+                perm: 0o644,
+                exclusive: false,
+            })?,
+            "create",
+        )?;
+        expect(
+            c.call(Request::SetAttr {
+                path: name.clone(),
+                attrs: shelf_proto::SetAttrs {
+                    perm: None,
+                    size: Some(0),
+                    atime: None,
+                    mtime: None,
+                },
+            })?,
+            "truncate",
+        )?;
+        expect(
+            c.call(Request::Write {
+                path: name.clone(),
+                offset: 0,
+                data: data.clone(),
+            })?,
+            "write",
+        )?;
+        match expect(
+            c.call(Request::Read {
+                path: name.clone(),
+                offset: 0,
+                len: 1 << 20,
+            })?,
+            "read",
+        )? {
+            Reply::Data { data: got, .. } if got == data => {}
+            other => return Err(format!("client {i}: read back wrong data: {other:.100?}")),
+        }
+        match expect(c.call(Request::Stat { path: name.clone() })?, "stat")? {
+            Reply::Attr(a) if a.size == data.len() as u64 => {}
+            other => return Err(format!("client {i}: stat: {other:.200?}")),
+        }
+        match expect(
+            c.call(Request::List {
+                path: b"load".to_vec(),
+                after: Vec::new(),
+                max_entries: 0,
+            })?,
+            "list",
+        )? {
+            Reply::Listing { entries, .. } if entries.iter().any(|e| e.name == name[5..]) => {}
+            other => return Err(format!("client {i}: own file not listed: {other:.200?}")),
+        }
+        match expect(
+            c.call(Request::Read {
+                path: b"shared".to_vec(),
+                offset: 100,
+                len: 1000,
+            })?,
+            "shared read",
+        )? {
+            Reply::Data { data, .. } if data == ramp(1100)[100..] => {}
+            other => return Err(format!("client {i}: shared read: {other:.100?}")),
+        }
+        n += 7;
+        round += 1;
+    }
+    Ok(n)
+}
+
+#[test]
+fn two_hundred_concurrent_clients_get_correct_answers_and_leave_no_leak() {
+    let _heavy = heavy();
+    let lib = library();
+    std::fs::create_dir(lib.path().join("load")).expect("mkdir");
+    write(lib.path().join("shared"), ramp(1100));
+    let server = Server::start(lib.path(), &["--max-clients", "256"]);
+    let pid = server.pid().expect("running");
+
+    // Warm up (the first fork touches pages), then measure.
+    for _ in 0..5 {
+        let mut c = Raw::ready(server.addr()).expect("warm-up client");
+        assert!(matches!(
+            c.call(Request::Ping).expect("ping").msg,
+            Reply::Pong
+        ));
+    }
+    wait_no_children(pid, Duration::from_secs(10), &server);
+    let (rss0, fds0) = (rss_kib(pid), fd_count(pid));
+
+    const CLIENTS: usize = 200;
+    let requests = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let started = Instant::now();
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..CLIENTS)
+            .map(|i| {
+                let (addr, requests) = (server.addr(), &requests);
+                std::thread::Builder::new()
+                    .stack_size(256 << 10)
+                    .spawn_scoped(s, move || {
+                        let n = client_work(addr, i, deadline)?;
+                        requests.fetch_add(n, Ordering::Relaxed);
+                        Ok::<(), String>(())
+                    })
+                    .expect("spawn client thread")
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().expect("client thread").err())
+            .collect()
+    });
+    let elapsed = started.elapsed();
+    assert!(
+        errors.is_empty(),
+        "{} of {CLIENTS} clients failed, e.g. {:?}\n--- log tail ---\n{}",
+        errors.len(),
+        &errors[..errors.len().min(5)],
+        tail(&server.log(), 30)
+    );
+    let n = requests.load(Ordering::Relaxed);
+    let reaped_in = wait_no_children(pid, Duration::from_secs(20), &server);
+    let (rss1, fds1) = (rss_kib(pid), fd_count(pid));
+    eprintln!(
+        "{CLIENTS} clients: {n} requests checked in {elapsed:.1?} ({:.0}/s); children gone \
+         {reaped_in:.1?} after; parent VmRSS {rss0} -> {rss1} KiB, fds {fds0} -> {fds1}",
+        n as f64 / elapsed.as_secs_f64()
+    );
+    assert!(
+        n >= CLIENTS as u64 * 7,
+        "every client did at least one round"
+    );
+    assert_eq!(fds1, fds0, "the parent's descriptors grew");
+    assert!(
+        rss1 <= rss0 + 2048,
+        "the parent's memory grew from {rss0} to {rss1} KiB"
+    );
+    assert_no_panic(&server);
+}
+
+#[test]
+fn clients_past_max_clients_get_a_busy_frame_not_a_silent_drop() {
+    let _heavy = heavy();
+    let lib = library();
+    let server = Server::start(lib.path(), &["--max-clients", "20"]);
+    let pid = server.pid().expect("running");
+    let held: Vec<Raw> = (0..20)
+        .map(|i| Raw::ready(server.addr()).unwrap_or_else(|e| panic!("client {i}: {e}")))
+        .collect();
+    let mut busy = 0;
+    for i in 0..20 {
+        let mut c = Raw::connect(server.addr()).expect("connect");
+        // The parent answers without reading the hello; send it anyway, like a real client.
+        match c.hello() {
+            Ok(f) => match f.msg {
+                Reply::Error {
+                    code: Code::Busy,
+                    message,
+                } => {
+                    assert_eq!(f.id, 0, "the busy frame has request id 0");
+                    assert!(message.contains("busy"), "{message}");
+                    busy += 1;
+                }
+                other => panic!("surplus client {i}: {other:?}"),
+            },
+            Err(e) => panic!("surplus client {i} got no busy frame: {e}"),
+        }
+    }
+    assert_eq!(busy, 20);
+    // The held clients are still served.
+    for mut c in held {
+        assert!(matches!(
+            c.call(Request::Ping).expect("ping").msg,
+            Reply::Pong
+        ));
+    }
+    wait_no_children(pid, Duration::from_secs(10), &server);
+    // With room again, a new client is served.
+    let mut c = Raw::ready(server.addr()).expect("a client after the load");
+    assert!(matches!(
+        c.call(Request::Ping).expect("ping").msg,
+        Reply::Pong
+    ));
+}
+
+#[test]
+fn thousands_of_short_connections_are_all_served_and_reaped() {
+    let _heavy = heavy();
+    let lib = library();
+    let server = Server::start(lib.path(), &["--max-clients", "64"]);
+    let pid = server.pid().expect("running");
+    const TOTAL: usize = 3000;
+    const THREADS: usize = 6;
+    let started = Instant::now();
+    let busy = AtomicU64::new(0);
+    let served = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            let (busy, served, addr) = (&busy, &served, server.addr());
+            s.spawn(move || {
+                for _ in 0..TOTAL / THREADS {
+                    // A busy answer is an honest answer; try again like a client would.
+                    loop {
+                        let mut c = Raw::connect(addr).expect("connect");
+                        let f = c.hello().expect("hello answered");
+                        match f.msg {
+                            Reply::Hello(_) => {
+                                let p = c.call(Request::Ping).expect("ping");
+                                assert!(matches!(p.msg, Reply::Pong));
+                                served.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            Reply::Error {
+                                code: Code::Busy, ..
+                            } => {
+                                busy.fetch_add(1, Ordering::Relaxed);
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            other => panic!("unexpected {other:?}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let elapsed = started.elapsed();
+    let reaped_in = wait_no_children(pid, Duration::from_secs(20), &server);
+    eprintln!(
+        "{} short connections served in {elapsed:.1?}, {} busy retries, children gone \
+         {reaped_in:.1?} after",
+        served.load(Ordering::Relaxed),
+        busy.load(Ordering::Relaxed)
+    );
+    assert_eq!(served.load(Ordering::Relaxed), TOTAL as u64);
+    assert_no_panic(&server);
+}
+
+#[test]
+fn abandoned_connections_are_freed_by_the_idle_and_handshake_timeouts() {
+    let _heavy = heavy();
+    let lib = library();
+    let server = Server::start(lib.path(), &["--idle-timeout", "1"]);
+    let pid = server.pid().expect("running");
+
+    // Handshaken, then idle: freed after the 1 s idle timeout.
+    let idle: Vec<Raw> = (0..5)
+        .map(|_| Raw::ready(server.addr()).expect("client"))
+        .collect();
+    assert!(
+        poll(Duration::from_secs(5), || (children_of(pid).len() == 5)
+            .then_some(()))
+        .is_some()
+    );
+    let freed = wait_no_children(pid, Duration::from_secs(6), &server);
+    eprintln!("5 idle handshaken connections freed {freed:.1?} after becoming idle");
+    drop(idle);
+
+    // Connected, nothing sent: freed by the handshake timeout (10 s in shelfd, not
+    // configurable from the command line), so allow 15 s.
+    let silent: Vec<TcpStream> = (0..5)
+        .map(|_| TcpStream::connect(server.addr()).expect("connect"))
+        .collect();
+    assert!(
+        poll(Duration::from_secs(5), || (children_of(pid).len() == 5)
+            .then_some(()))
+        .is_some()
+    );
+    let freed = wait_no_children(pid, Duration::from_secs(15), &server);
+    eprintln!("5 silent connections freed {freed:.1?} after connecting");
+    drop(silent);
+
+    // Half a hello header, then silence: the handshake timeout as well.
+    let mut partial = TcpStream::connect(server.addr()).expect("connect");
+    partial.write_all(b"SHLF\x01").expect("send");
+    assert!(
+        poll(Duration::from_secs(5), || (children_of(pid).len() == 1)
+            .then_some(()))
+        .is_some()
+    );
+    wait_no_children(pid, Duration::from_secs(15), &server);
+    drop(partial);
+
+    let mut c = Raw::ready(server.addr()).expect("a fresh client");
+    assert!(matches!(
+        c.call(Request::Ping).expect("ping").msg,
+        Reply::Pong
+    ));
+    assert_no_panic(&server);
+}
