@@ -8,7 +8,7 @@
 //!
 //! Layout: [`format`] (how things are shown), [`paths`] (remote path arithmetic),
 //! [`interrupt`] (Ctrl-C as a flag), [`progress`], then [`ls`], [`get`], [`put`], [`rm`],
-//! [`mkdir`], [`mv`] and [`shell`].
+//! [`mkdir`], [`mv`] and [`shell`]; [`generate`] makes completions and man pages.
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -20,6 +20,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::remote::{Client, ConnectOptions, Pool, Transport};
 
 pub mod format;
+pub mod generate;
 pub mod get;
 pub mod interrupt;
 pub mod ls;
@@ -48,7 +49,13 @@ const EXAMPLES: &str = "Examples:
   shelf get 127.0.0.1:7878 docs/report.pdf
   shelf put 127.0.0.1:7878 ./photo.jpg pictures/
   shelf shell 127.0.0.1:7878
-  shelf mount 127.0.0.1:7878 ~/library";
+  shelf mount 127.0.0.1:7878 ~/library
+  shelf umount ~/library
+  shelf status
+  shelf --token-file ~/.config/shelf/token ls server:7878
+
+Run `shelf help COMMAND` for a command's options and examples.
+Shell completions: `shelf completions bash|zsh|fish`; man pages: `shelf man DIR`.";
 
 /// Options for every subcommand.
 #[derive(Debug, Clone, Args)]
@@ -83,9 +90,21 @@ pub enum Command {
     /// Mount a library as a local folder.
     Mount(crate::mount::MountArgs),
     /// Unmount a library mounted with `shelf mount`.
+    #[command(
+        after_long_help = "Falls back to a lazy unmount when the mount is busy, and \
+        works when the server is gone.\n\n\
+        Examples:\n  shelf umount ~/library\n  \
+        fusermount3 -u ~/library      (the same, without shelf)"
+    )]
     Umount(crate::mount::UmountArgs),
     /// Show this machine's shelf mounts: server, connections, cache statistics.
     Status(crate::status::StatusArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(hide = true)]
+    Completions(generate::CompletionsArgs),
+    /// Write man pages generated from these options.
+    #[command(hide = true)]
+    Man(generate::ManArgs),
 }
 
 /// Bad usage found after parsing (clap reports its own); exits 2.
@@ -251,6 +270,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Mount(a) => crate::mount::run_mount(a, token)?,
         Command::Umount(a) => crate::mount::run_umount(a)?,
         Command::Status(a) => crate::status::run(a, &mut std::io::stdout().lock())?,
+        Command::Completions(a) => generate::completions(a.shell, &mut stdout)?,
+        Command::Man(a) => match a.dir {
+            Some(dir) => {
+                for path in generate::man_pages(&dir)? {
+                    if !ui.quiet {
+                        eprintln!("wrote {}", path.display());
+                    }
+                }
+            }
+            None => generate::man_page(&mut stdout)?,
+        },
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -74,9 +74,12 @@ pub fn bytes(arg: &OsStr) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// Current directory, path as typed, the wire path it resolves to (None: above the root).
+    type Row = (&'static [u8], &'static [u8], Option<&'static [u8]>);
+
     #[test]
     fn resolving() {
-        let rows: [(&[u8], &[u8], Option<&[u8]>); 11] = [
+        let rows: [Row; 11] = [
             (b"", b"a.txt", Some(b"a.txt")),
             (b"", b"/docs/a.txt", Some(b"docs/a.txt")),
             (b"docs", b"a.txt", Some(b"docs/a.txt")),
