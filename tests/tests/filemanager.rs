@@ -14,7 +14,7 @@
 //!    it writes a thumbnail (read through the mount) for each image into its cache.
 //!
 //! The tools come from Debian packages listed in TEST_PACKAGES (scripts/lib.sh):
-//! libglib2.0-bin, pcmanfm, xvfb, xauth, xdotool, x11-utils, imagemagick. The tests fail, not
+//! libglib2.0-bin, pcmanfm, xvfb, xdotool, imagemagick. The tests fail, not
 //! skip, without them. `SHELF_SCREENSHOT=PATH` keeps PCManFM's screenshot (docs/filemanager.png
 //! was made that way).
 
