@@ -88,6 +88,7 @@ const NEGATIVE: Attr = Attr {
     atime: shelf_proto::Timestamp { secs: 0, nanos: 0 },
     mtime: shelf_proto::Timestamp { secs: 0, nanos: 0 },
     ctime: shelf_proto::Timestamp { secs: 0, nanos: 0 },
+    btime: shelf_proto::Timestamp { secs: 0, nanos: 0 },
 };
 
 fn errno(e: &FsError) -> Errno {

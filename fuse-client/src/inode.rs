@@ -43,7 +43,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
-use shelf_proto::{Attr, FileKind};
+use shelf_proto::{Attr, FileKind, Timestamp};
 
 /// The root directory's inode number, fixed by FUSE; its path is the empty path.
 pub const ROOT_INO: u64 = 1;
@@ -95,6 +95,9 @@ impl Link {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Identity {
     server_ino: u64,
+    /// File systems reuse a freed inode number at once; the birth time tells the new file
+    /// from the old one (zero on both where the server has none).
+    btime: Timestamp,
     kind: FileKind,
 }
 
@@ -102,6 +105,7 @@ impl Identity {
     fn of(attr: &Attr) -> Self {
         Identity {
             server_ino: attr.ino,
+            btime: attr.btime,
             kind: attr.kind,
         }
     }
@@ -637,6 +641,7 @@ mod tests {
             atime: Timestamp::new(1, 0),
             mtime: Timestamp::new(2, 0),
             ctime: Timestamp::new(3, 0),
+            btime: Timestamp::default(),
         }
     }
 

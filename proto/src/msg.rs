@@ -101,13 +101,18 @@ pub struct Attr {
     pub atime: Timestamp,
     pub mtime: Timestamp,
     pub ctime: Timestamp,
+    /// Birth time, zero where the server's file system records none. With `ino` it tells a new
+    /// file from an old one that had the same inode number.
+    pub btime: Timestamp,
 }
 
 /// Identifies one content of one file: caches key data by it, so a file changed on the
-/// server (new size, mtime or ctime, or a new inode behind the same name) gets a new version.
+/// server (new size, mtime or ctime, or a new file behind the same name, even one that reuses
+/// the old inode number: its birth time differs) gets a new version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Version {
     pub ino: u64,
+    pub btime: Timestamp,
     pub size: u64,
     pub mtime: Timestamp,
     pub ctime: Timestamp,
@@ -117,6 +122,7 @@ impl Attr {
     pub fn version(&self) -> Version {
         Version {
             ino: self.ino,
+            btime: self.btime,
             size: self.size,
             mtime: self.mtime,
             ctime: self.ctime,
@@ -298,7 +304,7 @@ impl Reply {
 }
 
 /// Encoded size of an `Attr`, the smallest a `DirEntry` can be (bar its name).
-const ATTR_LEN: usize = 8 + 1 + 4 + 4 + 8 + 8 + 4 + 3 * 12;
+pub const ATTR_LEN: usize = 8 + 1 + 4 + 4 + 8 + 8 + 4 + 4 * 12;
 
 /// Wire kinds. Requests are below 0x8000, replies at or above it (docs/PROTOCOL.md, "Kinds").
 pub mod kind {
@@ -756,6 +762,7 @@ fn put_attr(w: &mut Writer<'_>, a: &Attr) {
     put_time(w, a.atime);
     put_time(w, a.mtime);
     put_time(w, a.ctime);
+    put_time(w, a.btime);
 }
 
 fn get_attr(r: &mut Reader<'_>) -> Result<Attr, DecodeError> {
@@ -770,6 +777,7 @@ fn get_attr(r: &mut Reader<'_>) -> Result<Attr, DecodeError> {
         atime: get_time(r)?,
         mtime: get_time(r)?,
         ctime: get_time(r)?,
+        btime: get_time(r)?,
     })
 }
 
@@ -846,6 +854,7 @@ mod tests {
             atime: Timestamp::default(),
             mtime: Timestamp::default(),
             ctime: Timestamp::default(),
+            btime: Timestamp::default(),
         };
         let mut v = Vec::new();
         put_attr(&mut Writer::new(&mut v), &a);

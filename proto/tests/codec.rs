@@ -67,20 +67,23 @@ fn attr() -> impl Strategy<Value = Attr> {
     (
         (any::<u64>(), file_kind(), any::<u32>(), any::<u32>()),
         (any::<u64>(), any::<u64>(), any::<u32>()),
-        (timestamp(), timestamp(), timestamp()),
+        (timestamp(), timestamp(), timestamp(), timestamp()),
     )
         .prop_map(
-            |((ino, kind, perm, nlink), (size, blocks, blksize), (atime, mtime, ctime))| Attr {
-                ino,
-                kind,
-                perm,
-                nlink,
-                size,
-                blocks,
-                blksize,
-                atime,
-                mtime,
-                ctime,
+            |((ino, kind, perm, nlink), (size, blocks, blksize), (atime, mtime, ctime, btime))| {
+                Attr {
+                    ino,
+                    kind,
+                    perm,
+                    nlink,
+                    size,
+                    blocks,
+                    blksize,
+                    atime,
+                    mtime,
+                    ctime,
+                    btime,
+                }
             },
         )
 }
@@ -603,6 +606,7 @@ fn default_max_io_fits_default_payload() {
         atime: Timestamp::default(),
         mtime: Timestamp::default(),
         ctime: Timestamp::default(),
+        btime: Timestamp::default(),
     };
     let data = ramp(shelf_proto::DEFAULT_MAX_IO as usize);
     let write = Request::Write {

@@ -27,6 +27,7 @@ fn attr(kind: FileKind) -> Attr {
         atime: Timestamp::new(1_700_000_000, 1),
         mtime: Timestamp::new(-1, 999_999_999),
         ctime: Timestamp::new(1_700_000_002, 0),
+        btime: Timestamp::default(),
     }
 }
 

@@ -296,6 +296,7 @@ fn limits_and_sizes_match() {
         atime: Timestamp::default(),
         mtime: Timestamp::default(),
         ctime: Timestamp::default(),
+        btime: Timestamp::default(),
     };
     let payload = |m: Reply| {
         Frame::new(1, m)

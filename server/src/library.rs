@@ -45,7 +45,7 @@ use crate::sys;
 pub const PUT_PREFIX: &[u8] = b".shelf-put-";
 
 /// Encoded size of an `Attr` on the wire (checked against proto in the tests).
-pub(crate) const ATTR_WIRE_LEN: usize = 73;
+pub(crate) const ATTR_WIRE_LEN: usize = shelf_proto::msg::ATTR_LEN;
 
 const RESOLVE: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
 /// Flags for an fd we only fstat, fchmod, futimens or fsync.
@@ -313,6 +313,11 @@ impl Library {
                 ));
             }
         }
+        // SetAttr acts on the named file itself, like Stat (the kernel sends a symlink's own
+        // inode for `touch -h`; chmod and truncate reach the target's inode, never a link).
+        if !path.is_root() && self.stat(path)?.kind == FileKind::Symlink {
+            return self.set_link_attr(path, attrs);
+        }
         let fd = if let Some(size) = attrs.size {
             let fd = self.open_beneath(
                 op,
@@ -336,6 +341,34 @@ impl Library {
             sys::futimens(fd.as_fd(), &times).map_err(|e| Error::io(op, path, e))?;
         }
         fstat_attr(op, path, fd.as_fd())
+    }
+
+    /// A symlink has only times of its own to set; Linux has no mode for links and no size.
+    fn set_link_attr(&self, path: &RelPath, attrs: &SetAttrs) -> Result<Attr> {
+        let op = "setattr";
+        if attrs.perm.is_some() {
+            return Err(Error::policy(
+                Code::NotSupported,
+                op,
+                path,
+                "a symbolic link has no mode of its own",
+            ));
+        }
+        if attrs.size.is_some() {
+            return Err(Error::policy(
+                Code::Invalid,
+                op,
+                path,
+                "a symbolic link has no size to set",
+            ));
+        }
+        if attrs.atime.is_some() || attrs.mtime.is_some() {
+            let (dir, name) = self.parent(op, path)?;
+            let times = [timespec(attrs.atime), timespec(attrs.mtime)];
+            sys::utimensat(dir.as_fd(), &name, &times, libc::AT_SYMLINK_NOFOLLOW)
+                .map_err(|e| Error::io(op, path, e))?;
+        }
+        self.stat(path)
     }
 
     pub fn unlink(&self, path: &RelPath) -> Result<()> {
@@ -615,7 +648,7 @@ fn stamp(secs: i64, nanos: i64) -> Timestamp {
 }
 
 /// Proto attributes from a `stat`.
-pub(crate) fn attr_of(st: &libc::stat) -> Attr {
+pub(crate) fn attr_of(st: &sys::Stat) -> Attr {
     let kind = match st.st_mode & libc::S_IFMT {
         libc::S_IFDIR => FileKind::Dir,
         libc::S_IFLNK => FileKind::Symlink,
@@ -636,6 +669,7 @@ pub(crate) fn attr_of(st: &libc::stat) -> Attr {
         atime: stamp(st.st_atime, st.st_atime_nsec),
         mtime: stamp(st.st_mtime, st.st_mtime_nsec),
         ctime: stamp(st.st_ctime, st.st_ctime_nsec),
+        btime: stamp(st.btime.0, i64::from(st.btime.1)),
     }
 }
 

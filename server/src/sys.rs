@@ -87,16 +87,60 @@ pub fn openat(
     }
 }
 
-/// `fstatat(2)`; with `AT_SYMLINK_NOFOLLOW` an lstat, with `AT_EMPTY_PATH` and `c""` an fstat.
-pub fn fstatat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<libc::stat> {
-    let mut st = MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: `st` is writable memory of the right type; the kernel fills it on success.
-    cvt(unsafe { libc::fstatat(dir.as_raw_fd(), name.as_ptr(), st.as_mut_ptr(), flags) })?;
-    // SAFETY: fstatat returned 0, so it initialised `st`.
-    Ok(unsafe { st.assume_init() })
+/// What `stat` says, plus the birth time where the file system records one. The birth time
+/// tells a new file from an old one that had the same inode number: file systems reuse freed
+/// numbers at once, and a file put with the same size and mtime would otherwise look unchanged
+/// to every cache keyed by `(ino, size, mtime, ctime)`.
+#[derive(Clone, Copy)]
+pub struct Stat {
+    pub st: libc::stat,
+    /// Seconds and nanoseconds; zero when the file system has none.
+    pub btime: (i64, u32),
 }
 
-pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+impl std::ops::Deref for Stat {
+    type Target = libc::stat;
+    fn deref(&self) -> &libc::stat {
+        &self.st
+    }
+}
+
+/// `statx(2)` as a `Stat`; with `AT_SYMLINK_NOFOLLOW` an lstat, with `AT_EMPTY_PATH` and
+/// `c""` an fstat.
+pub fn fstatat(dir: BorrowedFd<'_>, name: &CStr, flags: libc::c_int) -> io::Result<Stat> {
+    let mut sx = MaybeUninit::<libc::statx>::uninit();
+    let mask = libc::STATX_BASIC_STATS | libc::STATX_BTIME;
+    // SAFETY: `sx` is writable memory of the right type; the kernel fills it on success.
+    cvt(unsafe { libc::statx(dir.as_raw_fd(), name.as_ptr(), flags, mask, sx.as_mut_ptr()) })?;
+    // SAFETY: statx returned 0, so it initialised `sx`.
+    let sx = unsafe { sx.assume_init() };
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    st.st_dev = libc::makedev(sx.stx_dev_major, sx.stx_dev_minor);
+    st.st_ino = sx.stx_ino;
+    st.st_mode = u32::from(sx.stx_mode);
+    st.st_nlink = sx.stx_nlink.into();
+    st.st_uid = sx.stx_uid;
+    st.st_gid = sx.stx_gid;
+    st.st_rdev = libc::makedev(sx.stx_rdev_major, sx.stx_rdev_minor);
+    st.st_size = sx.stx_size as i64;
+    st.st_blksize = sx.stx_blksize.into();
+    st.st_blocks = sx.stx_blocks as i64;
+    st.st_atime = sx.stx_atime.tv_sec;
+    st.st_atime_nsec = sx.stx_atime.tv_nsec.into();
+    st.st_mtime = sx.stx_mtime.tv_sec;
+    st.st_mtime_nsec = sx.stx_mtime.tv_nsec.into();
+    st.st_ctime = sx.stx_ctime.tv_sec;
+    st.st_ctime_nsec = sx.stx_ctime.tv_nsec.into();
+    let btime = if sx.stx_mask & libc::STATX_BTIME != 0 {
+        (sx.stx_btime.tv_sec, sx.stx_btime.tv_nsec)
+    } else {
+        (0, 0)
+    };
+    Ok(Stat { st, btime })
+}
+
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<Stat> {
     fstatat(fd, c"", libc::AT_EMPTY_PATH)
 }
 
@@ -179,6 +223,17 @@ pub fn fchmod(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
 pub fn futimens(fd: BorrowedFd<'_>, times: &[libc::timespec; 2]) -> io::Result<()> {
     // SAFETY: `times` points at two timespecs, as futimens requires.
     cvt(unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) }).map(drop)
+}
+
+/// `utimensat(2)` on `name` in `dir`; with `AT_SYMLINK_NOFOLLOW` a symlink's own times.
+pub fn utimensat(
+    dir: BorrowedFd<'_>,
+    name: &CStr,
+    times: &[libc::timespec; 2],
+    flags: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated and `times` points at two timespecs.
+    cvt(unsafe { libc::utimensat(dir.as_raw_fd(), name.as_ptr(), times.as_ptr(), flags) }).map(drop)
 }
 
 pub fn fstatvfs(fd: BorrowedFd<'_>) -> io::Result<libc::statvfs> {

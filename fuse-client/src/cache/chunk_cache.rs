@@ -216,6 +216,7 @@ mod tests {
             size: 1000 * n,
             mtime: Timestamp::new(n as i64, 0),
             ctime: Timestamp::new(n as i64, 1),
+            btime: Timestamp::default(),
         }
     }
 

@@ -157,6 +157,7 @@ mod tests {
             atime: Timestamp::default(),
             mtime: Timestamp::new(1_714_566_840, 0), // 2024-05-01 12:34 UTC
             ctime: Timestamp::default(),
+            btime: Timestamp::default(),
         };
         assert_eq!(
             ls_line(b"notes.txt", &attr, 8, None),
