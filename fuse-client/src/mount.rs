@@ -284,6 +284,21 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
             std::thread::sleep(KEEPALIVE_EVERY);
             keepalive.transport().keepalive();
         })?;
+    let notifier = session.notifier();
+    let (stale_tx, stale_rx) = std::sync::mpsc::channel::<u64>();
+    core.set_page_invalidator(Box::new(move |ino| {
+        let _ = stale_tx.send(ino);
+    }));
+    std::thread::Builder::new()
+        .name("shelf-invalidate".into())
+        .spawn(move || {
+            for ino in stale_rx {
+                // Offset 0, length 0: every page of the inode (and its cached attributes).
+                if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), 0, 0) {
+                    tracing::debug!("invalidating inode {ino}: {e}");
+                }
+            }
+        })?;
     crate::status::serve(core, plan.mountpoint.clone());
     let mountpoint = plan.mountpoint.clone();
     std::thread::Builder::new()

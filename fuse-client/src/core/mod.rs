@@ -8,8 +8,9 @@
 //! 1. The protocol is path-based, the kernel is inode-based: `InodeTable` maps one to the
 //!    other and follows renames; `path_of` is the only way an inode becomes a path.
 //! 2. POSIX lets a program keep using a file after it is unlinked or renamed over. Like NFS,
-//!    an open file that loses its name is first renamed (or linked) to a hidden name
-//!    (`.shelf-hidden-*`, left out of listings) and removed when its last handle closes.
+//!    an open file that loses its name is first renamed (or linked) to a hidden name in the
+//!    root's `.shelf-hidden` directory (left out of listings) and removed when its last handle
+//!    closes; its old directory can still be removed or renamed meanwhile.
 //! 3. Written bytes must reach the server by `close()` and never silently vanish: see
 //!    `write.rs`. Anything that looks at a file's size or bytes settles its writes first.
 //! 4. Caches must never mix versions: chunks are keyed by version (`fetch.rs`); a read that
@@ -23,7 +24,7 @@ mod write;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -42,7 +43,12 @@ use crate::remote::{Client, Transport};
 /// The root directory's inode number, fixed by FUSE.
 pub const ROOT_INO: u64 = 1;
 
-/// Names the core gives open files that lost their name; hidden from listings.
+/// Where open files that lost their name are kept until closed: a directory at the library
+/// root, left out of its listing.
+const HIDDEN_DIR: &[u8] = b".shelf-hidden";
+
+/// Names of such files kept in their own directory (a library spanning file systems);
+/// left out of listings.
 const HIDDEN_PREFIX: &[u8] = b".shelf-hidden-";
 
 /// Longest name Linux allows in one path component.
@@ -105,6 +111,11 @@ pub struct SetAttrRequest {
     pub mtime: Option<SetTime>,
 }
 
+/// Asks the kernel to drop the cached pages of an inode. It must not block on the kernel
+/// from a request's own thread (the kernel may hold a page lock until that request answers):
+/// the mount hands the inode to a thread of its own.
+pub type PageInvalidator = Box<dyn Fn(u64) + Send + Sync>;
+
 /// Receives directory entries for one `readdir` reply, like fuser's `ReplyDirectory[Plus]`.
 pub trait DirSink {
     /// Adds one entry; `offset` is where the next `readdir` resumes. Returns true when the
@@ -155,6 +166,8 @@ pub struct Core<T: Transport> {
     /// open's check of the inode and the registration of its handle, so an open file always
     /// gets hidden, and an open that comes later sees ESTALE and the kernel looks again.
     names: RwLock<()>,
+    /// Tells the kernel to drop an inode's pages (fuser's `Notifier`, from the mount).
+    page_invalidator: OnceLock<PageInvalidator>,
     write_limits: WriteLimits,
     cfg: CoreConfig,
 }
@@ -183,7 +196,35 @@ impl<T: Transport> Core<T> {
             next_fh: AtomicU64::new(1),
             hidden_seq: AtomicU64::new(0),
             names: RwLock::new(()),
+            page_invalidator: OnceLock::new(),
             cfg,
+        }
+    }
+
+    /// Installs the hook that drops the kernel's pages of a file whose content changed on the
+    /// server; without one (tests) only the core's own cache is dropped.
+    pub fn set_page_invalidator(&self, f: PageInvalidator) {
+        let _ = self.page_invalidator.set(f);
+    }
+
+    /// Records that the server now has `attr` for `ino`. Pages the kernel holds of another
+    /// version must go, or a read could mix them with new bytes from us (AUTO_INVAL_DATA only
+    /// notices changes of size or mtime, and an upload may keep both).
+    fn saw_version(&self, ino: u64, attr: &Attr) {
+        self.inodes.set_attr(ino, attr);
+        let v = attr.version();
+        let stale = match self.page_versions.lock().get_mut(&ino) {
+            Some(held) if *held != v => {
+                *held = v;
+                true
+            }
+            _ => false,
+        };
+        if stale {
+            self.cache.invalidate_file(ino);
+            if let Some(invalidate) = self.page_invalidator.get() {
+                invalidate(ino);
+            }
         }
     }
 
@@ -251,26 +292,47 @@ impl<T: Transport> Core<T> {
     // ---- attributes ------------------------------------------------------------------
 
     /// Sends a file's buffered writes and waits for them, so the server's size and bytes are
-    /// the ones the program wrote. Cheap when nothing is buffered.
+    /// the ones the program wrote. Cheap when nothing is buffered. A write-behind failure stays
+    /// for the file's own `write`, `flush` or `fsync` to report (`settle_reporting`): a `stat`
+    /// must neither fail for it nor swallow it before `close()` could say so.
     fn settle(&self, ino: u64) -> FsResult<()> {
+        self.settle_with(ino, false)
+    }
+
+    fn settle_reporting(&self, ino: u64) -> FsResult<()> {
+        self.settle_with(ino, true)
+    }
+
+    fn settle_with(&self, ino: u64, report: bool) -> FsResult<()> {
         let Some(io) = self.open.lock().get(&ino).map(|s| Arc::clone(&s.io)) else {
             return Ok(());
         };
         let mut wb = io.writes.lock();
-        if wb.is_clean() {
-            return wb.take_error();
+        if !wb.is_clean() {
+            let path = match self.path_of(ino) {
+                Ok(p) => p,
+                Err(e) if report => return Err(e),
+                Err(_) => return Ok(()),
+            };
+            if let Some(attr) = wb.drain(&self.client, &path, self.write_limits) {
+                self.inodes.set_attr(ino, &attr);
+                self.page_versions.lock().insert(ino, attr.version());
+            }
         }
-        let path = self.path_of(ino)?;
-        if let Some(attr) = wb.drain(&self.client, &path, self.write_limits)? {
-            self.inodes.set_attr(ino, &attr);
-            self.page_versions.lock().insert(ino, attr.version());
+        if report {
+            wb.take_error()
+        } else {
+            Ok(())
         }
-        Ok(())
     }
 
-    fn settle_all(&self) -> FsResult<()> {
+    /// Settles every open file (before a listing, whose attributes replace the kernel's, and
+    /// before a rename, which moves the paths writes in flight name).
+    fn settle_all(&self) {
         let inos: Vec<u64> = self.open.lock().keys().copied().collect();
-        inos.into_iter().try_for_each(|ino| self.settle(ino))
+        for ino in inos {
+            let _ = self.settle(ino);
+        }
     }
 
     /// Asks the server for an inode's attributes. A different file behind the same name
@@ -279,11 +341,11 @@ impl<T: Transport> Core<T> {
         let path = self.path_of(ino)?;
         let attr = self.client.stat(&path)?;
         if let Some(old) = self.inodes.last_attr(ino) {
-            if ino != ROOT_INO && (old.ino != attr.ino || old.kind != attr.kind) {
+            if ino != ROOT_INO && !same_file(&old, &attr) {
                 return Err(Code::Stale.into());
             }
         }
-        self.inodes.set_attr(ino, &attr);
+        self.saw_version(ino, &attr);
         Ok(attr)
     }
 
@@ -298,10 +360,13 @@ impl<T: Transport> Core<T> {
     // ---- FUSE operations -------------------------------------------------------------
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Entry> {
-        let path = self.child_path(parent, name)?;
         if let Some(ino) = self.inodes.child(parent, name) {
             self.settle(ino)?;
         }
+        // Held from the question to the answer's record: a rename over the name in between
+        // would otherwise have us file the old file under it.
+        let _names = self.names.read();
+        let path = self.child_path(parent, name)?;
         let attr = self.client.stat(&path)?;
         self.enter(parent, name, attr)
     }
@@ -428,7 +493,7 @@ impl<T: Transport> Core<T> {
             return Err(Code::Invalid.into());
         }
         // Writes in flight name the old path; they must land before the name changes.
-        self.settle_all()?;
+        self.settle_all();
         let _names = self.names.write();
         if wire_flags & rename_flags::EXCHANGE == 0 {
             if let Some(victim) = self.inodes.child(new_parent, new_name) {
@@ -491,6 +556,12 @@ impl<T: Transport> Core<T> {
         }
         self.settle(ino)?;
         let _names = self.names.read();
+        // A node that lost its name before this open got the lock (a rename over it raced
+        // with the kernel's path walk) is stale here, where the kernel retries the walk, not at
+        // the first read, where it would not.
+        self.path_of(ino)?;
+        // The version of the pages the kernel holds, before this open learns anything new.
+        let held = self.page_versions.lock().get(&ino).copied();
         // Close-to-open consistency, as NFS keeps it: an open sees the server's file as of at
         // most one TTL ago (the lookup that precedes most opens has just asked).
         let mut attr = self.attr(ino)?;
@@ -509,14 +580,14 @@ impl<T: Transport> Core<T> {
             self.cache.invalidate_file(ino);
             self.inodes.set_attr(ino, &attr);
         }
-        Ok(self.new_handle(ino, attr, writable))
+        Ok(self.new_handle(ino, attr, writable, held))
     }
 
-    fn new_handle(&self, ino: u64, attr: Attr, writable: bool) -> Opened {
-        let keep_cache = {
-            let mut pv = self.page_versions.lock();
-            pv.insert(ino, attr.version()) == Some(attr.version())
-        };
+    /// `held` is the version of the pages the kernel held before the open: it keeps them only
+    /// if that is the version the file has now.
+    fn new_handle(&self, ino: u64, attr: Attr, writable: bool, held: Option<Version>) -> Opened {
+        self.page_versions.lock().insert(ino, attr.version());
+        let keep_cache = held == Some(attr.version());
         if !keep_cache {
             self.cache.invalidate_file(ino);
         }
@@ -545,19 +616,31 @@ impl<T: Transport> Core<T> {
     /// rename (`unlink`) or by hard link (the name is about to be renamed over).
     fn hide(&self, ino: u64, path: &[u8], by_link: bool) -> FsResult<()> {
         self.settle(ino)?;
-        let dir = match path.iter().rposition(|&b| b == b'/') {
-            Some(i) => &path[..=i],
-            None => &b""[..],
-        };
+        // One directory at the root holds them, so the file's own directory can still be
+        // removed or renamed while it is open (NFS's `.nfs*` files block both). A library that
+        // spans file systems cannot rename across them: then the file stays in its directory.
         let seq = self.hidden_seq.fetch_add(1, Ordering::Relaxed);
-        let mut hidden = dir.to_vec();
-        hidden.extend_from_slice(HIDDEN_PREFIX);
-        hidden.extend_from_slice(format!("{ino:x}-{}-{seq}", std::process::id()).as_bytes());
-        if by_link {
-            self.client.link(path, &hidden)?;
-        } else {
-            self.client.rename(path, &hidden, rename_flags::NOREPLACE)?;
-        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let unique = format!("{ino:x}-{}-{seq}-{nanos:x}", std::process::id());
+        let mut hidden = [HIDDEN_DIR, b"/", unique.as_bytes()].concat();
+        let first = self.hide_as(path, &hidden, by_link);
+        let moved = match first {
+            Err(e) if e.code() == Code::NotFound && self.make_hidden_dir() => {
+                self.hide_as(path, &hidden, by_link)
+            }
+            Err(e) if e.code() == Code::CrossDevice => {
+                let dir = path
+                    .iter()
+                    .rposition(|&b| b == b'/')
+                    .map_or(&b""[..], |i| &path[..=i]);
+                hidden = [dir, HIDDEN_PREFIX, unique.as_bytes()].concat();
+                self.hide_as(path, &hidden, by_link)
+            }
+            other => other,
+        };
+        moved?;
         let orphan = match self.open.lock().get_mut(&ino) {
             Some(state) => {
                 state.hidden = Some(hidden);
@@ -571,6 +654,23 @@ impl<T: Transport> Core<T> {
             self.client.unlink(&hidden)?;
         }
         Ok(())
+    }
+
+    fn hide_as(&self, path: &[u8], hidden: &[u8], by_link: bool) -> FsResult<()> {
+        if by_link {
+            self.client.link(path, hidden)?;
+        } else {
+            self.client.rename(path, hidden, rename_flags::NOREPLACE)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the root's hidden directory; true if it exists afterwards.
+    fn make_hidden_dir(&self) -> bool {
+        match self.client.mkdir(HIDDEN_DIR, 0o700) {
+            Ok(_) => true,
+            Err(e) => e.code() == Code::Exists,
+        }
     }
 
     fn handle(&self, fh: u64) -> FsResult<(u64, bool)> {
@@ -616,7 +716,8 @@ impl<T: Transport> Core<T> {
         self.changed(&[Some(parent)]);
         let entry = self.enter(parent, name, attr)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        Ok((entry, self.new_handle(entry.ino, attr, writable)))
+        let held = self.page_versions.lock().get(&entry.ino).copied();
+        Ok((entry, self.new_handle(entry.ino, attr, writable, held)))
     }
 
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
@@ -654,11 +755,10 @@ impl<T: Transport> Core<T> {
                 .filter_map(|c| c.attr)
                 .find(|a| a.version() != version)
             {
-                if new.ino != attr.ino {
+                if !same_file(&new, &attr) {
                     return Err(Code::Stale.into());
                 }
-                self.cache.invalidate_file(ino);
-                self.inodes.set_attr(ino, &new);
+                self.saw_version(ino, &new);
                 attr = new;
                 continue;
             }
@@ -712,12 +812,12 @@ impl<T: Transport> Core<T> {
     /// Called on every `close()` of a descriptor: the written bytes reach the server here.
     pub fn flush(&self, fh: u64) -> FsResult<()> {
         let (ino, _) = self.handle(fh)?;
-        self.settle(ino)
+        self.settle_reporting(ino)
     }
 
     pub fn fsync(&self, fh: u64, data_only: bool) -> FsResult<()> {
         let (ino, _) = self.handle(fh)?;
-        self.settle(ino)?;
+        self.settle_reporting(ino)?;
         Ok(self.client.fsync(&self.path_of(ino)?, data_only)?)
     }
 
@@ -754,14 +854,17 @@ impl<T: Transport> Core<T> {
     /// Snapshots the listing, so that offsets stay meaningful while the directory changes.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         // Listing attributes replace the kernel's; buffered writes must not make them stale.
-        self.settle_all()?;
+        self.settle_all();
         let path = self.path_of(ino)?;
         let attr = self.attr(ino)?;
         if attr.kind != FileKind::Dir {
             return Err(Code::NotDir.into());
         }
         let mut entries = self.client.list(&path)?;
-        entries.retain(|e| !e.name.starts_with(HIDDEN_PREFIX));
+        entries.retain(|e| {
+            let hidden_dir = ino == ROOT_INO && e.name == HIDDEN_DIR;
+            !(hidden_dir || e.name.starts_with(HIDDEN_PREFIX))
+        });
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs
             .lock()
@@ -796,8 +899,8 @@ impl<T: Transport> Core<T> {
             }
             let e = &dir.entries[i - dots.len()];
             if plus {
-                let entry = self.enter(dir.ino, &e.name, e.attr)?;
-                if sink.add(entry.ino, next, &e.name, &e.attr) {
+                let entry = self.enter_listed(dir.ino, &e.name, e.attr)?;
+                if sink.add(entry.ino, next, &e.name, &entry.attr) {
                     self.inodes.forget(entry.ino, 1);
                     return Ok(());
                 }
@@ -811,9 +914,30 @@ impl<T: Transport> Core<T> {
         Ok(())
     }
 
+    /// `enter` for an entry of an `opendir` snapshot. Where the table already knows another
+    /// file under the name, a change made through this mount since the snapshot (a rename over
+    /// it) is newer than the snapshot: the table's file is reported, not the snapshot's.
+    fn enter_listed(&self, dir: u64, name: &[u8], listed: Attr) -> FsResult<Entry> {
+        let _names = self.names.read();
+        let known = self
+            .inodes
+            .child(dir, name)
+            .and_then(|ino| self.inodes.last_attr(ino));
+        match known {
+            Some(attr) if !same_file(&attr, &listed) => self.enter(dir, name, attr),
+            _ => self.enter(dir, name, listed),
+        }
+    }
+
     pub fn releasedir(&self, fh: u64) {
         self.dirs.lock().remove(&fh);
     }
+}
+
+/// Whether two attributes describe the same file on the server (not the same content): the
+/// inode number alone is not enough, file systems reuse it at once.
+fn same_file(a: &Attr, b: &Attr) -> bool {
+    a.ino == b.ino && a.btime == b.btime && a.kind == b.kind
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {

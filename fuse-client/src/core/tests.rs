@@ -133,11 +133,7 @@ fn unlinked_open_file_stays_readable_and_hidden_then_goes() {
     assert_eq!(sink.names(), [".", ".."], "hidden name is not listed");
     f.core.releasedir(dh);
     f.core.release(o.fh).expect("release");
-    assert_eq!(
-        fs::read_dir(f.dir.path()).expect("ls").count(),
-        0,
-        "hidden file removed"
-    );
+    assert_eq!(server_names(&f), ["./.shelf-hidden"], "hidden file removed");
     f.core.forget(e.ino, 1);
 }
 
@@ -158,11 +154,7 @@ fn rename_over_open_file_keeps_old_content_for_its_handle() {
     );
     assert_eq!(f.read_all(o.fh, 100), b"version one");
     f.core.release(o.fh).expect("release");
-    let names: Vec<_> = fs::read_dir(f.dir.path())
-        .expect("ls")
-        .map(|d| d.expect("entry").file_name())
-        .collect();
-    assert_eq!(names, ["doc"]);
+    assert_eq!(server_names(&f), ["./.shelf-hidden", "./doc"]);
 }
 
 #[test]
@@ -445,4 +437,115 @@ fn directory_times_set_before_a_change_inside_are_not_served_stale() {
         std::os::unix::fs::MetadataExt::mtime(&server)
     );
     assert_ne!(seen.mtime, old, "the rename moved the directory's mtime");
+}
+
+/// Every path in the library, sorted, relative as `./a/b`.
+fn server_names(f: &Fixture) -> Vec<String> {
+    fn walk(dir: &std::path::Path, rel: &str, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).expect("ls") {
+            let e = e.expect("entry");
+            let name = format!("{rel}/{}", e.file_name().to_string_lossy());
+            if e.file_type().expect("type").is_dir() {
+                walk(&e.path(), &name, out);
+            }
+            out.push(name);
+        }
+    }
+    let mut out = Vec::new();
+    walk(f.dir.path(), ".", &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn directory_of_an_unlinked_open_file_can_be_removed_and_renamed() {
+    let f = fixture();
+    let a = f.core.mkdir(ROOT_INO, b"a", 0o755, 0).expect("mkdir a");
+    let (_, o) = f
+        .core
+        .create(a.ino, b"d", 0o100644, 0, libc::O_RDWR)
+        .expect("create");
+    f.core.write(o.fh, 0, b"kept").expect("write");
+    f.core.unlink(a.ino, b"d").expect("unlink");
+    f.core
+        .rmdir(ROOT_INO, b"a")
+        .expect("rmdir works: the open file is not in it");
+    assert_eq!(f.read_all(o.fh, 10), b"kept");
+    f.core.release(o.fh).expect("release");
+
+    let b = f.core.mkdir(ROOT_INO, b"b", 0o755, 0).expect("mkdir b");
+    let (_, o) = f
+        .core
+        .create(b.ino, b"c", 0o100644, 0, libc::O_RDWR)
+        .expect("create");
+    f.core.unlink(b.ino, b"c").expect("unlink");
+    f.core
+        .rename(ROOT_INO, b"b", ROOT_INO, b"c", 0)
+        .expect("rename the directory");
+    f.core
+        .write(o.fh, 0, b"still")
+        .expect("write after the directory moved");
+    f.core.flush(o.fh).expect("flush");
+    assert_eq!(f.read_all(o.fh, 10), b"still");
+    f.core.release(o.fh).expect("release");
+    assert_eq!(
+        server_names(&f),
+        ["./.shelf-hidden", "./c"],
+        "nothing left behind"
+    );
+}
+
+#[test]
+fn a_failed_write_behind_is_reported_by_flush_not_by_others() {
+    let f = fixture();
+    let (e, o) = f.create("w");
+    let (_, other) = f.create("other");
+    f.core.write(o.fh, 0, b"doomed").expect("buffered");
+    // The file goes away on the server: the buffered write cannot land.
+    fs::remove_file(f.dir.path().join("w")).expect("rm on server");
+    fs::create_dir(f.dir.path().join("w")).expect("a directory takes its name");
+    let dh = f
+        .core
+        .opendir(ROOT_INO)
+        .expect("a listing does not fail for it");
+    f.core.releasedir(dh);
+    f.core.getattr(e.ino).ok();
+    f.core
+        .flush(other.fh)
+        .expect("another file's flush does not fail for it");
+    assert!(
+        f.core.flush(o.fh).is_err(),
+        "the file's own flush reports the failure"
+    );
+    f.core.release(o.fh).ok();
+    f.core.release(other.fh).expect("release");
+}
+
+#[test]
+fn a_version_change_seen_by_the_core_drops_the_kernels_pages() {
+    let f = fixture();
+    let dropped = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&dropped);
+    f.core
+        .set_page_invalidator(Box::new(move |ino| seen.lock().push(ino)));
+    let path = f.dir.path().join("p");
+    fs::write(&path, ramp(2 * CHUNK as usize, 0)).expect("seed");
+    let e = f.core.lookup(ROOT_INO, b"p").expect("lookup");
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(f.read_all(o.fh, 10), ramp(10, 0));
+    assert!(dropped.lock().is_empty(), "nothing changed yet");
+    // Same file, same size, new bytes: the kernel may hold pages of the old ones.
+    fs::write(&path, ramp(2 * CHUNK as usize, 3)).expect("rewrite in place");
+    assert_eq!(f.read_all(o.fh, 2 * CHUNK), ramp(2 * CHUNK as usize, 3));
+    assert_eq!(
+        *dropped.lock(),
+        [e.ino],
+        "the kernel is told to drop the old pages"
+    );
+    f.core.release(o.fh).expect("release");
+    // An open that finds the change itself does not keep the kernel's pages either.
+    fs::write(&path, ramp(2 * CHUNK as usize, 5)).expect("rewrite again");
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    assert!(!o.keep_cache);
+    f.core.release(o.fh).expect("release");
 }
