@@ -1087,6 +1087,32 @@ pub fn make_tree(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// Every shelf temporary or hidden file left in a library: names starting `.shelf-` anywhere
+/// (put temporaries, hidden names kept in a file's own directory), and whatever the root's
+/// `.shelf-hidden` directory still holds. That directory itself may stay; it is the mount's
+/// place for open files that lost their name and is empty once they are closed.
+pub fn shelf_leftovers(lib: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![lib.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name();
+            let hidden_dir = dir == lib && name.as_bytes() == b".shelf-hidden";
+            if name.as_bytes().starts_with(b".shelf-") && !hidden_dir {
+                found.push(e.path());
+            }
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
 /// Reads a whole file, failing the test with the path on error.
 #[track_caller]
 pub fn read(path: impl AsRef<Path>) -> Vec<u8> {

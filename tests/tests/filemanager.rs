@@ -193,12 +193,17 @@ fn gio_list_info_copy_move_save_remove_and_trash() {
     assert_eq!(gio_list(&mnt), expected_gio_list(&lib));
     let leftovers = tool("find")
         .arg(f.lib())
-        .args(["-name", ".goutputstream-*", "-o", "-name", ".shelf-*"])
+        .args(["-name", ".goutputstream-*"])
         .run();
     assert_eq!(
         leftovers.assert_ok().stdout_str(),
         "",
-        "temporary files left"
+        "GIO temporaries left"
+    );
+    assert_eq!(
+        shelf_leftovers(f.lib()),
+        Vec::<PathBuf>::new(),
+        "shelf temporaries left"
     );
 }
 

@@ -57,27 +57,6 @@ fn diff_r(a: &Path, b: &Path) {
     cmd("diff").arg("-r").arg(a).arg(b).run().assert_ok();
 }
 
-/// Lists every name under `dir` that looks like a shelf temp or hidden file.
-fn shelf_leftovers(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name();
-            if name.as_bytes().starts_with(b".shelf-") {
-                found.push(e.path());
-            }
-            if e.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(e.path());
-            }
-        }
-    }
-    found
-}
-
 /// Relative path, size, mtime (ns) and mode of every entry under `dir`, sorted: a tree's
 /// metadata in one comparable string.
 fn tree_listing(dir: &Path, with_times: bool) -> String {
@@ -855,11 +834,12 @@ fn an_unlinked_open_file_stays_readable() {
     drop(fh);
     drop(rw);
     let gone = poll(Duration::from_secs(3), || {
-        std::fs::read_dir(f.lib())
+        let left: Vec<_> = std::fs::read_dir(f.lib())
             .expect("read library")
-            .next()
-            .is_none()
-            .then_some(())
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        let only_hidden_dir = left.iter().all(|n| n == ".shelf-hidden");
+        (only_hidden_dir && shelf_leftovers(f.lib()).is_empty()).then_some(())
     });
     assert!(
         gone.is_some(),

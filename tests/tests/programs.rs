@@ -53,16 +53,6 @@ fn git_ok(dir: &Path, args: &[&str]) -> String {
     out.stdout_str()
 }
 
-/// Every name under `dir` that looks like a shelf temp or hidden file.
-fn shelf_leftovers(dir: &Path) -> Vec<PathBuf> {
-    let out = tool("find")
-        .arg(dir)
-        .args(["-name", ".shelf-*", "-print"])
-        .run();
-    out.assert_ok();
-    out.stdout_str().lines().map(PathBuf::from).collect()
-}
-
 /// Writes ~`n` text files in a nested tree under `dir` (20 directories, two levels), each with
 /// a few lines, some containing `needle`. Returns the relative paths.
 fn text_tree(dir: &Path, n: usize, seed: u64) -> Vec<PathBuf> {
