@@ -47,6 +47,7 @@ MNT=$BENCH_ROOT/mnt
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 t_start=$(date +%s)
+built=$(git describe --always --dirty 2>/dev/null || echo unknown)
 
 say() { echo "bench: $*" >&2; }
 
@@ -365,7 +366,7 @@ target_met() {
 machine() {
     echo "- Machine: $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
     echo "- Load average at start / end: $load_start / $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine disturbs the figures)"
-    echo "- shelf: $(git describe --always --dirty 2>/dev/null || echo unknown) ($BIN), mount options: --cache-size $CACHE_SIZE, defaults otherwise"
+    echo "- shelf: tree $built at start, binaries in $BIN of $(date -r "$BIN/shelf" -u +%FT%TZ), mount options: --cache-size $CACHE_SIZE, defaults otherwise"
     echo "- sshfs $(sshfs --version 2>&1 | sed -n 's/^SSHFS version //p' | head -n1), OpenSSH $(ssh -V 2>&1 | sed 's/,.*//'), bindfs $(bindfs --version 2>&1 | head -n1 | awk '{print $2}'), fio $(fio --version)"
     local j="journaled ext4 on a loop image ($IMG, $IMG_SIZE)"
     if root_has_no_journal; then
