@@ -250,6 +250,14 @@ fn serve(plan: &MountPlan, mut ready: Ready) -> anyhow::Result<()> {
 /// Connects the pool and mounts; the kernel's INIT is answered when this returns.
 fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
     let signals = block_signals()?;
+    // Chunks, frames and FUSE buffers are hundreds of KiB to a few MiB. glibc's threshold for
+    // serving those with mmap grows as they are freed, after which they come from arenas that
+    // keep freed memory: the process would hold far more than the cache's budget. A fixed
+    // threshold gives every large buffer back to the system when it is freed.
+    // SAFETY: mallopt only sets allocator parameters; it is called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
+    }
     let opts = ConnectOptions {
         addr: plan.addr.clone(),
         token: plan.token.clone(),
