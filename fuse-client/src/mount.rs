@@ -242,9 +242,16 @@ fn serve(plan: &MountPlan, mut ready: Ready) -> anyhow::Result<()> {
         detach_stdio();
     }
     tracing::info!("mounted {} on {}", plan.addr, plan.mountpoint.display());
-    let ran = session.run().context("FUSE session");
+    let ran = session.run();
     crate::status::remove_socket(&plan.mountpoint);
-    ran
+    match ran {
+        // After a lazy unmount the kernel may end the session with ECONNABORTED rather than
+        // ENODEV once the last open file closes; with the mount gone that is a normal end.
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionAborted && !still_mounted(plan) => {
+            Ok(())
+        }
+        other => other.context("FUSE session"),
+    }
 }
 
 /// Connects the pool and mounts; the kernel's INIT is answered when this returns.
@@ -369,6 +376,14 @@ fn mount_as_root(plan: &MountPlan) -> anyhow::Result<OwnedFd> {
         return Err(std::io::Error::last_os_error()).context("mount(2)");
     }
     Ok(fd)
+}
+
+fn still_mounted(plan: &MountPlan) -> bool {
+    std::fs::read_to_string("/proc/self/mountinfo").map_or(true, |info| {
+        crate::status::shelf_mounts(&info)
+            .iter()
+            .any(|m| m.mountpoint == plan.mountpoint)
+    })
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread and every thread it starts later, and
