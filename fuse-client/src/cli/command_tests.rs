@@ -152,7 +152,7 @@ struct Meddler {
 }
 
 impl Transport for Meddler {
-    fn start(&self, req: Request) -> Result<Pending, RemoteError> {
+    fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
         if matches!(req, Request::Read { .. })
             && self
                 .changes

@@ -165,7 +165,7 @@ fn download<T: Transport>(
         interrupt::check(stop)?;
         while queue.len() < WINDOW && next < size {
             let len = (size - next).min(u64::from(chunk)) as u32;
-            queue.push_back((next, len, c.transport().start(req(next, len))));
+            queue.push_back((next, len, c.transport().start(&req(next, len))));
             next += u64::from(len);
         }
         let Some((offset, len, started)) = queue.pop_front() else {

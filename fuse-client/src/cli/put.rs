@@ -154,7 +154,7 @@ fn upload<T: Transport>(
                 data,
             };
             offset += len as u64;
-            queue.push_back((len, c.transport().start(req)));
+            queue.push_back((len, c.transport().start(&req)));
         }
         let Some((len, started)) = queue.pop_front() else {
             break;

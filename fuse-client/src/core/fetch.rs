@@ -153,7 +153,7 @@ impl<T: Transport> Fetcher<T> {
                     offset: key.index * chunk_size,
                     len: chunk_size as u32,
                 };
-                let started = self.client.transport().start(req.clone());
+                let started = self.client.transport().start(&req);
                 Want::Mine(slot, req, started)
             })
             .collect();

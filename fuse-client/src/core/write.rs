@@ -92,6 +92,8 @@ impl WriteBack {
         }
         if self.buf.is_empty() {
             self.buf_offset = offset;
+            // The buffer is handed to its request whole; start the next at its full size.
+            self.buf.reserve(lim.send_at.max(data.len()));
         }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= lim.send_at {
@@ -104,27 +106,34 @@ impl WriteBack {
         self.buf_offset + self.buf.len() as u64
     }
 
-    /// Starts sending the buffer in `max_io` pieces without waiting for the replies.
+    /// Starts sending the buffer in `max_io` pieces without waiting for the replies. The
+    /// usual buffer is one piece and is moved into its request, not copied.
     fn send<T: Transport>(&mut self, client: &Client<T>, path: &[u8], lim: WriteLimits) {
-        let buf = std::mem::take(&mut self.buf);
-        let mut offset = self.buf_offset;
-        for piece in buf.chunks(lim.max_io.max(1)) {
+        let mut rest = std::mem::take(&mut self.buf);
+        let max = lim.max_io.max(1);
+        while !rest.is_empty() {
+            let tail = if rest.len() > max {
+                rest.split_off(max)
+            } else {
+                Vec::new()
+            };
+            let piece = std::mem::replace(&mut rest, tail);
             while self.inflight.len() >= lim.max_inflight.max(1) {
                 self.wait_oldest(client);
             }
+            let range = self.buf_offset..self.buf_offset + piece.len() as u64;
+            self.buf_offset = range.end;
             let req = Request::Write {
                 path: path.to_vec(),
-                offset,
-                data: piece.to_vec(),
+                offset: range.start,
+                data: piece,
             };
-            let range = offset..offset + piece.len() as u64;
-            let started = client.transport().start(req.clone());
+            let started = client.transport().start(&req);
             self.inflight.push_back(InFlight {
                 range,
                 req,
                 started,
             });
-            offset += piece.len() as u64;
         }
     }
 

@@ -135,7 +135,7 @@ impl<T: Transport> Client<T> {
             while queue.len() < WINDOW && next < len {
                 let piece = (len - next).min(max);
                 let at = offset.saturating_add(u64::from(next));
-                queue.push_back((at, piece, self.t.start(req(at, piece))));
+                queue.push_back((at, piece, self.t.start(&req(at, piece))));
                 next += piece;
             }
             let Some((at, piece, started)) = queue.pop_front() else {
@@ -180,7 +180,7 @@ impl<T: Transport> Client<T> {
         loop {
             while queue.len() < WINDOW && next < data.len() {
                 let end = (next + max).min(data.len());
-                queue.push_back((next, end, self.t.start(req(next, end))));
+                queue.push_back((next, end, self.t.start(&req(next, end))));
                 next = end;
             }
             let Some((start, end, started)) = queue.pop_front() else {

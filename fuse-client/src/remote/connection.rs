@@ -347,8 +347,8 @@ impl Drop for Connection {
 }
 
 impl Transport for Connection {
-    fn start(&self, req: Request) -> Result<Pending, RemoteError> {
-        self.start_ref(&req)
+    fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
+        self.start_ref(req)
     }
 
     /// One connection cannot reconnect, so nothing is retried here; see [`super::Pool`].

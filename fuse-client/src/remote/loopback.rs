@@ -121,7 +121,7 @@ fn open(control: &Arc<Control>, opts: &ConnectOptions) -> Result<Connection, Rem
 }
 
 impl Transport for Loopback {
-    fn start(&self, req: Request) -> Result<Pending, RemoteError> {
+    fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
         self.pool.start(req)
     }
     fn call(&self, req: Request) -> Result<shelf_proto::Reply, RemoteError> {

@@ -205,7 +205,9 @@ fn reply_name(reply: &Reply) -> &'static str {
 /// What every remote implementation offers: send a request, get its reply.
 pub trait Transport: Send + Sync + 'static {
     /// Sends one request; the reply arrives through the `Pending` (pipelining: many in flight).
-    fn start(&self, req: Request) -> Result<Pending, RemoteError>;
+    /// By reference: a caller that may resend it (after a lost connection) keeps it, and large
+    /// writes are not copied for that.
+    fn start(&self, req: &Request) -> Result<Pending, RemoteError>;
     /// Sends one request and waits for its reply, retrying idempotent requests once on a fresh
     /// connection after a connection failure.
     fn call(&self, req: Request) -> Result<Reply, RemoteError>;
@@ -214,7 +216,7 @@ pub trait Transport: Send + Sync + 'static {
 
 /// A shared transport is a transport, so one pool can serve a core and a status reporter.
 impl<T: Transport> Transport for std::sync::Arc<T> {
-    fn start(&self, req: Request) -> Result<Pending, RemoteError> {
+    fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
         (**self).start(req)
     }
     fn call(&self, req: Request) -> Result<Reply, RemoteError> {

@@ -249,8 +249,8 @@ impl Pool {
 }
 
 impl Transport for Pool {
-    fn start(&self, req: Request) -> Result<Pending, RemoteError> {
-        self.start_ref(&req)
+    fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
+        self.start_ref(req)
     }
 
     fn call(&self, req: Request) -> Result<Reply, RemoteError> {
