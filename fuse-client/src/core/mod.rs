@@ -603,18 +603,20 @@ impl<T: Transport> Core<T> {
             return Err(Code::IsDir.into());
         }
         if flags & libc::O_TRUNC != 0 && attr.size != 0 {
-            let path = self.path_of(ino)?;
-            attr = self.client.set_attr(
-                &path,
-                SetAttrs {
-                    size: Some(0),
-                    ..Default::default()
-                },
-            )?;
+            attr = self.truncate_to_zero(&self.path_of(ino)?)?;
             self.cache.invalidate_file(ino);
             self.inodes.set_attr(ino, &attr);
         }
         Ok(self.new_handle(ino, attr, writable, held))
+    }
+
+    /// `O_TRUNC` on an open or create of a file that has bytes.
+    fn truncate_to_zero(&self, path: &[u8]) -> FsResult<Attr> {
+        let attrs = SetAttrs {
+            size: Some(0),
+            ..Default::default()
+        };
+        Ok(self.client.set_attr(path, attrs)?)
     }
 
     /// `held` is the version of the pages the kernel held before the open: it keeps them only
@@ -739,13 +741,7 @@ impl<T: Transport> Core<T> {
             .client
             .create(&path, mode & !umask & 0o7777, exclusive)?;
         if flags & libc::O_TRUNC != 0 && attr.size != 0 {
-            attr = self.client.set_attr(
-                &path,
-                SetAttrs {
-                    size: Some(0),
-                    ..Default::default()
-                },
-            )?;
+            attr = self.truncate_to_zero(&path)?;
         }
         self.dir_changed(parent, 0);
         let entry = self.enter(parent, name, attr)?;
