@@ -1087,6 +1087,29 @@ pub fn make_tree(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The children of `ppid` with their state letter from `/proc/PID/stat` (`Z`: a zombie).
+pub fn children_of(ppid: u32) -> Vec<(u32, char)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) S ppid ...": comm may hold spaces and parentheses; split after the last ')'.
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
+            out.push((pid, state));
+        }
+    }
+    out
+}
+
 /// Every shelf temporary or hidden file left in a library: names starting `.shelf-` anywhere
 /// (put temporaries, hidden names kept in a file's own directory), and whatever the root's
 /// `.shelf-hidden` directory still holds. That directory itself may stay; it is the mount's

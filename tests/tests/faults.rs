@@ -33,32 +33,6 @@ fn heavy() -> MutexGuard<'static, ()> {
 /// machine: no call through a mount may take longer than this to fail.
 const FAIL_BOUND: Duration = Duration::from_secs(25);
 
-/// Processes whose parent is `ppid`, with their state letter (`R`, `S`, `Z`...).
-fn children_of(ppid: u32) -> Vec<(u32, char)> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) S ppid ...": comm may hold spaces and parentheses; split after the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
-            out.push((pid, state));
-        }
-    }
-    out
-}
-
 /// Every process in process group `pgid` (a server's parent and children).
 fn group_members(pgid: u32) -> Vec<(u32, char)> {
     let mut out = Vec::new();

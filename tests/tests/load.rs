@@ -100,28 +100,6 @@ fn fd_count(pid: u32) -> usize {
         .count()
 }
 
-/// Children of `ppid` with their state letter.
-fn children_of(ppid: u32) -> Vec<(u32, char)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut f = rest.split_whitespace();
-        let state = f.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        if f.next().and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
-            out.push((pid, state));
-        }
-    }
-    out
-}
-
 /// Waits until `pid` has no children at all (none running, none a zombie).
 #[track_caller]
 fn wait_no_children(pid: u32, within: Duration, server: &Server) -> Duration {
