@@ -33,7 +33,7 @@ use shelf_proto::{Timestamp, Version};
 
 pub use error::{FsError, FsResult};
 use fetch::Fetcher;
-use write::{WriteBack, WriteLimits};
+use write::{Drained, WriteBack, WriteLimits};
 
 use crate::cache::{CacheStats, ChunkCache, ChunkKey};
 use crate::inode::InodeTable;
@@ -336,9 +336,18 @@ impl<T: Transport> Core<T> {
                 Err(e) if report => return Err(e),
                 Err(_) => return Ok(()),
             };
-            if let Some(attr) = wb.drain(&self.client, &path, self.write_limits) {
-                self.inodes.set_attr(ino, &attr);
-                self.page_versions.lock().insert(ino, attr.version());
+            let known = match wb.drain(&self.client, &path, self.write_limits) {
+                Drained::Exact(attr) => Some(attr),
+                Drained::Unknown => self.client.stat(&path).ok(),
+                Drained::Nothing => None,
+            };
+            match known {
+                Some(attr) => {
+                    self.inodes.set_attr(ino, &attr);
+                    self.page_versions.lock().insert(ino, attr.version());
+                }
+                // What the server holds now is unknown: the next getattr asks.
+                None => self.inodes.invalidate_attr(ino),
             }
         }
         if report {

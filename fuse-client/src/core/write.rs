@@ -32,6 +32,22 @@ pub struct WriteBack {
     error: Option<Code>,
     /// The file's attributes after the last write the server acknowledged.
     last_attr: Option<Attr>,
+    /// Set when a write was sent while another was still in flight since the last `drain`.
+    /// Such writes may be applied by the server in either order (they travel on different
+    /// connections), so the last reply need not describe the file as it ends up: a later,
+    /// lower write can answer with the size it saw before a higher one landed.
+    overlapped: bool,
+}
+
+/// What `drain` knows about the file once every write has answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Drained {
+    /// Nothing was acknowledged (nothing was pending, or every write failed).
+    Nothing,
+    /// The writes went one at a time; the last reply is the file's state.
+    Exact(Attr),
+    /// Writes were in flight together; ask the server for the file's state.
+    Unknown,
 }
 
 /// One `Write` on its way; the request is kept so that a write lost with its connection can
@@ -129,6 +145,7 @@ impl WriteBack {
                 data: piece,
             };
             let started = client.transport().start(&req);
+            self.overlapped |= !self.inflight.is_empty();
             self.inflight.push_back(InFlight {
                 range,
                 req,
@@ -166,19 +183,86 @@ impl WriteBack {
         }
     }
 
-    /// Sends everything and waits for every reply; returns the attributes after the last
-    /// acknowledged write, if there was one. A failure stays (`take_error`) for the file's own
-    /// next `write`, `flush` or `fsync` to report: nothing else may fail for it or swallow it.
+    /// Sends everything and waits for every reply; says what is known of the file's
+    /// attributes afterwards. A failure stays (`take_error`) for the file's own next `write`,
+    /// `flush` or `fsync` to report: nothing else may fail for it or swallow it.
     pub fn drain<T: Transport>(
         &mut self,
         client: &Client<T>,
         path: &[u8],
         lim: WriteLimits,
-    ) -> Option<Attr> {
+    ) -> Drained {
         if !self.buf.is_empty() {
             self.send(client, path, lim);
         }
         self.wait_all(client);
-        self.last_attr.take()
+        let overlapped = std::mem::take(&mut self.overlapped);
+        match self.last_attr.take() {
+            None => Drained::Nothing,
+            Some(_) if overlapped => Drained::Unknown,
+            Some(attr) => Drained::Exact(attr),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::remote::loopback::LOOPBACK_ADDR;
+    use crate::remote::{ConnectOptions, Loopback};
+    use shelf_server::ServeConfig;
+
+    const LIM: WriteLimits = WriteLimits {
+        send_at: 1 << 20,
+        max_io: 1 << 20,
+        max_inflight: 4,
+    };
+
+    fn client(dir: &std::path::Path, connections: usize) -> Client<Loopback> {
+        let lb = Loopback::with(
+            dir,
+            ServeConfig::default(),
+            ConnectOptions::new(LOOPBACK_ADDR),
+            connections,
+        )
+        .expect("loopback server starts");
+        Client::new(lb)
+    }
+
+    #[test]
+    fn one_write_at_a_time_gives_the_exact_attributes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("f"), b"").expect("file");
+        let c = client(dir.path(), 2);
+        let mut wb = WriteBack::default();
+        wb.write(&c, b"f", 100, &[7; 50], LIM).expect("write");
+        match wb.drain(&c, b"f", LIM) {
+            Drained::Exact(a) => assert_eq!(a.size, 150),
+            other => panic!("expected exact attributes, got {other:?}"),
+        }
+        wb.write(&c, b"f", 0, &[1; 10], LIM).expect("write");
+        assert!(matches!(wb.drain(&c, b"f", LIM), Drained::Exact(_)));
+        assert!(wb.is_clean());
+    }
+
+    /// A lower write sent while a higher one is in flight may be applied first on another
+    /// connection; its reply then shows the smaller size. Such a drain must not claim to know.
+    #[test]
+    fn writes_in_flight_together_leave_the_attributes_unknown() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("f"), b"").expect("file");
+        let c = client(dir.path(), 2);
+        let mut wb = WriteBack::default();
+        wb.write(&c, b"f", 10_111, &[7; 5_498], LIM).expect("write");
+        // Not contiguous: the first piece is sent and this one is buffered behind it.
+        wb.write(&c, b"f", 1_310, &[9; 2_805], LIM).expect("write");
+        assert_eq!(wb.drain(&c, b"f", LIM), Drained::Unknown);
+        assert_eq!(
+            std::fs::metadata(dir.path().join("f")).expect("stat").len(),
+            15_609
+        );
+        // The flag is per drain: the next lone write is exact again.
+        wb.write(&c, b"f", 0, &[1; 10], LIM).expect("write");
+        assert!(matches!(wb.drain(&c, b"f", LIM), Drained::Exact(a) if a.size == 15_609));
     }
 }
