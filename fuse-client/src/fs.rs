@@ -180,6 +180,10 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         self.core.forget(ino.0, nlookup);
     }
 
+    fn destroy(&mut self) {
+        self.core.shutdown();
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.core.getattr(ino.0) {
             Ok(a) => reply.attr(&self.ttl(), &self.file_attr(ino.0, &a)),

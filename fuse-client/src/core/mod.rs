@@ -162,6 +162,11 @@ pub struct Core<T: Transport> {
     page_versions: Mutex<HashMap<u64, Version>>,
     next_fh: AtomicU64,
     hidden_seq: AtomicU64,
+    /// Hidden names of files renamed over while the kernel still knew them but had them not
+    /// open: a program that resolved the name just before the rename opens the old file, as
+    /// on a local disk, instead of failing with ESTALE. Removed when the kernel forgets the
+    /// inode (or the open that took it over closes).
+    kept: Mutex<HashMap<u64, Vec<u8>>>,
     /// Opens hold it shared, unlink and rename exclusively: a name is never removed between an
     /// open's check of the inode and the registration of its handle, so an open file always
     /// gets hidden, and an open that comes later sees ESTALE and the kernel looks again.
@@ -195,6 +200,7 @@ impl<T: Transport> Core<T> {
             page_versions: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             hidden_seq: AtomicU64::new(0),
+            kept: Mutex::new(HashMap::new()),
             names: RwLock::new(()),
             page_invalidator: OnceLock::new(),
             cfg,
@@ -250,6 +256,9 @@ impl<T: Transport> Core<T> {
     fn path_of(&self, ino: u64) -> FsResult<Vec<u8>> {
         if let Some(hidden) = self.open.lock().get(&ino).and_then(|s| s.hidden.clone()) {
             return Ok(hidden);
+        }
+        if let Some(hidden) = self.kept.lock().get(&ino) {
+            return Ok(hidden.clone());
         }
         self.inodes.path(ino).ok_or(FsError::Local(Code::Stale))
     }
@@ -404,6 +413,31 @@ impl<T: Transport> Core<T> {
 
     pub fn forget(&self, ino: u64, nlookup: u64) {
         self.inodes.forget(ino, nlookup);
+        if self.inodes.lookups(ino).unwrap_or(0) == 0 {
+            let gone = self.kept.lock().remove(&ino);
+            if let Some(hidden) = gone {
+                self.remove_hidden(ino, &hidden);
+            }
+        }
+    }
+
+    /// Removes the hidden names still kept, as the mount ends (the kernel sends no forgets
+    /// then).
+    pub fn shutdown(&self) {
+        let kept: Vec<_> = self.kept.lock().drain().collect();
+        for (ino, hidden) in kept {
+            self.remove_hidden(ino, &hidden);
+        }
+    }
+
+    fn remove_hidden(&self, ino: u64, hidden: &[u8]) {
+        self.cache.invalidate_file(ino);
+        if let Err(e) = self.client.unlink(hidden) {
+            tracing::warn!(
+                "cannot remove hidden file {}: {e}",
+                String::from_utf8_lossy(hidden)
+            );
+        }
     }
 
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
@@ -529,9 +563,11 @@ impl<T: Transport> Core<T> {
         let _names = self.names.write();
         if wire_flags & rename_flags::EXCHANGE == 0 {
             if let Some(victim) = self.inodes.child(new_parent, new_name) {
-                if self.is_open(victim) && !self.same_node(parent, name, victim) {
-                    // Keep the replaced file reachable for its open handles; a hard link
-                    // keeps the target name in place, so the rename stays atomic.
+                let known = self.is_open(victim) || self.is_file_kernel_knows(victim);
+                if known && !self.same_node(parent, name, victim) {
+                    // Keep the replaced file reachable for its open handles, and for an open
+                    // of it the kernel may be about to send; a hard link keeps the target
+                    // name in place, so the rename stays atomic.
                     self.hide(victim, &to, true)?;
                 }
             }
@@ -646,7 +682,8 @@ impl<T: Transport> Core<T> {
                     writes: Mutex::default(),
                     readahead: Mutex::new(ReadAhead::new(self.cfg.readahead_chunks as u64)),
                 }),
-                hidden: None,
+                // A kept name now lives as long as the handles do.
+                hidden: self.kept.lock().remove(&ino),
             })
             .handles += 1;
         self.files.lock().insert(fh, OpenFile { ino, writable });
@@ -655,6 +692,15 @@ impl<T: Transport> Core<T> {
 
     fn is_open(&self, ino: u64) -> bool {
         self.open.lock().contains_key(&ino)
+    }
+
+    /// A regular file the kernel holds a lookup of (it may open it without asking again).
+    fn is_file_kernel_knows(&self, ino: u64) -> bool {
+        self.inodes.lookups(ino).unwrap_or(0) > 0
+            && self
+                .inodes
+                .last_attr(ino)
+                .is_some_and(|a| a.kind == FileKind::File)
     }
 
     /// Gives an open file that is losing its name (`path`) a hidden one on the server, by
@@ -691,8 +737,12 @@ impl<T: Transport> Core<T> {
                 state.hidden = Some(hidden);
                 None
             }
-            // The last handle closed while the name was being hidden: nothing will release
-            // the hidden name, so it goes now.
+            None if self.is_file_kernel_knows(ino) => {
+                self.kept.lock().insert(ino, hidden);
+                None
+            }
+            // The last handle closed while the name was being hidden, and the kernel has
+            // forgotten the file: nothing will release the hidden name, so it goes now.
             None => Some(hidden),
         };
         if let Some(hidden) = orphan {
@@ -904,25 +954,37 @@ impl<T: Transport> Core<T> {
             return Err(Code::BadHandle.into());
         };
         let settled = self.settle(file.ino);
-        let hidden = {
-            let mut open = self.open.lock();
-            match open.get_mut(&file.ino) {
-                Some(state) if state.handles > 1 => {
-                    state.handles -= 1;
-                    None
+        let last_of_hidden = |open: &mut HashMap<u64, OpenState>| match open.get_mut(&file.ino) {
+            Some(state) if state.handles > 1 => {
+                state.handles -= 1;
+                Ok(None)
+            }
+            Some(state) if state.hidden.is_some() => Err(()),
+            Some(_) => {
+                open.remove(&file.ino);
+                Ok(None)
+            }
+            None => Ok(None),
+        };
+        // Bound first: a guard in the `match` head would be held through the arms.
+        let first = last_of_hidden(&mut self.open.lock());
+        let hidden = match first {
+            Ok(none) => none,
+            // The last handle of a file that lost its name: an `open` of the same inode (the
+            // kernel resolved the name before it went) may be between finding the hidden
+            // name and counting its handle. The names lock orders the two: either that open
+            // counts first and the file stays, or it finds no name and the kernel retries.
+            Err(()) => {
+                let _names = self.names.write();
+                let mut open = self.open.lock();
+                match last_of_hidden(&mut open) {
+                    Ok(none) => none,
+                    Err(()) => open.remove(&file.ino).and_then(|s| s.hidden),
                 }
-                Some(_) => open.remove(&file.ino).and_then(|s| s.hidden),
-                None => None,
             }
         };
         if let Some(hidden) = hidden {
-            self.cache.invalidate_file(file.ino);
-            if let Err(e) = self.client.unlink(&hidden) {
-                tracing::warn!(
-                    "cannot remove hidden file {}: {e}",
-                    String::from_utf8_lossy(&hidden)
-                );
-            }
+            self.remove_hidden(file.ino, &hidden);
         }
         settled
     }

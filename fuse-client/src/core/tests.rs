@@ -157,6 +157,62 @@ fn rename_over_open_file_keeps_old_content_for_its_handle() {
     assert_eq!(server_names(&f), ["./.shelf-hidden", "./doc"]);
 }
 
+/// A program that resolved the name just before an editor's save-by-rename opens the old
+/// file, as on a local disk: the kernel still holds the inode and opens it without asking
+/// again, and ESTALE (retried once by the kernel) would fail under a burst of saves.
+#[test]
+fn a_file_renamed_over_stays_openable_until_the_kernel_forgets_it() {
+    let f = fixture();
+    fs::write(f.dir.path().join("doc"), b"version one").expect("seed");
+    fs::write(f.dir.path().join("doc.tmp"), b"version two").expect("seed tmp");
+    let old = f.core.lookup(ROOT_INO, b"doc").expect("lookup");
+    f.core.lookup(ROOT_INO, b"doc.tmp").expect("lookup tmp");
+    f.core
+        .rename(ROOT_INO, b"doc.tmp", ROOT_INO, b"doc", 0)
+        .expect("rename over");
+    assert_eq!(
+        fs::read(f.dir.path().join("doc")).expect("new"),
+        b"version two"
+    );
+
+    let o = f
+        .core
+        .open(old.ino, libc::O_RDONLY)
+        .expect("open the replaced file");
+    assert_eq!(f.read_all(o.fh, 100), b"version one");
+    f.core.release(o.fh).expect("release");
+    assert_eq!(server_names(&f), ["./.shelf-hidden", "./doc"]);
+
+    // Not opened again: the kernel's forget removes the kept name.
+    fs::write(f.dir.path().join("doc.tmp"), b"version three").expect("seed tmp");
+    let second = f.core.lookup(ROOT_INO, b"doc").expect("lookup");
+    f.core.lookup(ROOT_INO, b"doc.tmp").expect("lookup tmp");
+    f.core
+        .rename(ROOT_INO, b"doc.tmp", ROOT_INO, b"doc", 0)
+        .expect("rename over");
+    assert_eq!(
+        server_names(&f).len(),
+        3,
+        "the replaced file is kept: {:?}",
+        server_names(&f)
+    );
+    // Two lookups of it (as doc.tmp, then as doc): kept until both are forgotten.
+    f.core.forget(second.ino, 1);
+    assert_eq!(server_names(&f).len(), 3);
+    f.core.forget(second.ino, 1);
+    assert_eq!(server_names(&f), ["./.shelf-hidden", "./doc"]);
+
+    // And at the end of the mount nothing kept is left.
+    fs::write(f.dir.path().join("doc.tmp"), b"version four").expect("seed tmp");
+    f.core.lookup(ROOT_INO, b"doc").expect("lookup");
+    f.core.lookup(ROOT_INO, b"doc.tmp").expect("lookup tmp");
+    f.core
+        .rename(ROOT_INO, b"doc.tmp", ROOT_INO, b"doc", 0)
+        .expect("rename over");
+    f.core.shutdown();
+    assert_eq!(server_names(&f), ["./.shelf-hidden", "./doc"]);
+}
+
 #[test]
 fn times_set_while_writes_are_buffered_survive_flush() {
     let f = fixture();
