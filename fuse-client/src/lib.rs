@@ -3,7 +3,8 @@
 //! Layout, from the kernel down (docs: STYLE.md section 4):
 //! - [`mount`]: `shelf mount` and `shelf umount`: options, detaching, signals.
 //! - [`fs`]: the thin `fuser::Filesystem` glue.
-//! - [`core`], [`inode`]: the filesystem core, generic over the remote.
+//! - [`core`], [`inode`], [`listing`]: the filesystem core, generic over the remote, its
+//!   inode table and its whole-directory listings.
 //! - [`cache`], [`readahead`]: the chunk cache and read-ahead policy.
 //! - [`remote`]: connections to the server (pipelined requests, a pool with reconnect, typed
 //!   calls) and an in-process loopback server for tests. The mount and the CLI both use it.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod core;
 pub mod fs;
 pub mod inode;
+pub mod listing;
 pub mod mount;
 pub mod readahead;
 pub mod remote;

@@ -37,6 +37,7 @@ use write::{Drained, WriteBack, WriteLimits};
 
 use crate::cache::{CacheStats, ChunkCache, ChunkKey};
 use crate::inode::InodeTable;
+use crate::listing::Listings;
 use crate::readahead::ReadAhead;
 use crate::remote::{Client, Transport};
 
@@ -153,6 +154,8 @@ struct OpenDir {
 pub struct Core<T: Transport> {
     client: Arc<Client<T>>,
     inodes: InodeTable,
+    /// Whole listings, to answer a lookup of a name that is not there without asking.
+    listings: Listings,
     cache: Arc<ChunkCache>,
     fetcher: Arc<Fetcher<T>>,
     open: Mutex<HashMap<u64, OpenState>>,
@@ -192,6 +195,7 @@ impl<T: Transport> Core<T> {
                 max_inflight: 8,
             },
             inodes: InodeTable::new(),
+            listings: Listings::new(cfg.attr_ttl),
             cache,
             fetcher,
             open: Mutex::new(HashMap::new()),
@@ -315,6 +319,16 @@ impl<T: Transport> Core<T> {
         self.inodes.set_attr(dir, &a);
     }
 
+    /// Records a change that adds `name` to `dir` in the listings, or, when it failed (maybe
+    /// after the server acted, as with a timeout), that `dir`'s names are no longer known.
+    fn adding<R, E>(&self, dir: u64, name: &[u8], result: Result<R, E>) -> Result<R, E> {
+        match &result {
+            Ok(_) => self.listings.added(dir, name),
+            Err(_) => self.listings.forget(dir),
+        }
+        result
+    }
+
     fn is_dir(&self, ino: Option<u64>) -> bool {
         ino.and_then(|i| self.inodes.last_attr(i))
             .is_some_and(|a| a.kind == FileKind::Dir)
@@ -407,6 +421,9 @@ impl<T: Transport> Core<T> {
         // would otherwise have us file the old file under it.
         let _names = self.names.read();
         let path = self.child_path(parent, name)?;
+        if self.listings.absent(parent, name) {
+            return Err(Code::NotFound.into());
+        }
         let attr = self.client.stat(&path)?;
         self.enter(parent, name, attr)
     }
@@ -488,7 +505,8 @@ impl<T: Transport> Core<T> {
         }
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
-        let attr = self.client.create(&path, mode & !umask & 0o7777, true)?;
+        let made = self.client.create(&path, mode & !umask & 0o7777, true);
+        let attr = self.adding(parent, name, made)?;
         self.dir_changed(parent, 0);
         self.enter(parent, name, attr)
     }
@@ -496,9 +514,12 @@ impl<T: Transport> Core<T> {
     pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, umask: u32) -> FsResult<Entry> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
-        let attr = self.client.mkdir(&path, mode & !umask & 0o7777)?;
+        let made = self.client.mkdir(&path, mode & !umask & 0o7777);
+        let attr = self.adding(parent, name, made)?;
         self.dir_changed(parent, 1);
-        self.enter(parent, name, attr)
+        let entry = self.enter(parent, name, attr)?;
+        self.listings.made(entry.ino);
+        Ok(entry)
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
@@ -513,6 +534,7 @@ impl<T: Transport> Core<T> {
             Some(ino) => self.hide(ino, &path, false)?,
             None => self.client.unlink(&path)?,
         }
+        self.listings.removed(parent, name);
         let gone = self.inodes.unlink(parent, name);
         self.dir_changed(parent, 0);
         self.changed(&[gone]);
@@ -523,7 +545,10 @@ impl<T: Transport> Core<T> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
         self.client.rmdir(&path)?;
-        self.inodes.unlink(parent, name);
+        self.listings.removed(parent, name);
+        if let Some(gone) = self.inodes.unlink(parent, name) {
+            self.listings.forget(gone);
+        }
         self.dir_changed(parent, -1);
         Ok(())
     }
@@ -531,7 +556,8 @@ impl<T: Transport> Core<T> {
     pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> FsResult<Entry> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
-        let attr = self.client.symlink(&path, target)?;
+        let made = self.client.symlink(&path, target);
+        let attr = self.adding(parent, name, made)?;
         self.dir_changed(parent, 0);
         self.enter(parent, name, attr)
     }
@@ -572,7 +598,15 @@ impl<T: Transport> Core<T> {
                 }
             }
         }
-        self.client.rename(&from, &to, wire_flags)?;
+        if let Err(e) = self.client.rename(&from, &to, wire_flags) {
+            self.listings.forget(parent);
+            self.listings.forget(new_parent);
+            return Err(e.into());
+        }
+        if wire_flags & rename_flags::EXCHANGE == 0 {
+            self.listings.removed(parent, name);
+        }
+        self.listings.added(new_parent, new_name);
         let victim = self.inodes.child(new_parent, new_name);
         let moved_dir = self.is_dir(self.inodes.child(parent, name));
         let victim_dir = self.is_dir(victim);
@@ -604,7 +638,8 @@ impl<T: Transport> Core<T> {
         self.settle(ino)?;
         let existing = self.path_of(ino)?;
         let new = self.child_path(new_parent, new_name)?;
-        let attr = self.client.link(&existing, &new)?;
+        let made = self.client.link(&existing, &new);
+        let attr = self.adding(new_parent, new_name, made)?;
         // The old name's attributes (nlink, ctime) changed too.
         self.inodes.set_attr(ino, &attr);
         self.dir_changed(new_parent, 0);
@@ -796,9 +831,8 @@ impl<T: Transport> Core<T> {
         let _names = self.names.read();
         let path = self.child_path(parent, name)?;
         let exclusive = flags & libc::O_EXCL != 0;
-        let mut attr = self
-            .client
-            .create(&path, mode & !umask & 0o7777, exclusive)?;
+        let made = self.client.create(&path, mode & !umask & 0o7777, exclusive);
+        let mut attr = self.adding(parent, name, made)?;
         if flags & libc::O_TRUNC != 0 && attr.size != 0 {
             attr = self.truncate_to_zero(&path)?;
         }
@@ -1005,6 +1039,8 @@ impl<T: Transport> Core<T> {
             let hidden_dir = ino == ROOT_INO && e.name == HIDDEN_DIR;
             !(hidden_dir || e.name.starts_with(HIDDEN_PREFIX))
         });
+        self.listings
+            .listed(ino, entries.iter().map(|e| e.name.as_slice()));
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs
             .lock()

@@ -668,3 +668,59 @@ fn directory_link_counts_follow_this_mounts_changes_without_asking() {
     assert_eq!(f.core.getattr(a.ino).expect("a").nlink, server_nlink("a"));
     assert_eq!(f.core.getattr(b.ino).expect("b").nlink, server_nlink("b"));
 }
+
+/// A directory listed or made within the TTL answers a lookup of a missing name itself (the
+/// kernel looks up every name it is about to create); changes of this mount keep it whole,
+/// and others' changes show once the TTL has passed.
+#[test]
+fn fresh_listings_answer_missing_names_without_asking() {
+    let ttl = Duration::from_millis(300);
+    let f = fixture_with(CoreConfig {
+        chunk_size: CHUNK,
+        cache_bytes: 64 * CHUNK as u64,
+        attr_ttl: ttl,
+        ..CoreConfig::default()
+    });
+    let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0o022).expect("mkdir");
+    // Behind the mount's back: within the TTL, the mount's empty listing answers.
+    fs::write(f.dir.path().join("d/theirs"), b"x").expect("write on the server");
+    assert_eq!(errno_of(f.core.lookup(d.ino, b"theirs")), Code::NotFound);
+
+    // This mount's own additions are found at once.
+    let (e, o) = f
+        .core
+        .create(d.ino, b"mine", 0o100644, 0o022, libc::O_RDWR)
+        .expect("create");
+    f.core.release(o.fh).expect("release");
+    assert_eq!(f.core.lookup(d.ino, b"mine").expect("lookup").ino, e.ino);
+    f.core.symlink(d.ino, b"sym", b"mine").expect("symlink");
+    f.core.lookup(d.ino, b"sym").expect("lookup symlink");
+    f.core.link(e.ino, d.ino, b"hard").expect("link");
+    f.core.lookup(d.ino, b"hard").expect("lookup link");
+    f.core.mkdir(d.ino, b"sub", 0o755, 0o022).expect("mkdir");
+    f.core.lookup(d.ino, b"sub").expect("lookup sub");
+    f.core
+        .rename(d.ino, b"mine", d.ino, b"moved", 0)
+        .expect("rename");
+    f.core.lookup(d.ino, b"moved").expect("lookup the new name");
+    assert_eq!(errno_of(f.core.lookup(d.ino, b"mine")), Code::NotFound);
+
+    // A failed change whose outcome the listing cannot know makes it ask again.
+    let clash = f.core.create(
+        d.ino,
+        b"theirs",
+        0o100644,
+        0o022,
+        libc::O_RDWR | libc::O_EXCL,
+    );
+    assert_eq!(errno_of(clash), Code::Exists);
+    f.core.lookup(d.ino, b"theirs").expect("asked the server");
+
+    // A listing is complete too; after the TTL the server is asked again.
+    let fh = f.core.opendir(d.ino).expect("opendir");
+    f.core.releasedir(fh);
+    fs::write(f.dir.path().join("d/later"), b"x").expect("write on the server");
+    assert_eq!(errno_of(f.core.lookup(d.ino, b"later")), Code::NotFound);
+    std::thread::sleep(ttl);
+    f.core.lookup(d.ino, b"later").expect("found after the TTL");
+}
