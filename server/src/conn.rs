@@ -284,6 +284,10 @@ fn request_loop<R: Read, S: Stream>(
             if frame.msg.is_change() {
                 in_flight.wait_idle();
                 conn.answer(frame);
+            } else if is_quick_look(&frame.msg) && !in_flight.busy() {
+                // Nothing to overlap with: answering here saves waking a worker, which on
+                // a small VM costs about as much as the stat itself.
+                conn.answer(frame);
             } else {
                 in_flight.start();
                 if let Err(mpsc::SendError(frame)) = tx.send(frame) {
@@ -296,6 +300,16 @@ fn request_loop<R: Read, S: Stream>(
         drop(tx);
         result
     })
+}
+
+/// Looks that touch only metadata: answered on the reading thread when nothing else is in
+/// flight. Reads and listings, which may wait for the disk, always go to a worker, so that
+/// a stat sent behind them is not held up.
+fn is_quick_look(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::Ping | Request::Stat { .. } | Request::Readlink { .. } | Request::Statfs
+    )
 }
 
 /// Turns a read failure into the end of the connection, replying first when the frame was
