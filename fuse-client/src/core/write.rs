@@ -37,7 +37,13 @@ pub struct WriteBack {
     /// connections), so the last reply need not describe the file as it ends up: a later,
     /// lower write can answer with the size it saw before a higher one landed.
     overlapped: bool,
+    /// Buffers of acknowledged writes, for the next ones: a fresh megabyte would be mapped
+    /// and faulted in page by page (the mount gives large allocations back at once).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Spare buffers kept per open file.
+const SPARES: usize = 2;
 
 /// What `drain` knows about the file once every write has answered.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,7 +115,11 @@ impl WriteBack {
         if self.buf.is_empty() {
             self.buf_offset = offset;
             // The buffer is handed to its request whole; start the next at its full size.
-            self.buf.reserve(lim.send_at.max(data.len()));
+            let want = lim.send_at.max(data.len());
+            if let Some(spare) = self.spare.pop() {
+                self.buf = spare;
+            }
+            self.buf.reserve(want);
         }
         self.buf.extend_from_slice(data);
         if self.buf.len() >= lim.send_at {
@@ -156,8 +166,16 @@ impl WriteBack {
 
     fn wait_oldest<T: Transport>(&mut self, client: &Client<T>) {
         if let Some(w) = self.inflight.pop_front() {
-            let req = w.req;
-            match client.settle(w.started, || req) {
+            let InFlight { req, started, .. } = w;
+            // A resend (the connection was lost) is rare; it gets a copy.
+            let reply = client.settle(started, || req.clone());
+            if let Request::Write { mut data, .. } = req {
+                if self.spare.len() < SPARES {
+                    data.clear();
+                    self.spare.push(data);
+                }
+            }
+            match reply {
                 Ok(Reply::Attr(a)) => self.last_attr = Some(a),
                 Ok(Reply::Error { code, message }) => {
                     self.record(RemoteError::Server { code, message })

@@ -299,10 +299,9 @@ impl Connection {
                 let err = RemoteError::Protocol(format!("{} request: {e}", req.name()));
                 (err, false)
             })?;
+        // The scratch buffer keeps its size (at most one frame, max_payload): freeing it
+        // after each large write would map and fault in a fresh one for the next.
         let sent = stream.write_all(scratch);
-        if scratch.capacity() > 1 << 20 {
-            *scratch = Vec::new();
-        }
         if let Err(e) = sent {
             drop(writer);
             let why = format!("sending a request failed: {}", io_text(&e));
