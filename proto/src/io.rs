@@ -61,10 +61,8 @@ impl<R: Read> FrameReader<R> {
                 error,
             }
         })?;
-        if self.payload.capacity() > 1 << 20 {
-            // Keep an idle connection's memory small after one large frame.
-            self.payload = Vec::new();
-        }
+        // The buffer keeps its size (at most one frame, `max_payload`): a stream of large
+        // frames would otherwise allocate, fault in and free a fresh one for each.
         Ok(Some(Frame { id: h.id, msg }))
     }
 }
@@ -117,11 +115,8 @@ pub fn write_frame<W: Write, M: Message>(
     frame
         .encode(scratch, max_payload)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    w.write_all(scratch)?;
-    if scratch.capacity() > 1 << 20 {
-        *scratch = Vec::new();
-    }
-    Ok(())
+    // `scratch` keeps its size, as the reader's buffer does.
+    w.write_all(scratch)
 }
 
 #[cfg(test)]
