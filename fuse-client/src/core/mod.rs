@@ -99,6 +99,9 @@ pub struct Entry {
 pub struct Opened {
     pub fh: u64,
     pub keep_cache: bool,
+    /// Opened for writing: only then does its `close()` need a `flush` (write-behind to
+    /// drain and its errors to report); the kernel skips it for the others.
+    pub writable: bool,
 }
 
 /// The attribute changes of a `setattr`.
@@ -722,7 +725,11 @@ impl<T: Transport> Core<T> {
             })
             .handles += 1;
         self.files.lock().insert(fh, OpenFile { ino, writable });
-        Opened { fh, keep_cache }
+        Opened {
+            fh,
+            keep_cache,
+            writable,
+        }
     }
 
     fn is_open(&self, ino: u64) -> bool {
@@ -972,8 +979,15 @@ impl<T: Transport> Core<T> {
     }
 
     /// Called on every `close()` of a descriptor: the written bytes reach the server here.
+    /// The `close()` of a handle: its writes reach the server and their failure, if any, is
+    /// reported here. A read-only handle has nothing to report, and must not take the
+    /// failure a writing handle of the same file is to report (the kernel does not even ask,
+    /// `FOPEN_NOFLUSH`, unless it caches writes itself).
     pub fn flush(&self, fh: u64) -> FsResult<()> {
-        let (ino, _) = self.handle(fh)?;
+        let (ino, writable) = self.handle(fh)?;
+        if !writable {
+            return Ok(());
+        }
         self.settle_reporting(ino)
     }
 

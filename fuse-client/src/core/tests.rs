@@ -557,6 +557,8 @@ fn a_failed_write_behind_is_reported_by_flush_not_by_others() {
     let f = fixture();
     let (e, o) = f.create("w");
     let (_, other) = f.create("other");
+    let reader = f.core.open(e.ino, libc::O_RDONLY).expect("open to read");
+    assert!(!reader.writable && o.writable);
     f.core.write(o.fh, 0, b"doomed").expect("buffered");
     // The file goes away on the server: the buffered write cannot land.
     fs::remove_file(f.dir.path().join("w")).expect("rm on server");
@@ -570,6 +572,10 @@ fn a_failed_write_behind_is_reported_by_flush_not_by_others() {
     f.core
         .flush(other.fh)
         .expect("another file's flush does not fail for it");
+    f.core
+        .flush(reader.fh)
+        .expect("a read-only handle of the same file neither fails for it nor takes it");
+    f.core.release(reader.fh).ok();
     assert!(
         f.core.flush(o.fh).is_err(),
         "the file's own flush reports the failure"
