@@ -163,10 +163,99 @@ impl<M: Message> Frame<M> {
     }
 }
 
+impl Frame<crate::msg::Reply> {
+    /// Like [`Frame::encode`], but leaves out the data of a `Reply::Data` (its last field,
+    /// the only one that can be large) and returns it: the frame on the wire is what was
+    /// appended to `out` followed by the returned bytes. Other replies are encoded whole and
+    /// return nothing.
+    pub fn encode_split<'a>(
+        &'a self,
+        out: &mut Vec<u8>,
+        max_payload: u32,
+    ) -> Result<&'a [u8], EncodeError> {
+        let crate::msg::Reply::Data { attr, data } = &self.msg else {
+            self.encode(out, max_payload)?;
+            return Ok(&[]);
+        };
+        let start = out.len();
+        let head = Frame::new(
+            self.id,
+            crate::msg::Reply::Data {
+                attr: *attr,
+                data: Vec::new(),
+            },
+        );
+        head.encode(out, max_payload)?;
+        let len = out.len() - start - HEADER_LEN + data.len();
+        let max = max_payload.min(HARD_MAX_PAYLOAD);
+        let (Ok(len32), Ok(data_len)) = (u32::try_from(len), u32::try_from(data.len())) else {
+            out.truncate(start);
+            return Err(EncodeError { len, max });
+        };
+        if len32 > max {
+            out.truncate(start);
+            return Err(EncodeError { len, max });
+        }
+        out[start + 12..start + 16].copy_from_slice(&len32.to_be_bytes());
+        let at = out.len() - 4;
+        out[at..].copy_from_slice(&data_len.to_be_bytes());
+        Ok(data)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::msg::{Reply, Request};
+
+    #[test]
+    fn a_split_reply_is_the_whole_frame() {
+        use crate::msg::{Attr, FileKind, Timestamp};
+        let attr = Attr {
+            ino: 7,
+            kind: FileKind::File,
+            perm: 0o644,
+            nlink: 1,
+            size: 5,
+            blocks: 8,
+            blksize: 4096,
+            atime: Timestamp::new(1, 2),
+            mtime: Timestamp::new(3, 4),
+            ctime: Timestamp::new(5, 6),
+            btime: Timestamp::new(7, 8),
+        };
+        let replies = [
+            Reply::Data {
+                attr,
+                data: b"hello".to_vec(),
+            },
+            Reply::Data {
+                attr,
+                data: Vec::new(),
+            },
+            Reply::Attr(attr),
+            Reply::Pong,
+        ];
+        for reply in replies {
+            let frame = Frame::new(9, reply);
+            let whole = frame.to_bytes(DEFAULT_MAX_PAYLOAD).expect("encodes");
+            let mut head = vec![0xee];
+            let tail = frame
+                .encode_split(&mut head, DEFAULT_MAX_PAYLOAD)
+                .expect("encodes");
+            assert_eq!([&head[1..], tail].concat(), whole, "{:?}", frame.msg);
+        }
+        let big = Frame::new(
+            1,
+            Reply::Data {
+                attr,
+                data: vec![0; 100],
+            },
+        );
+        let mut out = vec![1, 2];
+        assert!(big.encode_split(&mut out, 64).is_err());
+        assert_eq!(out, [1, 2], "nothing is left behind on failure");
+    }
 
     #[test]
     fn ping_frame_bytes() {

@@ -104,6 +104,35 @@ fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<bool, ReadError> {
     Ok(true)
 }
 
+/// Writes `head` then `tail` as one frame: one `writev` when the stream takes it all, so a
+/// read's data goes from its own buffer (see `Frame::encode_split`) without a copy.
+pub fn write_parts<W: Write>(w: &mut W, head: &[u8], tail: &[u8]) -> io::Result<()> {
+    let mut parts = [head, tail];
+    let mut first = 0;
+    while first < parts.len() {
+        let slices = [
+            io::IoSlice::new(parts[first]),
+            io::IoSlice::new(if first == 0 { parts[1] } else { &[] }),
+        ];
+        let mut n = match w.write_vectored(&slices) {
+            Ok(0) if parts[first..].iter().any(|p| !p.is_empty()) => {
+                return Err(io::ErrorKind::WriteZero.into())
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        while first < parts.len() && n >= parts[first].len() {
+            n -= parts[first].len();
+            first += 1;
+        }
+        if first < parts.len() {
+            parts[first] = &parts[first][n..];
+        }
+    }
+    Ok(())
+}
+
 /// Encodes `frame` and writes it with one `write_all`, so a frame is one send on the socket.
 pub fn write_frame<W: Write, M: Message>(
     w: &mut W,
@@ -124,6 +153,32 @@ mod tests {
     use super::*;
     use crate::frame::DEFAULT_MAX_PAYLOAD;
     use crate::msg::Request;
+
+    /// A writer that takes at most 3 bytes per call, as a full socket buffer may.
+    struct Trickle(Vec<u8>);
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let n = buf.len().min(3);
+            self.0.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_parts_writes_both_whole_through_short_writes() {
+        for (head, tail) in [
+            (&b"head"[..], &b"and the tail"[..]),
+            (b"x", b""),
+            (b"", b"yz"),
+        ] {
+            let mut w = Trickle(Vec::new());
+            write_parts(&mut w, head, tail).expect("written");
+            assert_eq!(w.0, [head, tail].concat());
+        }
+    }
 
     #[test]
     fn reads_frames_then_clean_eof() {

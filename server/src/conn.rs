@@ -30,8 +30,8 @@ use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shelf_proto::{
-    features, Code, DecodeError, Frame, FrameReader, Hello, HelloReply, ReadError, Reply, Request,
-    DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
+    features, write_parts, Code, DecodeError, Frame, FrameReader, Hello, HelloReply, ReadError,
+    Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
 };
 use subtle::ConstantTimeEq;
 
@@ -453,19 +453,26 @@ impl<S: Stream> Conn<'_, S> {
     /// encode (larger than the agreed payload) becomes an EIO reply instead.
     fn send(&self, id: u32, reply: Reply) {
         let max = self.max_payload.load(Ordering::Relaxed);
-        let bytes = match Frame::new(id, reply).to_bytes(max) {
-            Ok(b) => b,
+        let frame = Frame::new(id, reply);
+        // Encoded outside the writer's lock. The head is small: a read's data is written from
+        // its own buffer, not copied into the frame.
+        let mut head = Vec::with_capacity(256);
+        let tail = match frame.encode_split(&mut head, max) {
+            Ok(tail) => tail,
             Err(e) => {
                 tracing::error!(id, "reply does not fit: {e}");
-                let fallback = Reply::error(Code::Io, format!("reply too large: {e}"));
-                match Frame::new(id, fallback).to_bytes(max) {
-                    Ok(b) => b,
-                    Err(_) => return,
+                head.clear();
+                let fallback =
+                    Frame::new(id, Reply::error(Code::Io, format!("reply too large: {e}")));
+                if fallback.encode(&mut head, max).is_err() {
+                    return;
                 }
+                &[]
             }
         };
         let mut w = lock(&self.writer);
-        if let Err(e) = w.write_all(&bytes).and_then(|()| w.flush()) {
+        let sent = write_parts(&mut *w, &head, tail);
+        if let Err(e) = sent.and_then(|()| w.flush()) {
             if !self.broken.swap(true, Ordering::Relaxed) {
                 tracing::debug!("cannot write reply: {e}");
             }
