@@ -137,21 +137,28 @@ fn unlinked_open_file_stays_readable_and_hidden_then_goes() {
     f.core.forget(e.ino, 1);
 }
 
+impl Fixture {
+    /// An editor's save: `doc.tmp` (written on the server) is renamed over `doc`, both
+    /// looked up first as the kernel does. Returns the inode `doc` had.
+    fn save_by_rename(&self, content: &[u8]) -> u64 {
+        fs::write(self.dir.path().join("doc.tmp"), content).expect("seed tmp");
+        let old = self.core.lookup(ROOT_INO, b"doc").expect("lookup");
+        self.core.lookup(ROOT_INO, b"doc.tmp").expect("lookup tmp");
+        self.core
+            .rename(ROOT_INO, b"doc.tmp", ROOT_INO, b"doc", 0)
+            .expect("rename over");
+        assert_eq!(fs::read(self.dir.path().join("doc")).expect("new"), content);
+        old.ino
+    }
+}
+
 #[test]
 fn rename_over_open_file_keeps_old_content_for_its_handle() {
     let f = fixture();
     fs::write(f.dir.path().join("doc"), b"version one").expect("seed");
-    fs::write(f.dir.path().join("doc.tmp"), b"version two").expect("seed tmp");
     let e = f.core.lookup(ROOT_INO, b"doc").expect("lookup");
-    f.core.lookup(ROOT_INO, b"doc.tmp").expect("lookup tmp");
     let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
-    f.core
-        .rename(ROOT_INO, b"doc.tmp", ROOT_INO, b"doc", 0)
-        .expect("rename over");
-    assert_eq!(
-        fs::read(f.dir.path().join("doc")).expect("new"),
-        b"version two"
-    );
+    f.save_by_rename(b"version two");
     assert_eq!(f.read_all(o.fh, 100), b"version one");
     f.core.release(o.fh).expect("release");
     assert_eq!(server_names(&f), ["./.shelf-hidden", "./doc"]);
@@ -164,51 +171,26 @@ fn rename_over_open_file_keeps_old_content_for_its_handle() {
 fn a_file_renamed_over_stays_openable_until_the_kernel_forgets_it() {
     let f = fixture();
     fs::write(f.dir.path().join("doc"), b"version one").expect("seed");
-    fs::write(f.dir.path().join("doc.tmp"), b"version two").expect("seed tmp");
-    let old = f.core.lookup(ROOT_INO, b"doc").expect("lookup");
-    f.core.lookup(ROOT_INO, b"doc.tmp").expect("lookup tmp");
-    f.core
-        .rename(ROOT_INO, b"doc.tmp", ROOT_INO, b"doc", 0)
-        .expect("rename over");
-    assert_eq!(
-        fs::read(f.dir.path().join("doc")).expect("new"),
-        b"version two"
-    );
-
+    let old = f.save_by_rename(b"version two");
     let o = f
         .core
-        .open(old.ino, libc::O_RDONLY)
+        .open(old, libc::O_RDONLY)
         .expect("open the replaced file");
     assert_eq!(f.read_all(o.fh, 100), b"version one");
     f.core.release(o.fh).expect("release");
     assert_eq!(server_names(&f), ["./.shelf-hidden", "./doc"]);
 
-    // Not opened again: the kernel's forget removes the kept name.
-    fs::write(f.dir.path().join("doc.tmp"), b"version three").expect("seed tmp");
-    let second = f.core.lookup(ROOT_INO, b"doc").expect("lookup");
-    f.core.lookup(ROOT_INO, b"doc.tmp").expect("lookup tmp");
-    f.core
-        .rename(ROOT_INO, b"doc.tmp", ROOT_INO, b"doc", 0)
-        .expect("rename over");
-    assert_eq!(
-        server_names(&f).len(),
-        3,
-        "the replaced file is kept: {:?}",
-        server_names(&f)
-    );
-    // Two lookups of it (as doc.tmp, then as doc): kept until both are forgotten.
-    f.core.forget(second.ino, 1);
+    // Not opened again: the kernel's forget removes the kept name. It was looked up twice
+    // (as doc.tmp, then as doc): kept until both are forgotten.
+    let second = f.save_by_rename(b"version three");
+    assert_eq!(server_names(&f).len(), 3, "kept: {:?}", server_names(&f));
+    f.core.forget(second, 1);
     assert_eq!(server_names(&f).len(), 3);
-    f.core.forget(second.ino, 1);
+    f.core.forget(second, 1);
     assert_eq!(server_names(&f), ["./.shelf-hidden", "./doc"]);
 
     // And at the end of the mount nothing kept is left.
-    fs::write(f.dir.path().join("doc.tmp"), b"version four").expect("seed tmp");
-    f.core.lookup(ROOT_INO, b"doc").expect("lookup");
-    f.core.lookup(ROOT_INO, b"doc.tmp").expect("lookup tmp");
-    f.core
-        .rename(ROOT_INO, b"doc.tmp", ROOT_INO, b"doc", 0)
-        .expect("rename over");
+    f.save_by_rename(b"version four");
     f.core.shutdown();
     assert_eq!(server_names(&f), ["./.shelf-hidden", "./doc"]);
 }
