@@ -37,8 +37,8 @@ pub struct WriteBack {
     /// connections), so the last reply need not describe the file as it ends up: a later,
     /// lower write can answer with the size it saw before a higher one landed.
     overlapped: bool,
-    /// Buffers of acknowledged writes, for the next ones: a fresh megabyte would be mapped
-    /// and faulted in page by page (the mount gives large allocations back at once).
+    /// Buffers of acknowledged writes, for the next ones: a megabyte whose pages are
+    /// already resident, instead of one the allocator may have to fault in again.
     spare: Vec<Vec<u8>>,
 }
 

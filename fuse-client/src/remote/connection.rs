@@ -300,7 +300,7 @@ impl Connection {
                 (err, false)
             })?;
         // The scratch buffer keeps its size (at most one frame, max_payload): freeing it
-        // after each large write would map and fault in a fresh one for the next.
+        // after each large write could have the next one faulted in afresh.
         let sent = stream.write_all(scratch);
         if let Err(e) = sent {
             drop(writer);
