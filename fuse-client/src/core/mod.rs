@@ -10,13 +10,17 @@
 //! 2. POSIX lets a program keep using a file after it is unlinked or renamed over. Like NFS,
 //!    an open file that loses its name is first renamed (or linked) to a hidden name in the
 //!    root's `.shelf-hidden` directory (left out of listings) and removed when its last handle
-//!    closes; its old directory can still be removed or renamed meanwhile.
+//!    closes; its old directory can still be removed or renamed meanwhile. A file renamed over
+//!    while the kernel still knows it is kept the same way until the kernel forgets it, so an
+//!    open that resolved the name just before the rename opens the old file, not ESTALE.
 //! 3. Written bytes must reach the server by `close()` and never silently vanish: see
 //!    `write.rs`. Anything that looks at a file's size or bytes settles its writes first.
 //! 4. Caches must never mix versions: chunks are keyed by version (`fetch.rs`); a read that
 //!    meets a new version starts over, and a file replaced by another inode is `ESTALE`.
 //! 5. The kernel keeps its page cache across opens only while the version it cached is the
 //!    version on the server (`Opened::keep_cache`, close-to-open consistency as in NFS).
+//! 6. A lookup of a name that is not there costs a round trip unless a fresh listing of the
+//!    directory says so (`listing.rs`); every change that adds a name records it there.
 
 mod error;
 mod fetch;
