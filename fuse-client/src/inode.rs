@@ -216,12 +216,16 @@ impl InodeTable {
 
     /// Subtracts `n` kernel lookups (saturating) and drops the node once nothing holds it.
     /// Unknown inodes are ignored; the root is never dropped.
-    pub fn forget(&self, ino: u64, n: u64) {
+    /// Returns the lookups the kernel still holds (0 for an unknown inode).
+    pub fn forget(&self, ino: u64, n: u64) -> u64 {
         let mut inner = self.inner.write();
-        if let Some(node) = inner.nodes.get_mut(&ino) {
-            node.lookups = node.lookups.saturating_sub(n);
-            inner.collect(&[ino]);
-        }
+        let Some(node) = inner.nodes.get_mut(&ino) else {
+            return 0;
+        };
+        node.lookups = node.lookups.saturating_sub(n);
+        let left = node.lookups;
+        inner.collect(&[ino]);
+        left
     }
 
     /// Records a successful rename on the server: the name `old_name` (if known) moves to

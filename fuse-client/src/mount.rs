@@ -257,19 +257,11 @@ fn serve(plan: &MountPlan, mut ready: Ready) -> anyhow::Result<()> {
 /// Connects the pool and mounts; the kernel's INIT is answered when this returns.
 fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
     let signals = block_signals()?;
-    // Chunks, frames and FUSE buffers are hundreds of KiB to a few MiB. Left to itself glibc
-    // serves them with mmap at first, then, its threshold grown, from one arena per thread
-    // that each keep what was freed: the process held far more than the cache's budget. A
-    // low fixed threshold bounded that but mapped and faulted in every 1 MiB chunk afresh
-    // (cold 1 GiB read: 4.2-5.4 s of the mount's CPU). Instead: everything from the heap, two
-    // arenas, trimmed past 32 MiB free. Same run: cold read 3.6-5.0 s -> 1.9-2.1 s, CPU ->
-    // 1.6-2.0 s, peak memory 273 -> 285 MiB (10 GiB stream: 296 MiB) with a 256 MiB cache.
-    // SAFETY: mallopt only sets allocator parameters; it is called before other threads exist.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
+    // Chunks, frames and FUSE buffers are hundreds of KiB to a few MiB. A fixed low mmap
+    // threshold (it bounded memory) mapped and faulted in every chunk afresh; from the heap,
+    // same run: cold 1 GiB read 3.6-5.0 s -> 1.9-2.1 s, mount CPU 4.2-5.4 s -> 1.6-2.0 s, peak
+    // memory 273 -> 285 MiB (10 GiB stream: 296 MiB) with a 256 MiB cache.
+    shelf_server::keep_large_buffers_in_heap();
     let opts = ConnectOptions {
         addr: plan.addr.clone(),
         token: plan.token.clone(),

@@ -183,6 +183,22 @@ pub struct Hello {
     pub agent: String,
 }
 
+impl Hello {
+    /// This protocol version only, no token, the default limits, no features: what a client
+    /// sends unless it says otherwise (`Hello { token, ..Hello::new(agent) }`).
+    pub fn new(agent: impl Into<String>) -> Hello {
+        Hello {
+            min_version: PROTOCOL_VERSION,
+            max_version: PROTOCOL_VERSION,
+            token: Vec::new(),
+            max_payload: crate::frame::DEFAULT_MAX_PAYLOAD,
+            max_io: crate::frame::DEFAULT_MAX_IO,
+            features: 0,
+            agent: agent.into(),
+        }
+    }
+}
+
 /// The server's answer to `Hello`: the chosen version and the server's own limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HelloReply {

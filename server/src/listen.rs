@@ -417,17 +417,9 @@ fn child(
 }
 
 fn child_setup(stream: &TcpStream) -> io::Result<()> {
-    // Every Read reply and Write request carries a buffer of up to max_io (4 MiB). glibc
-    // would give each back to the system when freed (mmap, or trimming the heap's top) and
-    // fault fresh zeroed pages in for the next: a quarter of a put's server time went there.
-    // Keep them in the heap for reuse, and the arenas few, so a child holds at most a few
-    // such buffers beyond what is in flight.
-    // SAFETY: mallopt only sets allocator parameters; the child has one thread here.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
+    // A put's writes and a get's reads each carry a buffer of up to max_io: a quarter of a
+    // put's server time went to faulting fresh ones in.
+    crate::sys::keep_large_buffers_in_heap();
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     // A client that stops reading its replies must not pin this child forever: a reply that

@@ -314,3 +314,17 @@ pub fn random_bytes<const N: usize>() -> io::Result<[u8; N]> {
 pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
+
+/// Serves the large I/O buffers (frames, chunks: up to a few MiB) from the heap, in at most two
+/// arenas, trimmed past 32 MiB free. glibc's defaults give such a buffer back when it is freed
+/// (mmap, or trimming the heap top) and fault in fresh zeroed pages for the next; past its
+/// growing threshold, one arena per thread keeps what was freed. Call it early, in the server's
+/// connection process and in the mount.
+pub fn keep_large_buffers_in_heap() {
+    // SAFETY: mallopt only sets allocator parameters and takes glibc's own locks.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}

@@ -8,8 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use shelf_proto::{
-    write_frame, Code, Frame, FrameReader, Hello, ReadError, Reply, Request, DEFAULT_MAX_IO,
-    DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
+    write_frame, Code, Frame, FrameReader, Hello, ReadError, Reply, Request, HARD_MAX_PAYLOAD,
 };
 
 /// The server process; killed and reaped when dropped, even while a test unwinds.
@@ -157,18 +156,7 @@ impl Client {
     }
 
     fn hello(&mut self) -> Reply {
-        self.send(
-            1,
-            Request::Hello(Hello {
-                min_version: PROTOCOL_VERSION,
-                max_version: PROTOCOL_VERSION,
-                token: Vec::new(),
-                max_payload: DEFAULT_MAX_PAYLOAD,
-                max_io: DEFAULT_MAX_IO,
-                features: 0,
-                agent: "listen-test".to_owned(),
-            }),
-        );
+        self.send(1, Request::Hello(Hello::new("listen-test")));
         self.recv().msg
     }
 
@@ -335,13 +323,8 @@ fn shelfd_requires_the_token_from_its_file() {
     c.send(
         1,
         Request::Hello(Hello {
-            min_version: 1,
-            max_version: 1,
             token: b"s3cret".to_vec(),
-            max_payload: DEFAULT_MAX_PAYLOAD,
-            max_io: DEFAULT_MAX_IO,
-            features: 0,
-            agent: "t".to_owned(),
+            ..Hello::new("t")
         }),
     );
     assert!(matches!(c.recv().msg, Reply::Hello(_)));

@@ -1087,27 +1087,48 @@ pub fn make_tree(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The children of `ppid` with their state letter from `/proc/PID/stat` (`Z`: a zombie).
+/// One process as `/proc/PID/stat` shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcStat {
+    pub pid: u32,
+    /// `R`, `S`, ... and `Z` for a zombie.
+    pub state: char,
+    pub ppid: u32,
+    pub pgid: u32,
+}
+
+/// Every process now in `/proc`.
+pub fn processes() -> Vec<ProcStat> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| proc_stat(e.file_name().to_str()?.parse().ok()?))
+        .collect()
+}
+
+/// "pid (comm) S ppid pgrp ...": comm may hold spaces and parentheses; split after the last ')'.
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    let pgid = fields.next()?.parse().ok()?;
+    Some(ProcStat {
+        pid,
+        state,
+        ppid,
+        pgid,
+    })
+}
+
+/// The children of `ppid` with their state letter (`Z`: a zombie).
 pub fn children_of(ppid: u32) -> Vec<(u32, char)> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) S ppid ...": comm may hold spaces and parentheses; split after the last ')'.
-        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
-            continue;
-        };
-        let mut fields = rest.split_whitespace();
-        let state = fields.next().and_then(|s| s.chars().next()).unwrap_or('?');
-        if fields.next().and_then(|p| p.parse::<u32>().ok()) == Some(ppid) {
-            out.push((pid, state));
-        }
-    }
-    out
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == ppid)
+        .map(|p| (p.pid, p.state))
+        .collect()
 }
 
 /// Every shelf temporary or hidden file left in a library: names starting `.shelf-` anywhere

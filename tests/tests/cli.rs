@@ -26,12 +26,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use shelf_proto::{
-    write_frame, Frame, FrameReader, Hello, Reply, Request, SetAttrs, DEFAULT_MAX_IO,
-    DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION,
+    write_frame, Frame, FrameReader, Hello, Reply, Request, SetAttrs, DEFAULT_MAX_PAYLOAD,
 };
 use shelf_tests::{
-    assert_bytes_eq, library, poll, ramp, random_bytes, read, shelf, signal, tool, wait_timeout,
-    write, Output, Rng, Server,
+    assert_bytes_eq, children_of, library, poll, ramp, random_bytes, read, shelf, signal, tool,
+    wait_timeout, write, Output, Rng, Server,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -281,15 +280,7 @@ impl Raw {
             next_id: 1,
             scratch: Vec::new(),
         };
-        let hello = Request::Hello(Hello {
-            min_version: PROTOCOL_VERSION,
-            max_version: PROTOCOL_VERSION,
-            token: Vec::new(),
-            max_payload: DEFAULT_MAX_PAYLOAD,
-            max_io: DEFAULT_MAX_IO,
-            features: 0,
-            agent: "shelf-e2e-raw".into(),
-        });
+        let hello = Request::Hello(Hello::new("shelf-e2e-raw"));
         match raw.call(hello) {
             Reply::Hello(_) => raw,
             other => panic!("handshake refused: {other:?}"),
@@ -782,7 +773,7 @@ fn garbage_and_oversized_frames_leave_the_server_serving_without_zombies() {
     out.assert_ok();
     assert!(out.stdout_str().ends_with(" still-here\n"), "{out}");
 
-    let pid = server.pid().expect("server runs") as i32;
+    let pid = server.pid().expect("server runs");
     // The check below sees connection processes at all: one held open shows up.
     let held = Raw::connect(&a);
     let seen = poll(Duration::from_secs(5), || {
@@ -812,46 +803,6 @@ fn garbage_and_oversized_frames_leave_the_server_serving_without_zombies() {
     );
     // The parent itself is still there and serving.
     shelf().args(["ls", &a]).run().assert_ok();
-}
-
-/// Processes whose parent is `pid`, with their state letter, from `/proc` (both the task
-/// `children` files and a scan of every process's ppid, so zombies are never missed).
-fn children_of(pid: i32) -> Vec<(i32, char)> {
-    let mut pids = Vec::new();
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
-                pids.extend(
-                    text.split_whitespace()
-                        .filter_map(|p| p.parse::<i32>().ok()),
-                );
-            }
-        }
-    }
-    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if proc_stat(p).is_some_and(|(_, ppid)| ppid == pid) {
-            pids.push(p);
-        }
-    }
-    pids.sort_unstable();
-    pids.dedup();
-    pids.into_iter()
-        .filter_map(|p| proc_stat(p).map(|(state, _)| (p, state)))
-        .collect()
-}
-
-/// State letter and parent pid from `/proc/PID/stat` (fields 3 and 4; the name in field 2 may
-/// hold spaces and parentheses, so parse after the last `)`).
-fn proc_stat(pid: i32) -> Option<(char, i32)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &text[text.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((state, ppid))
 }
 
 #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use shelf_proto::{
     Code, Frame, FrameReader, Hello, ReadError, Reply, Request, SetAttrs, DEFAULT_MAX_IO,
-    DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
+    HARD_MAX_PAYLOAD,
 };
 use shelf_tests::*;
 
@@ -58,13 +58,8 @@ impl Raw {
 
     fn hello(&mut self, token: &[u8]) -> Reply {
         self.call(Request::Hello(Hello {
-            min_version: PROTOCOL_VERSION,
-            max_version: PROTOCOL_VERSION,
             token: token.to_vec(),
-            max_payload: DEFAULT_MAX_PAYLOAD,
-            max_io: DEFAULT_MAX_IO,
-            features: 0,
-            agent: "hostile-test".into(),
+            ..Hello::new("hostile-test")
         }))
     }
 

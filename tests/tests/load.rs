@@ -13,10 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use shelf_proto::{
-    Code, Frame, FrameReader, Hello, Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD,
-    HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
-};
+use shelf_proto::{Code, Frame, FrameReader, Hello, Reply, Request, HARD_MAX_PAYLOAD};
 use shelf_tests::*;
 
 static HEAVY: Mutex<()> = Mutex::new(());
@@ -63,15 +60,7 @@ impl Raw {
     }
 
     fn hello(&mut self) -> Result<Frame<Reply>, String> {
-        self.call(Request::Hello(Hello {
-            min_version: PROTOCOL_VERSION,
-            max_version: PROTOCOL_VERSION,
-            token: Vec::new(),
-            max_payload: DEFAULT_MAX_PAYLOAD,
-            max_io: DEFAULT_MAX_IO,
-            features: 0,
-            agent: "load-test".into(),
-        }))
+        self.call(Request::Hello(Hello::new("load-test")))
     }
 
     fn ready(addr: SocketAddr) -> Result<Raw, String> {
@@ -100,18 +89,24 @@ fn fd_count(pid: u32) -> usize {
         .count()
 }
 
-/// Waits until `pid` has no children at all (none running, none a zombie).
+/// Waits until `pid` has exactly `n` children (counting zombies); returns how long it took.
 #[track_caller]
-fn wait_no_children(pid: u32, within: Duration, server: &Server) -> Duration {
+fn wait_children(pid: u32, n: usize, within: Duration, server: &Server) -> Duration {
     let started = Instant::now();
-    let done = poll(within, || children_of(pid).is_empty().then_some(()));
+    let done = poll(within, || (children_of(pid).len() == n).then_some(()));
     assert!(
         done.is_some(),
-        "children of the server remain after {within:?}: {:?}\n--- log tail ---\n{}",
+        "the server has not {n} children after {within:?}: {:?}\n--- log tail ---\n{}",
         children_of(pid),
         tail(&server.log(), 30)
     );
     started.elapsed()
+}
+
+/// Waits until `pid` has no children at all (none running, none a zombie).
+#[track_caller]
+fn wait_no_children(pid: u32, within: Duration, server: &Server) -> Duration {
+    wait_children(pid, 0, within, server)
 }
 
 fn tail(s: &str, n: usize) -> String {
@@ -396,11 +391,7 @@ fn abandoned_connections_are_freed_by_the_idle_and_handshake_timeouts() {
     let idle: Vec<Raw> = (0..5)
         .map(|_| Raw::ready(server.addr()).expect("client"))
         .collect();
-    assert!(
-        poll(Duration::from_secs(5), || (children_of(pid).len() == 5)
-            .then_some(()))
-        .is_some()
-    );
+    wait_children(pid, 5, Duration::from_secs(5), &server);
     let freed = wait_no_children(pid, Duration::from_secs(6), &server);
     eprintln!("5 idle handshaken connections freed {freed:.1?} after becoming idle");
     drop(idle);
@@ -410,11 +401,7 @@ fn abandoned_connections_are_freed_by_the_idle_and_handshake_timeouts() {
     let silent: Vec<TcpStream> = (0..5)
         .map(|_| TcpStream::connect(server.addr()).expect("connect"))
         .collect();
-    assert!(
-        poll(Duration::from_secs(5), || (children_of(pid).len() == 5)
-            .then_some(()))
-        .is_some()
-    );
+    wait_children(pid, 5, Duration::from_secs(5), &server);
     let freed = wait_no_children(pid, Duration::from_secs(15), &server);
     eprintln!("5 silent connections freed {freed:.1?} after connecting");
     drop(silent);
@@ -422,11 +409,7 @@ fn abandoned_connections_are_freed_by_the_idle_and_handshake_timeouts() {
     // Half a hello header, then silence: the handshake timeout as well.
     let mut partial = TcpStream::connect(server.addr()).expect("connect");
     partial.write_all(b"SHLF\x01").expect("send");
-    assert!(
-        poll(Duration::from_secs(5), || (children_of(pid).len() == 1)
-            .then_some(()))
-        .is_some()
-    );
+    wait_children(pid, 1, Duration::from_secs(5), &server);
     wait_no_children(pid, Duration::from_secs(15), &server);
     drop(partial);
 

@@ -436,8 +436,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn forget(&self, ino: u64, nlookup: u64) {
-        self.inodes.forget(ino, nlookup);
-        if self.inodes.lookups(ino).unwrap_or(0) == 0 {
+        if self.inodes.forget(ino, nlookup) == 0 {
             let gone = self.kept.lock().remove(&ino);
             if let Some(hidden) = gone {
                 self.remove_hidden(ino, &hidden);

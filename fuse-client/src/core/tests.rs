@@ -45,8 +45,13 @@ fn errno_of<T: std::fmt::Debug>(r: FsResult<T>) -> Code {
 
 impl Fixture {
     fn create(&self, name: &str) -> (Entry, Opened) {
+        self.create_in(ROOT_INO, name)
+    }
+
+    /// Creates and opens `name` read-write in directory `parent`, mode 0644.
+    fn create_in(&self, parent: u64, name: &str) -> (Entry, Opened) {
         self.core
-            .create(ROOT_INO, name.as_bytes(), 0o100644, 0o022, libc::O_RDWR)
+            .create(parent, name.as_bytes(), 0o100644, 0o022, libc::O_RDWR)
             .expect("create")
     }
 
@@ -301,10 +306,7 @@ fn read_only_mount_refuses_changes() {
 fn renamed_directory_moves_its_open_descendants() {
     let f = fixture();
     let d = f.core.mkdir(ROOT_INO, b"a", 0o755, 0).expect("mkdir");
-    let (e, o) = f
-        .core
-        .create(d.ino, b"f", 0o100644, 0, libc::O_RDWR)
-        .expect("create");
+    let (e, o) = f.create_in(d.ino, "f");
     f.core.write(o.fh, 0, b"hello").expect("write");
     f.core
         .rename(ROOT_INO, b"a", ROOT_INO, b"b", 0)
@@ -454,10 +456,7 @@ fn directory_times_set_before_a_change_inside_are_not_served_stale() {
         ..CoreConfig::default()
     });
     let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir");
-    let (_, o) = f
-        .core
-        .create(d.ino, b".tmp", 0o100644, 0, libc::O_RDWR)
-        .expect("create");
+    let (_, o) = f.create_in(d.ino, ".tmp");
     f.core.release(o.fh).expect("release");
     let old = Timestamp::new(1_262_304_000, 0);
     let set = SetAttrRequest {
@@ -500,10 +499,7 @@ fn server_names(f: &Fixture) -> Vec<String> {
 fn directory_of_an_unlinked_open_file_can_be_removed_and_renamed() {
     let f = fixture();
     let a = f.core.mkdir(ROOT_INO, b"a", 0o755, 0).expect("mkdir a");
-    let (_, o) = f
-        .core
-        .create(a.ino, b"d", 0o100644, 0, libc::O_RDWR)
-        .expect("create");
+    let (_, o) = f.create_in(a.ino, "d");
     f.core.write(o.fh, 0, b"kept").expect("write");
     f.core.unlink(a.ino, b"d").expect("unlink");
     f.core
@@ -513,10 +509,7 @@ fn directory_of_an_unlinked_open_file_can_be_removed_and_renamed() {
     f.core.release(o.fh).expect("release");
 
     let b = f.core.mkdir(ROOT_INO, b"b", 0o755, 0).expect("mkdir b");
-    let (_, o) = f
-        .core
-        .create(b.ino, b"c", 0o100644, 0, libc::O_RDWR)
-        .expect("create");
+    let (_, o) = f.create_in(b.ino, "c");
     f.core.unlink(b.ino, b"c").expect("unlink");
     f.core
         .rename(ROOT_INO, b"b", ROOT_INO, b"c", 0)
@@ -675,10 +668,7 @@ fn fresh_listings_answer_missing_names_without_asking() {
     assert_eq!(errno_of(f.core.lookup(d.ino, b"theirs")), Code::NotFound);
 
     // This mount's own additions are found at once.
-    let (e, o) = f
-        .core
-        .create(d.ino, b"mine", 0o100644, 0o022, libc::O_RDWR)
-        .expect("create");
+    let (e, o) = f.create_in(d.ino, "mine");
     f.core.release(o.fh).expect("release");
     assert_eq!(f.core.lookup(d.ino, b"mine").expect("lookup").ino, e.ino);
     f.core.symlink(d.ino, b"sym", b"mine").expect("symlink");

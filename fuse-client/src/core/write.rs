@@ -236,22 +236,23 @@ mod tests {
         max_inflight: 4,
     };
 
-    fn client(dir: &std::path::Path, connections: usize) -> Client<Loopback> {
+    /// An empty file `f` served over two connections, so that writes can overtake each other.
+    fn setup() -> (tempfile::TempDir, Client<Loopback>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("f"), b"").expect("file");
         let lb = Loopback::with(
-            dir,
+            dir.path(),
             ServeConfig::default(),
             ConnectOptions::new(LOOPBACK_ADDR),
-            connections,
+            2,
         )
         .expect("loopback server starts");
-        Client::new(lb)
+        (dir, Client::new(lb))
     }
 
     #[test]
     fn one_write_at_a_time_gives_the_exact_attributes() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("f"), b"").expect("file");
-        let c = client(dir.path(), 2);
+        let (_dir, c) = setup();
         let mut wb = WriteBack::default();
         wb.write(&c, b"f", 100, &[7; 50], LIM).expect("write");
         match wb.drain(&c, b"f", LIM) {
@@ -267,9 +268,7 @@ mod tests {
     /// connection; its reply then shows the smaller size. Such a drain must not claim to know.
     #[test]
     fn writes_in_flight_together_leave_the_attributes_unknown() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("f"), b"").expect("file");
-        let c = client(dir.path(), 2);
+        let (dir, c) = setup();
         let mut wb = WriteBack::default();
         wb.write(&c, b"f", 10_111, &[7; 5_498], LIM).expect("write");
         // Not contiguous: the first piece is sent and this one is buffered behind it.

@@ -197,13 +197,9 @@ impl Connection {
             .set_write_deadline(Some(opts.connect_timeout))
             .map_err(setup)?;
         let hello = Request::Hello(Hello {
-            min_version: PROTOCOL_VERSION,
-            max_version: PROTOCOL_VERSION,
             token: opts.token.clone().unwrap_or_default(),
-            max_payload: DEFAULT_MAX_PAYLOAD,
-            max_io: DEFAULT_MAX_IO,
             features: features::ATOMIC_PUT | features::LINKS,
-            agent: opts.agent.clone(),
+            ..Hello::new(opts.agent.clone())
         });
         let bytes = Frame::new(HELLO_ID, hello)
             .to_bytes(DEFAULT_MAX_PAYLOAD)

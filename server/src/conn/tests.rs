@@ -57,13 +57,9 @@ impl Client {
 
 fn hello(token: &[u8]) -> Request {
     Request::Hello(Hello {
-        min_version: PROTOCOL_VERSION,
-        max_version: PROTOCOL_VERSION,
         token: token.to_vec(),
-        max_payload: DEFAULT_MAX_PAYLOAD,
-        max_io: DEFAULT_MAX_IO,
         features: FEATURES,
-        agent: "conn-tests".to_owned(),
+        ..Hello::new("conn-tests")
     })
 }
 
@@ -191,11 +187,7 @@ fn version_mismatch_is_eproto() {
     let req = Request::Hello(Hello {
         min_version: PROTOCOL_VERSION + 1,
         max_version: PROTOCOL_VERSION + 5,
-        token: Vec::new(),
-        max_payload: DEFAULT_MAX_PAYLOAD,
-        max_io: DEFAULT_MAX_IO,
-        features: 0,
-        agent: "future".to_owned(),
+        ..Hello::new("future")
     });
     let reply = h.client.call(1, req);
     assert_eq!(error_code(&reply), Code::Protocol);
@@ -207,13 +199,9 @@ fn version_mismatch_is_eproto() {
 fn tiny_limits_are_refused() {
     let mut h = Harness::start(ServeConfig::default());
     let req = Request::Hello(Hello {
-        min_version: 1,
-        max_version: 1,
-        token: Vec::new(),
         max_payload: 100,
         max_io: 10,
-        features: 0,
-        agent: String::new(),
+        ..Hello::new("")
     });
     assert_eq!(error_code(&h.client.call(1, req)), Code::Protocol);
     h.client.expect_closed();
