@@ -4,8 +4,8 @@
 //!
 //! What is hard, and where it is handled:
 //! 1. *Pipelining.* Many requests are in flight on one connection and replies come back in any
-//!    order. [`Connection`] gives each request an id and a reader thread routes every reply to
-//!    the waiter holding that id ([`Pending`]).
+//!    order. [`Connection`] gives each request an id, and whichever waiter is reading routes
+//!    every reply to the waiter holding that id ([`Pending`]).
 //! 2. *Never hang.* A server that dies, hangs up or stops answering must turn into an error
 //!    promptly. When the stream ends every waiter is failed at once; each wait is bounded by
 //!    `request_timeout`; connects are bounded by `connect_timeout`.

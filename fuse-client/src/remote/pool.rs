@@ -101,6 +101,7 @@ impl Pool {
         let mut in_flight = 0;
         for slot in &self.slots {
             if let Some(c) = &*slot.lock() {
+                c.notice_hang_up();
                 if c.is_alive() {
                     connected += 1;
                     in_flight += c.in_flight();

@@ -2,12 +2,14 @@
 //! socket pairs for the in-process [`Loopback`](super::Loopback) and tests.
 //!
 //! A connection needs three views of one socket at once: the writer (behind a mutex), the
-//! reader thread's half, and a handle that can shut the socket down from outside, which is how a
-//! blocked reader is woken when the connection is given up. Sockets give all three through
-//! `try_clone` and `shutdown`; this trait names exactly that.
+//! reading half, and a handle that can shut the socket down from outside, which is how a
+//! blocked reader is woken when the connection is given up, and ask whether anything arrived.
+//! Sockets give all three through `try_clone`, `shutdown` and `poll`; this trait names exactly
+//! that.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -21,9 +23,29 @@ pub trait Stream: Read + Write + Send + 'static {
     fn set_read_deadline(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// Bounds blocking writes; `None` waits for ever.
     fn set_write_deadline(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// The socket's descriptor, for `poll`.
+    fn raw_fd(&self) -> RawFd;
+    /// Whether a read would not block now: bytes, the end of the stream or an error wait.
+    fn readable_now(&self) -> bool {
+        readable_now(self.raw_fd())
+    }
+}
+
+fn readable_now(fd: RawFd) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout; the fd stays open for the call's duration.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents != 0
 }
 
 impl Stream for TcpStream {
+    fn raw_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
     fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
         Ok(Box::new(self.try_clone()?))
     }
@@ -39,6 +61,9 @@ impl Stream for TcpStream {
 }
 
 impl Stream for UnixStream {
+    fn raw_fd(&self) -> RawFd {
+        self.as_raw_fd()
+    }
     fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
         Ok(Box::new(self.try_clone()?))
     }
@@ -54,6 +79,9 @@ impl Stream for UnixStream {
 }
 
 impl Stream for Box<dyn Stream> {
+    fn raw_fd(&self) -> RawFd {
+        (**self).raw_fd()
+    }
     fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
         (**self).try_clone_stream()
     }
