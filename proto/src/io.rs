@@ -54,13 +54,12 @@ impl<R: Read> FrameReader<R> {
             id: Some(Header::peek_id(&head)),
             error,
         })?;
-        self.read_payload(h.len as usize)?;
-        let msg = Frame::<M>::decode_payload(&h, &self.payload).map_err(|error| {
-            ReadError::Malformed {
+        let payload = self.read_payload(h.len as usize)?;
+        let msg =
+            Frame::<M>::decode_payload(&h, payload).map_err(|error| ReadError::Malformed {
                 id: Some(h.id),
                 error,
-            }
-        })?;
+            })?;
         // The buffer keeps its size (at most one frame, `max_payload`): a stream of large
         // frames would otherwise allocate, fault in and free a fresh one for each.
         Ok(Some(Frame { id: h.id, msg }))
@@ -68,23 +67,27 @@ impl<R: Read> FrameReader<R> {
 }
 
 impl<R: Read> FrameReader<R> {
-    /// Reads `len` payload bytes into `self.payload`. `len` is already within the limit, but
-    /// the buffer still grows only as bytes arrive (doubling from 64 KiB, never past `len`),
-    /// so a peer that announces a large frame and then stalls or hangs up costs little.
-    fn read_payload(&mut self, len: usize) -> Result<(), ReadError> {
+    /// Reads `len` payload bytes into `self.payload[..len]`, returning them. `len` is already
+    /// within the limit, but the buffer still grows only as bytes arrive (doubling from
+    /// 64 KiB, never past `len`), so a peer that announces a large frame and then stalls or
+    /// hangs up costs little. Bytes left from an earlier frame are overwritten, not zeroed
+    /// first: zeroing each 1 MiB frame cost as much as copying it.
+    fn read_payload(&mut self, len: usize) -> Result<&[u8], ReadError> {
         const FIRST_STEP: usize = 64 << 10;
-        self.payload.clear();
-        while self.payload.len() < len {
-            let start = self.payload.len();
-            let step = (len - start).min(start.max(FIRST_STEP));
-            // `reserve_exact`: `resize` alone may double the capacity past `len`.
-            self.payload.reserve_exact(step);
-            self.payload.resize(start + step, 0);
-            if !read_full(&mut self.inner, &mut self.payload[start..])? {
+        let mut filled = 0;
+        while filled < len {
+            let end = filled + (len - filled).min(filled.max(FIRST_STEP));
+            if self.payload.len() < end {
+                // `reserve_exact`: `resize` alone may double the capacity past `end`.
+                self.payload.reserve_exact(end - self.payload.len());
+                self.payload.resize(end, 0);
+            }
+            if !read_full(&mut self.inner, &mut self.payload[filled..end])? {
                 return Err(ReadError::UnexpectedEof);
             }
+            filled = end;
         }
-        Ok(())
+        Ok(&self.payload[..len])
     }
 }
 
