@@ -4,7 +4,9 @@
 //!
 //! 1. **Pipelining without head-of-line blocking.** The calling thread reads and decodes frames
 //!    and hands requests that only look (stat, list, read, readlink, statfs, fsync, ping) to a
-//!    small pool of worker threads, so a slow read does not hold up a stat behind it.
+//!    small pool of worker threads, so a slow read does not hold up a stat behind it. A look
+//!    that came alone, with nothing in flight and nothing behind it, is answered on the
+//!    reading thread instead: waking a worker would cost more than it could overlap.
 //! 2. **Order where it matters.** A request that changes the library (`Request::is_change`)
 //!    waits until every earlier request has finished and runs on the reading thread before the
 //!    next frame is read. So a client may pipeline create-then-write, or a put's writes and its
@@ -23,6 +25,7 @@
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -37,6 +40,7 @@ use subtle::ConstantTimeEq;
 
 use crate::library::{Error, Library};
 use crate::relpath::RelPath;
+use crate::sys::readable_now;
 
 /// Largest payload accepted before the handshake: a `Hello` is a token and a short name.
 const HELLO_MAX_PAYLOAD: u32 = 64 << 10;
@@ -49,7 +53,7 @@ const IO_OVERHEAD: u32 = 8 << 10;
 pub const FEATURES: u64 = features::ATOMIC_PUT | features::LINKS;
 
 /// A byte stream `serve` can split between a reading and a writing thread.
-pub trait Stream: Read + Write + Send + Sized + 'static {
+pub trait Stream: Read + Write + AsFd + Send + Sized + 'static {
     fn try_clone(&self) -> io::Result<Self>;
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
@@ -254,7 +258,7 @@ fn handshake<R: Read>(
     Ok(Some(limits))
 }
 
-fn request_loop<R: Read, S: Stream>(
+fn request_loop<R: Read + AsFd, S: Stream>(
     reader: &mut FrameReader<R>,
     conn: &Conn<'_, S>,
     in_flight: &InFlight,
@@ -284,9 +288,14 @@ fn request_loop<R: Read, S: Stream>(
             if frame.msg.is_change() {
                 in_flight.wait_idle();
                 conn.answer(frame);
-            } else if is_quick_look(&frame.msg) && !in_flight.busy() {
-                // Nothing to overlap with: answering here saves waking a worker, which on
-                // a small VM costs about as much as the stat itself.
+            } else if !in_flight.busy()
+                && (is_quick_look(&frame.msg) || !readable_now(reader.get_ref().as_fd()))
+            {
+                // Nothing to overlap with: answering here saves waking a worker, which on a
+                // small VM costs about as much as a stat or a read of cached data. A look that
+                // may wait for the disk runs here only when no request has arrived behind it,
+                // so pipelined reads still go to the disk together; one that arrives during it
+                // waits at most that one look.
                 conn.answer(frame);
             } else {
                 in_flight.start();
@@ -302,9 +311,9 @@ fn request_loop<R: Read, S: Stream>(
     })
 }
 
-/// Looks that touch only metadata: answered on the reading thread when nothing else is in
-/// flight. Reads and listings, which may wait for the disk, always go to a worker, so that
-/// a stat sent behind them is not held up.
+/// Looks that touch only metadata: answered on the reading thread whenever nothing else is
+/// in flight. Reads and listings, which may wait for the disk, are answered there only when
+/// they also came alone (see `request_loop`).
 fn is_quick_look(req: &Request) -> bool {
     matches!(
         req,
@@ -558,6 +567,12 @@ impl<S: Read> Read for IdleRead<'_, S> {
                 other => return other,
             }
         }
+    }
+}
+
+impl<S: AsFd> AsFd for IdleRead<'_, S> {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.inner.as_fd()
     }
 }
 

@@ -320,6 +320,18 @@ pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
 /// (mmap, or trimming the heap top) and fault in fresh zeroed pages for the next; past its
 /// growing threshold, one arena per thread keeps what was freed. Call it early, in the server's
 /// connection process and in the mount.
+/// Whether a read of `fd` would not block now (bytes, end of stream or an error wait).
+pub fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd and a zero timeout; `fd` is borrowed for the call.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    n > 0 && pfd.revents != 0
+}
+
 pub fn keep_large_buffers_in_heap() {
     // SAFETY: mallopt only sets allocator parameters and takes glibc's own locks.
     unsafe {

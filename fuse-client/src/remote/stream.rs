@@ -9,7 +9,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
@@ -24,27 +24,16 @@ pub trait Stream: Read + Write + Send + 'static {
     /// Bounds blocking writes; `None` waits for ever.
     fn set_write_deadline(&self, timeout: Option<Duration>) -> io::Result<()>;
     /// The socket's descriptor, for `poll`.
-    fn raw_fd(&self) -> RawFd;
+    fn fd(&self) -> BorrowedFd<'_>;
     /// Whether a read would not block now: bytes, the end of the stream or an error wait.
     fn readable_now(&self) -> bool {
-        readable_now(self.raw_fd())
+        shelf_server::readable_now(self.fd())
     }
 }
 
-fn readable_now(fd: RawFd) -> bool {
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, a zero timeout; the fd stays open for the call's duration.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0 && pfd.revents != 0
-}
-
 impl Stream for TcpStream {
-    fn raw_fd(&self) -> RawFd {
-        self.as_raw_fd()
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
     }
     fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
         Ok(Box::new(self.try_clone()?))
@@ -61,8 +50,8 @@ impl Stream for TcpStream {
 }
 
 impl Stream for UnixStream {
-    fn raw_fd(&self) -> RawFd {
-        self.as_raw_fd()
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.as_fd()
     }
     fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
         Ok(Box::new(self.try_clone()?))
@@ -79,8 +68,8 @@ impl Stream for UnixStream {
 }
 
 impl Stream for Box<dyn Stream> {
-    fn raw_fd(&self) -> RawFd {
-        (**self).raw_fd()
+    fn fd(&self) -> BorrowedFd<'_> {
+        (**self).fd()
     }
     fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
         (**self).try_clone_stream()
