@@ -9,6 +9,11 @@
 //!    version learns it (`Fetched::attr`) and starts over, so no read mixes two versions.
 //! 3. Parallelism: a read spanning several chunks starts every missing chunk before waiting on
 //!    any; read-ahead runs on a small pool of threads so the kernel's request is answered first.
+//! 4. Starting before the first read: an `open` of a small file sends the read of its one
+//!    chunk at once (`start_early`), so the server's disk read overlaps the kernel's round trip
+//!    from `open` to the first `read`, which then waits on that request instead of sending its
+//!    own. Nobody waits on such a request until a read claims it, so they are few and small
+//!    (`EARLY_MAX` of at most `EARLY_MAX_BYTES`), and dropped when the file's last handle closes.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -19,7 +24,12 @@ use shelf_proto::{Attr, Reply, Request};
 
 use super::error::{FsError, FsResult};
 use crate::cache::{ChunkCache, ChunkKey};
-use crate::remote::{Client, RemoteError, Transport};
+use crate::remote::{Client, Pending, RemoteError, Transport};
+
+/// Early fetches (module docs, point 4) unclaimed at once, at most.
+const EARLY_MAX: usize = 32;
+/// Largest file whose chunk an `open` fetches early.
+pub const EARLY_MAX_BYTES: u64 = 256 << 10;
 
 /// A chunk's bytes. `attr` is the file's attributes as the server saw them while reading, or
 /// `None` when the chunk came from the cache (stored under its key's version, so it matches).
@@ -68,6 +78,8 @@ pub struct Fetcher<T: Transport> {
     cache: Arc<ChunkCache>,
     inflight: Mutex<HashMap<ChunkKey, Arc<Slot>>>,
     prefetch_tx: Mutex<Option<SyncSender<Prefetch>>>,
+    /// Reads sent by `start_early` that no read has claimed yet.
+    early: Mutex<HashMap<ChunkKey, (Request, Pending)>>,
 }
 
 enum Want {
@@ -87,7 +99,39 @@ impl<T: Transport> Fetcher<T> {
             cache,
             inflight: Mutex::new(HashMap::new()),
             prefetch_tx: Mutex::new(None),
+            early: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Sends the read of `key` now, before any read asks (module docs, point 4). Does nothing
+    /// if the chunk is cached or on its way, or too many early reads are unclaimed.
+    pub fn start_early(&self, path: &[u8], key: ChunkKey) {
+        if self.cache.contains(&key) || self.inflight.lock().contains_key(&key) {
+            return;
+        }
+        let mut early = self.early.lock();
+        if early.len() >= EARLY_MAX || early.contains_key(&key) {
+            return;
+        }
+        let req = self.read_request(path, key);
+        // A failure to send is not anyone's to report: the read will ask again.
+        if let Ok(pending) = self.client.transport().start(&req) {
+            early.insert(key, (req, pending));
+        }
+    }
+
+    /// Drops the early reads of `file` that no read claimed (its last handle closed).
+    pub fn forget_early(&self, file: u64) {
+        self.early.lock().retain(|key, _| key.file != file);
+    }
+
+    fn read_request(&self, path: &[u8], key: ChunkKey) -> Request {
+        let chunk_size = self.cache.chunk_size();
+        Request::Read {
+            path: path.to_vec(),
+            offset: key.index * chunk_size as u64,
+            len: chunk_size,
+        }
     }
 
     /// Starts `threads` read-ahead workers. They stop when the fetcher is dropped.
@@ -134,7 +178,6 @@ impl<T: Transport> Fetcher<T> {
     /// possible. A chunk read under another version is returned as the server sent it and is
     /// not cached under `key`; the caller compares `Fetched::attr` with what it expected.
     pub fn chunks(&self, path: &[u8], keys: &[ChunkKey]) -> FsResult<Vec<Fetched>> {
-        let chunk_size = self.cache.chunk_size() as u64;
         let wants: Vec<Want> = keys
             .iter()
             .map(|key| {
@@ -148,11 +191,10 @@ impl<T: Transport> Fetcher<T> {
                 let slot = Arc::new(Slot::default());
                 inflight.insert(*key, Arc::clone(&slot));
                 drop(inflight);
-                let req = Request::Read {
-                    path: path.to_vec(),
-                    offset: key.index * chunk_size,
-                    len: chunk_size as u32,
-                };
+                if let Some((req, pending)) = self.early.lock().remove(key) {
+                    return Want::Mine(slot, req, Ok(pending));
+                }
+                let req = self.read_request(path, *key);
                 let started = self.client.transport().start(&req);
                 Want::Mine(slot, req, started)
             })

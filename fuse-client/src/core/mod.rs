@@ -36,7 +36,7 @@ use shelf_proto::{rename_flags, Attr, Code, DirEntry, FileKind, SetAttrs, SetTim
 use shelf_proto::{Timestamp, Version};
 
 pub use error::{FsError, FsResult};
-use fetch::Fetcher;
+use fetch::{Fetcher, EARLY_MAX_BYTES};
 use write::{Drained, WriteBack, WriteLimits};
 
 use crate::cache::{CacheStats, ChunkCache, ChunkKey};
@@ -693,7 +693,19 @@ impl<T: Transport> Core<T> {
             self.cache.invalidate_file(ino);
             self.inodes.set_attr(ino, &attr);
         }
-        Ok(self.new_handle(ino, attr, writable, held))
+        let opened = self.new_handle(ino, attr, writable, held);
+        // A small file opened to be read is about to be read whole: ask for its one chunk
+        // now (see fetch.rs), unless the kernel keeps pages it will read from instead.
+        let small = EARLY_MAX_BYTES.min(self.cfg.chunk_size as u64);
+        if !writable && !opened.keep_cache && (1..=small).contains(&attr.size) {
+            let key = ChunkKey {
+                file: ino,
+                version: attr.version(),
+                index: 0,
+            };
+            self.fetcher.start_early(&self.path_of(ino)?, key);
+        }
+        Ok(opened)
     }
 
     /// `O_TRUNC` on an open or create of a file that has bytes.
@@ -1036,6 +1048,9 @@ impl<T: Transport> Core<T> {
         };
         if let Some(hidden) = hidden {
             self.remove_hidden(file.ino, &hidden);
+        }
+        if !self.is_open(file.ino) {
+            self.fetcher.forget_early(file.ino);
         }
         settled
     }

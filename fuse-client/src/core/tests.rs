@@ -702,3 +702,42 @@ fn fresh_listings_answer_missing_names_without_asking() {
     std::thread::sleep(ttl);
     f.core.lookup(d.ino, b"later").expect("found after the TTL");
 }
+
+/// An open of a small file sends the read of its one chunk at once; the first read waits on
+/// that request instead of sending its own, and a file closed unread leaves nothing in flight.
+#[test]
+fn opening_a_small_file_starts_its_read() {
+    let f = fixture_with(CoreConfig {
+        chunk_size: CHUNK,
+        attr_ttl: Duration::from_secs(60),
+        ..CoreConfig::default()
+    });
+    let data = ramp(3000, 0);
+    fs::write(f.dir.path().join("small"), &data).expect("seed");
+    fs::write(f.dir.path().join("unread"), &data).expect("seed");
+    fs::write(f.dir.path().join("large"), ramp(2 * CHUNK as usize, 0)).expect("seed");
+    let state = || f.core.transport().pool().state();
+
+    let e = f.core.lookup(ROOT_INO, b"small").expect("lookup");
+    let before = state().requests;
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(state().requests - before, 1, "the open sent the read");
+    assert_eq!(f.read_all(o.fh, 8192), data);
+    assert_eq!(state().requests - before, 1, "the read used it");
+    f.core.release(o.fh).expect("release");
+
+    let e = f.core.lookup(ROOT_INO, b"unread").expect("lookup");
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(state().in_flight, 1);
+    f.core.release(o.fh).expect("release");
+    assert_eq!(state().in_flight, 0, "closing dropped the unclaimed read");
+
+    // Files of more than one chunk, and files opened for writing, are not fetched at open.
+    for (name, flags) in [("large", libc::O_RDONLY), ("small", libc::O_RDWR)] {
+        let e = f.core.lookup(ROOT_INO, name.as_bytes()).expect("lookup");
+        let before = state().requests;
+        let o = f.core.open(e.ino, flags).expect("open");
+        assert_eq!(state().requests - before, 0, "{name} {flags:#o}");
+        f.core.release(o.fh).expect("release");
+    }
+}

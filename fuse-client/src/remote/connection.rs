@@ -276,7 +276,7 @@ impl Pending {
                 return outcome;
             }
             if let Some(mut inbox) = shared.inbox.try_lock() {
-                let outcome = self.lead(&mut inbox);
+                let outcome = self.lead(&mut inbox, deadline);
                 drop(inbox);
                 shared.pass_the_lead(Some(self.id));
                 return outcome;
@@ -313,8 +313,9 @@ impl Pending {
         None
     }
 
-    /// Reads for everyone until this request's reply comes.
-    fn lead(&self, inbox: &mut Inbox) -> Result<Reply, RemoteError> {
+    /// Reads for everyone until this request's reply comes, or its deadline passes (the
+    /// socket's read timeout catches a silent server; this, one that answers all but us).
+    fn lead(&self, inbox: &mut Inbox, deadline: Instant) -> Result<Reply, RemoteError> {
         // The last leader may have delivered the reply between our look and taking the lead.
         if let Some(outcome) = self.settled(false) {
             return outcome;
@@ -322,6 +323,10 @@ impl Pending {
         loop {
             match self.shared.read_one(inbox, Some(self.id)) {
                 Ok(Some(reply)) => return Ok(reply),
+                Ok(None) if Instant::now() >= deadline => {
+                    self.shared.kill(Death::Silent(self.timeout));
+                    return Err(RemoteError::TimedOut(self.timeout));
+                }
                 Ok(None) => {}
                 Err(death) => {
                     tracing::debug!(?death, "connection ended");
@@ -836,6 +841,39 @@ mod tests {
         let err = second.wait().expect_err("given up");
         assert!(matches!(err, RemoteError::Disconnected(_)), "{err:?}");
         assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(!conn.is_alive());
+    }
+
+    /// A server that answers everyone but one: that one times out, whether it was reading
+    /// for the others or asleep.
+    #[test]
+    fn a_request_never_answered_times_out_among_answered_ones() {
+        let (stream, _server) = fake(|mut peer| {
+            peer.accept_hello();
+            let _ignored = peer.recv().expect("the request never answered");
+            while let Some(f) = peer.recv() {
+                peer.send(f.id, Reply::Attr(attr(7)));
+            }
+        });
+        let conn = Arc::new(Connection::handshake_over(stream, &quick_opts()).expect("hs"));
+        let lost = conn.start_ref(&stat(1)).expect("sent");
+        let busy = {
+            let conn = Arc::clone(&conn);
+            std::thread::spawn(move || {
+                // Keeps replies coming until the connection is given up.
+                while conn.call(stat(2)).is_ok() {}
+            })
+        };
+        let started = Instant::now();
+        let err = lost.wait().expect_err("never answered");
+        assert!(matches!(err, RemoteError::TimedOut(_)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        busy.join()
+            .expect("the other caller ends with the connection");
         assert!(!conn.is_alive());
     }
 
