@@ -717,34 +717,10 @@ mod tests {
         server.join().expect("server ends when the client hangs up");
     }
 
+    /// Many threads share one connection, and every waiter either reads for the others or is
+    /// woken: a lost wake-up shows as a timeout (500 ms).
     #[test]
-    fn many_threads_share_one_connection() {
-        let (stream, _server) = fake(reverse_server(8));
-        let conn = Arc::new(Connection::handshake_over(stream, &quick_opts()).expect("hs"));
-        let threads: Vec<_> = (0..8u64)
-            .map(|t| {
-                let conn = Arc::clone(&conn);
-                std::thread::spawn(move || {
-                    for round in 0..20u64 {
-                        let n = t * 1000 + round;
-                        // Each thread waits for its reply, so every batch of 8 holds one
-                        // request per thread and the server reverses them.
-                        match conn.call(stat(n)).expect("reply") {
-                            Reply::Attr(a) => assert_eq!(a.ino, n),
-                            other => panic!("{other:?}"),
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().expect("thread ok");
-        }
-    }
-
-    /// Every waiter either reads or is woken: a lost wake-up shows as a timeout (500 ms).
-    #[test]
-    fn waiters_take_turns_reading_for_each_other() {
+    fn many_threads_take_turns_reading_for_each_other() {
         const THREADS: u64 = 16;
         let (stream, _server) = fake(reverse_server(THREADS as usize));
         let conn = Arc::new(Connection::handshake_over(stream, &quick_opts()).expect("hs"));
@@ -754,6 +730,8 @@ mod tests {
                 std::thread::spawn(move || {
                     for round in 0..200u64 {
                         let n = t * 1000 + round;
+                        // Each thread waits for its reply, so every batch holds one request
+                        // per thread and the server reverses them.
                         match conn.call(stat(n)).expect("reply") {
                             Reply::Attr(a) => assert_eq!(a.ino, n),
                             other => panic!("{other:?}"),
