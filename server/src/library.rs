@@ -277,6 +277,7 @@ impl Library {
         ensure_regular(op, path, &st)?;
         file.write_all_at(data, offset)
             .map_err(|e| Error::io(op, path, e))?;
+        start_writeback_behind(&file, offset, data.len() as u64);
         fstat_attr(op, path, file.as_fd())
     }
 
@@ -618,6 +619,29 @@ fn ensure_regular(op: &str, path: &RelPath, st: &libc::stat) -> Result<()> {
         libc::S_IFDIR => Err(Error::io(op, path, Code::IsDir.to_io())),
         _ => Err(Error::policy(Code::Invalid, op, path, "not a regular file")),
     }
+}
+
+/// Window of a streaming write whose pages are sent to the disk once the stream has passed it.
+const WRITEBACK_WINDOW: u64 = 8 << 20;
+
+/// When a write crosses into a new `WRITEBACK_WINDOW`, starts (without waiting for) the
+/// disk writes of the window before it. A large file streamed in then reaches its `fsync` with
+/// most of its pages already on the disk, instead of all of them: the disk works while the
+/// rest of the file is still on the wire. The kernel alone would start only at its dirty
+/// threshold, gigabytes later. A failure here is not the write's: `fsync` reports I/O errors.
+fn start_writeback_behind(file: &File, offset: u64, len: u64) {
+    if let Some(from) = window_behind(offset, len) {
+        let _ = sys::start_writeback(file.as_fd(), from, WRITEBACK_WINDOW);
+    }
+}
+
+/// The window to write back after a write of `len` bytes at `offset`: when the write enters a
+/// new window, the one two back. One window of slack, because pipelined writes of a stream
+/// arrive a little out of order and pages still being written would go to the disk twice.
+fn window_behind(offset: u64, len: u64) -> Option<u64> {
+    let end = offset.saturating_add(len);
+    let (first, last) = (offset / WRITEBACK_WINDOW, end / WRITEBACK_WINDOW);
+    (last > first && last >= 2).then(|| (last - 2) * WRITEBACK_WINDOW)
 }
 
 fn fstat_attr(op: &str, path: &RelPath, fd: BorrowedFd<'_>) -> Result<Attr> {

@@ -320,6 +320,22 @@ pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
 /// (mmap, or trimming the heap top) and fault in fresh zeroed pages for the next; past its
 /// growing threshold, one arena per thread keeps what was freed. Call it early, in the server's
 /// connection process and in the mount.
+/// Starts writing `len` bytes from `offset` of `fd`'s dirty pages to the disk, without
+/// waiting for them (`sync_file_range(SYNC_FILE_RANGE_WRITE)`).
+pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::ErrorKind::InvalidInput.into());
+    };
+    // SAFETY: a plain syscall on a borrowed, open descriptor.
+    let r =
+        unsafe { libc::sync_file_range(fd.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Whether a read of `fd` would not block now (bytes, end of stream or an error wait).
 pub fn readable_now(fd: BorrowedFd<'_>) -> bool {
     let mut pfd = libc::pollfd {

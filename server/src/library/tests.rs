@@ -600,3 +600,23 @@ proptest! {
         prop_assert_eq!(top, ["lib", "outside"]);
     }
 }
+
+#[test]
+fn a_stream_writes_back_the_window_two_behind_the_one_it_enters() {
+    const W: u64 = WRITEBACK_WINDOW;
+    const MIB: u64 = 1 << 20;
+    // 1 MiB writes of a stream: only the write that reaches a window's start starts a
+    // write-back, of the window two before that one.
+    let kicked: Vec<(u64, u64)> = (0..3 * W / MIB)
+        .filter_map(|k| window_behind(k * MIB, MIB).map(|from| (k * MIB, from)))
+        .collect();
+    assert_eq!(kicked, vec![(2 * W - MIB, 0), (3 * W - MIB, W)]);
+    // The first two windows have nothing two behind them.
+    assert_eq!(window_behind(W - 10, 20), None);
+    // A write within one window, and an empty one on a boundary, start nothing.
+    assert_eq!(window_behind(5 * W + 1, 100), None);
+    assert_eq!(window_behind(5 * W, 0), None);
+    // A large write spanning windows writes back two behind where it ends.
+    assert_eq!(window_behind(0, 5 * W + 1), Some(3 * W));
+    assert_eq!(window_behind(u64::MAX - 1, 10), None);
+}
