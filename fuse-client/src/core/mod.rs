@@ -679,7 +679,7 @@ impl<T: Transport> Core<T> {
         // A node that lost its name before this open got the lock (a rename over it raced
         // with the kernel's path walk) is stale here, where the kernel retries the walk, not at
         // the first read, where it would not.
-        self.path_of(ino)?;
+        let path = self.path_of(ino)?;
         // The version of the pages the kernel holds, before this open learns anything new.
         let held = self.page_versions.lock().get(&ino).copied();
         // Close-to-open consistency, as NFS keeps it: an open sees the server's file as of at
@@ -689,7 +689,7 @@ impl<T: Transport> Core<T> {
             return Err(Code::IsDir.into());
         }
         if flags & libc::O_TRUNC != 0 && attr.size != 0 {
-            attr = self.truncate_to_zero(&self.path_of(ino)?)?;
+            attr = self.truncate_to_zero(&path)?;
             self.cache.invalidate_file(ino);
             self.inodes.set_attr(ino, &attr);
         }
@@ -703,7 +703,7 @@ impl<T: Transport> Core<T> {
                 version: attr.version(),
                 index: 0,
             };
-            self.fetcher.start_early(&self.path_of(ino)?, key);
+            self.fetcher.start_early(&path, key);
         }
         Ok(opened)
     }
