@@ -336,16 +336,44 @@ pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<
     }
 }
 
-/// Whether a read of `fd` would not block now (bytes, end of stream or an error wait).
-pub fn readable_now(fd: BorrowedFd<'_>) -> bool {
+/// Waits up to `timeout` for `events` (`POLLIN`, `POLLOUT`) on `fd`, and returns those that
+/// came (0: none yet, also when a signal cut the wait short).
+pub fn poll_fd(fd: BorrowedFd<'_>, events: i16, timeout: std::time::Duration) -> io::Result<i16> {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
+        events,
         revents: 0,
     };
-    // SAFETY: one valid pollfd and a zero timeout; `fd` is borrowed for the call.
-    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
-    n > 0 && pfd.revents != 0
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd; `fd` is borrowed for the call.
+    match unsafe { libc::poll(&mut pfd, 1, ms) } {
+        n if n > 0 => Ok(pfd.revents),
+        0 => Ok(0),
+        _ => match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::Interrupted => Ok(0),
+            e => Err(e),
+        },
+    }
+}
+
+/// Whether a read of `fd` would not block now (bytes, end of stream or an error wait).
+pub fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    poll_fd(fd, libc::POLLIN, std::time::Duration::ZERO).is_ok_and(|r| r != 0)
+}
+
+/// Sends what the socket `fd` takes now, without waiting; a closed peer is an error, never
+/// SIGPIPE.
+pub fn send_now(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is borrowed for the call.
+    let n = unsafe {
+        libc::send(
+            fd.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
 pub fn keep_large_buffers_in_heap() {

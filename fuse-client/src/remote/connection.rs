@@ -17,9 +17,13 @@
 //!    stream marks the connection dead *before* the request is written, so even a request that
 //!    is not idempotent can go on a fresh connection (the pool resends what certainly never
 //!    left). Replies to requests nobody waits for yet are taken in too.
-//! 4. *Frames must not interleave.* The writer sits behind a mutex and each frame goes out
-//!    with one `write_all`; writes are bounded by the request timeout, and a failed write
-//!    poisons the stream (half a frame may be on the wire), so it kills the connection.
+//! 4. *Frames must not interleave, and a sender must not wait on the server while the server
+//!    waits on it.* The writer sits behind a mutex and each frame goes out whole before the
+//!    next. Sends do not block: while the socket takes no more, the sender takes in what
+//!    arrived if no one else reads, because a server busy sending a reply that no one waits
+//!    for yet reads nothing more until it is taken. Sends are bounded by the request timeout,
+//!    and a failed send poisons the stream (half a frame may be on the wire), so it kills the
+//!    connection.
 //! 5. *Nobody waits for a dead connection.* The slots and the "dead" flag share one lock: the
 //!    reader, on end of stream or a malformed frame, marks the connection dead and wakes every
 //!    waiter, and a request that registers afterwards sees the flag instead of waiting for a
@@ -220,10 +224,11 @@ impl Shared {
         }
     }
 
-    /// While no one reads, takes in whatever already arrived (module docs, point 3).
-    fn take_in_arrived(&self) {
+    /// While no one reads, takes in whatever already arrived (module docs, point 3). False
+    /// when another thread is reading (it will see whatever comes).
+    fn take_in_arrived(&self) -> bool {
         let Some(mut inbox) = self.inbox.try_lock() else {
-            return; // a leader is reading, and will see the end of the stream
+            return false;
         };
         let mut death = None;
         while death.is_none() && self.killer.lock().readable_now() {
@@ -238,6 +243,7 @@ impl Shared {
             // A waiter that found the inbox taken while we looked may be asleep.
             None => self.pass_the_lead(None),
         }
+        true
     }
 }
 
@@ -464,7 +470,7 @@ impl Connection {
     /// request may have reached the server (`true`) or certainly none did (`false`), so that a
     /// pool can resend even a non-idempotent request that never left.
     pub(crate) fn try_start(&self, req: &Request) -> Result<Pending, (RemoteError, bool)> {
-        self.shared.take_in_arrived();
+        let _ = self.shared.take_in_arrived();
         let id = {
             let mut w = self.shared.waiters.lock();
             if let Some(death) = &w.dead {
@@ -496,7 +502,7 @@ impl Connection {
             })?;
         // The scratch buffer keeps its size (at most one frame, max_payload): freeing it
         // after each large write could have the next one faulted in afresh.
-        let sent = stream.write_all(scratch);
+        let sent = self.send_frame(&**stream, scratch);
         if let Err(e) = sent {
             drop(writer);
             let why = format!("sending a request failed: {}", io_text(&e));
@@ -504,6 +510,37 @@ impl Connection {
             return Err((RemoteError::Disconnected(why), true));
         }
         Ok(pending)
+    }
+
+    /// Writes a whole frame. While the socket takes no more, reads what arrived if no one
+    /// else is (module docs, point 4): the server may be blocked sending a reply nobody waits
+    /// for yet, and would read no more of this frame until that reply is taken in.
+    fn send_frame(&self, stream: &dyn Stream, mut bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::ErrorKind;
+        let deadline = Instant::now() + self.request_timeout;
+        while !bytes.is_empty() {
+            match shelf_server::send_now(stream.fd(), bytes) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => bytes = &bytes[n..],
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(ErrorKind::TimedOut.into());
+                    }
+                    // Whoever else is reading frees the socket for us; then only wait for
+                    // room, but look again soon in case they stop.
+                    let (events, wait) = if self.shared.take_in_arrived() {
+                        (libc::POLLOUT | libc::POLLIN, left)
+                    } else {
+                        (libc::POLLOUT, left.min(Duration::from_millis(10)))
+                    };
+                    shelf_server::poll_fd(stream.fd(), events, wait)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// The limits negotiated in the handshake.
@@ -519,7 +556,7 @@ impl Connection {
     /// Takes in what arrived while no one was reading, so that a server's hang-up on an idle
     /// connection shows in [`Connection::is_alive`] (a request does this itself first).
     pub fn notice_hang_up(&self) {
-        self.shared.take_in_arrived();
+        let _ = self.shared.take_in_arrived();
     }
 
     /// False once the end of the stream was seen or the connection was given up.
@@ -744,6 +781,46 @@ mod tests {
             t.join().expect("thread ok");
         }
         assert_eq!(conn.in_flight(), 0);
+    }
+
+    /// A reply nobody waits for yet can fill the socket while the server, busy sending it,
+    /// reads nothing more. A large request sent then must take that reply in as it goes, or
+    /// the two ends would wait on each other until the write timed out.
+    #[test]
+    fn a_large_request_goes_out_past_a_large_reply_nobody_reads_yet() {
+        let (stream, _server) = fake(|mut peer| {
+            peer.accept_hello();
+            let read = peer.recv().expect("the read");
+            // Blocks until the client has taken most of it in; reads nothing meanwhile.
+            peer.send(
+                read.id,
+                Reply::Data {
+                    attr: attr(1),
+                    data: vec![5; 4 << 20],
+                },
+            );
+            while let Some(f) = peer.recv() {
+                peer.send(f.id, Reply::Attr(attr(2)));
+            }
+        });
+        let conn = Connection::handshake_over(stream, &quick_opts()).expect("handshake");
+        let read = Request::Read {
+            path: b"f".to_vec(),
+            offset: 0,
+            len: 4 << 20,
+        };
+        let unread = conn.start_ref(&read).expect("sent");
+        let write = Request::Write {
+            path: b"f".to_vec(),
+            offset: 0,
+            data: vec![9; 4 << 20],
+        };
+        let written = conn.start_ref(&write).expect("the write goes out");
+        assert!(matches!(written.wait(), Ok(Reply::Attr(a)) if a.ino == 2));
+        match unread.wait() {
+            Ok(Reply::Data { data, .. }) => assert_eq!(data.len(), 4 << 20),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
