@@ -394,13 +394,21 @@ fn pcmanfm_opens_a_folder_of_images_on_the_mount() {
         "Xvfb",
         Command::new("Xvfb")
             .arg(&display)
-            .args(["-screen", "0", "640x480x24", "-nolisten", "tcp"])
+            .args(["-screen", "0", "640x480x24", "-nolisten", "tcp", "-noreset"])
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
+    // Ready when it accepts a connection: the socket's file appears before Xvfb listens on it,
+    // and a client that comes in between is refused ("Cannot open display"). `-noreset`: an X
+    // server resets when its last client leaves, as this probe does, and refuses clients
+    // while it does.
     let socket = PathBuf::from(format!("/tmp/.X11-unix/X{}", &display[1..]));
-    poll(START_TIMEOUT, || socket.exists().then_some(()))
-        .unwrap_or_else(|| panic!("Xvfb {display} did not start"));
+    poll(START_TIMEOUT, || {
+        std::os::unix::net::UnixStream::connect(&socket)
+            .is_ok()
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("Xvfb {display} did not start"));
 
     // A fresh home: default settings, an empty thumbnail cache.
     let home = tempfile::tempdir().expect("temp home");
