@@ -55,6 +55,12 @@ use super::{io_text, ConnectOptions, Limits, RemoteError, Transport};
 
 /// The id of the `Hello` request; ids of later requests start after it.
 const HELLO_ID: u32 = 1;
+/// Longest a waiter sleeps before looking whether it should read (see `Pending::wait`): a
+/// safety net under the wake-ups. Off in unit tests, where a missed wake-up must show.
+#[cfg(not(test))]
+const RECHECK: Duration = Duration::from_millis(50);
+#[cfg(test)]
+const RECHECK: Duration = Duration::MAX;
 
 /// Why a connection ended; turned into one error per waiter.
 #[derive(Debug, Clone)]
@@ -209,16 +215,16 @@ impl Shared {
         Ok(None)
     }
 
-    /// Wakes one waiter still without its reply, to lead now that the leader (whose request
-    /// is `leader`, which still has its slot) stepped down.
-    fn pass_the_lead(&self, leader: Option<u32>) {
+    /// Wakes one waiter still without its reply, to lead now that the inbox is free. A
+    /// leader leaving clears its own slot's waiter first, so it is never the one picked.
+    fn pass_the_lead(&self) {
         let next = self
             .waiters
             .lock()
             .slots
-            .iter()
-            .find(|(id, s)| Some(**id) != leader && s.reply.is_none() && s.waiter.is_some())
-            .and_then(|(_, s)| s.waiter.clone());
+            .values()
+            .find(|s| s.reply.is_none() && s.waiter.is_some())
+            .and_then(|s| s.waiter.clone());
         if let Some(t) = next {
             t.unpark();
         }
@@ -241,7 +247,7 @@ impl Shared {
                 self.kill(death);
             }
             // A waiter that found the inbox taken while we looked may be asleep.
-            None => self.pass_the_lead(None),
+            None => self.pass_the_lead(),
         }
         true
     }
@@ -283,8 +289,13 @@ impl Pending {
             }
             if let Some(mut inbox) = shared.inbox.try_lock() {
                 let outcome = self.lead(&mut inbox, deadline);
+                // Before letting go of the inbox: from then on, whoever passes the lead must
+                // not pick this thread, which is leaving.
+                if let Some(slot) = shared.waiters.lock().slots.get_mut(&self.id) {
+                    slot.waiter = None;
+                }
                 drop(inbox);
-                shared.pass_the_lead(Some(self.id));
+                shared.pass_the_lead();
                 return outcome;
             }
             let now = Instant::now();
@@ -292,7 +303,9 @@ impl Pending {
                 shared.kill(Death::Silent(self.timeout));
                 return Err(RemoteError::TimedOut(self.timeout));
             }
-            std::thread::park_timeout(deadline - now);
+            // Woken to lead or with the reply; the cap looks again now and then all the same,
+            // so a missed wake-up costs a moment, not the whole timeout.
+            std::thread::park_timeout((deadline - now).min(RECHECK));
         }
     }
 
@@ -308,6 +321,8 @@ impl Pending {
             )));
         };
         if let Some(reply) = slot.reply.take() {
+            // Leaving: whoever passes the lead must not pick this thread.
+            slot.waiter = None;
             return Some(Ok(reply));
         }
         if let Some(death) = dead {
