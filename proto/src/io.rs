@@ -20,6 +20,22 @@ pub enum ReadError {
     UnexpectedEof,
 }
 
+impl ReadError {
+    /// The read timed out (a socket's read timeout passed with no byte).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, ReadError::Io(e) if is_timeout(e))
+    }
+}
+
+/// Whether `e` is a read or write timeout: `WouldBlock` from a socket with a timeout set,
+/// `TimedOut` elsewhere.
+pub fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
 /// Reads frames one at a time.
 pub struct FrameReader<R> {
     inner: R,

@@ -21,7 +21,7 @@ pub use frame::{
     DecodeError, EncodeError, Frame, Header, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD,
     HEADER_LEN,
 };
-pub use io::{write_frame, write_parts, FrameReader, ReadError};
+pub use io::{is_timeout, write_frame, write_parts, FrameReader, ReadError};
 pub use msg::{
     features, rename_flags, Attr, DirEntry, FileKind, Hello, HelloReply, Message, Reply, Request,
     SetAttrs, SetTime, Statfs, Timestamp, Version, WirePath, PROTOCOL_VERSION,

@@ -33,8 +33,9 @@ use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shelf_proto::{
-    features, write_parts, Code, DecodeError, Frame, FrameReader, Hello, HelloReply, ReadError,
-    Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
+    features, is_timeout, write_parts, Code, DecodeError, Frame, FrameReader, Hello, HelloReply,
+    ReadError, Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD,
+    PROTOCOL_VERSION,
 };
 use subtle::ConstantTimeEq;
 
@@ -336,13 +337,6 @@ fn read_failure<S: Stream>(e: ReadError, conn: &Conn<'_, S>, timeout: ServeError
         ReadError::Io(e) if is_timeout(&e) => timeout,
         ReadError::Io(e) => ServeError::Io(e),
     }
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// State shared by the reading thread and the workers of one connection.

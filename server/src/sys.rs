@@ -315,11 +315,6 @@ pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
     CString::new(bytes).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-/// Serves the large I/O buffers (frames, chunks: up to a few MiB) from the heap, in at most two
-/// arenas, trimmed past 32 MiB free. glibc's defaults give such a buffer back when it is freed
-/// (mmap, or trimming the heap top) and fault in fresh zeroed pages for the next; past its
-/// growing threshold, one arena per thread keeps what was freed. Call it early, in the server's
-/// connection process and in the mount.
 /// Starts writing `len` bytes from `offset` of `fd`'s dirty pages to the disk, without
 /// waiting for them (`sync_file_range(SYNC_FILE_RANGE_WRITE)`).
 pub fn start_writeback(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
@@ -376,6 +371,11 @@ pub fn send_now(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     usize::try_from(n).map_err(|_| io::Error::last_os_error())
 }
 
+/// Serves the large I/O buffers (frames, chunks: up to a few MiB) from the heap, in at most two
+/// arenas, trimmed past 32 MiB free. glibc's defaults give such a buffer back when it is freed
+/// (mmap, or trimming the heap top) and fault in fresh zeroed pages for the next; past its
+/// growing threshold, one arena per thread keeps what was freed. Call it early, in the server's
+/// connection process and in the mount.
 pub fn keep_large_buffers_in_heap() {
     // SAFETY: mallopt only sets allocator parameters and takes glibc's own locks.
     unsafe {

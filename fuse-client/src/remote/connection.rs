@@ -113,8 +113,7 @@ struct Shared {
     waiters: Mutex<Waiters>,
     inbox: Mutex<Inbox>,
     in_flight: AtomicUsize,
-    /// A handle used to shut the socket down, which wakes a blocked reader, and to ask
-    /// whether anything arrived.
+    /// A handle used only to shut the socket down, which wakes a blocked reader.
     killer: Mutex<Box<dyn Stream>>,
 }
 
@@ -184,14 +183,7 @@ impl Shared {
                     "the server closed the connection mid-frame".into(),
                 ))
             }
-            Err(ReadError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(Death::Silent(inbox.timeout));
-            }
+            Err(e) if e.is_timeout() => return Err(Death::Silent(inbox.timeout)),
             Err(ReadError::Io(e)) => {
                 return Err(Death::Closed(
                     inbox.notice.take().unwrap_or_else(|| io_text(&e)),
@@ -237,7 +229,7 @@ impl Shared {
             return false;
         };
         let mut death = None;
-        while death.is_none() && self.killer.lock().readable_now() {
+        while death.is_none() && inbox.reader.get_ref().readable_now() {
             death = self.read_one(&mut inbox, None).err();
         }
         drop(inbox);
@@ -648,12 +640,7 @@ fn read_hello(
                     "the server closed the connection during the handshake".into(),
                 ))
             }
-            Err(ReadError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if e.is_timeout() => {
                 return Err(match write_err {
                     Some(_) => lost(write_err, String::new()),
                     None => RemoteError::TimedOut(timeout),
