@@ -16,8 +16,8 @@ use fuser::{
 };
 use shelf_proto::{Attr, FileKind, SetTime};
 
-use crate::core::{system_time, timestamp, Core, DirSink, Entry, FsError, Opened, SetAttrRequest};
-use crate::remote::Transport;
+use shelf_core::{system_time, timestamp, Core, DirSink, Entry, FsError, Opened, SetAttrRequest};
+use shelf_remote::Transport;
 
 /// The filesystem the kernel talks to.
 pub struct ShelfFs<T: Transport> {

@@ -23,9 +23,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use fuser::{MountOption, SessionACL};
 
-use crate::core::{Core, CoreConfig};
 use crate::fs::ShelfFs;
-use crate::remote::{ConnectOptions, Pool};
+use shelf_core::{Core, CoreConfig};
+use shelf_remote::{ConnectOptions, Pool};
 
 /// How often a mount pings its idle connections.
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(60);
@@ -261,7 +261,7 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
     // threshold (it bounded memory) mapped and faulted in every chunk afresh; from the heap,
     // same run: cold 1 GiB read 3.6-5.0 s -> 1.9-2.1 s, mount CPU 4.2-5.4 s -> 1.6-2.0 s, peak
     // memory 273 -> 285 MiB (10 GiB stream: 296 MiB) with a 256 MiB cache.
-    shelf_server::keep_large_buffers_in_heap();
+    crate::heap::keep_large_buffers_in_heap();
     let opts = ConnectOptions {
         addr: plan.addr.clone(),
         token: plan.token.clone(),

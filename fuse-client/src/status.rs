@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::core::Core;
-use crate::remote::Pool;
+use shelf_core::Core;
+use shelf_remote::Pool;
 
 /// Arguments of `shelf status`.
 #[derive(Debug, clap::Args)]

@@ -22,4 +22,3 @@ pub use conn::{serve, Limits, ServeConfig, ServeError, Stream};
 pub use library::{Library, PUT_PREFIX};
 pub use listen::{read_token_file, run, Config, RunError};
 pub use relpath::{PathError, RelPath};
-pub use sys::{keep_large_buffers_in_heap, poll_fd, readable_now, send_now};

@@ -356,21 +356,6 @@ pub fn readable_now(fd: BorrowedFd<'_>) -> bool {
     poll_fd(fd, libc::POLLIN, std::time::Duration::ZERO).is_ok_and(|r| r != 0)
 }
 
-/// Sends what the socket `fd` takes now, without waiting; a closed peer is an error, never
-/// SIGPIPE.
-pub fn send_now(fd: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
-    // SAFETY: `buf` is valid for `buf.len()` bytes; `fd` is borrowed for the call.
-    let n = unsafe {
-        libc::send(
-            fd.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        )
-    };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
-}
-
 /// Serves the large I/O buffers (frames, chunks: up to a few MiB) from the heap, in at most two
 /// arenas, trimmed past 32 MiB free. glibc's defaults give such a buffer back when it is freed
 /// (mmap, or trimming the heap top) and fault in fresh zeroed pages for the next; past its

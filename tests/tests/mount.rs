@@ -763,7 +763,7 @@ fn ln_s_and_ln_make_symbolic_and_hard_links() {
     cmd("ln").arg(m("a")).arg(m("hard")).run().assert_ok();
     assert_eq!(stat_c("%h", &m("hard")), "2", "nlink of the new name");
     // The first name's cached attributes may lag by one TTL (each name is its own node in
-    // the client, fuse-client/src/inode.rs), but no longer.
+    // the client, core/src/inode.rs), but no longer.
     let mut nlink = String::new();
     let fresh = poll(Duration::from_secs(3), || {
         nlink = stat_c("%h", &m("a"));
@@ -781,7 +781,7 @@ fn ln_s_and_ln_make_symbolic_and_hard_links() {
     assert_eq!(read(m("hard")), b"alpha\n");
 
     // A write through one name shows through the other (within the attribute TTL: each
-    // name has its own node in the client, see fuse-client/src/inode.rs).
+    // name has its own node in the client, see core/src/inode.rs).
     let mut fh = OpenOptions::new()
         .append(true)
         .open(m("hard"))

@@ -8,7 +8,8 @@ use shelf_proto::{Reply, Request};
 use shelf_server::ServeConfig;
 
 use super::*;
-use crate::remote::{Limits, Loopback, Pending, RemoteError};
+use shelf_remote::{Limits, Pending, RemoteError};
+use shelf_testkit::Loopback;
 
 fn quiet() -> Ui {
     Ui {

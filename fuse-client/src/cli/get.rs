@@ -26,8 +26,8 @@ use shelf_proto::{Attr, FileKind, Request};
 use super::paths::{basename, bytes, resolve, show};
 use super::progress::bar;
 use super::{interrupt, Remote, Ui, UsageError};
-use crate::remote::client::{reply_data, WINDOW};
-use crate::remote::{Client, Transport};
+use shelf_remote::client::{reply_data, WINDOW};
+use shelf_remote::{Client, Transport};
 
 /// Largest read asked at once; with `WINDOW` in flight, the memory a download uses.
 pub const CHUNK: u32 = 1 << 20;

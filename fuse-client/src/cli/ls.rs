@@ -9,7 +9,7 @@ use shelf_proto::{Code, DirEntry, FileKind};
 use super::format::ls_line;
 use super::paths::{basename, bytes, join, resolve, show};
 use super::Remote;
-use crate::remote::Client;
+use shelf_remote::Client;
 
 /// List a directory of the library.
 #[derive(Debug, clap::Args)]

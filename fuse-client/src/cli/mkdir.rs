@@ -7,7 +7,7 @@ use shelf_proto::{Code, FileKind};
 
 use super::paths::{bytes, resolve};
 use super::Remote;
-use crate::remote::{Client, Transport};
+use shelf_remote::{Client, Transport};
 
 /// Mode of new directories; the server applies its own umask.
 const DIR_MODE: u32 = 0o755;

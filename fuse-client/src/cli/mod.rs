@@ -1,7 +1,7 @@
 //! The `shelf` command line: one module per subcommand, all over [`crate::remote`].
 //!
 //! Each subcommand is a function over a [`Client`] and plain arguments, so `shelf shell` calls
-//! the same functions and the tests drive them against a [`crate::remote::Loopback`].
+//! the same functions and the tests drive them against a [`shelf_remote::Loopback`].
 //! [`run`] owns what only the process edge knows: parsing, connecting, printing an error once
 //! with its whole context chain, and exit codes: 0 success (a closed stdout included, so
 //! `shelf ls | head` is quiet), 1 error, 2 bad usage, 130 after Ctrl-C.
@@ -17,7 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::remote::{Client, ConnectOptions, Pool, Transport};
+use shelf_remote::{Client, ConnectOptions, Pool, Transport};
 
 pub mod format;
 pub mod generate;
@@ -181,7 +181,7 @@ pub fn render(err: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in err.chain() {
         let text = match cause.downcast_ref::<std::io::Error>() {
-            Some(io) => crate::remote::io_text(io),
+            Some(io) => shelf_remote::io_text(io),
             None => cause.to_string(),
         };
         if out.ends_with(&text) {
@@ -323,13 +323,13 @@ mod tests {
         let e =
             anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe)).context("ls");
         assert_eq!(classify(&e), Outcome::BrokenPipe);
-        let e = anyhow::Error::new(crate::remote::RemoteError::Disconnected("x".into()));
+        let e = anyhow::Error::new(shelf_remote::RemoteError::Disconnected("x".into()));
         assert_eq!(classify(&e), Outcome::Failed);
     }
 
     #[test]
     fn rendering_errors() {
-        let e = anyhow::Error::new(crate::remote::RemoteError::Unreachable {
+        let e = anyhow::Error::new(shelf_remote::RemoteError::Unreachable {
             addr: "127.0.0.1:9".into(),
             source: std::io::Error::from_raw_os_error(libc::ECONNREFUSED),
         });

@@ -7,7 +7,7 @@ use shelf_proto::FileKind;
 
 use super::paths::{basename, bytes, join, resolve};
 use super::Remote;
-use crate::remote::{Client, Transport};
+use shelf_remote::{Client, Transport};
 
 /// Rename or move a file or directory within the library.
 #[derive(Debug, clap::Args)]

@@ -28,8 +28,8 @@ use super::get::CHUNK;
 use super::paths::{bytes, join, resolve, show};
 use super::progress::bar;
 use super::{interrupt, Remote, Ui, UsageError};
-use crate::remote::client::{reply_attr, WINDOW};
-use crate::remote::{Client, Pending, RemoteError, Transport};
+use shelf_remote::client::{reply_attr, WINDOW};
+use shelf_remote::{Client, Pending, RemoteError, Transport};
 
 /// Upload a file to the library, replacing any file of that name atomically.
 #[derive(Debug, clap::Args)]

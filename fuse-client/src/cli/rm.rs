@@ -7,7 +7,7 @@ use shelf_proto::{Code, FileKind};
 
 use super::paths::{bytes, join, resolve, show};
 use super::{Remote, UsageError};
-use crate::remote::{Client, Transport};
+use shelf_remote::{Client, Transport};
 
 /// Remove files and directories from the library.
 #[derive(Debug, clap::Args)]

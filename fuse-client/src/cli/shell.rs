@@ -19,7 +19,7 @@ use shelf_proto::FileKind;
 use super::format::escape;
 use super::paths::{resolve, resolve_clamped, show};
 use super::{get, interrupt, ls, mkdir, mv, put, rm, Remote, Ui, UsageError};
-use crate::remote::Client;
+use shelf_remote::Client;
 
 /// Browse and change the library at an interactive prompt.
 #[derive(Debug, clap::Args)]
@@ -281,7 +281,7 @@ pub fn split_words(line: &[u8]) -> Result<Vec<Vec<u8>>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::Loopback;
+    use shelf_testkit::Loopback;
 
     fn words(line: &str) -> Vec<String> {
         split_words(line.as_bytes())

@@ -18,9 +18,8 @@ use parking_lot::Mutex;
 use shelf_proto::Request;
 use shelf_server::{Library, ServeConfig};
 
-use super::connection::{Connection, Pending};
-use super::pool::{Connector, Pool};
-use super::{ConnectOptions, Limits, RemoteError, Transport};
+use shelf_remote::pool::{Connector, Pool};
+use shelf_remote::{ConnectOptions, Connection, Limits, Pending, RemoteError, Transport};
 
 /// The address loopback errors name.
 pub const LOOPBACK_ADDR: &str = "loopback";

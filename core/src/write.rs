@@ -17,8 +17,8 @@ use std::ops::Range;
 
 use shelf_proto::{Attr, Code, Reply, Request};
 
-use super::error::{FsError, FsResult};
-use crate::remote::{Client, Pending, RemoteError, Transport};
+use crate::error::{FsError, FsResult};
+use shelf_remote::{Client, Pending, RemoteError, Transport};
 
 /// The buffered and in-flight writes of one open file.
 #[derive(Default)]
@@ -226,9 +226,10 @@ impl WriteBack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::remote::loopback::LOOPBACK_ADDR;
-    use crate::remote::{ConnectOptions, Loopback};
+    use shelf_remote::ConnectOptions;
     use shelf_server::ServeConfig;
+    use shelf_testkit::Loopback;
+    use shelf_testkit::LOOPBACK_ADDR;
 
     const LIM: WriteLimits = WriteLimits {
         send_at: 1 << 20,

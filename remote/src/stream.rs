@@ -27,7 +27,7 @@ pub trait Stream: Read + Write + Send + 'static {
     fn fd(&self) -> BorrowedFd<'_>;
     /// Whether a read would not block now: bytes, the end of the stream or an error wait.
     fn readable_now(&self) -> bool {
-        shelf_server::readable_now(self.fd())
+        crate::sys::readable_now(self.fd())
     }
 }
 

@@ -52,6 +52,7 @@ use shelf_proto::{
 
 use super::stream::Stream;
 use super::{io_text, ConnectOptions, Limits, RemoteError, Transport};
+use crate::sys::Events;
 
 /// The id of the `Hello` request; ids of later requests start after it.
 const HELLO_ID: u32 = 1;
@@ -526,7 +527,7 @@ impl Connection {
         use std::io::ErrorKind;
         let deadline = Instant::now() + self.request_timeout;
         while !bytes.is_empty() {
-            match shelf_server::send_now(stream.fd(), bytes) {
+            match crate::sys::send_now(stream.fd(), bytes) {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => bytes = &bytes[n..],
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -538,11 +539,11 @@ impl Connection {
                     // Whoever else is reading frees the socket for us; then only wait for
                     // room, but look again soon in case they stop.
                     let (events, wait) = if self.shared.take_in_arrived() {
-                        (libc::POLLOUT | libc::POLLIN, left)
+                        (Events::OUT | Events::IN, left)
                     } else {
-                        (libc::POLLOUT, left.min(Duration::from_millis(10)))
+                        (Events::OUT, left.min(Duration::from_millis(10)))
                     };
-                    shelf_server::poll_fd(stream.fd(), events, wait)?;
+                    crate::sys::poll_fd(stream.fd(), events, wait)?;
                 }
                 Err(e) => return Err(e),
             }
@@ -693,7 +694,7 @@ mod tests {
     use shelf_proto::{Attr, FileKind, Timestamp};
 
     use super::*;
-    use crate::remote::testserver::{fake, hello_reply, quick_opts};
+    use crate::testserver::{fake, hello_reply, quick_opts};
 
     fn attr(ino: u64) -> Attr {
         Attr {
@@ -718,7 +719,7 @@ mod tests {
     }
 
     /// The fake server answers a batch of stats in reverse order, each with `ino` = the path.
-    fn reverse_server(batch: usize) -> impl FnOnce(crate::remote::testserver::Peer) + Send {
+    fn reverse_server(batch: usize) -> impl FnOnce(crate::testserver::Peer) + Send {
         move |mut peer| {
             peer.accept_hello();
             let mut got = Vec::new();

@@ -1,8 +1,9 @@
-//! The filesystem core: every FUSE operation as a plain method over a remote library.
+//! shelf-core, the filesystem core: every FUSE operation as a plain method over a remote
+//! library, with the inode table, listings, chunk cache, read-ahead and write-behind.
 //!
-//! `fs.rs` translates kernel requests into calls on `Core` and nothing more, so everything
-//! here is tested without a mount, against `remote::Loopback` (a real server over a socket
-//! pair). `Core` is generic over the transport for that reason.
+//! The `shelf` binary's `fs.rs` translates kernel requests into calls on `Core` and nothing more, so everything
+//! here is tested without a mount, against `shelf_testkit::Loopback` (a real server over a
+//! socket pair). `Core` is generic over the transport for that reason.
 //!
 //! What is hard, and where it is handled:
 //! 1. The protocol is path-based, the kernel is inode-based: `InodeTable` maps one to the
@@ -22,8 +23,12 @@
 //! 6. A lookup of a name that is not there costs a round trip unless a fresh listing of the
 //!    directory says so (`listing.rs`); every change that adds a name records it there.
 
+pub mod cache;
 mod error;
 mod fetch;
+pub mod inode;
+pub mod listing;
+pub mod readahead;
 mod write;
 
 use std::collections::HashMap;
@@ -43,7 +48,7 @@ use crate::cache::{CacheStats, ChunkCache, ChunkKey};
 use crate::inode::InodeTable;
 use crate::listing::Listings;
 use crate::readahead::ReadAhead;
-use crate::remote::{Client, Transport};
+use shelf_remote::{Client, Transport};
 
 /// The root directory's inode number, fixed by FUSE.
 pub const ROOT_INO: u64 = 1;

@@ -2,7 +2,7 @@
 
 use shelf_proto::Code;
 
-use crate::remote::RemoteError;
+use shelf_remote::RemoteError;
 
 /// Why a filesystem operation failed. `errno` is the only place the kernel's errno comes
 /// from; both arms defer to `proto::Code`, the one mapping.

@@ -22,9 +22,9 @@ use std::sync::Arc;
 use parking_lot::{Condvar, Mutex};
 use shelf_proto::{Attr, Reply, Request};
 
-use super::error::{FsError, FsResult};
 use crate::cache::{ChunkCache, ChunkKey};
-use crate::remote::{Client, Pending, RemoteError, Transport};
+use crate::error::{FsError, FsResult};
+use shelf_remote::{Client, Pending, RemoteError, Transport};
 
 /// Early fetches (module docs, point 4) unclaimed at once, at most.
 const EARLY_MAX: usize = 32;
@@ -87,7 +87,7 @@ enum Want {
     Mine(
         Arc<Slot>,
         Request,
-        Result<crate::remote::Pending, RemoteError>,
+        Result<shelf_remote::Pending, RemoteError>,
     ),
     Theirs(Arc<Slot>),
 }

@@ -7,7 +7,7 @@ use shelf_proto::{Attr, Code, FileKind, SetTime, Timestamp};
 use tempfile::TempDir;
 
 use super::*;
-use crate::remote::Loopback;
+use shelf_testkit::Loopback;
 
 const CHUNK: u32 = 4096;
 

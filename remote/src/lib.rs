@@ -1,4 +1,4 @@
-//! The remote layer: everything between a caller that wants a file operation done on the server
+//! shelf-remote, the client side of the wire: everything between a caller that wants a file operation done on the server
 //! and the bytes on a socket. The FUSE core and the CLI both use it, and nothing above it sees a
 //! socket.
 //!
@@ -16,8 +16,9 @@
 //!    wrong kind into [`RemoteError::Protocol`], and splits reads and writes larger than the
 //!    negotiated `max_io` into pipelined pieces.
 //!
-//! Layout: [`stream`] (the socket abstraction), [`connection`], [`pool`], [`client`],
-//! [`loopback`] (an in-process server for tests), and this file's shared types.
+//! Layout: [`stream`] (the socket abstraction), [`connection`], [`pool`], [`client`], `sys`
+//! (the two socket calls `std` lacks), and this file's shared types. Test transports (the
+//! real server in-process, in memory, failing on cue) live in the dev-only `shelf-testkit`.
 
 use std::fmt;
 use std::io;
@@ -27,15 +28,14 @@ use shelf_proto::{Code, Reply, Request};
 
 pub mod client;
 pub mod connection;
-pub mod loopback;
 pub mod pool;
 pub mod stream;
+mod sys;
 #[cfg(test)]
 pub(crate) mod testserver;
 
 pub use client::Client;
 pub use connection::{Connection, Pending};
-pub use loopback::Loopback;
 pub use pool::{Pool, PoolState};
 pub use stream::Stream;
 

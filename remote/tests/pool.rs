@@ -1,0 +1,101 @@
+//! The pool against the real server in-process: reconnects, fail-fast, spreading load.
+
+use std::time::{Duration, Instant};
+
+use shelf_remote::{Client, ConnectOptions};
+use shelf_testkit::Loopback;
+
+fn loopback(dir: &std::path::Path, connections: usize) -> Loopback {
+    let opts = ConnectOptions {
+        connect_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(5),
+        ..ConnectOptions::new("loopback")
+    };
+    Loopback::with(dir, Default::default(), opts, connections).expect("loopback")
+}
+
+#[test]
+fn keepalive_holds_connections_past_the_server_idle_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let serve = shelf_server::ServeConfig {
+        idle_timeout: Some(Duration::from_millis(300)),
+        ..Default::default()
+    };
+    let opts = ConnectOptions::new("loopback");
+    let lb = Loopback::with(dir.path(), serve, opts, 1).expect("loopback");
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(100));
+        lb.pool().keepalive();
+    }
+    let state = lb.pool().state();
+    assert_eq!((state.connected, state.reconnects), (1, 0), "{state:?}");
+
+    // Without pings the server hangs up on the idle connection.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        lb.pool().state().connected,
+        0,
+        "the idle timeout does close"
+    );
+}
+
+#[test]
+fn reconnects_after_the_server_hangs_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("a"), b"hello").expect("write");
+    let client = Client::new(loopback(dir.path(), 1));
+    assert_eq!(client.stat(b"a").expect("stat").size, 5);
+    client.transport().hang_up();
+    // The pending stat loses its connection; being idempotent it is resent on a new one.
+    assert_eq!(client.stat(b"a").expect("stat after restart").size, 5);
+    let state = client.transport().pool().state();
+    assert_eq!(state.reconnects, 1, "{state:?}");
+    assert_eq!(state.connected, 1);
+}
+
+#[test]
+fn fails_fast_while_the_server_is_down_then_recovers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = Client::new(loopback(dir.path(), 2));
+    client.ping().expect("up");
+    client.transport().set_down(true);
+    client.transport().hang_up();
+    let started = Instant::now();
+    for _ in 0..5 {
+        let err = client.stat(b"").expect_err("server is down");
+        assert_eq!(err.errno(), libc::ENOTCONN, "{err:?}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(1), "fails fast");
+    // A request that is not idempotent is not resent, and fails as cleanly.
+    let err = client.mkdir(b"d", 0o755).expect_err("down");
+    assert_eq!(err.errno(), libc::ENOTCONN, "{err:?}");
+    client.transport().set_down(false);
+    client.mkdir(b"d", 0o755).expect("back up");
+    assert!(dir.path().join("d").is_dir());
+}
+
+#[test]
+fn requests_spread_over_the_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("f"), vec![7u8; 1 << 20]).expect("write");
+    let lb = std::sync::Arc::new(loopback(dir.path(), 3));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let lb = std::sync::Arc::clone(&lb);
+            std::thread::spawn(move || {
+                let client = Client::new(lb);
+                for _ in 0..10 {
+                    let (_, data) = client.read(b"f", 0, 1 << 20).expect("read");
+                    assert_eq!(data.len(), 1 << 20);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("reader thread");
+    }
+    let state = lb.pool().state();
+    assert!(state.connected >= 2, "{state:?}");
+    assert_eq!(state.in_flight, 0);
+    assert!(state.requests >= 60);
+}
