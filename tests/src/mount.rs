@@ -1,0 +1,242 @@
+//! Mounts for a test: [`Mount`] runs `shelf mount ADDR DIR --foreground` as a child and
+//! waits until the mount is in mountinfo; on drop it detaches the mount and reaps the child.
+//! [`MountDir`] is a mount point that removes itself only when nothing is mounted on it.
+//!
+//! What is hard: cleanup runs while a failed assertion unwinds, and in an order that cannot
+//! hurt: the mount goes before its directory (a recursive removal through a live mount would
+//! delete the library), and a session that stays wedged after the unmount is killed after a
+//! few seconds rather than waited on.
+
+use std::ffi::OsStr;
+use std::fmt::Display;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::environment::shelf_bin;
+use crate::mountinfo::{mount_at, MountInfo};
+use crate::process::{read_log, signal, wait_timeout, START_TIMEOUT};
+use crate::watchdog::{abort_connection, watchdog_secs, Watchdog};
+
+/// Lazily unmounts `dir` (root: umount2 MNT_DETACH; otherwise `fusermount3 -u -z`).
+pub fn unmount_detach(dir: &Path) -> std::io::Result<()> {
+    // SAFETY: geteuid has no side effects.
+    if unsafe { libc::geteuid() } == 0 {
+        let c = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
+        // SAFETY: c is a valid NUL-terminated path for the duration of the call.
+        if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return Ok(());
+        }
+        return Err(std::io::Error::last_os_error());
+    }
+    let st = Command::new("fusermount3")
+        .args(["-u", "-z"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!("fusermount3 -u -z: {st}")))
+    }
+}
+
+/// A directory for a mount point, removed on drop only if nothing is mounted on it (a
+/// recursive removal through a live mount would delete the library).
+pub struct MountDir {
+    path: PathBuf,
+}
+
+impl MountDir {
+    pub fn new() -> MountDir {
+        let dir = tempfile::Builder::new()
+            .prefix("shelf-mnt-")
+            .tempdir()
+            .expect("temp mount dir")
+            .keep();
+        MountDir {
+            path: std::fs::canonicalize(&dir).expect("canonical mount dir"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Default for MountDir {
+    fn default() -> Self {
+        MountDir::new()
+    }
+}
+
+impl Drop for MountDir {
+    fn drop(&mut self) {
+        if mount_at(&self.path).is_some() {
+            let _ = unmount_detach(&self.path);
+        }
+        if mount_at(&self.path).is_none() {
+            let _ = std::fs::remove_dir(&self.path);
+        }
+    }
+}
+
+/// `shelf mount ADDR DIR --foreground` running as a child; unmounted and reaped on drop.
+pub struct Mount {
+    child: Option<Child>,
+    info: MountInfo,
+    log: PathBuf,
+    _watchdog: Watchdog,
+    // Last: removed after the unmount in `drop`.
+    dir: MountDir,
+    _logdir: tempfile::TempDir,
+}
+
+impl Mount {
+    /// Mounts `addr` on a fresh temp directory with `shelf mount ADDR DIR --foreground EXTRA`
+    /// and waits until it shows in mountinfo. Panics with the mount's log on failure.
+    pub fn new<S: AsRef<OsStr>>(addr: impl Display, extra: &[S]) -> Mount {
+        Mount::try_new(addr, extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// `Mount::new(addr, &[])` without naming a type for the empty option list.
+    pub fn plain(addr: impl Display) -> Mount {
+        Mount::new::<&str>(addr, &[])
+    }
+
+    /// Like [`Mount::new`], but returns the failure (with the log) instead of panicking.
+    pub fn try_new<S: AsRef<OsStr>>(addr: impl Display, extra: &[S]) -> Result<Mount, String> {
+        Mount::try_new_with_watchdog(addr, extra, Duration::from_secs(watchdog_secs()))
+    }
+
+    /// Like [`Mount::try_new`], with a watchdog that aborts the mount after `watchdog`
+    /// instead of [`watchdog_secs`].
+    pub fn try_new_with_watchdog<S: AsRef<OsStr>>(
+        addr: impl Display,
+        extra: &[S],
+        watchdog: Duration,
+    ) -> Result<Mount, String> {
+        let dir = MountDir::new();
+        let logdir = tempfile::Builder::new()
+            .prefix("shelf-mount-log-")
+            .tempdir()
+            .expect("temp dir for the mount log");
+        let log = logdir.path().join("mount.log");
+        let logf = std::fs::File::create(&log).expect("mount log file");
+        let mut cmd = Command::new(shelf_bin());
+        cmd.arg("mount")
+            .arg(addr.to_string())
+            .arg(dir.path())
+            .arg("--foreground")
+            .args(extra)
+            .env(
+                "SHELF_LOG",
+                std::env::var("SHELF_LOG").unwrap_or("info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(logf.try_clone().expect("dup log"))
+            .stderr(logf)
+            .process_group(0);
+        let desc = format!("{cmd:?}");
+        let mut child = cmd.spawn().map_err(|e| format!("cannot run {desc}: {e}"))?;
+        let deadline = Instant::now() + START_TIMEOUT;
+        let info = loop {
+            if let Some(info) = mount_at(dir.path()).filter(MountInfo::is_shelf) {
+                break info;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "{desc} exited with {status} before mounting\n--- mount log ---\n{}",
+                    read_log(&log)
+                ));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "{desc}: no mount within {START_TIMEOUT:?}\n--- mount log ---\n{}",
+                    read_log(&log)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let watchdog = Watchdog::arm(info.clone(), watchdog);
+        Ok(Mount {
+            child: Some(child),
+            info,
+            log,
+            _watchdog: watchdog,
+            dir,
+            _logdir: logdir,
+        })
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `self.path().join(rel)`.
+    pub fn join(&self, rel: impl AsRef<Path>) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// The mountinfo line seen when the mount came up.
+    pub fn info(&self) -> &MountInfo {
+        &self.info
+    }
+
+    /// Whether the mount is still in mountinfo.
+    pub fn is_mounted(&self) -> bool {
+        mount_at(self.path())
+            .is_some_and(|m| m.major == self.info.major && m.minor == self.info.minor)
+    }
+
+    /// What `shelf mount` logged so far.
+    pub fn log(&self) -> String {
+        read_log(&self.log)
+    }
+
+    /// The pid of `shelf mount`, while it has not been reaped.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends `sig` to `shelf mount`.
+    pub fn signal(&self, sig: i32) {
+        if let Some(pid) = self.pid() {
+            signal(pid as i32, sig);
+        }
+    }
+
+    /// Waits up to `timeout` for `shelf mount` to exit by itself and reaps it.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let status = wait_timeout(child, timeout)?;
+        self.child = None;
+        Some(status)
+    }
+
+    /// Aborts the FUSE connection now (what the watchdog does at its deadline).
+    pub fn abort(&self) -> std::io::Result<()> {
+        abort_connection(&self.info)
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.is_mounted() {
+            let _ = unmount_detach(self.dir.path());
+        }
+        if let Some(mut child) = self.child.take() {
+            // After the unmount the session ends by itself; do not wait on a wedged one.
+            if wait_timeout(&mut child, Duration::from_secs(3)).is_none() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
