@@ -14,7 +14,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::environment::shelf_bin;
-use crate::process::wait_timeout;
+use crate::process::{spawn_retrying, wait_or_kill};
 
 /// Default timeout of a command run with [`run`] or [`Cmd`].
 pub const CMD_TIMEOUT: Duration = Duration::from_secs(120);
@@ -108,28 +108,9 @@ impl Cmd {
             .stdin(stdin)
             .stdout(std::fs::File::create(&out_path).expect("stdout file"))
             .stderr(std::fs::File::create(&err_path).expect("stderr file"));
-        let mut child = loop {
-            match self.cmd.spawn() {
-                // A script this process has just written can meet ETXTBSY when another test
-                // thread forked meanwhile: its child holds the write descriptor until it
-                // execs. The harness's race on any file system, over within moments; a file
-                // the mount itself kept open for writing would still fail after two seconds.
-                Err(e)
-                    if e.raw_os_error() == Some(libc::ETXTBSY)
-                        && started.elapsed() < Duration::from_secs(2) =>
-                {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                spawned => {
-                    break spawned.unwrap_or_else(|e| panic!("cannot run `{}`: {e}", self.desc))
-                }
-            }
-        };
-        let status = wait_timeout(&mut child, self.timeout);
-        if status.is_none() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        let mut child = spawn_retrying(&mut self.cmd)
+            .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", self.desc));
+        let status = wait_or_kill(&mut child, self.timeout);
         Output {
             desc: self.desc,
             status,

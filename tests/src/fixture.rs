@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::path::Path;
 
 use crate::environment::fuse_available;
+use crate::fsutil::temp_dir;
 use crate::mount::Mount;
 use crate::server::Server;
 
@@ -56,8 +57,5 @@ impl Fixture {
 
 /// A fresh, empty temp directory to serve (canonical path).
 pub fn library() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("shelf-lib-")
-        .tempdir()
-        .expect("temp library")
+    temp_dir("shelf-lib-")
 }

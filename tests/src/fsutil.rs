@@ -68,6 +68,15 @@ pub fn shelf_leftovers(lib: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// A fresh temp directory whose name starts with `prefix`, removed when dropped.
+#[track_caller]
+pub(crate) fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot make a temp directory {prefix}*: {e}"))
+}
+
 /// Reads a whole file, failing the test with the path on error.
 #[track_caller]
 pub fn read(path: impl AsRef<Path>) -> Vec<u8> {

@@ -13,11 +13,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::environment::shelf_bin;
+use crate::fsutil::temp_dir;
 use crate::mountinfo::{mount_at, MountInfo};
-use crate::process::{read_log, signal, wait_timeout, START_TIMEOUT};
+use crate::process::{
+    kill_and_reap, poll_every, signal, wait_or_kill, wait_timeout, LogFile, START_TIMEOUT,
+};
 use crate::watchdog::{abort_connection, watchdog_secs, Watchdog};
 
 /// Lazily unmounts `dir` (root: umount2 MNT_DETACH; otherwise `fusermount3 -u -z`).
@@ -52,11 +55,7 @@ pub struct MountDir {
 
 impl MountDir {
     pub fn new() -> MountDir {
-        let dir = tempfile::Builder::new()
-            .prefix("shelf-mnt-")
-            .tempdir()
-            .expect("temp mount dir")
-            .keep();
+        let dir = temp_dir("shelf-mnt-").keep();
         MountDir {
             path: std::fs::canonicalize(&dir).expect("canonical mount dir"),
         }
@@ -88,11 +87,10 @@ impl Drop for MountDir {
 pub struct Mount {
     child: Option<Child>,
     info: MountInfo,
-    log: PathBuf,
     _watchdog: Watchdog,
-    // Last: removed after the unmount in `drop`.
+    // These go after the unmount in `drop`: the mount point, then its log.
     dir: MountDir,
-    _logdir: tempfile::TempDir,
+    log: LogFile,
 }
 
 impl Mount {
@@ -120,12 +118,8 @@ impl Mount {
         watchdog: Duration,
     ) -> Result<Mount, String> {
         let dir = MountDir::new();
-        let logdir = tempfile::Builder::new()
-            .prefix("shelf-mount-log-")
-            .tempdir()
-            .expect("temp dir for the mount log");
-        let log = logdir.path().join("mount.log");
-        let logf = std::fs::File::create(&log).expect("mount log file");
+        let log = LogFile::new("shelf-mount-log-", "mount.log");
+        let logf = std::fs::File::create(log.path()).expect("mount log file");
         let mut cmd = Command::new(shelf_bin());
         cmd.arg("mount")
             .arg(addr.to_string())
@@ -142,35 +136,39 @@ impl Mount {
             .process_group(0);
         let desc = format!("{cmd:?}");
         let mut child = cmd.spawn().map_err(|e| format!("cannot run {desc}: {e}"))?;
-        let deadline = Instant::now() + START_TIMEOUT;
-        let info = loop {
+        // Mounted, or exited before mounting.
+        let came_up = poll_every(Duration::from_millis(20), START_TIMEOUT, || {
             if let Some(info) = mount_at(dir.path()).filter(MountInfo::is_shelf) {
-                break info;
+                return Some(Ok(info));
             }
-            if let Ok(Some(status)) = child.try_wait() {
+            match child.try_wait() {
+                Ok(Some(status)) => Some(Err(status)),
+                _ => None,
+            }
+        });
+        let info = match came_up {
+            Some(Ok(info)) => info,
+            Some(Err(status)) => {
                 return Err(format!(
                     "{desc} exited with {status} before mounting\n--- mount log ---\n{}",
-                    read_log(&log)
-                ));
+                    log.read()
+                ))
             }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
+            None => {
+                kill_and_reap(&mut child);
                 return Err(format!(
                     "{desc}: no mount within {START_TIMEOUT:?}\n--- mount log ---\n{}",
-                    read_log(&log)
+                    log.read()
                 ));
             }
-            std::thread::sleep(Duration::from_millis(20));
         };
         let watchdog = Watchdog::arm(info.clone(), watchdog);
         Ok(Mount {
             child: Some(child),
             info,
-            log,
             _watchdog: watchdog,
             dir,
-            _logdir: logdir,
+            log,
         })
     }
 
@@ -197,7 +195,7 @@ impl Mount {
 
     /// What `shelf mount` logged so far.
     pub fn log(&self) -> String {
-        read_log(&self.log)
+        self.log.read()
     }
 
     /// The pid of `shelf mount`, while it has not been reaped.
@@ -233,10 +231,7 @@ impl Drop for Mount {
         }
         if let Some(mut child) = self.child.take() {
             // After the unmount the session ends by itself; do not wait on a wedged one.
-            if wait_timeout(&mut child, Duration::from_secs(3)).is_none() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+            wait_or_kill(&mut child, Duration::from_secs(3));
         }
     }
 }

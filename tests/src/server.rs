@@ -17,11 +17,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::environment::shelfd_bin;
 use crate::mountinfo::mountinfo;
-use crate::process::{read_log, signal, wait_timeout, START_TIMEOUT};
+use crate::process::{kill_group, poll_every, signal, wait_timeout, LogFile, START_TIMEOUT};
 
 /// A running `shelfd` in a private mount namespace; stopped and reaped on drop.
 pub struct Server {
@@ -29,24 +29,18 @@ pub struct Server {
     addr: SocketAddr,
     root: PathBuf,
     extra: Vec<OsString>,
-    log: PathBuf,
-    _logdir: tempfile::TempDir,
+    log: LogFile,
 }
 
 impl Server {
     /// Starts `shelfd ROOT --listen 127.0.0.1:0 EXTRA...` and waits for its address line.
     pub fn start<S: AsRef<OsStr>>(root: &Path, extra: &[S]) -> Server {
-        let logdir = tempfile::Builder::new()
-            .prefix("shelfd-log-")
-            .tempdir()
-            .expect("temp dir for the server log");
         let mut server = Server {
             child: None,
             addr: "127.0.0.1:0".parse().expect("placeholder address"),
             root: root.to_path_buf(),
             extra: extra.iter().map(|s| s.as_ref().to_os_string()).collect(),
-            log: logdir.path().join("shelfd.log"),
-            _logdir: logdir,
+            log: LogFile::new("shelfd-log-", "shelfd.log"),
         };
         if let Err(e) = server.spawn("127.0.0.1:0") {
             panic!(
@@ -67,7 +61,7 @@ impl Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&self.log)
+            .open(self.log.path())
             .expect("server log file");
         let mut cmd = Command::new(shelfd_bin());
         cmd.arg(&self.root)
@@ -138,8 +132,7 @@ impl Server {
                 Ok(())
             }
             None => {
-                signal(-(child.id() as i32), libc::SIGKILL);
-                let _ = child.wait();
+                kill_group(&mut child);
                 Err(match line {
                     Ok(l) if l.is_empty() => "shelfd exited before its address line".into(),
                     Ok(l) => format!("unexpected first line {l:?}"),
@@ -165,15 +158,14 @@ impl Server {
 
     /// Everything the server logged so far (all its runs).
     pub fn log(&self) -> String {
-        read_log(&self.log)
+        self.log.read()
     }
 
     /// Kills the parent and every connection process at once (SIGKILL to the process group)
     /// and reaps the parent.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(-(child.id() as i32), libc::SIGKILL);
-            let _ = child.wait();
+            kill_group(&mut child);
         }
     }
 
@@ -181,14 +173,10 @@ impl Server {
     /// Returns how the parent exited, if it did by itself.
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        let pgid = -(child.id() as i32);
         signal(child.id() as i32, libc::SIGTERM);
         let status = wait_timeout(&mut child, Duration::from_secs(5));
         // Connection processes still finishing after the parent left are not wanted either.
-        signal(pgid, libc::SIGKILL);
-        if status.is_none() {
-            let _ = child.wait();
-        }
+        kill_group(&mut child);
         status
     }
 
@@ -197,18 +185,15 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill9();
         let listen = self.addr.to_string();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.spawn(&listen) {
-                Ok(()) => return,
-                Err(e) if Instant::now() >= deadline => {
-                    panic!(
-                        "shelfd did not restart on {listen}: {e}\n--- log ---\n{}",
-                        self.log()
-                    )
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(200)),
-            }
+        let mut last_error = String::new();
+        let restarted = poll_every(Duration::from_millis(200), Duration::from_secs(10), || {
+            self.spawn(&listen).map_err(|e| last_error = e).ok()
+        });
+        if restarted.is_none() {
+            panic!(
+                "shelfd did not restart on {listen}: {last_error}\n--- log ---\n{}",
+                self.log()
+            )
         }
     }
 }
