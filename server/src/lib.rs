@@ -3,7 +3,7 @@
 //! Layout:
 //! - [`listen`]: the parent process. Binds, accepts, forks one child per connection, reaps,
 //!   refuses clients past the limit, stops on SIGTERM. Single-threaded by design.
-//! - [`conn`]: [`serve`], one connection from handshake to hang-up over any [`Stream`]; knows
+//! - [`conn`]: [`serve`], one connection from handshake to hang-up over any [`Peer`]; knows
 //!   nothing of processes, so tests and the client's loopback transport run it in a thread.
 //! - [`library`]: [`Library`], every file operation, confined beneath the root with
 //!   `openat2(RESOLVE_BENEATH)`.
@@ -18,7 +18,7 @@ pub mod listen;
 pub mod relpath;
 mod sys;
 
-pub use conn::{serve, Limits, ServeConfig, ServeError, Stream};
+pub use conn::{serve, Limits, Peer, ServeConfig, ServeError};
 pub use library::{Library, PUT_PREFIX};
 pub use listen::{read_token_file, run, Config, RunError};
 pub use relpath::{PathError, RelPath};
