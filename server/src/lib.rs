@@ -8,7 +8,8 @@
 //! - [`library`]: [`Library`], every file operation, confined beneath the root with
 //!   `openat2(RESOLVE_BENEATH)`.
 //! - [`relpath`]: [`RelPath`], a wire path checked once (no `..`, `/`, NUL, empty names).
-//! - `sys`: the few `unsafe` system call wrappers the library is built from.
+//! - `sys`: the system calls that need a rule of ours on top of `rustix`, and the two it
+//!   lacks (`sync_file_range`, `mallopt`): the server's only `unsafe` code outside `listen`.
 //!
 //! The wire protocol itself is the `shelf_proto` crate and `docs/PROTOCOL.md`.
 
