@@ -36,8 +36,7 @@ pub fn socket_path(mountpoint: &Path) -> PathBuf {
 }
 
 fn runtime_dir() -> PathBuf {
-    // SAFETY: geteuid has no side effects.
-    let uid = unsafe { libc::geteuid() };
+    let uid = rustix::process::geteuid().as_raw();
     if uid == 0 {
         return PathBuf::from("/run/shelf");
     }

@@ -53,14 +53,16 @@ const IO_OVERHEAD: u32 = 8 << 10;
 /// Features this server serves.
 pub const FEATURES: u64 = features::ATOMIC_PUT | features::LINKS;
 
-/// A byte stream `serve` can split between a reading and a writing thread.
-pub trait Stream: Read + Write + AsFd + Send + Sized + 'static {
+/// The server's end of one client's connection: a byte stream `serve` can split between a
+/// reading and a writing thread, shut down, and time out. (The client's own socket trait is
+/// `shelf_remote::Stream`, a different thing.)
+pub trait Peer: Read + Write + AsFd + Send + Sized + 'static {
     fn try_clone(&self) -> io::Result<Self>;
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
 }
 
-impl Stream for TcpStream {
+impl Peer for TcpStream {
     fn try_clone(&self) -> io::Result<Self> {
         TcpStream::try_clone(self)
     }
@@ -72,7 +74,7 @@ impl Stream for TcpStream {
     }
 }
 
-impl Stream for UnixStream {
+impl Peer for UnixStream {
     fn try_clone(&self) -> io::Result<Self> {
         UnixStream::try_clone(self)
     }
@@ -143,7 +145,7 @@ pub struct Limits {
 
 /// Serves one client until it hangs up. Generic, so tests run it over `UnixStream::pair()`;
 /// never forks, exits or touches signals. `Ok(())` when the client closed between frames.
-pub fn serve<S: Stream>(stream: S, lib: &Library, cfg: &ServeConfig) -> Result<(), ServeError> {
+pub fn serve<S: Peer>(stream: S, lib: &Library, cfg: &ServeConfig) -> Result<(), ServeError> {
     let writer = stream.try_clone()?;
     let conn = Conn {
         lib,
@@ -180,7 +182,7 @@ pub fn serve<S: Stream>(stream: S, lib: &Library, cfg: &ServeConfig) -> Result<(
 
 fn handshake<R: Read>(
     reader: &mut FrameReader<R>,
-    conn: &Conn<'_, impl Stream>,
+    conn: &Conn<'_, impl Peer>,
 ) -> Result<Option<Limits>, ServeError> {
     let cfg = conn.cfg;
     let frame = match reader.read_frame::<Request>() {
@@ -259,7 +261,7 @@ fn handshake<R: Read>(
     Ok(Some(limits))
 }
 
-fn request_loop<R: Read + AsFd, S: Stream>(
+fn request_loop<R: Read + AsFd, S: Peer>(
     reader: &mut FrameReader<R>,
     conn: &Conn<'_, S>,
     in_flight: &InFlight,
@@ -324,7 +326,7 @@ fn is_quick_look(req: &Request) -> bool {
 
 /// Turns a read failure into the end of the connection, replying first when the frame was
 /// malformed. `timeout` is what a read timeout means at this point.
-fn read_failure<S: Stream>(e: ReadError, conn: &Conn<'_, S>, timeout: ServeError) -> ServeError {
+fn read_failure<S: Peer>(e: ReadError, conn: &Conn<'_, S>, timeout: ServeError) -> ServeError {
     match e {
         ReadError::Malformed { id, error } => {
             conn.send(
@@ -353,7 +355,7 @@ struct Conn<'a, S> {
     broken: AtomicBool,
 }
 
-impl<S: Stream> Conn<'_, S> {
+impl<S: Peer> Conn<'_, S> {
     /// Runs one request and writes its one reply.
     fn answer(&self, frame: Frame<Request>) {
         let name = frame.msg.name();

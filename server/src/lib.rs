@@ -3,12 +3,13 @@
 //! Layout:
 //! - [`listen`]: the parent process. Binds, accepts, forks one child per connection, reaps,
 //!   refuses clients past the limit, stops on SIGTERM. Single-threaded by design.
-//! - [`conn`]: [`serve`], one connection from handshake to hang-up over any [`Stream`]; knows
+//! - [`conn`]: [`serve`], one connection from handshake to hang-up over any [`Peer`]; knows
 //!   nothing of processes, so tests and the client's loopback transport run it in a thread.
 //! - [`library`]: [`Library`], every file operation, confined beneath the root with
 //!   `openat2(RESOLVE_BENEATH)`.
 //! - [`relpath`]: [`RelPath`], a wire path checked once (no `..`, `/`, NUL, empty names).
-//! - `sys`: the few `unsafe` system call wrappers the library is built from.
+//! - `sys`: the system calls that need a rule of ours on top of `rustix`, and the two it
+//!   lacks (`sync_file_range`, `mallopt`): the server's only `unsafe` code outside `listen`.
 //!
 //! The wire protocol itself is the `shelf_proto` crate and `docs/PROTOCOL.md`.
 
@@ -18,7 +19,7 @@ pub mod listen;
 pub mod relpath;
 mod sys;
 
-pub use conn::{serve, Limits, ServeConfig, ServeError, Stream};
+pub use conn::{serve, Limits, Peer, ServeConfig, ServeError};
 pub use library::{Library, PUT_PREFIX};
 pub use listen::{read_token_file, run, Config, RunError};
 pub use relpath::{PathError, RelPath};

@@ -34,6 +34,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps};
+use rustix::time::Timespec;
+
 use shelf_proto::{
     rename_flags, Attr, Code, DirEntry, FileKind, SetAttrs, SetTime, Statfs, Timestamp,
 };
@@ -47,9 +50,11 @@ pub const PUT_PREFIX: &[u8] = b".shelf-put-";
 /// Encoded size of an `Attr` on the wire (checked against proto in the tests).
 pub(crate) const ATTR_WIRE_LEN: usize = shelf_proto::msg::ATTR_LEN;
 
-const RESOLVE: u64 = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_MAGICLINKS);
 /// Flags for an fd we only fstat, fchmod, futimens or fsync.
-const LOOK: libc::c_int = libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY;
+const LOOK: OFlags = OFlags::RDONLY.union(OFlags::NONBLOCK).union(OFlags::NOCTTY);
+/// Flags for an fd we write or truncate through.
+const WRITE: OFlags = OFlags::WRONLY.union(OFlags::NONBLOCK).union(OFlags::NOCTTY);
 
 /// A failed library operation: the code for programs, the message for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -67,8 +72,9 @@ impl Error {
         }
     }
 
-    /// An OS error while doing `op` on `path`.
-    fn io(op: &str, path: &RelPath, err: io::Error) -> Error {
+    /// An OS error while doing `op` on `path` (an `io::Error`, or a `rustix` errno).
+    fn io(op: &str, path: &RelPath, err: impl Into<io::Error>) -> Error {
+        let err = err.into();
         let code = Code::from_io(&err);
         let text = match code {
             // An errno shelf does not carry: keep the OS's own words.
@@ -108,7 +114,7 @@ impl Library {
         match sys::openat2(
             root_fd.as_fd(),
             c".",
-            libc::O_PATH | libc::O_DIRECTORY,
+            OFlags::PATH | OFlags::DIRECTORY,
             0,
             RESOLVE,
         ) {
@@ -133,28 +139,17 @@ impl Library {
     }
 
     /// Opens `path` beneath the root, following symlinks only while they stay beneath it.
-    fn open_beneath(
-        &self,
-        op: &str,
-        path: &RelPath,
-        flags: libc::c_int,
-        mode: u32,
-    ) -> Result<OwnedFd> {
+    fn open_beneath(&self, op: &str, path: &RelPath, flags: OFlags, mode: u32) -> Result<OwnedFd> {
         sys::openat2(self.root.as_fd(), &path.to_cstring(), flags, mode, RESOLVE)
             .map_err(|e| beneath_error(op, path, e))
     }
 
     /// The parent directory of `path` (opened `O_PATH`) and its last name.
     fn parent(&self, op: &str, path: &RelPath) -> Result<(OwnedFd, CString)> {
-        self.parent_with(op, path, libc::O_PATH)
+        self.parent_with(op, path, OFlags::PATH)
     }
 
-    fn parent_with(
-        &self,
-        op: &str,
-        path: &RelPath,
-        flags: libc::c_int,
-    ) -> Result<(OwnedFd, CString)> {
+    fn parent_with(&self, op: &str, path: &RelPath, flags: OFlags) -> Result<(OwnedFd, CString)> {
         let Some((parent, name)) = path.split_last() else {
             return Err(Error::policy(
                 Code::Busy,
@@ -163,7 +158,7 @@ impl Library {
                 "not allowed on the library root",
             ));
         };
-        let fd = self.open_beneath(op, &parent, flags | libc::O_DIRECTORY, 0)?;
+        let fd = self.open_beneath(op, &parent, flags | OFlags::DIRECTORY, 0)?;
         let name = sys::cstr(name).map_err(|e| Error::io(op, path, e))?;
         Ok((fd, name))
     }
@@ -174,7 +169,7 @@ impl Library {
             sys::fstat(self.root.as_fd())
         } else {
             let (dir, name) = self.parent("stat", path)?;
-            sys::fstatat(dir.as_fd(), &name, libc::AT_SYMLINK_NOFOLLOW)
+            sys::fstatat(dir.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW)
         };
         st.map(|st| attr_of(&st))
             .map_err(|e| Error::io("stat", path, e))
@@ -191,7 +186,7 @@ impl Library {
         max_payload: u32,
     ) -> Result<(Vec<DirEntry>, bool)> {
         let op = "list";
-        let dir = self.open_beneath(op, path, libc::O_RDONLY | libc::O_DIRECTORY, 0)?;
+        let dir = self.open_beneath(op, path, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
         let reading = dir.try_clone().map_err(|e| Error::io(op, path, e))?;
         let mut names = sys::read_dir_names(reading).map_err(|e| Error::io(op, path, e))?;
         names.retain(|n| !is_put_temp(n) && n.as_slice() > after);
@@ -211,7 +206,7 @@ impl Library {
                 return Ok((entries, true));
             }
             let cname = sys::cstr(&name).map_err(|e| Error::io(op, path, e))?;
-            match sys::fstatat(dir.as_fd(), &cname, libc::AT_SYMLINK_NOFOLLOW) {
+            match sys::fstatat(dir.as_fd(), &cname, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) => {
                     used += cost;
                     entries.push(DirEntry {
@@ -235,9 +230,7 @@ impl Library {
         ensure_regular(op, path, &st)?;
         let want = len as usize;
         // Size the buffer by what the file holds now, so a small file does not cost `len`.
-        let hint = u64::try_from(st.st_size)
-            .unwrap_or(0)
-            .saturating_sub(offset);
+        let hint = st.stx_size.saturating_sub(offset);
         let mut buf = vec![0u8; want.min(usize::try_from(hint).unwrap_or(want))];
         let mut filled = 0;
         loop {
@@ -266,12 +259,7 @@ impl Library {
     /// Writes all of `data` at `offset` into an existing regular file.
     pub fn write(&self, path: &RelPath, offset: u64, data: &[u8]) -> Result<Attr> {
         let op = "write";
-        let fd = self.open_beneath(
-            op,
-            path,
-            libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
-            0,
-        )?;
+        let fd = self.open_beneath(op, path, WRITE, 0)?;
         let file = File::from(fd);
         let st = sys::fstat(file.as_fd()).map_err(|e| Error::io(op, path, e))?;
         ensure_regular(op, path, &st)?;
@@ -286,9 +274,10 @@ impl Library {
     pub fn create(&self, path: &RelPath, perm: u32, exclusive: bool) -> Result<Attr> {
         let op = "create";
         let mode = perm & 0o777;
-        match self.open_beneath(op, path, LOOK | libc::O_CREAT | libc::O_EXCL, mode) {
+        match self.open_beneath(op, path, LOOK | OFlags::CREATE | OFlags::EXCL, mode) {
             Ok(fd) => {
-                sys::fchmod(fd.as_fd(), mode).map_err(|e| Error::io(op, path, e))?;
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+                    .map_err(|e| Error::io(op, path, e))?;
                 fstat_attr(op, path, fd.as_fd())
             }
             Err(e) if e.code == Code::Exists && !exclusive => {
@@ -320,12 +309,7 @@ impl Library {
             return self.set_link_attr(path, attrs);
         }
         let fd = if let Some(size) = attrs.size {
-            let fd = self.open_beneath(
-                op,
-                path,
-                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
-                0,
-            )?;
+            let fd = self.open_beneath(op, path, WRITE, 0)?;
             let st = sys::fstat(fd.as_fd()).map_err(|e| Error::io(op, path, e))?;
             ensure_regular(op, path, &st)?;
             let file = File::from(fd);
@@ -335,11 +319,12 @@ impl Library {
             self.open_beneath(op, path, LOOK, 0)?
         };
         if let Some(perm) = attrs.perm {
-            sys::fchmod(fd.as_fd(), perm & 0o7777).map_err(|e| Error::io(op, path, e))?;
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(perm & 0o7777))
+                .map_err(|e| Error::io(op, path, e))?;
         }
         if attrs.atime.is_some() || attrs.mtime.is_some() {
-            let times = [timespec(attrs.atime), timespec(attrs.mtime)];
-            sys::futimens(fd.as_fd(), &times).map_err(|e| Error::io(op, path, e))?;
+            let times = timestamps(attrs.atime, attrs.mtime);
+            rustix::fs::futimens(&fd, &times).map_err(|e| Error::io(op, path, e))?;
         }
         fstat_attr(op, path, fd.as_fd())
     }
@@ -365,8 +350,8 @@ impl Library {
         }
         if attrs.atime.is_some() || attrs.mtime.is_some() {
             let (dir, name) = self.parent(op, path)?;
-            let times = [timespec(attrs.atime), timespec(attrs.mtime)];
-            sys::utimensat(dir.as_fd(), &name, &times, libc::AT_SYMLINK_NOFOLLOW)
+            let times = timestamps(attrs.atime, attrs.mtime);
+            rustix::fs::utimensat(&dir, &name, &times, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| Error::io(op, path, e))?;
         }
         self.stat(path)
@@ -374,7 +359,8 @@ impl Library {
 
     pub fn unlink(&self, path: &RelPath) -> Result<()> {
         let (dir, name) = self.parent("unlink", path)?;
-        sys::unlinkat(dir.as_fd(), &name, 0).map_err(|e| Error::io("unlink", path, e))
+        rustix::fs::unlinkat(&dir, &name, AtFlags::empty())
+            .map_err(|e| Error::io("unlink", path, e))
     }
 
     /// Makes a directory with exactly `perm & 0o1777`.
@@ -382,22 +368,23 @@ impl Library {
         let op = "mkdir";
         let mode = perm & 0o1777;
         let (dir, name) = self.parent(op, path)?;
-        sys::mkdirat(dir.as_fd(), &name, mode).map_err(|e| Error::io(op, path, e))?;
+        rustix::fs::mkdirat(&dir, &name, Mode::from_raw_mode(mode))
+            .map_err(|e| Error::io(op, path, e))?;
         let fd = sys::openat(
             dir.as_fd(),
             &name,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW,
             0,
         )
         .map_err(|e| Error::io(op, path, e))?;
         // Undo the server's umask and a setgid bit inherited from the parent.
-        sys::fchmod(fd.as_fd(), mode).map_err(|e| Error::io(op, path, e))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| Error::io(op, path, e))?;
         fstat_attr(op, path, fd.as_fd())
     }
 
     pub fn rmdir(&self, path: &RelPath) -> Result<()> {
         let (dir, name) = self.parent("rmdir", path)?;
-        sys::unlinkat(dir.as_fd(), &name, libc::AT_REMOVEDIR)
+        rustix::fs::unlinkat(&dir, &name, AtFlags::REMOVEDIR)
             .map_err(|e| Error::io("rmdir", path, e))
     }
 
@@ -413,23 +400,16 @@ impl Library {
                 &format!("unknown rename flags {flags:#x}"),
             ));
         }
-        let mut os_flags = 0;
+        let mut os_flags = RenameFlags::empty();
         if flags & rename_flags::NOREPLACE != 0 {
-            os_flags |= libc::RENAME_NOREPLACE;
+            os_flags |= RenameFlags::NOREPLACE;
         }
         if flags & rename_flags::EXCHANGE != 0 {
-            os_flags |= libc::RENAME_EXCHANGE;
+            os_flags |= RenameFlags::EXCHANGE;
         }
         let (from_dir, from_name) = self.parent(op, from)?;
         let (to_dir, to_name) = self.parent(op, to)?;
-        sys::renameat2(
-            from_dir.as_fd(),
-            &from_name,
-            to_dir.as_fd(),
-            &to_name,
-            os_flags,
-        )
-        .map_err(|e| {
+        rustix::fs::renameat_with(&from_dir, &from_name, &to_dir, &to_name, os_flags).map_err(|e| {
             let mut err = Error::io(op, from, e);
             err.message = format!("{op} {from} to {to}: {}", err.code.text());
             err
@@ -442,8 +422,8 @@ impl Library {
         let op = "symlink";
         let (dir, name) = self.parent(op, path)?;
         let target = sys::cstr(target).map_err(|e| Error::io(op, path, e))?;
-        sys::symlinkat(&target, dir.as_fd(), &name).map_err(|e| Error::io(op, path, e))?;
-        sys::fstatat(dir.as_fd(), &name, libc::AT_SYMLINK_NOFOLLOW)
+        rustix::fs::symlinkat(&target, &dir, &name).map_err(|e| Error::io(op, path, e))?;
+        sys::fstatat(dir.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW)
             .map(|st| attr_of(&st))
             .map_err(|e| Error::io(op, path, e))
     }
@@ -454,7 +434,9 @@ impl Library {
             return Err(Error::policy(Code::Invalid, op, path, "not a symlink"));
         }
         let (dir, name) = self.parent(op, path)?;
-        sys::readlinkat(dir.as_fd(), &name).map_err(|e| Error::io(op, path, e))
+        rustix::fs::readlinkat(&dir, &name, Vec::new())
+            .map(CString::into_bytes)
+            .map_err(|e| Error::io(op, path, e))
     }
 
     /// Hard link: `new` names what `existing` names (a symlink is linked, not followed).
@@ -462,15 +444,17 @@ impl Library {
         let op = "link";
         let (from_dir, from_name) = self.parent(op, existing)?;
         let (to_dir, to_name) = self.parent(op, new)?;
-        sys::linkat(from_dir.as_fd(), &from_name, to_dir.as_fd(), &to_name)
+        // No AT_SYMLINK_FOLLOW: a symlink is linked as itself, never followed (which could
+        // reach outside the root).
+        rustix::fs::linkat(&from_dir, &from_name, &to_dir, &to_name, AtFlags::empty())
             .map_err(|e| Error::io(op, new, e))?;
-        sys::fstatat(to_dir.as_fd(), &to_name, libc::AT_SYMLINK_NOFOLLOW)
+        sys::fstatat(to_dir.as_fd(), &to_name, AtFlags::SYMLINK_NOFOLLOW)
             .map(|st| attr_of(&st))
             .map_err(|e| Error::io(op, new, e))
     }
 
     pub fn statfs(&self) -> Result<Statfs> {
-        let st = sys::fstatvfs(self.root.as_fd())
+        let st = rustix::fs::fstatvfs(&self.root)
             .map_err(|e| Error::io("statfs", &RelPath::root(), e))?;
         Ok(Statfs {
             blocks: st.f_blocks,
@@ -517,10 +501,11 @@ impl Library {
                 name.extend_from_slice(format!("{b:02x}").as_bytes());
             }
             let cname = sys::cstr(&name).map_err(|e| Error::io(op, path, e))?;
-            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW;
             match sys::openat(dir.as_fd(), &cname, flags, 0o600) {
                 Ok(fd) => {
-                    sys::fchmod(fd.as_fd(), mode).map_err(|e| Error::io(op, path, e))?;
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+                        .map_err(|e| Error::io(op, path, e))?;
                     return parent
                         .join(&name)
                         .map_err(|e| Error::new(e.code(), format!("{op} {path}: {e}")));
@@ -568,20 +553,19 @@ impl Library {
                 ))
             }
         }
-        let (dir, name) = self.parent_with(op, path, libc::O_RDONLY)?;
+        let (dir, name) = self.parent_with(op, path, OFlags::RDONLY)?;
         let ctemp = sys::cstr(temp_name).map_err(|e| Error::io(op, temp, e))?;
-        let fd = sys::openat(dir.as_fd(), &ctemp, LOOK | libc::O_NOFOLLOW, 0)
+        let fd = sys::openat(dir.as_fd(), &ctemp, LOOK | OFlags::NOFOLLOW, 0)
             .map_err(|e| Error::io(op, temp, e))?;
         let st = sys::fstat(fd.as_fd()).map_err(|e| Error::io(op, temp, e))?;
         ensure_regular(op, temp, &st)?;
         let file = File::from(fd);
         file.sync_all().map_err(|e| Error::io(op, temp, e))?;
         if let Some(t) = mtime {
-            let times = [timespec(None), timespec(Some(SetTime::At(t)))];
-            sys::futimens(file.as_fd(), &times).map_err(|e| Error::io(op, temp, e))?;
+            let times = timestamps(None, Some(SetTime::At(t)));
+            rustix::fs::futimens(&file, &times).map_err(|e| Error::io(op, temp, e))?;
         }
-        sys::renameat2(dir.as_fd(), &ctemp, dir.as_fd(), &name, 0)
-            .map_err(|e| Error::io(op, path, e))?;
+        rustix::fs::renameat(&dir, &ctemp, &dir, &name).map_err(|e| Error::io(op, path, e))?;
         // The rename is durable only once the directory is.
         File::from(dir)
             .sync_all()
@@ -600,7 +584,8 @@ impl Library {
             ));
         }
         let (dir, name) = self.parent("put-abort", temp)?;
-        sys::unlinkat(dir.as_fd(), &name, 0).map_err(|e| Error::io("put-abort", temp, e))
+        rustix::fs::unlinkat(&dir, &name, AtFlags::empty())
+            .map_err(|e| Error::io("put-abort", temp, e))
     }
 }
 
@@ -613,10 +598,10 @@ fn beneath_error(op: &str, path: &RelPath, err: io::Error) -> Error {
     }
 }
 
-fn ensure_regular(op: &str, path: &RelPath, st: &libc::stat) -> Result<()> {
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => Ok(()),
-        libc::S_IFDIR => Err(Error::io(op, path, Code::IsDir.to_io())),
+fn ensure_regular(op: &str, path: &RelPath, st: &sys::Stat) -> Result<()> {
+    match FileType::from_raw_mode(st.stx_mode.into()) {
+        FileType::RegularFile => Ok(()),
+        FileType::Directory => Err(Error::io(op, path, Code::IsDir.to_io())),
         _ => Err(Error::policy(Code::Invalid, op, path, "not a regular file")),
     }
 }
@@ -650,19 +635,27 @@ fn fstat_attr(op: &str, path: &RelPath, fd: BorrowedFd<'_>) -> Result<Attr> {
         .map_err(|e| Error::io(op, path, e))
 }
 
-fn timespec(t: Option<SetTime>) -> libc::timespec {
+/// Access and modification times for `futimens`/`utimensat`: `None` leaves one as it is.
+fn timestamps(atime: Option<SetTime>, mtime: Option<SetTime>) -> Timestamps {
+    Timestamps {
+        last_access: timespec(atime),
+        last_modification: timespec(mtime),
+    }
+}
+
+fn timespec(t: Option<SetTime>) -> Timespec {
     match t {
-        None => libc::timespec {
+        None => Timespec {
             tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
+            tv_nsec: rustix::fs::UTIME_OMIT,
         },
-        Some(SetTime::Now) => libc::timespec {
+        Some(SetTime::Now) => Timespec {
             tv_sec: 0,
-            tv_nsec: libc::UTIME_NOW,
+            tv_nsec: rustix::fs::UTIME_NOW,
         },
-        Some(SetTime::At(t)) => libc::timespec {
+        Some(SetTime::At(t)) => Timespec {
             tv_sec: t.secs,
-            tv_nsec: libc::c_long::from(t.nanos),
+            tv_nsec: t.nanos.into(),
         },
     }
 }
@@ -671,29 +664,32 @@ fn stamp(secs: i64, nanos: i64) -> Timestamp {
     Timestamp::new(secs, u32::try_from(nanos).unwrap_or(0).min(999_999_999))
 }
 
-/// Proto attributes from a `stat`.
+/// Proto attributes from a `statx`.
 pub(crate) fn attr_of(st: &sys::Stat) -> Attr {
-    let kind = match st.st_mode & libc::S_IFMT {
-        libc::S_IFDIR => FileKind::Dir,
-        libc::S_IFLNK => FileKind::Symlink,
-        libc::S_IFIFO => FileKind::Fifo,
-        libc::S_IFSOCK => FileKind::Socket,
-        libc::S_IFCHR => FileKind::CharDevice,
-        libc::S_IFBLK => FileKind::BlockDevice,
-        _ => FileKind::File,
+    let mode = u32::from(st.stx_mode);
+    let kind = match FileType::from_raw_mode(mode) {
+        FileType::Directory => FileKind::Dir,
+        FileType::Symlink => FileKind::Symlink,
+        FileType::Fifo => FileKind::Fifo,
+        FileType::Socket => FileKind::Socket,
+        FileType::CharacterDevice => FileKind::CharDevice,
+        FileType::BlockDevice => FileKind::BlockDevice,
+        FileType::RegularFile | FileType::Unknown => FileKind::File,
     };
+    let ts = |t: rustix::fs::StatxTimestamp| stamp(t.tv_sec, i64::from(t.tv_nsec));
+    let (btime_secs, btime_nanos) = sys::birth_time(st);
     Attr {
-        ino: st.st_ino,
+        ino: st.stx_ino,
         kind,
-        perm: st.st_mode & 0o7777,
-        nlink: u32::try_from(st.st_nlink).unwrap_or(u32::MAX),
-        size: u64::try_from(st.st_size).unwrap_or(0),
-        blocks: u64::try_from(st.st_blocks).unwrap_or(0),
-        blksize: u32::try_from(st.st_blksize).unwrap_or(4096),
-        atime: stamp(st.st_atime, st.st_atime_nsec),
-        mtime: stamp(st.st_mtime, st.st_mtime_nsec),
-        ctime: stamp(st.st_ctime, st.st_ctime_nsec),
-        btime: stamp(st.btime.0, i64::from(st.btime.1)),
+        perm: mode & 0o7777,
+        nlink: st.stx_nlink,
+        size: st.stx_size,
+        blocks: st.stx_blocks,
+        blksize: st.stx_blksize,
+        atime: ts(st.stx_atime),
+        mtime: ts(st.stx_mtime),
+        ctime: ts(st.stx_ctime),
+        btime: stamp(btime_secs, i64::from(btime_nanos)),
     }
 }
 

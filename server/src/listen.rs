@@ -21,6 +21,11 @@
 //! 6. **The child never returns into the accept loop.** It runs `serve` inside
 //!    `catch_unwind` and always ends with `_exit`, skipping the parent's atexit handlers and
 //!    buffers it inherited.
+//! 7. **What stays `unsafe`.** Reaping and killing children go through `rustix`. `fork`,
+//!    `sigaction`, `sigprocmask` and its sets, `ppoll` with a signal mask, `_exit`, and the
+//!    `shutdown` inside a signal handler have no safe wrapper there (`rustix` offers the first
+//!    ones only as unsafe `runtime` calls, and `poll` without a mask), so they are `libc`
+//!    calls, each with the reason it is sound beside it.
 
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
@@ -30,6 +35,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use rustix::io::Errno;
+use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
 use shelf_proto::{Code, Frame, Reply, DEFAULT_MAX_PAYLOAD};
 
 use crate::conn::{serve, ServeConfig, ServeError};
@@ -298,28 +305,23 @@ fn transient_accept_error(e: &io::Error) -> bool {
 
 fn reap(children: &mut HashSet<libc::pid_t>) {
     loop {
-        let mut status = 0;
-        // SAFETY: `status` is writable; WNOHANG never blocks.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
-        if pid > 0 {
-            children.remove(&pid);
-            if libc::WIFSIGNALED(status) {
-                tracing::warn!(
-                    pid,
-                    signal = libc::WTERMSIG(status),
-                    "child killed by signal"
-                );
+        match waitpid(None, WaitOptions::NOHANG) {
+            Ok(Some((pid, status))) => {
+                let pid = pid.as_raw_pid();
+                children.remove(&pid);
+                if let Some(signal) = status.terminating_signal() {
+                    tracing::warn!(pid, signal, "child killed by signal");
+                }
             }
-            continue;
+            // Children remain but none has exited.
+            Ok(None) => return,
+            Err(Errno::INTR) => {}
+            // ECHILD: no children at all.
+            Err(_) => {
+                children.clear();
+                return;
+            }
         }
-        if pid == -1 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        // 0: children remain but none has exited; -1 ECHILD: no children at all.
-        if pid == -1 {
-            children.clear();
-        }
-        return;
     }
 }
 
@@ -341,14 +343,18 @@ fn stop_children(children: &mut HashSet<libc::pid_t>, grace: Duration) {
         wait(None, left.min(Duration::from_secs(1)));
         reap(children);
     }
-    for sig in [libc::SIGTERM, libc::SIGKILL] {
+    for sig in [Signal::TERM, Signal::KILL] {
         if children.is_empty() {
             return;
         }
-        tracing::info!(clients = children.len(), signal = sig, "ending connections");
-        for &pid in children.iter() {
-            // SAFETY: plain syscall; `pid` is our unreaped child, so it cannot be reused.
-            unsafe { libc::kill(pid, sig) };
+        tracing::info!(
+            clients = children.len(),
+            signal = sig.as_raw(),
+            "ending connections"
+        );
+        // Each `pid` is our unreaped child, so the number cannot have been reused.
+        for pid in children.iter().copied().filter_map(Pid::from_raw) {
+            let _ = kill_process(pid, sig);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while !children.is_empty() && Instant::now() < deadline {

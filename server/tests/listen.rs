@@ -7,6 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
 use shelf_proto::{
     write_frame, Code, Frame, FrameReader, Hello, ReadError, Reply, Request, HARD_MAX_PAYLOAD,
 };
@@ -109,10 +110,9 @@ impl Server {
         }
     }
 
-    fn signal(&self, sig: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits");
-        // SAFETY: plain syscall to our own child process, which is not yet reaped.
-        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    fn signal(&self, sig: Signal) {
+        let pid = Pid::from_raw(i32::try_from(self.pid()).expect("pid fits")).expect("pid > 0");
+        kill_process(pid, sig).expect("our own unreaped child can be signalled");
     }
 }
 
@@ -256,7 +256,7 @@ fn shelfd_serves_reaps_refuses_and_stops() {
     Client::ready(server.addr).read_hello_txt();
 
     // SIGTERM: stop accepting, let the live connection finish, exit 0.
-    server.signal(libc::SIGTERM);
+    server.signal(Signal::TERM);
     let deadline = Instant::now() + Duration::from_secs(5);
     while TcpStream::connect_timeout(&server.addr, Duration::from_millis(200)).is_ok() {
         assert!(Instant::now() < deadline, "still accepting after SIGTERM");
@@ -350,7 +350,7 @@ fn shelfd_ends_lingering_connections_after_the_grace_period() {
     let root = server._dir.path().join("lib");
     let temp_path = root.join(std::str::from_utf8(&temp).expect("ascii temp name"));
     assert!(temp_path.exists());
-    server.signal(libc::SIGTERM);
+    server.signal(Signal::TERM);
     // The connection is ended for us: its reading half is shut, so we see a clean close.
     c.expect_closed();
     let status = server.wait_exit(Duration::from_secs(10));

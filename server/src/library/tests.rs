@@ -145,10 +145,12 @@ fn read_and_write_refuse_directories_and_fifos() {
         f.lib.write(&p(b"d"), 0, b"x").expect_err("dir").code,
         Code::IsDir
     );
-    let fifo =
-        std::ffi::CString::new(f.root().join("fifo").as_os_str().as_bytes()).expect("no nul");
-    // SAFETY: plain syscall with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        f.root().join("fifo"),
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .expect("mkfifo");
     assert_eq!(
         f.lib.read(&p(b"fifo"), 0, 1).expect_err("fifo").code,
         Code::Invalid
