@@ -9,11 +9,13 @@
 //! - [`msg`]: `Request` and `Reply`, one variant per message, and the shared value types.
 //! - [`errno`]: `Code`, the errno-style error code, and its one mapping each way.
 //! - [`io`]: reading and writing whole frames on any `Read`/`Write` stream.
+//! - [`token`]: what a token file holds, one rule for both sides.
 
 pub mod errno;
 pub mod frame;
 pub mod io;
 pub mod msg;
+pub mod token;
 pub mod wire;
 
 pub use errno::Code;

@@ -65,7 +65,7 @@ Shell completions: `shelf completions bash|zsh|fish`; man pages: `shelf man DIR`
 pub struct Global {
     /// Read the server's shared secret from FILE.
     ///
-    /// The token is the file's content less a trailing newline; it must match the server's
+    /// The token is the file's content less its trailing line endings; it must match the server's
     /// `--token-file`. Keep the file readable only by you (chmod 600).
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,

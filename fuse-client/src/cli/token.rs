@@ -3,15 +3,14 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use shelf_proto::token::TokenError;
 
-/// Reads a token file; the secret is its content less a trailing newline.
+/// Reads a token file by the one rule the server uses too ([`shelf_proto::token::parse`]):
+/// the secret is its content less trailing line endings.
 pub fn read_token(path: &Path) -> anyhow::Result<Vec<u8>> {
-    let mut t = std::fs::read(path).with_context(|| format!("token file {}", path.display()))?;
-    while t.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-        t.pop();
+    let content = std::fs::read(path).with_context(|| format!("token file {}", path.display()))?;
+    match shelf_proto::token::parse(content) {
+        Ok(token) => Ok(token),
+        Err(TokenError::Empty) => bail!("token file {} is empty", path.display()),
     }
-    if t.is_empty() {
-        bail!("token file {} is empty", path.display());
-    }
-    Ok(t)
 }
