@@ -18,7 +18,9 @@ pub mod listen;
 pub mod relpath;
 mod sys;
 
-pub use conn::{serve, Limits, ServeConfig, ServeError, Stream};
+pub use conn::{serve, ServeConfig, ServeError, Stream};
 pub use library::{Library, PUT_PREFIX};
 pub use listen::{read_token_file, run, Config, RunError};
 pub use relpath::{PathError, RelPath};
+/// The limits a connection agreed on (one type for both sides, from the protocol crate).
+pub use shelf_proto::Limits;
