@@ -1,7 +1,8 @@
 //! shelf-client: mount a shelf library with FUSE, or use it from the command line.
 //!
 //! Layout, from the kernel down (docs: STYLE.md section 4):
-//! - [`mount`]: `shelf mount` and `shelf umount`: options, detaching, signals.
+//! - [`mount`]: `shelf mount` and `shelf umount`: options, detaching, mount(2), signals, the
+//!   mount(8) helper.
 //! - [`fs`]: the thin `fuser::Filesystem` glue.
 //! - [`heap`]: the allocator setting the mount's large buffers need.
 //!

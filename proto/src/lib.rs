@@ -7,13 +7,18 @@
 //! - [`frame`]: the 16-byte header, payload limits, `Frame::encode`/`decode`.
 //! - [`wire`]: checked primitive fields (`Reader`, `Writer`).
 //! - [`msg`]: `Request` and `Reply`, one variant per message, and the shared value types.
+//! - [`handshake`]: the limits and features a connection agrees on, one function both sides
+//!   call ([`negotiate`]).
 //! - [`errno`]: `Code`, the errno-style error code, and its one mapping each way.
 //! - [`io`]: reading and writing whole frames on any `Read`/`Write` stream.
+//! - [`token`]: what a token file holds, one rule for both sides.
 
 pub mod errno;
 pub mod frame;
+pub mod handshake;
 pub mod io;
 pub mod msg;
+pub mod token;
 pub mod wire;
 
 pub use errno::Code;
@@ -21,6 +26,7 @@ pub use frame::{
     DecodeError, EncodeError, Frame, Header, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD,
     HEADER_LEN,
 };
+pub use handshake::{negotiate, Limits, NegotiateError, Negotiated, IO_OVERHEAD, MIN_PAYLOAD};
 pub use io::{is_timeout, write_frame, write_parts, FrameReader, ReadError};
 pub use msg::{
     features, rename_flags, Attr, DirEntry, FileKind, Hello, HelloReply, Message, Reply, Request,

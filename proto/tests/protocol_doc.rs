@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use shelf_proto::msg::kind;
 use shelf_proto::{
     features, Attr, Code, FileKind, Frame, Hello, Message, Reply, Request, Timestamp,
-    DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, HEADER_LEN,
+    DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, HEADER_LEN, IO_OVERHEAD, MIN_PAYLOAD,
 };
 
 fn doc() -> String {
@@ -272,6 +272,8 @@ fn limits_and_sizes_match() {
         ("DEFAULT_MAX_IO", DEFAULT_MAX_IO),
         ("DEFAULT_MAX_PAYLOAD", DEFAULT_MAX_PAYLOAD),
         ("HARD_MAX_PAYLOAD", HARD_MAX_PAYLOAD),
+        ("MIN_PAYLOAD", MIN_PAYLOAD),
+        ("IO_OVERHEAD", IO_OVERHEAD),
     ] {
         let row = rows
             .iter()

@@ -46,8 +46,8 @@ use shelf_proto::frame::UNSOLICITED_ID;
 use shelf_proto::msg::Message;
 use shelf_proto::wire::{Reader, Writer};
 use shelf_proto::{
-    features, Code, DecodeError, Frame, FrameReader, Hello, HelloReply, ReadError, Reply, Request,
-    DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION,
+    features, negotiate, Code, DecodeError, Frame, FrameReader, Hello, HelloReply, ReadError,
+    Reply, Request, DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION,
 };
 
 use super::stream::Stream;
@@ -406,12 +406,12 @@ impl Connection {
         stream
             .set_write_deadline(Some(opts.connect_timeout))
             .map_err(setup)?;
-        let hello = Request::Hello(Hello {
+        let hello = Hello {
             token: opts.token.clone().unwrap_or_default(),
             features: features::ATOMIC_PUT | features::LINKS,
             ..Hello::new(opts.agent.clone())
-        });
-        let bytes = Frame::new(HELLO_ID, hello)
+        };
+        let bytes = Frame::new(HELLO_ID, Request::Hello(hello.clone()))
             .to_bytes(DEFAULT_MAX_PAYLOAD)
             .map_err(|e| RemoteError::Protocol(e.to_string()))?;
         // A busy server may have written its refusal and closed before reading our hello, so
@@ -428,15 +428,9 @@ impl Connection {
                 server.version
             )));
         }
-        if server.max_io == 0 || server.max_payload == 0 {
-            return Err(RemoteError::Protocol(
-                "the server announced a zero I/O limit".into(),
-            ));
-        }
-        let limits = Limits {
-            max_io: server.max_io.min(DEFAULT_MAX_IO),
-            max_payload: server.max_payload.min(DEFAULT_MAX_PAYLOAD),
-        };
+        let limits = negotiate(&hello, &server)
+            .map_err(|e| RemoteError::Protocol(format!("the server's limits: {e}")))?
+            .limits;
         stream.set_read_deadline(None).map_err(setup)?;
         stream
             .set_write_deadline(Some(opts.request_timeout))

@@ -20,7 +20,6 @@
 //! (the two socket calls `std` lacks), and this file's shared types. Test transports (the
 //! real server in-process, in memory, failing on cue) live in the dev-only `shelf-testkit`.
 
-use std::fmt;
 use std::io;
 use std::time::Duration;
 
@@ -39,23 +38,9 @@ pub use connection::{Connection, Pending};
 pub use pool::{Pool, PoolState};
 pub use stream::Stream;
 
-/// Limits negotiated in the handshake: the smaller of what each side announced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest data length of one `Read` or `Write`.
-    pub max_io: u32,
-    /// Largest frame payload either side will send.
-    pub max_payload: u32,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_io: shelf_proto::DEFAULT_MAX_IO,
-            max_payload: shelf_proto::DEFAULT_MAX_PAYLOAD,
-        }
-    }
-}
+/// Limits negotiated in the handshake ([`shelf_proto::negotiate`], the function the server
+/// calls too): the smaller of what each side announced, bounded alike on both sides.
+pub use shelf_proto::Limits;
 
 /// How to reach a server and how long to wait for it.
 #[derive(Debug, Clone)]
@@ -224,16 +209,6 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
     }
     fn limits(&self) -> Limits {
         (**self).limits()
-    }
-}
-
-impl fmt::Display for Limits {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "max_io {} bytes, max_payload {} bytes",
-            self.max_io, self.max_payload
-        )
     }
 }
 

@@ -33,9 +33,9 @@ use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shelf_proto::{
-    features, is_timeout, write_parts, Code, DecodeError, Frame, FrameReader, Hello, HelloReply,
-    ReadError, Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD,
-    PROTOCOL_VERSION,
+    features, is_timeout, negotiate, write_parts, Code, DecodeError, Frame, FrameReader, Hello,
+    HelloReply, Limits, ReadError, Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD,
+    HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
 };
 use subtle::ConstantTimeEq;
 
@@ -45,11 +45,6 @@ use crate::sys::readable_now;
 
 /// Largest payload accepted before the handshake: a `Hello` is a token and a short name.
 const HELLO_MAX_PAYLOAD: u32 = 64 << 10;
-/// Smallest payload limit a client may announce: room for any error message, any symlink
-/// target and a listing entry with the longest name.
-pub const MIN_PAYLOAD: u32 = 16 << 10;
-/// Room in a frame beside the data of a `Read` reply or `Write` request (path, offset, attr).
-const IO_OVERHEAD: u32 = 8 << 10;
 /// Features this server serves.
 pub const FEATURES: u64 = features::ATOMIC_PUT | features::LINKS;
 
@@ -136,13 +131,6 @@ pub enum ServeError {
     IdleTimeout(Duration),
 }
 
-/// The limits agreed in the handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub max_payload: u32,
-    pub max_io: u32,
-}
-
 /// Serves one client until it hangs up. Generic, so tests run it over `UnixStream::pair()`;
 /// never forks, exits or touches signals. `Ok(())` when the client closed between frames.
 pub fn serve<S: Peer>(stream: S, lib: &Library, cfg: &ServeConfig) -> Result<(), ServeError> {
@@ -209,10 +197,8 @@ fn handshake<R: Read>(
     let Hello {
         min_version,
         max_version,
-        token,
-        max_payload,
-        max_io,
-        agent,
+        ref token,
+        ref agent,
         ..
     } = hello;
     if !(min_version..=max_version).contains(&PROTOCOL_VERSION) {
@@ -230,35 +216,27 @@ fn handshake<R: Read>(
             return refuse(Code::Access, "bad or missing token".to_owned());
         }
     }
-    let max_payload = max_payload.min(cfg.max_payload).min(HARD_MAX_PAYLOAD);
-    if max_payload < MIN_PAYLOAD {
-        return refuse(
-            Code::Protocol,
-            format!("payload limit {max_payload} is below the minimum of {MIN_PAYLOAD}"),
-        );
-    }
-    let max_io = max_io.min(cfg.max_io).min(max_payload - IO_OVERHEAD);
-    if max_io == 0 {
-        return refuse(Code::Protocol, "an I/O limit of 0 bytes".to_owned());
-    }
-    let limits = Limits {
+    let ours = HelloReply {
+        version: PROTOCOL_VERSION,
+        max_payload: cfg.max_payload,
+        max_io: cfg.max_io,
+        features: FEATURES,
+        agent: concat!("shelfd/", env!("CARGO_PKG_VERSION")).to_owned(),
+    };
+    let agreed = match negotiate(&hello, &ours) {
+        Ok(n) => n,
+        Err(e) => return refuse(Code::Protocol, e.to_string()),
+    };
+    let Limits {
         max_payload,
         max_io,
-    };
+    } = agreed.limits;
     conn.max_payload.store(max_payload, Ordering::Relaxed);
     conn.max_io.store(max_io, Ordering::Relaxed);
-    conn.send(
-        frame.id,
-        Reply::Hello(HelloReply {
-            version: PROTOCOL_VERSION,
-            max_payload,
-            max_io,
-            features: FEATURES,
-            agent: concat!("shelfd/", env!("CARGO_PKG_VERSION")).to_owned(),
-        }),
-    );
+    // The agreed values, not our own: the client's `negotiate` over them agrees with ours.
+    conn.send(frame.id, Reply::Hello(ours.agreed(&agreed)));
     tracing::info!(agent = %agent, max_payload, max_io, "handshake done");
-    Ok(Some(limits))
+    Ok(Some(agreed.limits))
 }
 
 fn request_loop<R: Read + AsFd, S: Peer>(

@@ -19,7 +19,9 @@ pub mod listen;
 pub mod relpath;
 mod sys;
 
-pub use conn::{serve, Limits, Peer, ServeConfig, ServeError};
+pub use conn::{serve, Peer, ServeConfig, ServeError};
 pub use library::{Library, PUT_PREFIX};
 pub use listen::{read_token_file, run, Config, RunError};
 pub use relpath::{PathError, RelPath};
+/// The limits a connection agreed on (one type for both sides, from the protocol crate).
+pub use shelf_proto::Limits;

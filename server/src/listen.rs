@@ -89,22 +89,11 @@ fn sys(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
     move |source| RunError::Sys { what, source }
 }
 
-/// Reads a token file: its content, without one trailing newline. An empty token is refused.
+/// Reads a token file by the one rule both sides use ([`shelf_proto::token::parse`]): its
+/// content less trailing line endings. An empty token is refused.
 pub fn read_token_file(path: &Path) -> io::Result<Vec<u8>> {
-    let mut token = std::fs::read(path)?;
-    if token.last() == Some(&b'\n') {
-        token.pop();
-        if token.last() == Some(&b'\r') {
-            token.pop();
-        }
-    }
-    if token.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "the token file is empty",
-        ));
-    }
-    Ok(token)
+    shelf_proto::token::parse(std::fs::read(path)?)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// Opens the library, binds, prints `listening on ADDR` as the first line on stdout, and

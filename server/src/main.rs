@@ -30,7 +30,7 @@ struct Args {
 
     /// Require the shared secret held in FILE
     ///
-    /// The token is the file's content without its trailing newline. Clients must present
+    /// The token is the file's content without its trailing line endings. Clients must present
     /// it in their handshake; it is compared in constant time and never logged.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,

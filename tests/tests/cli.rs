@@ -29,8 +29,8 @@ use shelf_proto::{
     write_frame, Frame, FrameReader, Hello, Reply, Request, SetAttrs, DEFAULT_MAX_PAYLOAD,
 };
 use shelf_tests::{
-    assert_bytes_eq, children_of, library, poll, ramp, random_bytes, read, shelf, signal, tool,
-    wait_timeout, write, Output, Rng, Server,
+    assert_bytes_eq, children_of, library, poll, ramp, random_bytes, read, shelf, shelfd_bin,
+    signal, tool, wait_timeout, write, Output, Rng, Server,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -936,6 +936,59 @@ fn token_mode_refuses_without_the_token_and_never_logs_it() {
         !log.contains(wrong_token),
         "a presented token appears in the log\n{log}"
     );
+}
+
+/// Issue #11: server and client read one token file by one rule. A file that an editor left
+/// with two line endings used to give the server `token\n` and the client `token`, so neither
+/// side accepted the other.
+#[test]
+fn issue_11_one_token_file_is_read_alike_by_server_and_client() {
+    let lib = library();
+    write(lib.path().join("a.txt"), b"alpha\n");
+    let secrets = scratch();
+    for ending in ["\n\n", "\r\n\r\n", "\n", "\r\n", ""] {
+        let file = secrets.path().join("token");
+        write(&file, format!("e2e-two-newlines{ending}"));
+        let server = Server::start(lib.path(), &[OsStr::new("--token-file"), file.as_os_str()]);
+        let out = shelf()
+            .arg("--token-file")
+            .arg(&file)
+            .args(["ls", &addr(&server)])
+            .run();
+        assert!(
+            out.success() && out.stdout_str().ends_with(" a.txt\n"),
+            "a token file ending in {ending:?} must match itself\n{out}"
+        );
+    }
+}
+
+/// Issue #11: a token file holding only line endings is an empty token, refused alike by the
+/// server (it does not start) and the client (it does not connect).
+#[test]
+fn issue_11_a_token_file_of_line_endings_only_is_refused_by_both_sides() {
+    let lib = library();
+    let secrets = scratch();
+    let server = Server::plain(lib.path());
+    for content in ["", "\n", "\n\n", "\r\n\r\n"] {
+        let file = secrets.path().join("token");
+        write(&file, content);
+        let out = tool(shelfd_bin())
+            .arg(lib.path())
+            .args(["--listen", "127.0.0.1:0", "--token-file"])
+            .arg(&file)
+            .timeout(Duration::from_secs(5))
+            .run();
+        assert!(
+            out.code() == Some(1) && out.stderr_str().contains("the token file is empty"),
+            "shelfd must refuse a token file holding {content:?}\n{out}"
+        );
+        let out = shelf()
+            .arg("--token-file")
+            .arg(&file)
+            .args(["ls", &addr(&server)])
+            .run();
+        assert_error(&out, &format!("token file {} is empty", file.display()));
+    }
 }
 
 #[test]

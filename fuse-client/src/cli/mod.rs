@@ -8,7 +8,8 @@
 //!
 //! Layout: [`format`] (how things are shown), [`paths`] (remote path arithmetic),
 //! [`interrupt`] (Ctrl-C as a flag), [`progress`], then [`ls`], [`get`], [`put`], [`rm`],
-//! [`mkdir`], [`mv`] and [`shell`]; [`generate`] makes completions and man pages.
+//! [`mkdir`], [`mv`] and [`shell`]; [`generate`] makes completions and man pages; [`token`]
+//! reads `--token-file` and [`units`] parses sizes and durations, for these and `shelf mount`.
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
@@ -31,6 +32,8 @@ pub mod progress;
 pub mod put;
 pub mod rm;
 pub mod shell;
+pub mod token;
+pub mod units;
 
 pub use interrupt::Interrupted;
 
@@ -62,7 +65,7 @@ Shell completions: `shelf completions bash|zsh|fish`; man pages: `shelf man DIR`
 pub struct Global {
     /// Read the server's shared secret from FILE.
     ///
-    /// The token is the file's content less a trailing newline; it must match the server's
+    /// The token is the file's content less its trailing line endings; it must match the server's
     /// `--token-file`. Keep the file readable only by you (chmod 600).
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
@@ -240,7 +243,7 @@ fn init_logging(global: &Global) {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let ui = Ui::new(&cli.global);
     let token = match &cli.global.token_file {
-        Some(path) => Some(crate::mount::read_token(path)?),
+        Some(path) => Some(token::read_token(path)?),
         None => None,
     };
     let connect = |addr: &str| connect(addr, token.clone());

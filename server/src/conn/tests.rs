@@ -153,6 +153,37 @@ fn handshake_agrees_limits_and_features() {
 }
 
 #[test]
+fn the_reply_carries_what_negotiate_agreed() {
+    let cfg = ServeConfig {
+        max_payload: 1 << 20,
+        max_io: 4 << 20,
+        ..ServeConfig::default()
+    };
+    let mut h = Harness::start(cfg);
+    let sent = Hello {
+        features: features::LINKS | features::CHANGE_NOTIFY,
+        ..Hello::new("conn-tests")
+    };
+    let Reply::Hello(r) = h.client.call(1, Request::Hello(sent.clone())) else {
+        panic!("handshake failed");
+    };
+    // max_io is bounded by the agreed payload less the room a Data reply needs, and only the
+    // features both sides know are in force.
+    assert_eq!(r.max_payload, 1 << 20);
+    assert_eq!(r.max_io, (1 << 20) - shelf_proto::IO_OVERHEAD);
+    assert_eq!(r.features, features::LINKS);
+    // The client computing from its hello and this reply arrives at the same values.
+    let agreed = shelf_proto::negotiate(&sent, &r).expect("agreed limits are valid");
+    assert_eq!(
+        (agreed.limits.max_payload, agreed.limits.max_io),
+        (r.max_payload, r.max_io)
+    );
+    assert_eq!(agreed.features, r.features);
+    assert_eq!(h.client.call(2, Request::Ping), Reply::Pong);
+    assert!(h.finish().is_ok());
+}
+
+#[test]
 fn token_is_required_when_configured() {
     for (given, ok) in [
         (&b"s3cret"[..], true),

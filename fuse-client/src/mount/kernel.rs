@@ -1,0 +1,59 @@
+//! Mounting as root with mount(2), as fusermount3 does for root.
+//!
+//! fuser's own mount(2) path always says type "fuse"; mounting ourselves gives the
+//! "fuse.shelf" that findmnt, `df -t` and the mount.fuse conventions expect. The mount data
+//! is the FUSE kernel module's (Documentation/filesystems/fuse.rst, "Mount options"): the
+//! /dev/fuse descriptor, the root's mode and the owner the kernel checks permissions for.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+
+use anyhow::Context;
+use fuser::{MountOption, SessionACL};
+use rustix::mount::MountFlags;
+
+use super::options::MountPlan;
+
+/// Opens /dev/fuse and mounts it on the plan's mount point; returns the descriptor the FUSE
+/// session serves.
+pub(super) fn mount_as_root(plan: &MountPlan) -> anyhow::Result<OwnedFd> {
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+        .context("opening /dev/fuse (is the fuse module loaded?)")?;
+    let fd = OwnedFd::from(dev);
+    let mut data = format!(
+        "fd={},rootmode={:o},user_id={},group_id={},default_permissions",
+        fd.as_raw_fd(),
+        libc::S_IFDIR,
+        plan.core.uid,
+        plan.core.gid,
+    );
+    if plan.acl != SessionACL::Owner {
+        data.push_str(",allow_other");
+    }
+    let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
+    for opt in &plan.fuse_options {
+        match opt {
+            MountOption::RO => flags |= MountFlags::RDONLY,
+            MountOption::NoExec => flags |= MountFlags::NOEXEC,
+            MountOption::NoAtime => flags |= MountFlags::NOATIME,
+            _ => {}
+        }
+    }
+    let source = CString::new(format!("shelf#{}", plan.addr)).context("address contains NUL")?;
+    let target = CString::new(plan.mountpoint.as_os_str().as_bytes()).context("NUL in path")?;
+    let data = CString::new(data).expect("options have no NUL");
+    rustix::mount::mount(
+        source.as_c_str(),
+        target.as_c_str(),
+        c"fuse.shelf",
+        flags,
+        data.as_c_str(),
+    )
+    .map_err(std::io::Error::from)
+    .context("mount(2)")?;
+    Ok(fd)
+}
