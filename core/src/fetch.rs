@@ -24,7 +24,7 @@ use shelf_proto::{Attr, Reply, Request};
 
 use crate::cache::{ChunkCache, ChunkKey};
 use crate::error::{FsError, FsResult};
-use shelf_remote::{Client, Pending, RemoteError, Transport};
+use shelf_remote::{Client, RemoteError, Transport};
 
 /// Early fetches (module docs, point 4) unclaimed at once, at most.
 const EARLY_MAX: usize = 32;
@@ -79,16 +79,12 @@ pub struct Fetcher<T: Transport> {
     inflight: Mutex<HashMap<ChunkKey, Arc<Slot>>>,
     prefetch_tx: Mutex<Option<SyncSender<Prefetch>>>,
     /// Reads sent by `start_early` that no read has claimed yet.
-    early: Mutex<HashMap<ChunkKey, (Request, Pending)>>,
+    early: Mutex<HashMap<ChunkKey, (Request, T::Pending)>>,
 }
 
-enum Want {
+enum Want<P> {
     Cached(Arc<[u8]>),
-    Mine(
-        Arc<Slot>,
-        Request,
-        Result<shelf_remote::Pending, RemoteError>,
-    ),
+    Mine(Arc<Slot>, Request, Result<P, RemoteError>),
     Theirs(Arc<Slot>),
 }
 
@@ -178,7 +174,7 @@ impl<T: Transport> Fetcher<T> {
     /// possible. A chunk read under another version is returned as the server sent it and is
     /// not cached under `key`; the caller compares `Fetched::attr` with what it expected.
     pub fn chunks(&self, path: &[u8], keys: &[ChunkKey]) -> FsResult<Vec<Fetched>> {
-        let wants: Vec<Want> = keys
+        let wants: Vec<Want<T::Pending>> = keys
             .iter()
             .map(|key| {
                 if let Some(data) = self.cache.get(key) {

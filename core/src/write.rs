@@ -18,16 +18,15 @@ use std::ops::Range;
 use shelf_proto::{Attr, Code, Reply, Request};
 
 use crate::error::{FsError, FsResult};
-use shelf_remote::{Client, Pending, RemoteError, Transport};
+use shelf_remote::{Client, PendingReply, RemoteError, Transport};
 
 /// The buffered and in-flight writes of one open file.
-#[derive(Default)]
-pub struct WriteBack {
+pub struct WriteBack<P> {
     /// Offset of `buf[0]` in the file.
     buf_offset: u64,
     /// Contiguous bytes not yet sent.
     buf: Vec<u8>,
-    inflight: VecDeque<InFlight>,
+    inflight: VecDeque<InFlight<P>>,
     /// The first failure not yet reported to the program.
     error: Option<Code>,
     /// The file's attributes after the last write the server acknowledged.
@@ -40,6 +39,20 @@ pub struct WriteBack {
     /// Buffers of acknowledged writes, for the next ones: a megabyte whose pages are
     /// already resident, instead of one the allocator may have to fault in again.
     spare: Vec<Vec<u8>>,
+}
+
+impl<P> Default for WriteBack<P> {
+    fn default() -> Self {
+        WriteBack {
+            buf_offset: 0,
+            buf: Vec::new(),
+            inflight: VecDeque::new(),
+            error: None,
+            last_attr: None,
+            overlapped: false,
+            spare: Vec::new(),
+        }
+    }
 }
 
 /// Spare buffers kept per open file.
@@ -58,10 +71,10 @@ pub enum Drained {
 
 /// One `Write` on its way; the request is kept so that a write lost with its connection can
 /// be sent again (writes are idempotent: the same bytes at the same offset).
-struct InFlight {
+struct InFlight<P> {
     range: Range<u64>,
     req: Request,
-    started: Result<Pending, RemoteError>,
+    started: Result<P, RemoteError>,
 }
 
 /// How much to gather and how much to keep in flight.
@@ -74,7 +87,7 @@ pub struct WriteLimits {
     pub max_inflight: usize,
 }
 
-impl WriteBack {
+impl<P: PendingReply> WriteBack<P> {
     /// True when nothing is buffered or in flight.
     pub fn is_clean(&self) -> bool {
         self.buf.is_empty() && self.inflight.is_empty()
@@ -90,7 +103,7 @@ impl WriteBack {
 
     /// Buffers `data` for `offset`, sending what has gathered when it is large enough or when
     /// the new bytes do not continue the buffer.
-    pub fn write<T: Transport>(
+    pub fn write<T: Transport<Pending = P>>(
         &mut self,
         client: &Client<T>,
         path: &[u8],
@@ -134,7 +147,12 @@ impl WriteBack {
 
     /// Starts sending the buffer in `max_io` pieces without waiting for the replies. The
     /// usual buffer is one piece and is moved into its request, not copied.
-    fn send<T: Transport>(&mut self, client: &Client<T>, path: &[u8], lim: WriteLimits) {
+    fn send<T: Transport<Pending = P>>(
+        &mut self,
+        client: &Client<T>,
+        path: &[u8],
+        lim: WriteLimits,
+    ) {
         let mut rest = std::mem::take(&mut self.buf);
         let max = lim.max_io.max(1);
         while !rest.is_empty() {
@@ -164,7 +182,7 @@ impl WriteBack {
         }
     }
 
-    fn wait_oldest<T: Transport>(&mut self, client: &Client<T>) {
+    fn wait_oldest<T: Transport<Pending = P>>(&mut self, client: &Client<T>) {
         if let Some(w) = self.inflight.pop_front() {
             let InFlight { req, started, .. } = w;
             // A resend (the connection was lost) is rare; it gets a copy.
@@ -188,7 +206,7 @@ impl WriteBack {
         }
     }
 
-    fn wait_all<T: Transport>(&mut self, client: &Client<T>) {
+    fn wait_all<T: Transport<Pending = P>>(&mut self, client: &Client<T>) {
         while !self.inflight.is_empty() {
             self.wait_oldest(client);
         }
@@ -204,7 +222,7 @@ impl WriteBack {
     /// Sends everything and waits for every reply; says what is known of the file's
     /// attributes afterwards. A failure stays (`take_error`) for the file's own next `write`,
     /// `flush` or `fsync` to report: nothing else may fail for it or swallow it.
-    pub fn drain<T: Transport>(
+    pub fn drain<T: Transport<Pending = P>>(
         &mut self,
         client: &Client<T>,
         path: &[u8],

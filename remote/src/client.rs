@@ -18,9 +18,8 @@ use std::collections::VecDeque;
 
 use shelf_proto::{Attr, Code, DirEntry, Reply, Request, SetAttrs, Statfs, Timestamp};
 
-use super::connection::Pending;
 use super::pool::Pool;
-use super::{Limits, RemoteError, Transport};
+use super::{Limits, PendingReply, RemoteError, Transport};
 
 /// Pieces of one split read or write in flight at once.
 pub const WINDOW: usize = 8;
@@ -51,10 +50,10 @@ impl<T: Transport> Client<T> {
     /// `call` (only for idempotent requests: `again` builds it anew).
     pub fn settle(
         &self,
-        started: Result<Pending, RemoteError>,
+        started: Result<T::Pending, RemoteError>,
         again: impl FnOnce() -> Request,
     ) -> Result<Reply, RemoteError> {
-        match started.and_then(Pending::wait) {
+        match started.and_then(PendingReply::wait) {
             Err(e) if e.is_connection_lost() => {
                 let req = again();
                 if req.is_idempotent() {
@@ -128,7 +127,7 @@ impl<T: Transport> Client<T> {
             return checked_len(attr, data, len);
         }
         let mut out = Vec::with_capacity(len as usize);
-        let mut queue: VecDeque<(u64, u32, Result<Pending, RemoteError>)> = VecDeque::new();
+        let mut queue: VecDeque<(u64, u32, Result<T::Pending, RemoteError>)> = VecDeque::new();
         let mut next = 0u32;
         let mut first: Option<Attr> = None;
         loop {

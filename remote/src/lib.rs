@@ -202,21 +202,37 @@ fn reply_name(reply: &Reply) -> &'static str {
     }
 }
 
+/// A request on its way, whatever carries it: waiting for it gives its reply.
+///
+/// Dropping one without waiting abandons the request (its reply, if one comes, is dropped).
+pub trait PendingReply: Send + 'static {
+    /// Waits for the reply, bounded as the transport bounds it (for a connection, the request
+    /// timeout). A request lost with its connection fails with [`RemoteError::Disconnected`].
+    fn wait(self) -> Result<Reply, RemoteError>;
+}
+
 /// What every remote implementation offers: send a request, get its reply.
+///
+/// Implemented by [`Pool`] and [`Connection`] here and by the test transports of
+/// `shelf-testkit` (the real server in memory; one that fails a chosen request). The pending
+/// type is associated, not boxed, so the read and write paths pay no allocation for it.
 pub trait Transport: Send + Sync + 'static {
-    /// Sends one request; the reply arrives through the `Pending` (pipelining: many in flight).
-    /// By reference: a caller that may resend it (after a lost connection) keeps it, and large
-    /// writes are not copied for that.
-    fn start(&self, req: &Request) -> Result<Pending, RemoteError>;
+    /// What [`Transport::start`] hands back.
+    type Pending: PendingReply;
+    /// Sends one request; the reply arrives through the pending value (pipelining: many in
+    /// flight). By reference: a caller that may resend it (after a lost connection) keeps it,
+    /// and large writes are not copied for that.
+    fn start(&self, req: &Request) -> Result<Self::Pending, RemoteError>;
     /// Sends one request and waits for its reply, retrying idempotent requests once on a fresh
-    /// connection after a connection failure.
+    /// connection after a connection failure (where the transport can reconnect).
     fn call(&self, req: Request) -> Result<Reply, RemoteError>;
     fn limits(&self) -> Limits;
 }
 
 /// A shared transport is a transport, so one pool can serve a core and a status reporter.
 impl<T: Transport> Transport for std::sync::Arc<T> {
-    fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
+    type Pending = T::Pending;
+    fn start(&self, req: &Request) -> Result<T::Pending, RemoteError> {
         (**self).start(req)
     }
     fn call(&self, req: Request) -> Result<Reply, RemoteError> {

@@ -153,6 +153,7 @@ struct Meddler {
 }
 
 impl Transport for Meddler {
+    type Pending = Pending;
     fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
         if matches!(req, Request::Read { .. })
             && self

@@ -29,7 +29,7 @@ use super::paths::{bytes, join, resolve, show};
 use super::progress::bar;
 use super::{interrupt, Remote, Ui, UsageError};
 use shelf_remote::client::{reply_attr, WINDOW};
-use shelf_remote::{Client, Pending, RemoteError, Transport};
+use shelf_remote::{Client, PendingReply, RemoteError, Transport};
 
 /// Upload a file to the library, replacing any file of that name atomically.
 #[derive(Debug, clap::Args)]
@@ -136,7 +136,7 @@ fn upload<T: Transport>(
 ) -> anyhow::Result<()> {
     let chunk = c.limits().max_io.clamp(1, CHUNK) as usize;
     let progress = bar(size, label, ui.progress);
-    let mut queue: VecDeque<(usize, Result<Pending, RemoteError>)> = VecDeque::new();
+    let mut queue: VecDeque<(usize, Result<T::Pending, RemoteError>)> = VecDeque::new();
     let mut offset = 0u64;
     let mut eof = false;
     loop {
@@ -159,7 +159,7 @@ fn upload<T: Transport>(
         let Some((len, started)) = queue.pop_front() else {
             break;
         };
-        reply_attr("write", started.and_then(Pending::wait)?)?;
+        reply_attr("write", started.and_then(PendingReply::wait)?)?;
         progress.inc(len as u64);
     }
     progress.finish_and_clear();
