@@ -18,7 +18,7 @@ pub mod listen;
 pub mod relpath;
 mod sys;
 
-pub use conn::{serve, Limits, ServeConfig, ServeError, Stream};
+pub use conn::{serve, Limits, ServeConfig, ServeError, Session, Stream};
 pub use library::{Library, PUT_PREFIX};
 pub use listen::{read_token_file, run, Config, RunError};
 pub use relpath::{PathError, RelPath};
