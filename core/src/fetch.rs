@@ -24,6 +24,7 @@ use shelf_proto::{Attr, Reply, Request};
 
 use crate::cache::{ChunkCache, ChunkKey};
 use crate::error::{FsError, FsResult};
+use shelf_remote::ranges::{await_reply, Resend};
 use shelf_remote::{Client, RemoteError, Transport};
 
 /// Early fetches (module docs, point 4) unclaimed at once, at most.
@@ -204,7 +205,12 @@ impl<T: Transport> Fetcher<T> {
                 Want::Theirs(slot) => slot.wait(),
                 Want::Mine(slot, req, started) => {
                     // A read lost with its connection is sent again on a fresh one.
-                    let r = data_reply(self.client.settle(started, || req));
+                    let r = data_reply(await_reply(
+                        self.client.transport(),
+                        &req,
+                        started,
+                        Resend::Once,
+                    ));
                     if let Ok(f) = &r {
                         if f.attr.is_some_and(|a| a.version() == key.version) {
                             self.cache.insert(*key, Arc::clone(&f.data));

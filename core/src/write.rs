@@ -18,6 +18,7 @@ use std::ops::Range;
 use shelf_proto::{Attr, Code, Reply, Request};
 
 use crate::error::{FsError, FsResult};
+use shelf_remote::ranges::{await_reply, Resend};
 use shelf_remote::{Client, PendingReply, RemoteError, Transport};
 
 /// The buffered and in-flight writes of one open file.
@@ -185,8 +186,7 @@ impl<P: PendingReply> WriteBack<P> {
     fn wait_oldest<T: Transport<Pending = P>>(&mut self, client: &Client<T>) {
         if let Some(w) = self.inflight.pop_front() {
             let InFlight { req, started, .. } = w;
-            // A resend (the connection was lost) is rare; it gets a copy.
-            let reply = client.settle(started, || req.clone());
+            let reply = await_reply(client.transport(), &req, started, Resend::Once);
             if let Request::Write { mut data, .. } = req {
                 if self.spare.len() < SPARES {
                     data.clear();

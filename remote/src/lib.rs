@@ -12,11 +12,14 @@
 //! 3. *Reconnecting.* Requests are stateless and path-based (docs/PROTOCOL.md), so a fresh
 //!    connection can carry on where a dead one stopped. [`Pool`] replaces a dead connection on
 //!    next use and resends an idempotent request once ([`shelf_proto::Request::is_idempotent`]).
-//! 4. *Typed calls.* [`Client`] turns `Reply::Error` into [`RemoteError::Server`], a reply of the
-//!    wrong kind into [`RemoteError::Protocol`], and splits reads and writes larger than the
-//!    negotiated `max_io` into pipelined pieces.
+//! 4. *Typed calls.* [`Client`] turns `Reply::Error` into [`RemoteError::Server`] and a reply of
+//!    the wrong kind into [`RemoteError::Protocol`], once for every caller.
+//! 5. *Pipelined transfers.* [`ranges`] holds the one range reader and writer every `Read` and
+//!    `Write` goes through (client, the mount's fetch and write-behind, `get`, `put`): the
+//!    window, splitting at `max_io`, in-order pieces, resending a lost piece once where
+//!    allowed, and the version check across pieces.
 //!
-//! Layout: [`stream`] (the socket abstraction), [`connection`], [`pool`], [`client`], `sys`
+//! Layout: [`stream`] (the socket abstraction), [`connection`], [`pool`], [`client`], [`ranges`], `sys`
 //! (the two socket calls `std` lacks), and this file's shared types. Test transports (the
 //! real server in-process, in memory, failing on cue) live in the dev-only `shelf-testkit`.
 
@@ -29,6 +32,7 @@ use shelf_proto::{Code, Reply, Request};
 pub mod client;
 pub mod connection;
 pub mod pool;
+pub mod ranges;
 pub mod stream;
 mod sys;
 #[cfg(test)]

@@ -27,6 +27,7 @@ use super::paths::{basename, bytes, resolve, show};
 use super::progress::bar;
 use super::{interrupt, Remote, Ui, UsageError};
 use shelf_remote::client::{reply_data, WINDOW};
+use shelf_remote::ranges::{await_reply, Resend};
 use shelf_remote::{Client, Transport};
 
 /// Largest read asked at once; with `WINDOW` in flight, the memory a download uses.
@@ -171,7 +172,12 @@ fn download<T: Transport>(
         let Some((offset, len, started)) = queue.pop_front() else {
             break;
         };
-        let (got, data) = reply_data(c.settle(started, || req(offset, len))?)?;
+        let (got, data) = reply_data(await_reply(
+            c.transport(),
+            &req(offset, len),
+            started,
+            Resend::Once,
+        )?)?;
         if got.version() != version || data.len() != len as usize {
             progress.finish_and_clear();
             return Ok(Fetched::Changed);
