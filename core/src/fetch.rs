@@ -2,8 +2,9 @@
 //!
 //! What is hard, and how this module handles it:
 //! 1. One chunk, many askers: a read may want a chunk that read-ahead is already fetching.
-//!    `Fetcher` keeps one slot per chunk in flight; later askers wait on it instead of asking
-//!    the server again.
+//!    `Fetcher` keeps one claim per chunk in flight; later askers wait on it instead of asking
+//!    the server again. Reads are sent and awaited as `shelf_remote::ranges::ReadPiece`s, the
+//!    range reader's pieces: one reply conversion and one resend rule for every reader.
 //! 2. Versions: every `Data` reply carries the file's attributes as the server saw them. A
 //!    chunk is cached only under the version it was read at, and a caller that expected another
 //!    version learns it (`Fetched::attr`) and starts over, so no read mixes two versions.
@@ -20,12 +21,12 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
-use shelf_proto::{Attr, Reply, Request};
+use shelf_proto::Attr;
 
 use crate::cache::{ChunkCache, ChunkKey};
 use crate::error::{FsError, FsResult};
-use shelf_remote::ranges::{await_reply, Resend};
-use shelf_remote::{Client, RemoteError, Transport};
+use shelf_remote::ranges::{ReadPiece, Resend};
+use shelf_remote::{Client, Transport};
 
 /// Early fetches (module docs, point 4) unclaimed at once, at most.
 const EARLY_MAX: usize = 32;
@@ -40,15 +41,16 @@ pub struct Fetched {
     pub data: Arc<[u8]>,
 }
 
-type SlotResult = Option<Result<Fetched, shelf_proto::Code>>;
+type ClaimResult = Option<Result<Fetched, shelf_proto::Code>>;
 
+/// A chunk one asker is fetching; the others wait on it (module docs, point 1).
 #[derive(Default)]
-struct Slot {
-    result: Mutex<SlotResult>,
+struct Claim {
+    result: Mutex<ClaimResult>,
     done: Condvar,
 }
 
-impl Slot {
+impl Claim {
     fn wait(&self) -> Result<Fetched, FsError> {
         let mut r = self.result.lock();
         while r.is_none() {
@@ -77,16 +79,16 @@ struct Prefetch {
 pub struct Fetcher<T: Transport> {
     client: Arc<Client<T>>,
     cache: Arc<ChunkCache>,
-    inflight: Mutex<HashMap<ChunkKey, Arc<Slot>>>,
+    inflight: Mutex<HashMap<ChunkKey, Arc<Claim>>>,
     prefetch_tx: Mutex<Option<SyncSender<Prefetch>>>,
     /// Reads sent by `start_early` that no read has claimed yet.
-    early: Mutex<HashMap<ChunkKey, (Request, T::Pending)>>,
+    early: Mutex<HashMap<ChunkKey, ReadPiece<T::Pending>>>,
 }
 
 enum Want<P> {
     Cached(Arc<[u8]>),
-    Mine(Arc<Slot>, Request, Result<P, RemoteError>),
-    Theirs(Arc<Slot>),
+    Mine(Arc<Claim>, ReadPiece<P>),
+    Theirs(Arc<Claim>),
 }
 
 impl<T: Transport> Fetcher<T> {
@@ -110,10 +112,10 @@ impl<T: Transport> Fetcher<T> {
         if early.len() >= EARLY_MAX || early.contains_key(&key) {
             return;
         }
-        let req = self.read_request(path, key);
+        let piece = self.start_read(path, key);
         // A failure to send is not anyone's to report: the read will ask again.
-        if let Ok(pending) = self.client.transport().start(&req) {
-            early.insert(key, (req, pending));
+        if piece.is_started() {
+            early.insert(key, piece);
         }
     }
 
@@ -122,13 +124,11 @@ impl<T: Transport> Fetcher<T> {
         self.early.lock().retain(|key, _| key.file != file);
     }
 
-    fn read_request(&self, path: &[u8], key: ChunkKey) -> Request {
+    /// Sends the read of chunk `key` through the shared range reader's pieces.
+    fn start_read(&self, path: &[u8], key: ChunkKey) -> ReadPiece<T::Pending> {
         let chunk_size = self.cache.chunk_size();
-        Request::Read {
-            path: path.to_vec(),
-            offset: key.index * chunk_size as u64,
-            len: chunk_size,
-        }
+        let offset = key.index * chunk_size as u64;
+        ReadPiece::start(self.client.transport(), path, offset, chunk_size)
     }
 
     /// Starts `threads` read-ahead workers. They stop when the fetcher is dropped.
@@ -182,18 +182,16 @@ impl<T: Transport> Fetcher<T> {
                     return Want::Cached(data);
                 }
                 let mut inflight = self.inflight.lock();
-                if let Some(slot) = inflight.get(key) {
-                    return Want::Theirs(Arc::clone(slot));
+                if let Some(claim) = inflight.get(key) {
+                    return Want::Theirs(Arc::clone(claim));
                 }
-                let slot = Arc::new(Slot::default());
-                inflight.insert(*key, Arc::clone(&slot));
+                let claim = Arc::new(Claim::default());
+                inflight.insert(*key, Arc::clone(&claim));
                 drop(inflight);
-                if let Some((req, pending)) = self.early.lock().remove(key) {
-                    return Want::Mine(slot, req, Ok(pending));
+                if let Some(piece) = self.early.lock().remove(key) {
+                    return Want::Mine(claim, piece);
                 }
-                let req = self.read_request(path, *key);
-                let started = self.client.transport().start(&req);
-                Want::Mine(slot, req, started)
+                Want::Mine(claim, self.start_read(path, *key))
             })
             .collect();
 
@@ -202,21 +200,22 @@ impl<T: Transport> Fetcher<T> {
         for (key, want) in keys.iter().zip(wants) {
             let got = match want {
                 Want::Cached(data) => Ok(Fetched { attr: None, data }),
-                Want::Theirs(slot) => slot.wait(),
-                Want::Mine(slot, req, started) => {
+                Want::Theirs(claim) => claim.wait(),
+                Want::Mine(claim, piece) => {
                     // A read lost with its connection is sent again on a fresh one.
-                    let r = data_reply(await_reply(
-                        self.client.transport(),
-                        &req,
-                        started,
-                        Resend::Once,
-                    ));
+                    let r = piece
+                        .wait(self.client.transport(), Resend::Once)
+                        .map(|p| Fetched {
+                            attr: Some(p.attr),
+                            data: p.data.into(),
+                        })
+                        .map_err(FsError::from);
                     if let Ok(f) = &r {
                         if f.attr.is_some_and(|a| a.version() == key.version) {
                             self.cache.insert(*key, Arc::clone(&f.data));
                         }
                     }
-                    slot.fill(r.as_ref().map(Clone::clone).map_err(FsError::code));
+                    claim.fill(r.as_ref().map(Clone::clone).map_err(FsError::code));
                     self.inflight.lock().remove(key);
                     r
                 }
@@ -234,16 +233,5 @@ impl<T: Transport> Fetcher<T> {
             Some(e) => Err(e),
             None => Ok(out),
         }
-    }
-}
-
-fn data_reply(r: Result<Reply, RemoteError>) -> FsResult<Fetched> {
-    match r? {
-        Reply::Data { attr, data } => Ok(Fetched {
-            attr: Some(attr),
-            data: data.into(),
-        }),
-        Reply::Error { code, message } => Err(RemoteError::Server { code, message }.into()),
-        other => Err(RemoteError::Protocol(format!("unexpected reply to read: {other:?}")).into()),
     }
 }

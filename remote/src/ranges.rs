@@ -86,6 +86,11 @@ impl<P: PendingReply> ReadPiece<P> {
         ReadPiece { req, started }
     }
 
+    /// False when sending failed (waiting then resends, or reports the failure).
+    pub fn is_started(&self) -> bool {
+        self.started.is_ok()
+    }
+
     pub fn offset(&self) -> u64 {
         match self.req {
             Request::Read { offset, .. } => offset,
