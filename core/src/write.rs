@@ -10,15 +10,18 @@
 //! 3. Ordering: the server serves pipelined requests concurrently, so two in-flight writes that
 //!    overlap could land in either order. A write that overlaps one in flight waits for it.
 //! 4. Memory: at most `max_inflight` writes of up to `max_io` bytes are in flight per file; past
-//!    that the writer waits for the oldest, which also paces a fast writer to the wire.
+//!    that the writer waits for the oldest, which also paces a fast writer to the wire. The
+//!    buffers of answered writes come back and are reused (`SPARES` per file).
+//!
+//! The pipelining itself (window, splitting at `max_io`, resending a write lost with its
+//! connection once, turning replies into errors) is the shared range writer,
+//! `shelf_remote::ranges::RangeWriter`; this module keeps the gathering, the ordering, the
+//! sticky error, the spare buffers and what `drain` can tell of the file.
 
-use std::collections::VecDeque;
-use std::ops::Range;
-
-use shelf_proto::{Attr, Code, Reply, Request};
+use shelf_proto::{Attr, Code};
 
 use crate::error::{FsError, FsResult};
-use shelf_remote::ranges::{await_reply, Resend};
+use shelf_remote::ranges::{RangeWriter, Resend, WriteOptions, Written};
 use shelf_remote::{Client, PendingReply, RemoteError, Transport};
 
 /// The buffered and in-flight writes of one open file.
@@ -27,19 +30,45 @@ pub struct WriteBack<P> {
     buf_offset: u64,
     /// Contiguous bytes not yet sent.
     buf: Vec<u8>,
-    inflight: VecDeque<InFlight<P>>,
+    /// The writes in flight, on the shared range writer. It also notes a write sent while
+    /// another was in flight since the last `drain` (`take_overlapped`): such writes may be
+    /// applied by the server in either order (they travel on different connections), so the
+    /// last reply need not describe the file as it ends up: a later, lower write can answer
+    /// with the size it saw before a higher one landed.
+    writer: RangeWriter<P>,
+    acks: Acks,
+}
+
+/// What the answered writes left behind.
+#[derive(Default)]
+struct Acks {
     /// The first failure not yet reported to the program.
     error: Option<Code>,
     /// The file's attributes after the last write the server acknowledged.
     last_attr: Option<Attr>,
-    /// Set when a write was sent while another was still in flight since the last `drain`.
-    /// Such writes may be applied by the server in either order (they travel on different
-    /// connections), so the last reply need not describe the file as it ends up: a later,
-    /// lower write can answer with the size it saw before a higher one landed.
-    overlapped: bool,
     /// Buffers of acknowledged writes, for the next ones: a megabyte whose pages are
     /// already resident, instead of one the allocator may have to fault in again.
     spare: Vec<Vec<u8>>,
+}
+
+impl Acks {
+    /// Takes in one answered write, oldest first.
+    fn take(&mut self, w: Written) {
+        if self.spare.len() < SPARES {
+            self.spare.push(w.buf);
+        }
+        match w.result {
+            Ok(a) => self.last_attr = Some(a),
+            Err(e) => self.record(e),
+        }
+    }
+
+    fn record(&mut self, e: RemoteError) {
+        tracing::warn!("write-behind failed: {e}");
+        if self.error.is_none() {
+            self.error = Some(e.code());
+        }
+    }
 }
 
 impl<P> Default for WriteBack<P> {
@@ -47,11 +76,8 @@ impl<P> Default for WriteBack<P> {
         WriteBack {
             buf_offset: 0,
             buf: Vec::new(),
-            inflight: VecDeque::new(),
-            error: None,
-            last_attr: None,
-            overlapped: false,
-            spare: Vec::new(),
+            writer: RangeWriter::default(),
+            acks: Acks::default(),
         }
     }
 }
@@ -70,14 +96,6 @@ pub enum Drained {
     Unknown,
 }
 
-/// One `Write` on its way; the request is kept so that a write lost with its connection can
-/// be sent again (writes are idempotent: the same bytes at the same offset).
-struct InFlight<P> {
-    range: Range<u64>,
-    req: Request,
-    started: Result<P, RemoteError>,
-}
-
 /// How much to gather and how much to keep in flight.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteLimits {
@@ -88,15 +106,27 @@ pub struct WriteLimits {
     pub max_inflight: usize,
 }
 
+impl WriteLimits {
+    /// The range writer's options: a write lost with its connection is sent again (writes
+    /// are idempotent: the same bytes at the same offset).
+    fn options(&self) -> WriteOptions {
+        WriteOptions {
+            max_io: self.max_io,
+            window: self.max_inflight,
+            resend: Resend::Once,
+        }
+    }
+}
+
 impl<P: PendingReply> WriteBack<P> {
     /// True when nothing is buffered or in flight.
     pub fn is_clean(&self) -> bool {
-        self.buf.is_empty() && self.inflight.is_empty()
+        self.buf.is_empty() && self.writer.in_flight() == 0
     }
 
     /// Takes the sticky error, if a write-behind failed since the last report.
     pub fn take_error(&mut self) -> FsResult<()> {
-        match self.error.take() {
+        match self.acks.error.take() {
             Some(code) => Err(FsError::Local(code)),
             None => Ok(()),
         }
@@ -119,18 +149,14 @@ impl<P: PendingReply> WriteBack<P> {
         if !self.buf.is_empty() && offset != self.buf_end() {
             self.send(client, path, lim);
         }
-        if self
-            .inflight
-            .iter()
-            .any(|w| w.range.start < end && offset < w.range.end)
-        {
+        if self.writer.overlaps(&(offset..end)) {
             self.wait_all(client);
         }
         if self.buf.is_empty() {
             self.buf_offset = offset;
             // The buffer is handed to its request whole; start the next at its full size.
             let want = lim.send_at.max(data.len());
-            if let Some(spare) = self.spare.pop() {
+            if let Some(spare) = self.acks.spare.pop() {
                 self.buf = spare;
             }
             self.buf.reserve(want);
@@ -146,77 +172,30 @@ impl<P: PendingReply> WriteBack<P> {
         self.buf_offset + self.buf.len() as u64
     }
 
-    /// Starts sending the buffer in `max_io` pieces without waiting for the replies. The
-    /// usual buffer is one piece and is moved into its request, not copied.
+    /// Starts sending the buffer in `max_io` pieces without waiting for the replies (beyond
+    /// keeping `max_inflight`). The usual buffer is one piece and is moved into its request,
+    /// not copied.
     fn send<T: Transport<Pending = P>>(
         &mut self,
         client: &Client<T>,
         path: &[u8],
         lim: WriteLimits,
     ) {
-        let mut rest = std::mem::take(&mut self.buf);
-        let max = lim.max_io.max(1);
-        while !rest.is_empty() {
-            let tail = if rest.len() > max {
-                rest.split_off(max)
-            } else {
-                Vec::new()
-            };
-            let piece = std::mem::replace(&mut rest, tail);
-            while self.inflight.len() >= lim.max_inflight.max(1) {
-                self.wait_oldest(client);
-            }
-            let range = self.buf_offset..self.buf_offset + piece.len() as u64;
-            self.buf_offset = range.end;
-            let req = Request::Write {
-                path: path.to_vec(),
-                offset: range.start,
-                data: piece,
-            };
-            let started = client.transport().start(&req);
-            self.overlapped |= !self.inflight.is_empty();
-            self.inflight.push_back(InFlight {
-                range,
-                req,
-                started,
+        let buf = std::mem::take(&mut self.buf);
+        let offset = self.buf_offset;
+        self.buf_offset += buf.len() as u64;
+        let acks = &mut self.acks;
+        let opts = lim.options();
+        self.writer
+            .send(client.transport(), path, offset, buf, opts, &mut |w| {
+                acks.take(w)
             });
-        }
-    }
-
-    fn wait_oldest<T: Transport<Pending = P>>(&mut self, client: &Client<T>) {
-        if let Some(w) = self.inflight.pop_front() {
-            let InFlight { req, started, .. } = w;
-            let reply = await_reply(client.transport(), &req, started, Resend::Once);
-            if let Request::Write { mut data, .. } = req {
-                if self.spare.len() < SPARES {
-                    data.clear();
-                    self.spare.push(data);
-                }
-            }
-            match reply {
-                Ok(Reply::Attr(a)) => self.last_attr = Some(a),
-                Ok(Reply::Error { code, message }) => {
-                    self.record(RemoteError::Server { code, message })
-                }
-                Ok(other) => self.record(RemoteError::Protocol(format!(
-                    "unexpected reply to write: {other:?}"
-                ))),
-                Err(e) => self.record(e),
-            }
-        }
     }
 
     fn wait_all<T: Transport<Pending = P>>(&mut self, client: &Client<T>) {
-        while !self.inflight.is_empty() {
-            self.wait_oldest(client);
-        }
-    }
-
-    fn record(&mut self, e: RemoteError) {
-        tracing::warn!("write-behind failed: {e}");
-        if self.error.is_none() {
-            self.error = Some(e.code());
-        }
+        let acks = &mut self.acks;
+        self.writer
+            .wait_all(client.transport(), Resend::Once, &mut |w| acks.take(w));
     }
 
     /// Sends everything and waits for every reply; says what is known of the file's
@@ -232,8 +211,8 @@ impl<P: PendingReply> WriteBack<P> {
             self.send(client, path, lim);
         }
         self.wait_all(client);
-        let overlapped = std::mem::take(&mut self.overlapped);
-        match self.last_attr.take() {
+        let overlapped = self.writer.take_overlapped();
+        match self.acks.last_attr.take() {
             None => Drained::Nothing,
             Some(_) if overlapped => Drained::Unknown,
             Some(attr) => Drained::Exact(attr),
