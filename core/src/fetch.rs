@@ -235,3 +235,91 @@ impl<T: Transport> Fetcher<T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Fetching over the in-memory server with faults on cue (`shelf_testkit::Faulty`).
+
+    use super::*;
+    use shelf_proto::Code;
+    use shelf_server::ServeConfig;
+    use shelf_testkit::{Fault, Faulty, Memory};
+
+    const CHUNK: u32 = 4096;
+
+    fn setup(len: usize) -> (tempfile::TempDir, Arc<Fetcher<Faulty<Memory>>>, Attr) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data: Vec<u8> = (0..len).map(|k| (k % 251) as u8).collect();
+        std::fs::write(dir.path().join("f"), data).expect("file");
+        let cfg = ServeConfig {
+            max_io: CHUNK,
+            ..ServeConfig::default()
+        };
+        let m = Memory::with(dir.path(), cfg).expect("memory server");
+        let client = Arc::new(Client::new(Faulty::new(m).on_hang_up(Memory::hang_up)));
+        let attr = client.stat(b"f").expect("stat");
+        let cache = Arc::new(ChunkCache::new(64 * u64::from(CHUNK), CHUNK));
+        (dir, Fetcher::new(client, cache), attr)
+    }
+
+    fn keys(attr: &Attr, n: u64) -> Vec<ChunkKey> {
+        (0..n)
+            .map(|index| ChunkKey {
+                file: 7,
+                version: attr.version(),
+                index,
+            })
+            .collect()
+    }
+
+    fn faults(f: &Fetcher<Faulty<Memory>>) -> &Faulty<Memory> {
+        f.client.transport()
+    }
+
+    #[test]
+    fn a_chunk_read_lost_with_its_connection_is_resent_and_cached() {
+        let (_dir, f, attr) = setup(4 * CHUNK as usize);
+        faults(&f).fail("read", 3, Fault::LostAfter);
+        let ks = keys(&attr, 4);
+        let got = f.chunks(b"f", &ks).expect("chunks");
+        assert_eq!(got.len(), 4);
+        assert!(got
+            .iter()
+            .all(|c| c.attr.is_some() && c.data.len() == CHUNK as usize));
+        assert_eq!(got[3].data[0], (3 * CHUNK as usize % 251) as u8);
+        // The three in flight on the lost connection were sent again.
+        assert_eq!(faults(&f).seen("read"), 7);
+        // Cached: asking again costs no request.
+        let again = f.chunks(b"f", &ks).expect("chunks");
+        assert!(again.iter().all(|c| c.attr.is_none()));
+        assert_eq!(faults(&f).seen("read"), 7);
+    }
+
+    #[test]
+    fn a_refused_chunk_fails_the_read_and_is_not_cached() {
+        let (_dir, f, attr) = setup(2 * CHUNK as usize);
+        faults(&f).fail("read", 2, Fault::Refuse(Code::Io));
+        let ks = keys(&attr, 2);
+        let err = f.chunks(b"f", &ks).err().expect("refused");
+        assert_eq!(err.code(), Code::Io);
+        assert!(f.cache.contains(&ks[0]) && !f.cache.contains(&ks[1]));
+        f.chunks(b"f", &ks).expect("asked again, and answered");
+        assert_eq!(faults(&f).seen("read"), 3);
+    }
+
+    #[test]
+    fn an_early_read_is_claimed_by_the_first_read_and_resent_if_lost() {
+        let (_dir, f, attr) = setup(CHUNK as usize);
+        let ks = keys(&attr, 1);
+        faults(&f).fail("read", 1, Fault::LostAfter);
+        f.start_early(b"f", ks[0]);
+        assert_eq!(faults(&f).seen("read"), 1, "sent at open");
+        let got = f.chunks(b"f", &ks).expect("chunk");
+        assert_eq!(got[0].data.len(), CHUNK as usize);
+        assert_eq!(
+            faults(&f).seen("read"),
+            2,
+            "the lost early read, resent once"
+        );
+    }
+}

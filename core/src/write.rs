@@ -280,4 +280,126 @@ mod tests {
         wb.write(&c, b"f", 0, &[1; 10], LIM).expect("write");
         assert!(matches!(wb.drain(&c, b"f", LIM), Drained::Exact(a) if a.size == 15_609));
     }
+
+    mod faults {
+        //! Write-behind over the in-memory server with faults on cue (`shelf_testkit::Faulty`).
+
+        use super::super::*;
+        use shelf_remote::Transport;
+        use shelf_server::ServeConfig;
+        use shelf_testkit::{Fault, Faulty, Memory};
+
+        const PIECE: usize = 4096;
+        /// One 4 KiB write per buffer, eight in flight.
+        const LIM: WriteLimits = WriteLimits {
+            send_at: PIECE,
+            max_io: PIECE,
+            max_inflight: 8,
+        };
+
+        type Pending = <Faulty<Memory> as Transport>::Pending;
+
+        fn setup() -> (tempfile::TempDir, Client<Faulty<Memory>>) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(dir.path().join("f"), b"").expect("file");
+            let cfg = ServeConfig {
+                max_io: PIECE as u32,
+                ..ServeConfig::default()
+            };
+            let m = Memory::with(dir.path(), cfg).expect("memory server");
+            (dir, Client::new(Faulty::new(m).on_hang_up(Memory::hang_up)))
+        }
+
+        fn ramp(len: usize) -> Vec<u8> {
+            (0..len).map(|k| (k % 251) as u8).collect()
+        }
+
+        /// Writes `data` as the kernel would, one piece per call.
+        fn write_all(wb: &mut WriteBack<Pending>, c: &Client<Faulty<Memory>>, data: &[u8]) {
+            for (i, piece) in data.chunks(PIECE).enumerate() {
+                wb.write(c, b"f", (i * PIECE) as u64, piece, LIM)
+                    .expect("buffered");
+            }
+        }
+
+        #[test]
+        fn the_third_of_eight_lost_with_its_connection_is_resent() {
+            let (dir, c) = setup();
+            let data = ramp(8 * PIECE);
+            c.transport().fail("write", 3, Fault::LostAfter);
+            let mut wb = WriteBack::default();
+            write_all(&mut wb, &c, &data);
+            assert_eq!(wb.drain(&c, b"f", LIM), Drained::Unknown);
+            wb.take_error()
+                .expect("no error: the lost writes were resent");
+            assert_eq!(std::fs::read(dir.path().join("f")).expect("read"), data);
+            // The three in flight on the lost connection went again.
+            assert_eq!(c.transport().seen("write"), 11);
+            assert!(wb.is_clean());
+        }
+
+        #[test]
+        fn a_failure_is_sticky_until_the_next_write_or_flush_reports_it() {
+            let (_dir, c) = setup();
+            c.transport().fail("write", 2, Fault::Refuse(Code::NoSpace));
+            let mut wb = WriteBack::default();
+            write_all(&mut wb, &c, &ramp(4 * PIECE));
+            // Every write answered; what drain tells of the file says nothing of the error.
+            assert_ne!(wb.drain(&c, b"f", LIM), Drained::Nothing);
+            assert!(wb.is_clean());
+            // The next write of the file reports it, once.
+            let err = wb
+                .write(&c, b"f", 0, b"x", LIM)
+                .expect_err("the failure is reported");
+            assert_eq!(err.code(), Code::NoSpace);
+            wb.write(&c, b"f", 0, b"x", LIM).expect("reported once");
+            // A flush (drain, then take_error) reports one too.
+            c.transport().fail("write", 1, Fault::Refuse(Code::Io));
+            wb.drain(&c, b"f", LIM);
+            assert_eq!(wb.take_error().map_err(|e| e.code()), Err(Code::Io));
+            wb.take_error().expect("taken");
+        }
+
+        #[test]
+        fn an_overlapping_write_waits_for_the_one_in_flight() {
+            let (dir, c) = setup();
+            c.transport().fail(
+                "write",
+                1,
+                Fault::Delay(std::time::Duration::from_millis(30)),
+            );
+            let mut wb = WriteBack::default();
+            wb.write(&c, b"f", 0, &[1; PIECE], LIM).expect("sent");
+            // Overlaps the delayed write: sent only after it answered, so it lands last.
+            wb.write(&c, b"f", 100, &[2; PIECE], LIM).expect("sent");
+            assert_eq!(
+                wb.drain(&c, b"f", LIM),
+                Drained::Exact(c.stat(b"f").expect("stat"))
+            );
+            let got = std::fs::read(dir.path().join("f")).expect("read");
+            assert_eq!(&got[..100], &[1; 100][..]);
+            assert!(got[100..].iter().all(|&b| b == 2));
+        }
+
+        /// Through the whole core: the failure of a buffered write is the next flush's.
+        #[test]
+        fn the_core_reports_a_failed_write_behind_at_the_next_flush() {
+            let (dir, c) = setup();
+            let core = crate::Core::new(c.into_transport(), crate::CoreConfig::default());
+            let (_, o) = core
+                .create(crate::ROOT_INO, b"g", 0o100644, 0o022, libc::O_RDWR)
+                .expect("create");
+            core.write(o.fh, 0, b"doomed").expect("buffered");
+            core.client
+                .transport()
+                .fail("write", 1, Fault::Refuse(Code::NoSpace));
+            let err = core.flush(o.fh).expect_err("the flush reports it");
+            assert_eq!(err.code(), Code::NoSpace);
+            core.flush(o.fh).expect("reported once");
+            core.write(o.fh, 0, b"again").expect("buffered");
+            core.flush(o.fh).expect("lands");
+            core.release(o.fh).expect("release");
+            assert_eq!(std::fs::read(dir.path().join("g")).expect("read"), b"again");
+        }
+    }
 }
