@@ -291,7 +291,7 @@ pub struct WriteOptions {
 /// Writes pieces of one file pipelined; see the module docs.
 pub struct RangeWriter<P> {
     inflight: VecDeque<WritePiece<P>>,
-    /// Set when a piece was sent while another was in flight (module `take_overlapped`).
+    /// Set when a piece was sent while another was in flight ([`RangeWriter::take_overlapped`]).
     overlapped: bool,
 }
 
@@ -366,7 +366,7 @@ impl<P: PendingReply> RangeWriter<P> {
         }
     }
 
-    /// Waits for the oldest piece in flight, if any.
+    /// Waits for the oldest piece in flight, if any; `resend` as in [`WriteOptions`].
     pub fn wait_oldest<T: Transport<Pending = P>>(
         &mut self,
         t: &T,
