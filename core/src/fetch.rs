@@ -2,8 +2,9 @@
 //!
 //! What is hard, and how this module handles it:
 //! 1. One chunk, many askers: a read may want a chunk that read-ahead is already fetching.
-//!    `Fetcher` keeps one slot per chunk in flight; later askers wait on it instead of asking
-//!    the server again.
+//!    `Fetcher` keeps one claim per chunk in flight; later askers wait on it instead of asking
+//!    the server again. Reads are sent and awaited as `shelf_remote::ranges::ReadPiece`s, the
+//!    range reader's pieces: one reply conversion and one resend rule for every reader.
 //! 2. Versions: every `Data` reply carries the file's attributes as the server saw them. A
 //!    chunk is cached only under the version it was read at, and a caller that expected another
 //!    version learns it (`Fetched::attr`) and starts over, so no read mixes two versions.
@@ -20,11 +21,12 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
-use shelf_proto::{Attr, Reply, Request};
+use shelf_proto::Attr;
 
 use crate::cache::{ChunkCache, ChunkKey};
 use crate::error::{FsError, FsResult};
-use shelf_remote::{Client, Pending, RemoteError, Transport};
+use shelf_remote::ranges::{ReadPiece, Resend};
+use shelf_remote::{Client, Transport};
 
 /// Early fetches (module docs, point 4) unclaimed at once, at most.
 const EARLY_MAX: usize = 32;
@@ -39,15 +41,16 @@ pub struct Fetched {
     pub data: Arc<[u8]>,
 }
 
-type SlotResult = Option<Result<Fetched, shelf_proto::Code>>;
+type ClaimResult = Option<Result<Fetched, shelf_proto::Code>>;
 
+/// A chunk one asker is fetching; the others wait on it (module docs, point 1).
 #[derive(Default)]
-struct Slot {
-    result: Mutex<SlotResult>,
+struct Claim {
+    result: Mutex<ClaimResult>,
     done: Condvar,
 }
 
-impl Slot {
+impl Claim {
     fn wait(&self) -> Result<Fetched, FsError> {
         let mut r = self.result.lock();
         while r.is_none() {
@@ -76,20 +79,16 @@ struct Prefetch {
 pub struct Fetcher<T: Transport> {
     client: Arc<Client<T>>,
     cache: Arc<ChunkCache>,
-    inflight: Mutex<HashMap<ChunkKey, Arc<Slot>>>,
+    inflight: Mutex<HashMap<ChunkKey, Arc<Claim>>>,
     prefetch_tx: Mutex<Option<SyncSender<Prefetch>>>,
     /// Reads sent by `start_early` that no read has claimed yet.
-    early: Mutex<HashMap<ChunkKey, (Request, Pending)>>,
+    early: Mutex<HashMap<ChunkKey, ReadPiece<T::Pending>>>,
 }
 
-enum Want {
+enum Want<P> {
     Cached(Arc<[u8]>),
-    Mine(
-        Arc<Slot>,
-        Request,
-        Result<shelf_remote::Pending, RemoteError>,
-    ),
-    Theirs(Arc<Slot>),
+    Mine(Arc<Claim>, ReadPiece<P>),
+    Theirs(Arc<Claim>),
 }
 
 impl<T: Transport> Fetcher<T> {
@@ -113,10 +112,10 @@ impl<T: Transport> Fetcher<T> {
         if early.len() >= EARLY_MAX || early.contains_key(&key) {
             return;
         }
-        let req = self.read_request(path, key);
+        let piece = self.start_read(path, key);
         // A failure to send is not anyone's to report: the read will ask again.
-        if let Ok(pending) = self.client.transport().start(&req) {
-            early.insert(key, (req, pending));
+        if piece.is_started() {
+            early.insert(key, piece);
         }
     }
 
@@ -125,13 +124,11 @@ impl<T: Transport> Fetcher<T> {
         self.early.lock().retain(|key, _| key.file != file);
     }
 
-    fn read_request(&self, path: &[u8], key: ChunkKey) -> Request {
+    /// Sends the read of chunk `key` through the shared range reader's pieces.
+    fn start_read(&self, path: &[u8], key: ChunkKey) -> ReadPiece<T::Pending> {
         let chunk_size = self.cache.chunk_size();
-        Request::Read {
-            path: path.to_vec(),
-            offset: key.index * chunk_size as u64,
-            len: chunk_size,
-        }
+        let offset = key.index * chunk_size as u64;
+        ReadPiece::start(self.client.transport(), path, offset, chunk_size)
     }
 
     /// Starts `threads` read-ahead workers. They stop when the fetcher is dropped.
@@ -178,25 +175,23 @@ impl<T: Transport> Fetcher<T> {
     /// possible. A chunk read under another version is returned as the server sent it and is
     /// not cached under `key`; the caller compares `Fetched::attr` with what it expected.
     pub fn chunks(&self, path: &[u8], keys: &[ChunkKey]) -> FsResult<Vec<Fetched>> {
-        let wants: Vec<Want> = keys
+        let wants: Vec<Want<T::Pending>> = keys
             .iter()
             .map(|key| {
                 if let Some(data) = self.cache.get(key) {
                     return Want::Cached(data);
                 }
                 let mut inflight = self.inflight.lock();
-                if let Some(slot) = inflight.get(key) {
-                    return Want::Theirs(Arc::clone(slot));
+                if let Some(claim) = inflight.get(key) {
+                    return Want::Theirs(Arc::clone(claim));
                 }
-                let slot = Arc::new(Slot::default());
-                inflight.insert(*key, Arc::clone(&slot));
+                let claim = Arc::new(Claim::default());
+                inflight.insert(*key, Arc::clone(&claim));
                 drop(inflight);
-                if let Some((req, pending)) = self.early.lock().remove(key) {
-                    return Want::Mine(slot, req, Ok(pending));
+                if let Some(piece) = self.early.lock().remove(key) {
+                    return Want::Mine(claim, piece);
                 }
-                let req = self.read_request(path, *key);
-                let started = self.client.transport().start(&req);
-                Want::Mine(slot, req, started)
+                Want::Mine(claim, self.start_read(path, *key))
             })
             .collect();
 
@@ -205,16 +200,22 @@ impl<T: Transport> Fetcher<T> {
         for (key, want) in keys.iter().zip(wants) {
             let got = match want {
                 Want::Cached(data) => Ok(Fetched { attr: None, data }),
-                Want::Theirs(slot) => slot.wait(),
-                Want::Mine(slot, req, started) => {
+                Want::Theirs(claim) => claim.wait(),
+                Want::Mine(claim, piece) => {
                     // A read lost with its connection is sent again on a fresh one.
-                    let r = data_reply(self.client.settle(started, || req));
+                    let r = piece
+                        .wait(self.client.transport(), Resend::Once)
+                        .map(|p| Fetched {
+                            attr: Some(p.attr),
+                            data: p.data.into(),
+                        })
+                        .map_err(FsError::from);
                     if let Ok(f) = &r {
                         if f.attr.is_some_and(|a| a.version() == key.version) {
                             self.cache.insert(*key, Arc::clone(&f.data));
                         }
                     }
-                    slot.fill(r.as_ref().map(Clone::clone).map_err(FsError::code));
+                    claim.fill(r.as_ref().map(Clone::clone).map_err(FsError::code));
                     self.inflight.lock().remove(key);
                     r
                 }
@@ -235,13 +236,90 @@ impl<T: Transport> Fetcher<T> {
     }
 }
 
-fn data_reply(r: Result<Reply, RemoteError>) -> FsResult<Fetched> {
-    match r? {
-        Reply::Data { attr, data } => Ok(Fetched {
-            attr: Some(attr),
-            data: data.into(),
-        }),
-        Reply::Error { code, message } => Err(RemoteError::Server { code, message }.into()),
-        other => Err(RemoteError::Protocol(format!("unexpected reply to read: {other:?}")).into()),
+#[cfg(test)]
+mod tests {
+    //! Fetching over the in-memory server with faults on cue (`shelf_testkit::Faulty`).
+
+    use super::*;
+    use shelf_proto::Code;
+    use shelf_server::ServeConfig;
+    use shelf_testkit::{Fault, Faulty, Memory};
+
+    const CHUNK: u32 = 4096;
+
+    fn setup(len: usize) -> (tempfile::TempDir, Arc<Fetcher<Faulty<Memory>>>, Attr) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data: Vec<u8> = (0..len).map(|k| (k % 251) as u8).collect();
+        std::fs::write(dir.path().join("f"), data).expect("file");
+        let cfg = ServeConfig {
+            max_io: CHUNK,
+            ..ServeConfig::default()
+        };
+        let m = Memory::with(dir.path(), cfg).expect("memory server");
+        let client = Arc::new(Client::new(Faulty::new(m).on_hang_up(Memory::hang_up)));
+        let attr = client.stat(b"f").expect("stat");
+        let cache = Arc::new(ChunkCache::new(64 * u64::from(CHUNK), CHUNK));
+        (dir, Fetcher::new(client, cache), attr)
+    }
+
+    fn keys(attr: &Attr, n: u64) -> Vec<ChunkKey> {
+        (0..n)
+            .map(|index| ChunkKey {
+                file: 7,
+                version: attr.version(),
+                index,
+            })
+            .collect()
+    }
+
+    fn faults(f: &Fetcher<Faulty<Memory>>) -> &Faulty<Memory> {
+        f.client.transport()
+    }
+
+    #[test]
+    fn a_chunk_read_lost_with_its_connection_is_resent_and_cached() {
+        let (_dir, f, attr) = setup(4 * CHUNK as usize);
+        faults(&f).fail("read", 3, Fault::LostAfter);
+        let ks = keys(&attr, 4);
+        let got = f.chunks(b"f", &ks).expect("chunks");
+        assert_eq!(got.len(), 4);
+        assert!(got
+            .iter()
+            .all(|c| c.attr.is_some() && c.data.len() == CHUNK as usize));
+        assert_eq!(got[3].data[0], (3 * CHUNK as usize % 251) as u8);
+        // The three in flight on the lost connection were sent again.
+        assert_eq!(faults(&f).seen("read"), 7);
+        // Cached: asking again costs no request.
+        let again = f.chunks(b"f", &ks).expect("chunks");
+        assert!(again.iter().all(|c| c.attr.is_none()));
+        assert_eq!(faults(&f).seen("read"), 7);
+    }
+
+    #[test]
+    fn a_refused_chunk_fails_the_read_and_is_not_cached() {
+        let (_dir, f, attr) = setup(2 * CHUNK as usize);
+        faults(&f).fail("read", 2, Fault::Refuse(Code::Io));
+        let ks = keys(&attr, 2);
+        let err = f.chunks(b"f", &ks).err().expect("refused");
+        assert_eq!(err.code(), Code::Io);
+        assert!(f.cache.contains(&ks[0]) && !f.cache.contains(&ks[1]));
+        f.chunks(b"f", &ks).expect("asked again, and answered");
+        assert_eq!(faults(&f).seen("read"), 3);
+    }
+
+    #[test]
+    fn an_early_read_is_claimed_by_the_first_read_and_resent_if_lost() {
+        let (_dir, f, attr) = setup(CHUNK as usize);
+        let ks = keys(&attr, 1);
+        faults(&f).fail("read", 1, Fault::LostAfter);
+        f.start_early(b"f", ks[0]);
+        assert_eq!(faults(&f).seen("read"), 1, "sent at open");
+        let got = f.chunks(b"f", &ks).expect("chunk");
+        assert_eq!(got[0].data.len(), CHUNK as usize);
+        assert_eq!(
+            faults(&f).seen("read"),
+            2,
+            "the lost early read, resent once"
+        );
     }
 }

@@ -137,18 +137,17 @@ pub trait DirSink {
 }
 
 /// Everything an inode with open handles needs, shared by its handles.
-struct OpenState {
+struct OpenState<P> {
     handles: usize,
-    io: Arc<OpenIo>,
+    io: Arc<OpenIo<P>>,
     /// The hidden path the file was moved to when it lost its name while open.
     hidden: Option<Vec<u8>>,
 }
 
 /// The parts of an open file that I/O works on, each behind its own lock so a read does not
 /// wait for the table of open files.
-#[derive(Default)]
-struct OpenIo {
-    writes: Mutex<WriteBack>,
+struct OpenIo<P> {
+    writes: Mutex<WriteBack<P>>,
     readahead: Mutex<ReadAhead>,
 }
 
@@ -170,7 +169,7 @@ pub struct Core<T: Transport> {
     listings: Listings,
     cache: Arc<ChunkCache>,
     fetcher: Arc<Fetcher<T>>,
-    open: Mutex<HashMap<u64, OpenState>>,
+    open: Mutex<HashMap<u64, OpenState<T::Pending>>>,
     files: Mutex<HashMap<u64, OpenFile>>,
     dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
     /// The version of each file whose pages the kernel may hold (`Opened::keep_cache`).
@@ -838,7 +837,7 @@ impl<T: Transport> Core<T> {
             .ok_or(FsError::Local(Code::BadHandle))
     }
 
-    fn open_io(&self, ino: u64) -> FsResult<Arc<OpenIo>> {
+    fn open_io(&self, ino: u64) -> FsResult<Arc<OpenIo<T::Pending>>> {
         self.open
             .lock()
             .get(&ino)
@@ -1022,18 +1021,19 @@ impl<T: Transport> Core<T> {
             return Err(Code::BadHandle.into());
         };
         let settled = self.settle(file.ino);
-        let last_of_hidden = |open: &mut HashMap<u64, OpenState>| match open.get_mut(&file.ino) {
-            Some(state) if state.handles > 1 => {
-                state.handles -= 1;
-                Ok(None)
-            }
-            Some(state) if state.hidden.is_some() => Err(()),
-            Some(_) => {
-                open.remove(&file.ino);
-                Ok(None)
-            }
-            None => Ok(None),
-        };
+        let last_of_hidden =
+            |open: &mut HashMap<u64, OpenState<T::Pending>>| match open.get_mut(&file.ino) {
+                Some(state) if state.handles > 1 => {
+                    state.handles -= 1;
+                    Ok(None)
+                }
+                Some(state) if state.hidden.is_some() => Err(()),
+                Some(_) => {
+                    open.remove(&file.ino);
+                    Ok(None)
+                }
+                None => Ok(None),
+            };
         // Bound first: a guard in the `match` head would be held through the arms.
         let first = last_of_hidden(&mut self.open.lock());
         let hidden = match first {

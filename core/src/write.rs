@@ -10,36 +10,76 @@
 //! 3. Ordering: the server serves pipelined requests concurrently, so two in-flight writes that
 //!    overlap could land in either order. A write that overlaps one in flight waits for it.
 //! 4. Memory: at most `max_inflight` writes of up to `max_io` bytes are in flight per file; past
-//!    that the writer waits for the oldest, which also paces a fast writer to the wire.
+//!    that the writer waits for the oldest, which also paces a fast writer to the wire. The
+//!    buffers of answered writes come back and are reused (`SPARES` per file).
+//!
+//! The pipelining itself (window, splitting at `max_io`, resending a write lost with its
+//! connection once, turning replies into errors) is the shared range writer,
+//! `shelf_remote::ranges::RangeWriter`; this module keeps the gathering, the ordering, the
+//! sticky error, the spare buffers and what `drain` can tell of the file.
 
-use std::collections::VecDeque;
-use std::ops::Range;
-
-use shelf_proto::{Attr, Code, Reply, Request};
+use shelf_proto::{Attr, Code};
 
 use crate::error::{FsError, FsResult};
-use shelf_remote::{Client, Pending, RemoteError, Transport};
+use shelf_remote::ranges::{RangeWriter, Resend, WriteOptions, Written};
+use shelf_remote::{Client, PendingReply, RemoteError, Transport};
 
 /// The buffered and in-flight writes of one open file.
-#[derive(Default)]
-pub struct WriteBack {
+pub struct WriteBack<P> {
     /// Offset of `buf[0]` in the file.
     buf_offset: u64,
     /// Contiguous bytes not yet sent.
     buf: Vec<u8>,
-    inflight: VecDeque<InFlight>,
+    /// The writes in flight, on the shared range writer. It also notes a write sent while
+    /// another was in flight since the last `drain` (`take_overlapped`): such writes may be
+    /// applied by the server in either order (they travel on different connections), so the
+    /// last reply need not describe the file as it ends up: a later, lower write can answer
+    /// with the size it saw before a higher one landed.
+    writer: RangeWriter<P>,
+    acks: Acks,
+}
+
+/// What the answered writes left behind.
+#[derive(Default)]
+struct Acks {
     /// The first failure not yet reported to the program.
     error: Option<Code>,
     /// The file's attributes after the last write the server acknowledged.
     last_attr: Option<Attr>,
-    /// Set when a write was sent while another was still in flight since the last `drain`.
-    /// Such writes may be applied by the server in either order (they travel on different
-    /// connections), so the last reply need not describe the file as it ends up: a later,
-    /// lower write can answer with the size it saw before a higher one landed.
-    overlapped: bool,
     /// Buffers of acknowledged writes, for the next ones: a megabyte whose pages are
     /// already resident, instead of one the allocator may have to fault in again.
     spare: Vec<Vec<u8>>,
+}
+
+impl Acks {
+    /// Takes in one answered write, oldest first.
+    fn take(&mut self, w: Written) {
+        if self.spare.len() < SPARES {
+            self.spare.push(w.buf);
+        }
+        match w.result {
+            Ok(a) => self.last_attr = Some(a),
+            Err(e) => self.record(e),
+        }
+    }
+
+    fn record(&mut self, e: RemoteError) {
+        tracing::warn!("write-behind failed: {e}");
+        if self.error.is_none() {
+            self.error = Some(e.code());
+        }
+    }
+}
+
+impl<P> Default for WriteBack<P> {
+    fn default() -> Self {
+        WriteBack {
+            buf_offset: 0,
+            buf: Vec::new(),
+            writer: RangeWriter::default(),
+            acks: Acks::default(),
+        }
+    }
 }
 
 /// Spare buffers kept per open file.
@@ -56,14 +96,6 @@ pub enum Drained {
     Unknown,
 }
 
-/// One `Write` on its way; the request is kept so that a write lost with its connection can
-/// be sent again (writes are idempotent: the same bytes at the same offset).
-struct InFlight {
-    range: Range<u64>,
-    req: Request,
-    started: Result<Pending, RemoteError>,
-}
-
 /// How much to gather and how much to keep in flight.
 #[derive(Debug, Clone, Copy)]
 pub struct WriteLimits {
@@ -74,15 +106,27 @@ pub struct WriteLimits {
     pub max_inflight: usize,
 }
 
-impl WriteBack {
+impl WriteLimits {
+    /// The range writer's options: a write lost with its connection is sent again (writes
+    /// are idempotent: the same bytes at the same offset).
+    fn options(&self) -> WriteOptions {
+        WriteOptions {
+            max_io: self.max_io,
+            window: self.max_inflight,
+            resend: Resend::Once,
+        }
+    }
+}
+
+impl<P: PendingReply> WriteBack<P> {
     /// True when nothing is buffered or in flight.
     pub fn is_clean(&self) -> bool {
-        self.buf.is_empty() && self.inflight.is_empty()
+        self.buf.is_empty() && self.writer.in_flight() == 0
     }
 
     /// Takes the sticky error, if a write-behind failed since the last report.
     pub fn take_error(&mut self) -> FsResult<()> {
-        match self.error.take() {
+        match self.acks.error.take() {
             Some(code) => Err(FsError::Local(code)),
             None => Ok(()),
         }
@@ -90,7 +134,7 @@ impl WriteBack {
 
     /// Buffers `data` for `offset`, sending what has gathered when it is large enough or when
     /// the new bytes do not continue the buffer.
-    pub fn write<T: Transport>(
+    pub fn write<T: Transport<Pending = P>>(
         &mut self,
         client: &Client<T>,
         path: &[u8],
@@ -105,18 +149,14 @@ impl WriteBack {
         if !self.buf.is_empty() && offset != self.buf_end() {
             self.send(client, path, lim);
         }
-        if self
-            .inflight
-            .iter()
-            .any(|w| w.range.start < end && offset < w.range.end)
-        {
+        if self.writer.overlaps(&(offset..end)) {
             self.wait_all(client);
         }
         if self.buf.is_empty() {
             self.buf_offset = offset;
             // The buffer is handed to its request whole; start the next at its full size.
             let want = lim.send_at.max(data.len());
-            if let Some(spare) = self.spare.pop() {
+            if let Some(spare) = self.acks.spare.pop() {
                 self.buf = spare;
             }
             self.buf.reserve(want);
@@ -132,79 +172,36 @@ impl WriteBack {
         self.buf_offset + self.buf.len() as u64
     }
 
-    /// Starts sending the buffer in `max_io` pieces without waiting for the replies. The
-    /// usual buffer is one piece and is moved into its request, not copied.
-    fn send<T: Transport>(&mut self, client: &Client<T>, path: &[u8], lim: WriteLimits) {
-        let mut rest = std::mem::take(&mut self.buf);
-        let max = lim.max_io.max(1);
-        while !rest.is_empty() {
-            let tail = if rest.len() > max {
-                rest.split_off(max)
-            } else {
-                Vec::new()
-            };
-            let piece = std::mem::replace(&mut rest, tail);
-            while self.inflight.len() >= lim.max_inflight.max(1) {
-                self.wait_oldest(client);
-            }
-            let range = self.buf_offset..self.buf_offset + piece.len() as u64;
-            self.buf_offset = range.end;
-            let req = Request::Write {
-                path: path.to_vec(),
-                offset: range.start,
-                data: piece,
-            };
-            let started = client.transport().start(&req);
-            self.overlapped |= !self.inflight.is_empty();
-            self.inflight.push_back(InFlight {
-                range,
-                req,
-                started,
+    /// Starts sending the buffer in `max_io` pieces without waiting for the replies (beyond
+    /// keeping `max_inflight`). The usual buffer is one piece and is moved into its request,
+    /// not copied.
+    fn send<T: Transport<Pending = P>>(
+        &mut self,
+        client: &Client<T>,
+        path: &[u8],
+        lim: WriteLimits,
+    ) {
+        let buf = std::mem::take(&mut self.buf);
+        let offset = self.buf_offset;
+        self.buf_offset += buf.len() as u64;
+        let acks = &mut self.acks;
+        let opts = lim.options();
+        self.writer
+            .send(client.transport(), path, offset, buf, opts, &mut |w| {
+                acks.take(w)
             });
-        }
     }
 
-    fn wait_oldest<T: Transport>(&mut self, client: &Client<T>) {
-        if let Some(w) = self.inflight.pop_front() {
-            let InFlight { req, started, .. } = w;
-            // A resend (the connection was lost) is rare; it gets a copy.
-            let reply = client.settle(started, || req.clone());
-            if let Request::Write { mut data, .. } = req {
-                if self.spare.len() < SPARES {
-                    data.clear();
-                    self.spare.push(data);
-                }
-            }
-            match reply {
-                Ok(Reply::Attr(a)) => self.last_attr = Some(a),
-                Ok(Reply::Error { code, message }) => {
-                    self.record(RemoteError::Server { code, message })
-                }
-                Ok(other) => self.record(RemoteError::Protocol(format!(
-                    "unexpected reply to write: {other:?}"
-                ))),
-                Err(e) => self.record(e),
-            }
-        }
-    }
-
-    fn wait_all<T: Transport>(&mut self, client: &Client<T>) {
-        while !self.inflight.is_empty() {
-            self.wait_oldest(client);
-        }
-    }
-
-    fn record(&mut self, e: RemoteError) {
-        tracing::warn!("write-behind failed: {e}");
-        if self.error.is_none() {
-            self.error = Some(e.code());
-        }
+    fn wait_all<T: Transport<Pending = P>>(&mut self, client: &Client<T>) {
+        let acks = &mut self.acks;
+        self.writer
+            .wait_all(client.transport(), Resend::Once, &mut |w| acks.take(w));
     }
 
     /// Sends everything and waits for every reply; says what is known of the file's
     /// attributes afterwards. A failure stays (`take_error`) for the file's own next `write`,
     /// `flush` or `fsync` to report: nothing else may fail for it or swallow it.
-    pub fn drain<T: Transport>(
+    pub fn drain<T: Transport<Pending = P>>(
         &mut self,
         client: &Client<T>,
         path: &[u8],
@@ -214,8 +211,8 @@ impl WriteBack {
             self.send(client, path, lim);
         }
         self.wait_all(client);
-        let overlapped = std::mem::take(&mut self.overlapped);
-        match self.last_attr.take() {
+        let overlapped = self.writer.take_overlapped();
+        match self.acks.last_attr.take() {
             None => Drained::Nothing,
             Some(_) if overlapped => Drained::Unknown,
             Some(attr) => Drained::Exact(attr),
@@ -282,5 +279,127 @@ mod tests {
         // The flag is per drain: the next lone write is exact again.
         wb.write(&c, b"f", 0, &[1; 10], LIM).expect("write");
         assert!(matches!(wb.drain(&c, b"f", LIM), Drained::Exact(a) if a.size == 15_609));
+    }
+
+    mod faults {
+        //! Write-behind over the in-memory server with faults on cue (`shelf_testkit::Faulty`).
+
+        use super::super::*;
+        use shelf_remote::Transport;
+        use shelf_server::ServeConfig;
+        use shelf_testkit::{Fault, Faulty, Memory};
+
+        const PIECE: usize = 4096;
+        /// One 4 KiB write per buffer, eight in flight.
+        const LIM: WriteLimits = WriteLimits {
+            send_at: PIECE,
+            max_io: PIECE,
+            max_inflight: 8,
+        };
+
+        type Pending = <Faulty<Memory> as Transport>::Pending;
+
+        fn setup() -> (tempfile::TempDir, Client<Faulty<Memory>>) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            std::fs::write(dir.path().join("f"), b"").expect("file");
+            let cfg = ServeConfig {
+                max_io: PIECE as u32,
+                ..ServeConfig::default()
+            };
+            let m = Memory::with(dir.path(), cfg).expect("memory server");
+            (dir, Client::new(Faulty::new(m).on_hang_up(Memory::hang_up)))
+        }
+
+        fn ramp(len: usize) -> Vec<u8> {
+            (0..len).map(|k| (k % 251) as u8).collect()
+        }
+
+        /// Writes `data` as the kernel would, one piece per call.
+        fn write_all(wb: &mut WriteBack<Pending>, c: &Client<Faulty<Memory>>, data: &[u8]) {
+            for (i, piece) in data.chunks(PIECE).enumerate() {
+                wb.write(c, b"f", (i * PIECE) as u64, piece, LIM)
+                    .expect("buffered");
+            }
+        }
+
+        #[test]
+        fn the_third_of_eight_lost_with_its_connection_is_resent() {
+            let (dir, c) = setup();
+            let data = ramp(8 * PIECE);
+            c.transport().fail("write", 3, Fault::LostAfter);
+            let mut wb = WriteBack::default();
+            write_all(&mut wb, &c, &data);
+            assert_eq!(wb.drain(&c, b"f", LIM), Drained::Unknown);
+            wb.take_error()
+                .expect("no error: the lost writes were resent");
+            assert_eq!(std::fs::read(dir.path().join("f")).expect("read"), data);
+            // The three in flight on the lost connection went again.
+            assert_eq!(c.transport().seen("write"), 11);
+            assert!(wb.is_clean());
+        }
+
+        #[test]
+        fn a_failure_is_sticky_until_the_next_write_or_flush_reports_it() {
+            let (_dir, c) = setup();
+            c.transport().fail("write", 2, Fault::Refuse(Code::NoSpace));
+            let mut wb = WriteBack::default();
+            write_all(&mut wb, &c, &ramp(4 * PIECE));
+            // Every write answered; what drain tells of the file says nothing of the error.
+            assert_ne!(wb.drain(&c, b"f", LIM), Drained::Nothing);
+            assert!(wb.is_clean());
+            // The next write of the file reports it, once.
+            let err = wb
+                .write(&c, b"f", 0, b"x", LIM)
+                .expect_err("the failure is reported");
+            assert_eq!(err.code(), Code::NoSpace);
+            wb.write(&c, b"f", 0, b"x", LIM).expect("reported once");
+            // A flush (drain, then take_error) reports one too.
+            c.transport().fail("write", 1, Fault::Refuse(Code::Io));
+            wb.drain(&c, b"f", LIM);
+            assert_eq!(wb.take_error().map_err(|e| e.code()), Err(Code::Io));
+            wb.take_error().expect("taken");
+        }
+
+        #[test]
+        fn an_overlapping_write_waits_for_the_one_in_flight() {
+            let (dir, c) = setup();
+            c.transport().fail(
+                "write",
+                1,
+                Fault::Delay(std::time::Duration::from_millis(30)),
+            );
+            let mut wb = WriteBack::default();
+            wb.write(&c, b"f", 0, &[1; PIECE], LIM).expect("sent");
+            // Overlaps the delayed write: sent only after it answered, so it lands last.
+            wb.write(&c, b"f", 100, &[2; PIECE], LIM).expect("sent");
+            assert_eq!(
+                wb.drain(&c, b"f", LIM),
+                Drained::Exact(c.stat(b"f").expect("stat"))
+            );
+            let got = std::fs::read(dir.path().join("f")).expect("read");
+            assert_eq!(&got[..100], &[1; 100][..]);
+            assert!(got[100..].iter().all(|&b| b == 2));
+        }
+
+        /// Through the whole core: the failure of a buffered write is the next flush's.
+        #[test]
+        fn the_core_reports_a_failed_write_behind_at_the_next_flush() {
+            let (dir, c) = setup();
+            let core = crate::Core::new(c.into_transport(), crate::CoreConfig::default());
+            let (_, o) = core
+                .create(crate::ROOT_INO, b"g", 0o100644, 0o022, libc::O_RDWR)
+                .expect("create");
+            core.write(o.fh, 0, b"doomed").expect("buffered");
+            core.client
+                .transport()
+                .fail("write", 1, Fault::Refuse(Code::NoSpace));
+            let err = core.flush(o.fh).expect_err("the flush reports it");
+            assert_eq!(err.code(), Code::NoSpace);
+            core.flush(o.fh).expect("reported once");
+            core.write(o.fh, 0, b"again").expect("buffered");
+            core.flush(o.fh).expect("lands");
+            core.release(o.fh).expect("release");
+            assert_eq!(std::fs::read(dir.path().join("g")).expect("read"), b"again");
+        }
     }
 }

@@ -4,26 +4,20 @@
 //! 1. *Replies of the wrong kind.* Every reply goes through one converter per expected kind
 //!    (`reply_attr`, `reply_data`, ...): `Reply::Error` becomes [`RemoteError::Server`] and any
 //!    other unexpected kind [`RemoteError::Protocol`], never a panic.
-//! 2. *Large reads and writes.* The handshake caps one `Read`/`Write` at `max_io`. Larger ones
-//!    are split into pieces with up to [`WINDOW`] in flight at once, so a large transfer costs
-//!    about one round trip plus the bytes, not one round trip per piece.
-//! 3. *Consistency of a split read.* Each `Data` reply carries the file's attributes; pieces of
-//!    one read that see different versions would stitch two contents together, so such a read
-//!    fails with `ESTALE` instead.
-//! 4. *Connection loss mid-pipeline.* A piece whose connection died is resent with
-//!    [`Transport::call`] (reads and writes are idempotent), so the transfer carries on over a
-//!    fresh connection.
+//! 2. *Large reads and writes* go through the one range reader and writer
+//!    ([`ranges`](super::ranges)): split at `max_io`, up to [`WINDOW`] pieces in flight, a
+//!    piece lost with its connection resent once, and a read whose pieces saw two versions of
+//!    the file failed with `ESTALE`.
 
-use std::collections::VecDeque;
+use shelf_proto::{Attr, DirEntry, Reply, Request, SetAttrs, Statfs, Timestamp};
 
-use shelf_proto::{Attr, Code, DirEntry, Reply, Request, SetAttrs, Statfs, Timestamp};
-
-use super::connection::Pending;
 use super::pool::Pool;
+use super::ranges::{
+    RangeReader, RangeWriter, ReadOptions, ReadPiece, Resend, WriteOptions, Written,
+};
 use super::{Limits, RemoteError, Transport};
 
-/// Pieces of one split read or write in flight at once.
-pub const WINDOW: usize = 8;
+pub use super::ranges::WINDOW;
 
 /// Typed calls to the server; see the module docs.
 pub struct Client<T: Transport = Pool> {
@@ -45,26 +39,6 @@ impl<T: Transport> Client<T> {
 
     pub fn limits(&self) -> Limits {
         self.t.limits()
-    }
-
-    /// Waits for a started request; one lost with its connection is sent again through
-    /// `call` (only for idempotent requests: `again` builds it anew).
-    pub fn settle(
-        &self,
-        started: Result<Pending, RemoteError>,
-        again: impl FnOnce() -> Request,
-    ) -> Result<Reply, RemoteError> {
-        match started.and_then(Pending::wait) {
-            Err(e) if e.is_connection_lost() => {
-                let req = again();
-                if req.is_idempotent() {
-                    self.t.call(req)
-                } else {
-                    Err(e)
-                }
-            }
-            other => other,
-        }
     }
 
     pub fn ping(&self) -> Result<(), RemoteError> {
@@ -115,81 +89,53 @@ impl<T: Transport> Client<T> {
     }
 
     /// Up to `len` bytes from `offset` (fewer only at end of file), with the file's
-    /// attributes as the server saw them while reading.
+    /// attributes as the server saw them while reading. Pieces that saw two versions of the
+    /// file fail with `ESTALE` ([`changed`](super::ranges::changed)).
     pub fn read(&self, path: &[u8], offset: u64, len: u32) -> Result<(Attr, Vec<u8>), RemoteError> {
-        let max = self.limits().max_io.max(1);
-        let req = |offset: u64, len: u32| Request::Read {
-            path: path.into(),
-            offset,
-            len,
-        };
-        if len <= max {
-            let (attr, data) = reply_data(self.t.call(req(offset, len))?)?;
-            return checked_len(attr, data, len);
+        if len <= self.limits().max_io.max(1) {
+            let piece = ReadPiece::start(&self.t, path, offset, len).wait(&self.t, Resend::Once)?;
+            return Ok((piece.attr, piece.data));
         }
-        let mut out = Vec::with_capacity(len as usize);
-        let mut queue: VecDeque<(u64, u32, Result<Pending, RemoteError>)> = VecDeque::new();
-        let mut next = 0u32;
-        let mut first: Option<Attr> = None;
-        loop {
-            while queue.len() < WINDOW && next < len {
-                let piece = (len - next).min(max);
-                let at = offset.saturating_add(u64::from(next));
-                queue.push_back((at, piece, self.t.start(&req(at, piece))));
-                next += piece;
-            }
-            let Some((at, piece, started)) = queue.pop_front() else {
-                break;
-            };
-            let (attr, data) = reply_data(self.settle(started, || req(at, piece))?)?;
-            let (attr, data) = checked_len(attr, data, piece)?;
-            match &first {
-                Some(a) if a.version() != attr.version() => {
-                    return Err(RemoteError::server(
-                        Code::Stale,
-                        "the file changed on the server during the read",
-                    ))
-                }
-                Some(_) => {}
-                None => first = Some(attr),
-            }
-            let short = data.len() < piece as usize;
-            out.extend_from_slice(&data);
-            if short {
-                break;
+        let range = offset..offset.saturating_add(u64::from(len));
+        let mut out = Vec::new();
+        let mut attr = None;
+        for piece in RangeReader::new(&self.t, path, range, ReadOptions::default()) {
+            let piece = piece?;
+            attr.get_or_insert(piece.attr);
+            if out.is_empty() {
+                out = piece.data;
+                out.reserve(len as usize - out.len());
+            } else {
+                out.extend_from_slice(&piece.data);
             }
         }
-        let attr = first.ok_or_else(|| RemoteError::Protocol("read got no reply".into()))?;
+        let attr = attr.ok_or_else(|| RemoteError::Protocol("read got no reply".into()))?;
         Ok((attr, out))
     }
 
     /// Writes all of `data` at `offset`; the attributes are those after the last piece.
     pub fn write(&self, path: &[u8], offset: u64, data: &[u8]) -> Result<Attr, RemoteError> {
-        let max = self.limits().max_io.max(1) as usize;
-        let req = |start: usize, end: usize| Request::Write {
-            path: path.into(),
-            offset: offset.saturating_add(start as u64),
-            data: data[start..end].to_vec(),
+        let opts = WriteOptions {
+            max_io: self.limits().max_io.max(1) as usize,
+            window: WINDOW,
+            resend: Resend::Once,
         };
-        if data.len() <= max {
-            return reply_attr("write", self.t.call(req(0, data.len()))?);
-        }
-        let mut queue = VecDeque::new();
-        let mut next = 0;
+        let mut writer = RangeWriter::default();
         let mut last = None;
-        loop {
-            while queue.len() < WINDOW && next < data.len() {
-                let end = (next + max).min(data.len());
-                queue.push_back((next, end, self.t.start(&req(next, end))));
-                next = end;
+        let mut failed = None;
+        let mut done = |w: Written| match w.result {
+            Ok(a) => last = Some(a),
+            Err(e) => {
+                failed.get_or_insert(e);
             }
-            let Some((start, end, started)) = queue.pop_front() else {
-                break;
-            };
-            last = Some(reply_attr(
-                "write",
-                self.settle(started, || req(start, end))?,
-            )?);
+        };
+        for (i, piece) in data.chunks(opts.max_io).enumerate() {
+            let at = offset.saturating_add((i * opts.max_io) as u64);
+            writer.send(&self.t, path, at, piece.to_vec(), opts, &mut done);
+        }
+        writer.wait_all(&self.t, opts.resend, &mut done);
+        if let Some(e) = failed {
+            return Err(e);
         }
         last.ok_or_else(|| RemoteError::Protocol("write got no reply".into()))
     }
@@ -319,17 +265,6 @@ fn refusal(req: &'static str, reply: Reply) -> RemoteError {
         Reply::Error { code, message } => RemoteError::Server { code, message },
         other => RemoteError::unexpected(req, &other),
     }
-}
-
-/// A server that sends more than was asked would shift every later byte.
-fn checked_len(attr: Attr, data: Vec<u8>, len: u32) -> Result<(Attr, Vec<u8>), RemoteError> {
-    if data.len() > len as usize {
-        return Err(RemoteError::Protocol(format!(
-            "asked for {len} bytes, got {}",
-            data.len()
-        )));
-    }
-    Ok((attr, data))
 }
 
 /// Expects `Attr`.

@@ -51,7 +51,7 @@ use shelf_proto::{
 };
 
 use super::stream::Stream;
-use super::{io_text, ConnectOptions, Limits, RemoteError, Transport};
+use super::{io_text, ConnectOptions, Limits, PendingReply, RemoteError, Transport};
 use crate::sys::Events;
 
 /// The id of the `Hello` request; ids of later requests start after it.
@@ -585,7 +585,14 @@ impl Drop for Connection {
     }
 }
 
+impl PendingReply for Pending {
+    fn wait(self) -> Result<Reply, RemoteError> {
+        Pending::wait(self)
+    }
+}
+
 impl Transport for Connection {
+    type Pending = Pending;
     fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
         self.start_ref(req)
     }

@@ -12,11 +12,14 @@
 //! 3. *Reconnecting.* Requests are stateless and path-based (docs/PROTOCOL.md), so a fresh
 //!    connection can carry on where a dead one stopped. [`Pool`] replaces a dead connection on
 //!    next use and resends an idempotent request once ([`shelf_proto::Request::is_idempotent`]).
-//! 4. *Typed calls.* [`Client`] turns `Reply::Error` into [`RemoteError::Server`], a reply of the
-//!    wrong kind into [`RemoteError::Protocol`], and splits reads and writes larger than the
-//!    negotiated `max_io` into pipelined pieces.
+//! 4. *Typed calls.* [`Client`] turns `Reply::Error` into [`RemoteError::Server`] and a reply of
+//!    the wrong kind into [`RemoteError::Protocol`], once for every caller.
+//! 5. *Pipelined transfers.* [`ranges`] holds the one range reader and writer every `Read` and
+//!    `Write` goes through (client, the mount's fetch and write-behind, `get`, `put`): the
+//!    window, splitting at `max_io`, in-order pieces, resending a lost piece once where
+//!    allowed, and the version check across pieces.
 //!
-//! Layout: [`stream`] (the socket abstraction), [`connection`], [`pool`], [`client`], `sys`
+//! Layout: [`stream`] (the socket abstraction), [`connection`], [`pool`], [`client`], [`ranges`], `sys`
 //! (the two socket calls `std` lacks), and this file's shared types. Test transports (the
 //! real server in-process, in memory, failing on cue) live in the dev-only `shelf-testkit`.
 
@@ -28,6 +31,7 @@ use shelf_proto::{Code, Reply, Request};
 pub mod client;
 pub mod connection;
 pub mod pool;
+pub mod ranges;
 pub mod stream;
 mod sys;
 #[cfg(test)]
@@ -187,21 +191,37 @@ fn reply_name(reply: &Reply) -> &'static str {
     }
 }
 
+/// A request on its way, whatever carries it: waiting for it gives its reply.
+///
+/// Dropping one without waiting abandons the request (its reply, if one comes, is dropped).
+pub trait PendingReply: Send + 'static {
+    /// Waits for the reply, bounded as the transport bounds it (for a connection, the request
+    /// timeout). A request lost with its connection fails with [`RemoteError::Disconnected`].
+    fn wait(self) -> Result<Reply, RemoteError>;
+}
+
 /// What every remote implementation offers: send a request, get its reply.
+///
+/// Implemented by [`Pool`] and [`Connection`] here and by the test transports of
+/// `shelf-testkit` (the real server in memory; one that fails a chosen request). The pending
+/// type is associated, not boxed, so the read and write paths pay no allocation for it.
 pub trait Transport: Send + Sync + 'static {
-    /// Sends one request; the reply arrives through the `Pending` (pipelining: many in flight).
-    /// By reference: a caller that may resend it (after a lost connection) keeps it, and large
-    /// writes are not copied for that.
-    fn start(&self, req: &Request) -> Result<Pending, RemoteError>;
+    /// What [`Transport::start`] hands back.
+    type Pending: PendingReply;
+    /// Sends one request; the reply arrives through the pending value (pipelining: many in
+    /// flight). By reference: a caller that may resend it (after a lost connection) keeps it,
+    /// and large writes are not copied for that.
+    fn start(&self, req: &Request) -> Result<Self::Pending, RemoteError>;
     /// Sends one request and waits for its reply, retrying idempotent requests once on a fresh
-    /// connection after a connection failure.
+    /// connection after a connection failure (where the transport can reconnect).
     fn call(&self, req: Request) -> Result<Reply, RemoteError>;
     fn limits(&self) -> Limits;
 }
 
 /// A shared transport is a transport, so one pool can serve a core and a status reporter.
 impl<T: Transport> Transport for std::sync::Arc<T> {
-    fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
+    type Pending = T::Pending;
+    fn start(&self, req: &Request) -> Result<T::Pending, RemoteError> {
         (**self).start(req)
     }
     fn call(&self, req: Request) -> Result<Reply, RemoteError> {

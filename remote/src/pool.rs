@@ -250,6 +250,7 @@ impl Pool {
 }
 
 impl Transport for Pool {
+    type Pending = Pending;
     fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
         self.start_ref(req)
     }

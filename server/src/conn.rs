@@ -139,9 +139,10 @@ pub fn serve<S: Peer>(stream: S, lib: &Library, cfg: &ServeConfig) -> Result<(),
         lib,
         cfg,
         writer: Mutex::new(writer),
-        max_payload: AtomicU32::new(cfg.max_payload.min(HARD_MAX_PAYLOAD)),
-        max_io: AtomicU32::new(0),
-        temps: Mutex::new(HashSet::new()),
+        session: Session::new(Limits {
+            max_payload: cfg.max_payload.min(HARD_MAX_PAYLOAD),
+            max_io: 0,
+        }),
         broken: AtomicBool::new(false),
     };
     let in_flight = InFlight::default();
@@ -162,7 +163,7 @@ pub fn serve<S: Peer>(stream: S, lib: &Library, cfg: &ServeConfig) -> Result<(),
         Ok(None) => Ok(()),
         Err(e) => Err(e),
     };
-    conn.remove_temps();
+    conn.session.end(lib);
     // Our FIN now, even if a caller still holds a clone of the stream.
     let _ = lock(&conn.writer).shutdown(Shutdown::Write);
     result
@@ -231,8 +232,10 @@ fn handshake<R: Read>(
         max_payload,
         max_io,
     } = agreed.limits;
-    conn.max_payload.store(max_payload, Ordering::Relaxed);
-    conn.max_io.store(max_io, Ordering::Relaxed);
+    conn.session
+        .max_payload
+        .store(max_payload, Ordering::Relaxed);
+    conn.session.max_io.store(max_io, Ordering::Relaxed);
     // The agreed values, not our own: the client's `negotiate` over them agrees with ours.
     conn.send(frame.id, Reply::Hello(ours.agreed(&agreed)));
     tracing::info!(agent = %agent, max_payload, max_io, "handshake done");
@@ -324,11 +327,7 @@ struct Conn<'a, S> {
     lib: &'a Library,
     cfg: &'a ServeConfig,
     writer: Mutex<S>,
-    /// Agreed in the handshake; before it, the server's own limit.
-    max_payload: AtomicU32,
-    max_io: AtomicU32,
-    /// Put temporaries made on this connection and not yet committed or aborted.
-    temps: Mutex<HashSet<RelPath>>,
+    session: Session,
     /// A reply could not be written: the client is gone, stop reading its requests.
     broken: AtomicBool,
 }
@@ -349,20 +348,77 @@ impl<S: Peer> Conn<'_, S> {
     }
 
     fn handle(&self, req: Request) -> Reply {
-        if self.cfg.read_only && req.is_change() {
+        self.session.handle(self.lib, self.cfg, req)
+    }
+
+    /// Encodes outside the lock, then writes the whole frame at once. A reply that will not
+    /// encode (larger than the agreed payload) becomes an EIO reply instead.
+    fn send(&self, id: u32, reply: Reply) {
+        let max = self.session.max_payload.load(Ordering::Relaxed);
+        let frame = Frame::new(id, reply);
+        // Encoded outside the writer's lock. The head is small: a read's data is written from
+        // its own buffer, not copied into the frame.
+        let mut head = Vec::with_capacity(256);
+        let tail = match frame.encode_split(&mut head, max) {
+            Ok(tail) => tail,
+            Err(e) => {
+                tracing::error!(id, "reply does not fit: {e}");
+                head.clear();
+                let fallback =
+                    Frame::new(id, Reply::error(Code::Io, format!("reply too large: {e}")));
+                if fallback.encode(&mut head, max).is_err() {
+                    return;
+                }
+                &[]
+            }
+        };
+        let mut w = lock(&self.writer);
+        let sent = write_parts(&mut *w, &head, tail);
+        if let Err(e) = sent.and_then(|()| w.flush()) {
+            if !self.broken.swap(true, Ordering::Relaxed) {
+                tracing::debug!("cannot write reply: {e}");
+            }
+        }
+    }
+}
+
+/// One connection's request handling without its stream: the limits agreed in the handshake
+/// and the put temporaries made on it. [`serve`] runs one per connection; an in-process test
+/// transport runs one per connection it plays, and [`Session::end`] when that one hangs up.
+pub struct Session {
+    /// Agreed in the handshake; before it, the server's own limit.
+    max_payload: AtomicU32,
+    max_io: AtomicU32,
+    /// Put temporaries made on this connection and not yet committed or aborted.
+    temps: Mutex<HashSet<RelPath>>,
+}
+
+impl Session {
+    /// A session as after a handshake that agreed `limits`.
+    pub fn new(limits: Limits) -> Session {
+        Session {
+            max_payload: AtomicU32::new(limits.max_payload),
+            max_io: AtomicU32::new(limits.max_io),
+            temps: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Runs one request against `lib` and returns its one reply (errors become
+    /// `Reply::Error`), as the connection's request loop does.
+    pub fn handle(&self, lib: &Library, cfg: &ServeConfig, req: Request) -> Reply {
+        if cfg.read_only && req.is_change() {
             return Reply::error(
                 Code::ReadOnly,
                 format!("{}: the library is served read-only", req.name()),
             );
         }
-        self.dispatch(req).unwrap_or_else(|e| Reply::Error {
+        self.dispatch(lib, req).unwrap_or_else(|e| Reply::Error {
             code: e.code,
             message: e.message,
         })
     }
 
-    fn dispatch(&self, req: Request) -> Result<Reply, Error> {
-        let lib = self.lib;
+    fn dispatch(&self, lib: &Library, req: Request) -> Result<Reply, Error> {
         let max_io = self.max_io.load(Ordering::Relaxed);
         Ok(match req {
             Request::Hello(_) => {
@@ -432,40 +488,12 @@ impl<S: Peer> Conn<'_, S> {
         })
     }
 
-    /// Encodes outside the lock, then writes the whole frame at once. A reply that will not
-    /// encode (larger than the agreed payload) becomes an EIO reply instead.
-    fn send(&self, id: u32, reply: Reply) {
-        let max = self.max_payload.load(Ordering::Relaxed);
-        let frame = Frame::new(id, reply);
-        // Encoded outside the writer's lock. The head is small: a read's data is written from
-        // its own buffer, not copied into the frame.
-        let mut head = Vec::with_capacity(256);
-        let tail = match frame.encode_split(&mut head, max) {
-            Ok(tail) => tail,
-            Err(e) => {
-                tracing::error!(id, "reply does not fit: {e}");
-                head.clear();
-                let fallback =
-                    Frame::new(id, Reply::error(Code::Io, format!("reply too large: {e}")));
-                if fallback.encode(&mut head, max).is_err() {
-                    return;
-                }
-                &[]
-            }
-        };
-        let mut w = lock(&self.writer);
-        let sent = write_parts(&mut *w, &head, tail);
-        if let Err(e) = sent.and_then(|()| w.flush()) {
-            if !self.broken.swap(true, Ordering::Relaxed) {
-                tracing::debug!("cannot write reply: {e}");
-            }
-        }
-    }
-
-    fn remove_temps(&self) {
+    /// Ends the session as a hang-up does: the put temporaries it made and did not commit or
+    /// abort are removed.
+    pub fn end(&self, lib: &Library) {
         let temps = std::mem::take(&mut *lock(&self.temps));
         for temp in temps {
-            match self.lib.put_abort(&temp) {
+            match lib.put_abort(&temp) {
                 Ok(()) => tracing::info!(temp = %temp, "removed uncommitted put temporary"),
                 Err(e) => tracing::debug!("leftover put temporary: {e}"),
             }

@@ -19,7 +19,7 @@ pub mod listen;
 pub mod relpath;
 mod sys;
 
-pub use conn::{serve, Peer, ServeConfig, ServeError};
+pub use conn::{serve, Peer, ServeConfig, ServeError, Session};
 pub use library::{Library, PUT_PREFIX};
 pub use listen::{read_token_file, run, Config, RunError};
 pub use relpath::{PathError, RelPath};

@@ -120,6 +120,7 @@ fn open(control: &Arc<Control>, opts: &ConnectOptions) -> Result<Connection, Rem
 }
 
 impl Transport for Loopback {
+    type Pending = Pending;
     fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
         self.pool.start(req)
     }

@@ -9,7 +9,7 @@ use shelf_server::ServeConfig;
 
 use super::*;
 use shelf_remote::{Limits, Pending, RemoteError};
-use shelf_testkit::Loopback;
+use shelf_testkit::{Fault, Faulty, Loopback, Memory};
 
 fn quiet() -> Ui {
     Ui {
@@ -153,6 +153,7 @@ struct Meddler {
 }
 
 impl Transport for Meddler {
+    type Pending = Pending;
     fn start(&self, req: &Request) -> Result<Pending, RemoteError> {
         if matches!(req, Request::Read { .. })
             && self
@@ -230,4 +231,73 @@ fn rm_mkdir_mv() {
     assert_eq!(std::fs::read_dir(lib.path()).expect("dir").count(), 0);
     let err = rm::run(&c, &[os("/")], true, b"").expect_err("root");
     assert!(err.is::<UsageError>() || err.chain().any(|e| e.is::<UsageError>()));
+}
+
+/// The in-memory server splitting I/O at 64 KiB, behind a fault injector; with
+/// `whole_connection`, a loss hangs the connection up (its put temporaries go with it).
+fn faulty(dir: &std::path::Path, whole_connection: bool) -> Client<Faulty<Memory>> {
+    let cfg = ServeConfig {
+        max_io: 64 << 10,
+        max_payload: 96 << 10,
+        ..ServeConfig::default()
+    };
+    let f = Faulty::new(Memory::with(dir, cfg).expect("memory server"));
+    Client::new(if whole_connection {
+        f.on_hang_up(Memory::hang_up)
+    } else {
+        f
+    })
+}
+
+#[test]
+fn put_never_resends_a_lost_write_and_commits_nothing() {
+    for (fault, whole_connection) in [
+        (Fault::LostAfter, true),
+        (Fault::LostBefore, true),
+        (Fault::LostAfter, false),
+        (Fault::LostBefore, false),
+    ] {
+        let lib = tempfile::tempdir().expect("tempdir");
+        let local = tempfile::tempdir().expect("tempdir");
+        std::fs::write(lib.path().join("f"), b"old").expect("write");
+        let src = local.path().join("new");
+        std::fs::write(&src, ramp(8 << 16)).expect("write");
+        let c = faulty(lib.path(), whole_connection);
+        c.transport().fail("write", 3, fault.clone());
+        let err = put::put(&c, &src, Some(b"f"), b"", quiet(), &no_stop()).expect_err("lost");
+        assert!(
+            err.downcast_ref::<RemoteError>()
+                .is_some_and(RemoteError::is_connection_lost),
+            "{fault:?}: {err:#}"
+        );
+        assert_eq!(c.transport().seen("put-commit"), 0, "{fault:?}");
+        assert!(
+            c.transport().seen("write") <= 8,
+            "{fault:?}: nothing resent"
+        );
+        assert_eq!(
+            std::fs::read(lib.path().join("f")).expect("old kept"),
+            b"old"
+        );
+        let names: Vec<_> = std::fs::read_dir(lib.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, [OsString::from("f")], "{fault:?}: no temporary left");
+    }
+}
+
+#[test]
+fn get_resends_a_read_lost_with_its_connection() {
+    let lib = tempfile::tempdir().expect("tempdir");
+    let local = tempfile::tempdir().expect("tempdir");
+    let data = ramp((8 << 16) + 99);
+    std::fs::write(lib.path().join("f"), &data).expect("write");
+    let c = faulty(lib.path(), true);
+    c.transport().fail("read", 3, Fault::LostAfter);
+    let dst = local.path().join("f");
+    get::get(&c, b"f", Some(&dst), quiet(), &no_stop()).expect("get");
+    assert_eq!(std::fs::read(&dst).expect("read"), data);
+    assert_eq!(c.transport().fired().len(), 1);
+    assert_eq!(c.transport().inner().connections(), 2);
 }

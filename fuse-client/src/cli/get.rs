@@ -2,15 +2,17 @@
 //!
 //! What is hard, and how it is handled:
 //! 1. *Speed with constant memory.* Reads of one chunk (1 MiB, or the server's `max_io` if
-//!    smaller) go out [`WINDOW`] at a time and are written to disk in order as they come back,
-//!    so the pipe stays full and memory stays at about `WINDOW` chunks whatever the size.
+//!    smaller) go out [`WINDOW`] at a time through the range reader (`shelf_remote::ranges`)
+//!    and are written to disk in order as they come back, so the pipe stays full and memory
+//!    stays at about `WINDOW` chunks whatever the size. A piece lost with its connection is
+//!    resent once.
 //! 2. *No partial file.* Data goes to a hidden temporary beside LOCAL (`.NAME.shelf-get-PID`),
 //!    renamed over LOCAL only when complete; any error or Ctrl-C removes it.
 //! 3. *A file changing on the server.* Every `Data` reply carries the file's version; one that
-//!    differs from the version at the start means the bytes mix two contents. The download
-//!    starts over once, then fails with "changed on the server while downloading".
+//!    differs from the version at the start (the reader checks, `Versions::Is`) means the bytes
+//!    mix two contents, and a piece that ends early means the file shrank. The download starts
+//!    over once, then fails with "changed on the server while downloading".
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -21,12 +23,12 @@ use std::sync::atomic::AtomicBool;
 use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
-use shelf_proto::{Attr, FileKind, Request};
+use shelf_proto::{Attr, Code, FileKind};
 
 use super::paths::{basename, bytes, resolve, show};
 use super::progress::bar;
 use super::{interrupt, Remote, Ui, UsageError};
-use shelf_remote::client::{reply_data, WINDOW};
+use shelf_remote::ranges::{RangeReader, ReadOptions, Resend, Versions, WINDOW};
 use shelf_remote::{Client, Transport};
 
 /// Largest read asked at once; with `WINDOW` in flight, the memory a download uses.
@@ -75,8 +77,8 @@ pub fn get<T: Transport>(
     if local == Some(Path::new("-")) {
         let mut out = std::io::stdout().lock();
         return match download(c, remote, &attr, &mut out, ui, stop)? {
-            Fetched::Complete => Ok(()),
-            Fetched::Changed => bail!("changed on the server while downloading"),
+            Download::Complete => Ok(()),
+            Download::Changed => bail!("changed on the server while downloading"),
         };
     }
     let name = std::ffi::OsStr::from_bytes(name);
@@ -96,8 +98,8 @@ pub fn get<T: Transport>(
     let mut tries = 0;
     loop {
         match download(c, remote, &attr, &mut file, ui, stop)? {
-            Fetched::Complete => break,
-            Fetched::Changed if tries == 0 => {
+            Download::Complete => break,
+            Download::Changed if tries == 0 => {
                 tries += 1;
                 tracing::info!("{} changed while downloading; starting over", show(remote));
                 file.set_len(0)?;
@@ -105,7 +107,7 @@ pub fn get<T: Transport>(
                 attr = c.stat(remote)?;
                 check_kind(&attr)?;
             }
-            Fetched::Changed => bail!("changed on the server while downloading"),
+            Download::Changed => bail!("changed on the server while downloading"),
         }
     }
     finish(&file, &attr)?;
@@ -135,13 +137,14 @@ fn finish(file: &File, attr: &Attr) -> anyhow::Result<()> {
     Ok(())
 }
 
-enum Fetched {
+/// How one pass over the file ended.
+enum Download {
     Complete,
-    /// A reply showed another version of the file than `attr`.
+    /// A reply showed another version of the file than `attr`, or it ended early.
     Changed,
 }
 
-/// Reads the whole file (as `attr` describes it) into `out`, pipelined.
+/// Reads the whole file (as `attr` describes it) into `out`, pipelined by the range reader.
 fn download<T: Transport>(
     c: &Client<T>,
     remote: &[u8],
@@ -149,39 +152,36 @@ fn download<T: Transport>(
     out: &mut dyn Write,
     ui: Ui,
     stop: &AtomicBool,
-) -> anyhow::Result<Fetched> {
-    let chunk = c.limits().max_io.clamp(1, CHUNK);
-    let size = attr.size;
-    let version = attr.version();
-    let progress = bar(size, &show(basename(remote)), ui.progress);
-    let req = |offset: u64, len: u32| Request::Read {
-        path: remote.to_vec(),
-        offset,
-        len,
+) -> anyhow::Result<Download> {
+    let progress = bar(attr.size, &show(basename(remote)), ui.progress);
+    let opts = ReadOptions {
+        piece: CHUNK,
+        window: WINDOW,
+        resend: Resend::Once,
+        versions: Versions::Is(attr.version()),
     };
-    let mut queue = VecDeque::new();
-    let mut next = 0u64;
-    loop {
-        interrupt::check(stop)?;
-        while queue.len() < WINDOW && next < size {
-            let len = (size - next).min(u64::from(chunk)) as u32;
-            queue.push_back((next, len, c.transport().start(&req(next, len))));
-            next += u64::from(len);
-        }
-        let Some((offset, len, started)) = queue.pop_front() else {
-            break;
+    interrupt::check(stop)?;
+    for piece in RangeReader::new(c.transport(), remote, 0..attr.size, opts) {
+        let piece = match piece {
+            // Only the reader's version check says ESTALE: the server reads by path.
+            Err(e) if e.code() == Code::Stale => None,
+            other => Some(other?),
         };
-        let (got, data) = reply_data(c.settle(started, || req(offset, len))?)?;
-        if got.version() != version || data.len() != len as usize {
-            progress.finish_and_clear();
-            return Ok(Fetched::Changed);
+        match piece {
+            Some(piece) if !piece.is_short() => {
+                out.write_all(&piece.data)?;
+                progress.inc(piece.data.len() as u64);
+                interrupt::check(stop)?;
+            }
+            _ => {
+                progress.finish_and_clear();
+                return Ok(Download::Changed);
+            }
         }
-        out.write_all(&data)?;
-        progress.inc(data.len() as u64);
     }
     out.flush()?;
     progress.finish_and_clear();
-    Ok(Fetched::Complete)
+    Ok(Download::Complete)
 }
 
 /// `.NAME.shelf-get-PID` in the directory of `dest`.

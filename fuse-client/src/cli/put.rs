@@ -8,11 +8,11 @@
 //! 2. *Failure and Ctrl-C.* Any error after `PutBegin` sends `PutAbort`; if even that cannot
 //!    reach the server, the server removes the temporary when the connection ends.
 //! 3. *Speed with constant memory.* Like `get`: chunks of 1 MiB (at most the server's
-//!    `max_io`), [`WINDOW`] writes in flight, each chunk read from disk just before it is sent.
-//!    Writes are not resent after a lost connection: the temporary belongs to the server
+//!    `max_io`), [`WINDOW`] writes in flight through the range writer
+//!    (`shelf_remote::ranges`), each chunk read from disk just before it is sent, and moved
+//!    into its request. Writes are not resent after a lost connection (`Resend::Never`): the temporary belongs to the server
 //!    process of that connection and is gone with it, so the upload fails and can be rerun.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::Read;
@@ -22,14 +22,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use anyhow::{anyhow, Context};
-use shelf_proto::{FileKind, Request, Timestamp};
+use shelf_proto::{FileKind, Timestamp};
 
 use super::get::CHUNK;
 use super::paths::{bytes, join, resolve, show};
 use super::progress::bar;
 use super::{interrupt, Remote, Ui, UsageError};
-use shelf_remote::client::{reply_attr, WINDOW};
-use shelf_remote::{Client, Pending, RemoteError, Transport};
+use shelf_remote::ranges::{RangeWriter, Resend, WriteOptions, Written, WINDOW};
+use shelf_remote::{Client, RemoteError, Transport};
 
 /// Upload a file to the library, replacing any file of that name atomically.
 #[derive(Debug, clap::Args)]
@@ -124,7 +124,8 @@ pub fn put<T: Transport>(
     Ok(())
 }
 
-/// Streams `input` into the server's temporary `temp`.
+/// Streams `input` into the server's temporary `temp` through the range writer, which never
+/// resends here (module docs, point 3).
 fn upload<T: Transport>(
     c: &Client<T>,
     temp: &[u8],
@@ -134,33 +135,38 @@ fn upload<T: Transport>(
     ui: Ui,
     stop: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let chunk = c.limits().max_io.clamp(1, CHUNK) as usize;
+    let opts = WriteOptions {
+        max_io: c.limits().max_io.clamp(1, CHUNK) as usize,
+        window: WINDOW,
+        resend: Resend::Never,
+    };
     let progress = bar(size, label, ui.progress);
-    let mut queue: VecDeque<(usize, Result<Pending, RemoteError>)> = VecDeque::new();
+    let mut writer = RangeWriter::default();
+    let mut failed: Option<RemoteError> = None;
+    let note = |failed: &mut Option<RemoteError>, w: Written| match w.result {
+        Ok(_) => progress.inc(w.range.end - w.range.start),
+        Err(e) => {
+            failed.get_or_insert(e);
+        }
+    };
     let mut offset = 0u64;
-    let mut eof = false;
     loop {
         interrupt::check(stop)?;
-        while queue.len() < WINDOW && !eof {
-            let data = read_chunk(input, chunk)?;
-            eof = data.len() < chunk;
-            if data.is_empty() {
-                break;
-            }
-            let len = data.len();
-            let req = Request::Write {
-                path: temp.to_vec(),
-                offset,
-                data,
-            };
-            offset += len as u64;
-            queue.push_back((len, c.transport().start(&req)));
+        let data = read_chunk(input, opts.max_io)?;
+        let eof = data.len() < opts.max_io;
+        let len = data.len() as u64;
+        if len > 0 {
+            let mut done = |w| note(&mut failed, w);
+            writer.send(c.transport(), temp, offset, data, opts, &mut done);
+            offset += len;
         }
-        let Some((len, started)) = queue.pop_front() else {
+        if failed.is_some() || eof {
             break;
-        };
-        reply_attr("write", started.and_then(Pending::wait)?)?;
-        progress.inc(len as u64);
+        }
+    }
+    writer.wait_all(c.transport(), opts.resend, &mut |w| note(&mut failed, w));
+    if let Some(e) = failed {
+        return Err(e.into());
     }
     progress.finish_and_clear();
     Ok(())
