@@ -24,24 +24,28 @@
 //!    directory says so (`listing.rs`); every change that adds a name records it there.
 
 pub mod cache;
+mod config;
 mod error;
 mod fetch;
 pub mod inode;
 pub mod listing;
 pub mod readahead;
+mod time;
 mod write;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use shelf_proto::Version;
 use shelf_proto::{rename_flags, Attr, Code, DirEntry, FileKind, SetAttrs, SetTime, Statfs};
-use shelf_proto::{Timestamp, Version};
 
+pub use config::CoreConfig;
 pub use error::{FsError, FsResult};
 use fetch::{Fetcher, EARLY_MAX_BYTES};
+pub use time::system_time;
+pub use time::timestamp;
 use write::{Drained, WriteBack, WriteLimits};
 
 use crate::cache::{CacheStats, ChunkCache, ChunkKey};
@@ -63,38 +67,6 @@ const HIDDEN_PREFIX: &[u8] = b".shelf-hidden-";
 
 /// Longest name Linux allows in one path component.
 const NAME_MAX: usize = 255;
-
-/// Settings of one mount.
-#[derive(Debug, Clone)]
-pub struct CoreConfig {
-    /// How long attributes and entries stay valid without asking the server.
-    pub attr_ttl: Duration,
-    pub chunk_size: u32,
-    pub cache_bytes: u64,
-    /// The read-ahead window's limit, in chunks.
-    pub readahead_chunks: u32,
-    pub prefetch_threads: usize,
-    /// Owner shown for every file: the mounting user (DESIGN.md, "Ownership").
-    pub uid: u32,
-    pub gid: u32,
-    /// Refuse every change locally with EROFS.
-    pub read_only: bool,
-}
-
-impl Default for CoreConfig {
-    fn default() -> Self {
-        CoreConfig {
-            attr_ttl: Duration::from_secs(1),
-            chunk_size: 1 << 20,
-            cache_bytes: 256 << 20,
-            readahead_chunks: 8,
-            prefetch_threads: 4,
-            uid: 0,
-            gid: 0,
-            read_only: false,
-        }
-    }
-}
 
 /// A name resolved to an inode, with its attributes.
 #[derive(Debug, Clone, Copy)]
@@ -1161,31 +1133,6 @@ fn check_name(name: &[u8]) -> FsResult<()> {
         return Err(Code::Invalid.into());
     }
     Ok(())
-}
-
-/// A `Timestamp` for `SystemTime`, for callers converting kernel times.
-pub fn timestamp(t: std::time::SystemTime) -> Timestamp {
-    match t.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => Timestamp::new(d.as_secs() as i64, d.subsec_nanos()),
-        Err(e) => {
-            let d = e.duration();
-            if d.subsec_nanos() == 0 {
-                Timestamp::new(-(d.as_secs() as i64), 0)
-            } else {
-                Timestamp::new(-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
-            }
-        }
-    }
-}
-
-/// The `SystemTime` of a `Timestamp`.
-pub fn system_time(t: Timestamp) -> std::time::SystemTime {
-    let nanos = Duration::from_nanos(t.nanos as u64);
-    if t.secs >= 0 {
-        std::time::UNIX_EPOCH + Duration::from_secs(t.secs as u64) + nanos
-    } else {
-        std::time::UNIX_EPOCH - Duration::from_secs(t.secs.unsigned_abs()) + nanos
-    }
 }
 
 #[cfg(test)]
