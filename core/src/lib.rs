@@ -27,6 +27,7 @@ pub mod cache;
 mod config;
 mod error;
 mod fetch;
+mod hidden;
 pub mod inode;
 pub mod listing;
 pub mod readahead;
@@ -44,6 +45,8 @@ use shelf_proto::{rename_flags, Attr, Code, DirEntry, FileKind, SetAttrs, SetTim
 pub use config::CoreConfig;
 pub use error::{FsError, FsResult};
 use fetch::{Fetcher, EARLY_MAX_BYTES};
+use hidden::HIDDEN_DIR;
+use hidden::HIDDEN_PREFIX;
 pub use time::system_time;
 pub use time::timestamp;
 use write::{Drained, WriteBack, WriteLimits};
@@ -56,14 +59,6 @@ use shelf_remote::{Client, Transport};
 
 /// The root directory's inode number, fixed by FUSE.
 pub const ROOT_INO: u64 = 1;
-
-/// Where open files that lost their name are kept until closed: a directory at the library
-/// root, left out of its listing.
-const HIDDEN_DIR: &[u8] = b".shelf-hidden";
-
-/// Names of such files kept in their own directory (a library spanning file systems);
-/// left out of listings.
-const HIDDEN_PREFIX: &[u8] = b".shelf-hidden-";
 
 /// Longest name Linux allows in one path component.
 const NAME_MAX: usize = 255;
@@ -421,25 +416,6 @@ impl<T: Transport> Core<T> {
         }
     }
 
-    /// Removes the hidden names still kept, as the mount ends (the kernel sends no forgets
-    /// then).
-    pub fn shutdown(&self) {
-        let kept: Vec<_> = self.kept.lock().drain().collect();
-        for (ino, hidden) in kept {
-            self.remove_hidden(ino, &hidden);
-        }
-    }
-
-    fn remove_hidden(&self, ino: u64, hidden: &[u8]) {
-        self.cache.invalidate_file(ino);
-        if let Err(e) = self.client.unlink(hidden) {
-            tracing::warn!(
-                "cannot remove hidden file {}: {e}",
-                String::from_utf8_lossy(hidden)
-            );
-        }
-    }
-
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         self.attr(ino)
     }
@@ -726,80 +702,6 @@ impl<T: Transport> Core<T> {
 
     fn is_open(&self, ino: u64) -> bool {
         self.open.lock().contains_key(&ino)
-    }
-
-    /// A regular file the kernel holds a lookup of (it may open it without asking again).
-    fn is_file_kernel_knows(&self, ino: u64) -> bool {
-        self.inodes.lookups(ino).unwrap_or(0) > 0
-            && self
-                .inodes
-                .last_attr(ino)
-                .is_some_and(|a| a.kind == FileKind::File)
-    }
-
-    /// Gives an open file that is losing its name (`path`) a hidden one on the server, by
-    /// rename (`unlink`) or by hard link (the name is about to be renamed over).
-    fn hide(&self, ino: u64, path: &[u8], by_link: bool) -> FsResult<()> {
-        self.settle(ino)?;
-        // One directory at the root holds them, so the file's own directory can still be
-        // removed or renamed while it is open (NFS's `.nfs*` files block both). A library that
-        // spans file systems cannot rename across them: then the file stays in its directory.
-        let seq = self.hidden_seq.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let unique = format!("{ino:x}-{}-{seq}-{nanos:x}", std::process::id());
-        let mut hidden = [HIDDEN_DIR, b"/", unique.as_bytes()].concat();
-        let first = self.hide_as(path, &hidden, by_link);
-        let moved = match first {
-            Err(e) if e.code() == Code::NotFound && self.make_hidden_dir() => {
-                self.hide_as(path, &hidden, by_link)
-            }
-            Err(e) if e.code() == Code::CrossDevice => {
-                let dir = path
-                    .iter()
-                    .rposition(|&b| b == b'/')
-                    .map_or(&b""[..], |i| &path[..=i]);
-                hidden = [dir, HIDDEN_PREFIX, unique.as_bytes()].concat();
-                self.hide_as(path, &hidden, by_link)
-            }
-            other => other,
-        };
-        moved?;
-        let orphan = match self.open.lock().get_mut(&ino) {
-            Some(state) => {
-                state.hidden = Some(hidden);
-                None
-            }
-            None if self.is_file_kernel_knows(ino) => {
-                self.kept.lock().insert(ino, hidden);
-                None
-            }
-            // The last handle closed while the name was being hidden, and the kernel has
-            // forgotten the file: nothing will release the hidden name, so it goes now.
-            None => Some(hidden),
-        };
-        if let Some(hidden) = orphan {
-            self.client.unlink(&hidden)?;
-        }
-        Ok(())
-    }
-
-    fn hide_as(&self, path: &[u8], hidden: &[u8], by_link: bool) -> FsResult<()> {
-        if by_link {
-            self.client.link(path, hidden)?;
-        } else {
-            self.client.rename(path, hidden, rename_flags::NOREPLACE)?;
-        }
-        Ok(())
-    }
-
-    /// Makes the root's hidden directory; true if it exists afterwards.
-    fn make_hidden_dir(&self) -> bool {
-        match self.client.mkdir(HIDDEN_DIR, 0o700) {
-            Ok(_) => true,
-            Err(e) => e.code() == Code::Exists,
-        }
     }
 
     fn handle(&self, fh: u64) -> FsResult<(u64, bool)> {
