@@ -50,7 +50,7 @@ impl<T: Transport> Core<T> {
     /// Gives an open file that is losing its name (`path`) a hidden one on the server, by
     /// rename (`unlink`) or by hard link (the name is about to be renamed over).
     pub(crate) fn hide(&self, ino: u64, path: &[u8], by_link: bool) -> FsResult<()> {
-        self.settle(ino)?;
+        self.drain_writes(ino)?;
         // One directory at the root holds them, so the file's own directory can still be
         // removed or renamed while it is open (NFS's `.nfs*` files block both). A library that
         // spans file systems cannot rename across them: then the file stays in its directory.

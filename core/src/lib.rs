@@ -15,7 +15,7 @@
 //!    while the kernel still knows it is kept the same way until the kernel forgets it, so an
 //!    open that resolved the name just before the rename opens the old file, not ESTALE.
 //! 3. Written bytes must reach the server by `close()` and never silently vanish: see
-//!    `write.rs`. Anything that looks at a file's size or bytes settles its writes first.
+//!    `write.rs`. Anything that looks at a file's size or bytes drains its writes first.
 //! 4. Caches must never mix versions: chunks are keyed by version (`fetch.rs`); a read that
 //!    meets a new version starts over, and a file replaced by another inode is `ESTALE`.
 //! 5. The kernel keeps its page cache across opens only while the version it cached is the
@@ -25,6 +25,7 @@
 
 pub mod cache;
 mod config;
+mod drain;
 mod error;
 mod fetch;
 mod hidden;
@@ -49,7 +50,7 @@ use hidden::HIDDEN_DIR;
 use hidden::HIDDEN_PREFIX;
 pub use time::system_time;
 pub use time::timestamp;
-use write::{Drained, WriteBack, WriteLimits};
+use write::{WriteBack, WriteLimits};
 
 use crate::cache::{CacheStats, ChunkCache, ChunkKey};
 use crate::inode::InodeTable;
@@ -315,59 +316,6 @@ impl<T: Transport> Core<T> {
 
     // ---- attributes ------------------------------------------------------------------
 
-    /// Sends a file's buffered writes and waits for them, so the server's size and bytes are
-    /// the ones the program wrote. Cheap when nothing is buffered. A write-behind failure stays
-    /// for the file's own `write`, `flush` or `fsync` to report (`settle_reporting`): a `stat`
-    /// must neither fail for it nor swallow it before `close()` could say so.
-    fn settle(&self, ino: u64) -> FsResult<()> {
-        self.settle_with(ino, false)
-    }
-
-    fn settle_reporting(&self, ino: u64) -> FsResult<()> {
-        self.settle_with(ino, true)
-    }
-
-    fn settle_with(&self, ino: u64, report: bool) -> FsResult<()> {
-        let Some(io) = self.open.lock().get(&ino).map(|s| Arc::clone(&s.io)) else {
-            return Ok(());
-        };
-        let mut wb = io.writes.lock();
-        if !wb.is_clean() {
-            let path = match self.path_of(ino) {
-                Ok(p) => p,
-                Err(e) if report => return Err(e),
-                Err(_) => return Ok(()),
-            };
-            let known = match wb.drain(&self.client, &path, self.write_limits) {
-                Drained::Exact(attr) => Some(attr),
-                Drained::Unknown => self.client.stat(&path).ok(),
-                Drained::Nothing => None,
-            };
-            match known {
-                Some(attr) => {
-                    self.inodes.set_attr(ino, &attr);
-                    self.page_versions.lock().insert(ino, attr.version());
-                }
-                // What the server holds now is unknown: the next getattr asks.
-                None => self.inodes.invalidate_attr(ino),
-            }
-        }
-        if report {
-            wb.take_error()
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Settles every open file (before a listing, whose attributes replace the kernel's, and
-    /// before a rename, which moves the paths writes in flight name).
-    fn settle_all(&self) {
-        let inos: Vec<u64> = self.open.lock().keys().copied().collect();
-        for ino in inos {
-            let _ = self.settle(ino);
-        }
-    }
-
     /// Asks the server for an inode's attributes. A different file behind the same name
     /// (replaced on the server) makes this inode stale.
     fn refresh(&self, ino: u64) -> FsResult<Attr> {
@@ -383,7 +331,7 @@ impl<T: Transport> Core<T> {
     }
 
     fn attr(&self, ino: u64) -> FsResult<Attr> {
-        self.settle(ino)?;
+        self.drain_writes(ino)?;
         match self.inodes.cached_attr(ino, self.cfg.attr_ttl) {
             Some(a) => Ok(a),
             None => self.refresh(ino),
@@ -394,7 +342,7 @@ impl<T: Transport> Core<T> {
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Entry> {
         if let Some(ino) = self.inodes.child(parent, name) {
-            self.settle(ino)?;
+            self.drain_writes(ino)?;
         }
         // Held from the question to the answer's record: a rename over the name in between
         // would otherwise have us file the old file under it.
@@ -439,7 +387,7 @@ impl<T: Transport> Core<T> {
         self.check_writable()?;
         // Buffered writes go first: otherwise they would land after a truncate, or move the
         // mtime that `touch -d` or `cp -p` just set.
-        self.settle(ino)?;
+        self.drain_writes(ino)?;
         let path = self.path_of(ino)?;
         let attr = self.client.set_attr(&path, attrs)?;
         if attrs.size.is_some() {
@@ -544,7 +492,7 @@ impl<T: Transport> Core<T> {
             return Err(Code::Invalid.into());
         }
         // Writes in flight name the old path; they must land before the name changes.
-        self.settle_all();
+        self.drain_all_writes();
         let _names = self.names.write();
         if wire_flags & rename_flags::EXCHANGE == 0 {
             if let Some(victim) = self.inodes.child(new_parent, new_name) {
@@ -594,7 +542,7 @@ impl<T: Transport> Core<T> {
 
     pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> FsResult<Entry> {
         self.check_writable()?;
-        self.settle(ino)?;
+        self.drain_writes(ino)?;
         let existing = self.path_of(ino)?;
         let new = self.child_path(new_parent, new_name)?;
         let made = self.client.link(&existing, &new);
@@ -627,7 +575,7 @@ impl<T: Transport> Core<T> {
         if writable || flags & libc::O_TRUNC != 0 {
             self.check_writable()?;
         }
-        self.settle(ino)?;
+        self.drain_writes(ino)?;
         let _names = self.names.read();
         // A node that lost its name before this open got the lock (a rename over it raced
         // with the kernel's path walk) is stale here, where the kernel retries the walk, not at
@@ -747,7 +695,7 @@ impl<T: Transport> Core<T> {
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let (ino, _) = self.handle(fh)?;
         let io = self.open_io(ino)?;
-        self.settle(ino)?;
+        self.drain_writes(ino)?;
         let cs = self.cfg.chunk_size as u64;
         let end = offset.saturating_add(size as u64);
         let mut attr = self.attr(ino)?;
@@ -882,12 +830,12 @@ impl<T: Transport> Core<T> {
         if !writable {
             return Ok(());
         }
-        self.settle_reporting(ino)
+        self.drain_writes_reporting(ino)
     }
 
     pub fn fsync(&self, fh: u64, data_only: bool) -> FsResult<()> {
         let (ino, _) = self.handle(fh)?;
-        self.settle_reporting(ino)?;
+        self.drain_writes_reporting(ino)?;
         Ok(self.client.fsync(&self.path_of(ino)?, data_only)?)
     }
 
@@ -895,7 +843,7 @@ impl<T: Transport> Core<T> {
         let Some(file) = self.files.lock().remove(&fh) else {
             return Err(Code::BadHandle.into());
         };
-        let settled = self.settle(file.ino);
+        let drained = self.drain_writes(file.ino);
         let last_of_hidden = |open: &mut HashMap<u64, OpenState>| match open.get_mut(&file.ino) {
             Some(state) if state.handles > 1 => {
                 state.handles -= 1;
@@ -931,7 +879,7 @@ impl<T: Transport> Core<T> {
         if !self.is_open(file.ino) {
             self.fetcher.forget_early(file.ino);
         }
-        settled
+        drained
     }
 
     // ---- directories -----------------------------------------------------------------
@@ -939,7 +887,7 @@ impl<T: Transport> Core<T> {
     /// Snapshots the listing, so that offsets stay meaningful while the directory changes.
     pub fn opendir(&self, ino: u64) -> FsResult<u64> {
         // Listing attributes replace the kernel's; buffered writes must not make them stale.
-        self.settle_all();
+        self.drain_all_writes();
         let path = self.path_of(ino)?;
         let attr = self.attr(ino)?;
         if attr.kind != FileKind::Dir {
