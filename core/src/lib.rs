@@ -23,6 +23,7 @@
 //! 6. A lookup of a name that is not there costs a round trip unless a fresh listing of the
 //!    directory says so (`listing.rs`); every change that adds a name records it there.
 
+mod attrs;
 pub mod cache;
 mod config;
 mod drain;
@@ -33,6 +34,7 @@ pub mod inode;
 pub mod listing;
 pub mod readahead;
 mod time;
+mod versions;
 mod write;
 
 use std::collections::HashMap;
@@ -41,8 +43,9 @@ use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 use shelf_proto::Version;
-use shelf_proto::{rename_flags, Attr, Code, DirEntry, FileKind, SetAttrs, SetTime, Statfs};
+use shelf_proto::{rename_flags, Attr, Code, DirEntry, FileKind, SetAttrs};
 
+pub use attrs::SetAttrRequest;
 pub use config::CoreConfig;
 pub use error::{FsError, FsResult};
 use fetch::{Fetcher, EARLY_MAX_BYTES};
@@ -50,6 +53,8 @@ use hidden::HIDDEN_DIR;
 use hidden::HIDDEN_PREFIX;
 pub use time::system_time;
 pub use time::timestamp;
+use versions::same_file;
+pub use versions::PageInvalidator;
 use write::{WriteBack, WriteLimits};
 
 use crate::cache::{CacheStats, ChunkCache, ChunkKey};
@@ -80,22 +85,6 @@ pub struct Opened {
     /// drain and its errors to report); the kernel skips it for the others.
     pub writable: bool,
 }
-
-/// The attribute changes of a `setattr`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SetAttrRequest {
-    pub mode: Option<u32>,
-    pub uid: Option<u32>,
-    pub gid: Option<u32>,
-    pub size: Option<u64>,
-    pub atime: Option<SetTime>,
-    pub mtime: Option<SetTime>,
-}
-
-/// Asks the kernel to drop the cached pages of an inode. It must not block on the kernel
-/// from a request's own thread (the kernel may hold a page lock until that request answers):
-/// the mount hands the inode to a thread of its own.
-pub type PageInvalidator = Box<dyn Fn(u64) + Send + Sync>;
 
 /// Receives directory entries for one `readdir` reply, like fuser's `ReplyDirectory[Plus]`.
 pub trait DirSink {
@@ -188,33 +177,6 @@ impl<T: Transport> Core<T> {
             names: RwLock::new(()),
             page_invalidator: OnceLock::new(),
             cfg,
-        }
-    }
-
-    /// Installs the hook that drops the kernel's pages of a file whose content changed on the
-    /// server; without one (tests) only the core's own cache is dropped.
-    pub fn set_page_invalidator(&self, f: PageInvalidator) {
-        let _ = self.page_invalidator.set(f);
-    }
-
-    /// Records that the server now has `attr` for `ino`. Pages the kernel holds of another
-    /// version must go, or a read could mix them with new bytes from us (AUTO_INVAL_DATA only
-    /// notices changes of size or mtime, and an upload may keep both).
-    fn saw_version(&self, ino: u64, attr: &Attr) {
-        self.inodes.set_attr(ino, attr);
-        let v = attr.version();
-        let stale = match self.page_versions.lock().get_mut(&ino) {
-            Some(held) if *held != v => {
-                *held = v;
-                true
-            }
-            _ => false,
-        };
-        if stale {
-            self.cache.invalidate_file(ino);
-            if let Some(invalidate) = self.page_invalidator.get() {
-                invalidate(ino);
-            }
         }
     }
 
@@ -316,28 +278,6 @@ impl<T: Transport> Core<T> {
 
     // ---- attributes ------------------------------------------------------------------
 
-    /// Asks the server for an inode's attributes. A different file behind the same name
-    /// (replaced on the server) makes this inode stale.
-    fn refresh(&self, ino: u64) -> FsResult<Attr> {
-        let path = self.path_of(ino)?;
-        let attr = self.client.stat(&path)?;
-        if let Some(old) = self.inodes.last_attr(ino) {
-            if ino != ROOT_INO && !same_file(&old, &attr) {
-                return Err(Code::Stale.into());
-            }
-        }
-        self.saw_version(ino, &attr);
-        Ok(attr)
-    }
-
-    fn attr(&self, ino: u64) -> FsResult<Attr> {
-        self.drain_writes(ino)?;
-        match self.inodes.cached_attr(ino, self.cfg.attr_ttl) {
-            Some(a) => Ok(a),
-            None => self.refresh(ino),
-        }
-    }
-
     // ---- FUSE operations -------------------------------------------------------------
 
     pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Entry> {
@@ -362,46 +302,6 @@ impl<T: Transport> Core<T> {
                 self.remove_hidden(ino, &hidden);
             }
         }
-    }
-
-    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
-        self.attr(ino)
-    }
-
-    pub fn setattr(&self, ino: u64, req: SetAttrRequest) -> FsResult<Attr> {
-        // Ownership is presented, not stored: every file is the mounting user's, so only a
-        // chown to that user (a no-op) is allowed (DESIGN.md, "Ownership").
-        if req.uid.is_some_and(|u| u != self.cfg.uid) || req.gid.is_some_and(|g| g != self.cfg.gid)
-        {
-            return Err(Code::NotPermitted.into());
-        }
-        let attrs = SetAttrs {
-            perm: req.mode.map(|m| m & 0o7777),
-            size: req.size,
-            atime: req.atime,
-            mtime: req.mtime,
-        };
-        if attrs == SetAttrs::default() {
-            return self.attr(ino);
-        }
-        self.check_writable()?;
-        // Buffered writes go first: otherwise they would land after a truncate, or move the
-        // mtime that `touch -d` or `cp -p` just set.
-        self.drain_writes(ino)?;
-        let path = self.path_of(ino)?;
-        let attr = self.client.set_attr(&path, attrs)?;
-        if attrs.size.is_some() {
-            self.cache.invalidate_file(ino);
-        }
-        self.inodes.set_attr(ino, &attr);
-        if attrs.size.is_some() || attrs.mtime.is_some() {
-            self.page_versions.lock().insert(ino, attr.version());
-        }
-        Ok(attr)
-    }
-
-    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
-        Ok(self.client.readlink(&self.path_of(ino)?)?)
     }
 
     /// Only regular files can be made: the server never creates device nodes or FIFOs
@@ -551,20 +451,6 @@ impl<T: Transport> Core<T> {
         self.inodes.set_attr(ino, &attr);
         self.dir_changed(new_parent, 0);
         self.enter(new_parent, new_name, attr)
-    }
-
-    pub fn statfs(&self) -> FsResult<Statfs> {
-        Ok(self.client.statfs()?)
-    }
-
-    /// Permission bits are checked by the kernel (`default_permissions`); this answers
-    /// existence and the read-only case.
-    pub fn access(&self, ino: u64, mask: i32) -> FsResult<()> {
-        self.attr(ino)?;
-        if mask & libc::W_OK != 0 && self.cfg.read_only {
-            return Err(Code::ReadOnly.into());
-        }
-        Ok(())
     }
 
     // ---- files -----------------------------------------------------------------------
@@ -967,12 +853,6 @@ impl<T: Transport> Core<T> {
     pub fn releasedir(&self, fh: u64) {
         self.dirs.lock().remove(&fh);
     }
-}
-
-/// Whether two attributes describe the same file on the server (not the same content): the
-/// inode number alone is not enough, file systems reuse it at once.
-fn same_file(a: &Attr, b: &Attr) -> bool {
-    a.ino == b.ino && a.btime == b.btime && a.kind == b.kind
 }
 
 fn check_name(name: &[u8]) -> FsResult<()> {

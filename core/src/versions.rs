@@ -1,0 +1,48 @@
+//! Which version of a file the kernel's page cache and ours hold (crate docs, points 4 and 5):
+//! a newer version seen on the server drops both, and an `open` tells the kernel whether it
+//! may keep its pages (`Opened::keep_cache`).
+
+use shelf_proto::Attr;
+use shelf_remote::Transport;
+
+use crate::Core;
+
+/// Asks the kernel to drop the cached pages of an inode. It must not block on the kernel
+/// from a request's own thread (the kernel may hold a page lock until that request answers):
+/// the mount hands the inode to a thread of its own.
+pub type PageInvalidator = Box<dyn Fn(u64) + Send + Sync>;
+
+impl<T: Transport> Core<T> {
+    /// Installs the hook that drops the kernel's pages of a file whose content changed on the
+    /// server; without one (tests) only the core's own cache is dropped.
+    pub fn set_page_invalidator(&self, f: PageInvalidator) {
+        let _ = self.page_invalidator.set(f);
+    }
+
+    /// Records that the server now has `attr` for `ino`. Pages the kernel holds of another
+    /// version must go, or a read could mix them with new bytes from us (AUTO_INVAL_DATA only
+    /// notices changes of size or mtime, and an upload may keep both).
+    pub(crate) fn saw_version(&self, ino: u64, attr: &Attr) {
+        self.inodes.set_attr(ino, attr);
+        let v = attr.version();
+        let stale = match self.page_versions.lock().get_mut(&ino) {
+            Some(held) if *held != v => {
+                *held = v;
+                true
+            }
+            _ => false,
+        };
+        if stale {
+            self.cache.invalidate_file(ino);
+            if let Some(invalidate) = self.page_invalidator.get() {
+                invalidate(ino);
+            }
+        }
+    }
+}
+
+/// Whether two attributes describe the same file on the server (not the same content): the
+/// inode number alone is not enough, file systems reuse it at once.
+pub(crate) fn same_file(a: &Attr, b: &Attr) -> bool {
+    a.ino == b.ino && a.btime == b.btime && a.kind == b.kind
+}
