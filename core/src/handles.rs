@@ -1,0 +1,109 @@
+//! The tables of open files and directories: handle numbers, what each handle is of, and the
+//! state an inode's open handles share (write-behind, read-ahead, a hidden name).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use shelf_proto::{Attr, Code, DirEntry, Version};
+use shelf_remote::Transport;
+
+use crate::error::{FsError, FsResult};
+use crate::readahead::ReadAhead;
+use crate::write::WriteBack;
+use crate::Core;
+
+/// An opened file handle and whether the kernel may keep the pages it already holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    pub fh: u64,
+    pub keep_cache: bool,
+    /// Opened for writing: only then does its `close()` need a `flush` (write-behind to
+    /// drain and its errors to report); the kernel skips it for the others.
+    pub writable: bool,
+}
+
+/// Everything an inode with open handles needs, shared by its handles.
+pub(crate) struct OpenState {
+    pub(crate) handles: usize,
+    pub(crate) io: Arc<OpenIo>,
+    /// The hidden path the file was moved to when it lost its name while open.
+    pub(crate) hidden: Option<Vec<u8>>,
+}
+
+/// The parts of an open file that I/O works on, each behind its own lock so a read does not
+/// wait for the table of open files.
+#[derive(Default)]
+pub(crate) struct OpenIo {
+    pub(crate) writes: Mutex<WriteBack>,
+    pub(crate) readahead: Mutex<ReadAhead>,
+}
+
+pub(crate) struct OpenFile {
+    pub(crate) ino: u64,
+    pub(crate) writable: bool,
+}
+
+pub(crate) struct OpenDir {
+    pub(crate) ino: u64,
+    pub(crate) attr: Attr,
+    pub(crate) entries: Vec<DirEntry>,
+}
+
+impl<T: Transport> Core<T> {
+    /// `held` is the version of the pages the kernel held before the open: it keeps them only
+    /// if that is the version the file has now.
+    pub(crate) fn new_handle(
+        &self,
+        ino: u64,
+        attr: Attr,
+        writable: bool,
+        held: Option<Version>,
+    ) -> Opened {
+        self.page_versions.lock().insert(ino, attr.version());
+        let keep_cache = held == Some(attr.version());
+        if !keep_cache {
+            self.cache.invalidate_file(ino);
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.open
+            .lock()
+            .entry(ino)
+            .or_insert_with(|| OpenState {
+                handles: 0,
+                io: Arc::new(OpenIo {
+                    writes: Mutex::default(),
+                    readahead: Mutex::new(ReadAhead::new(self.cfg.readahead_chunks as u64)),
+                }),
+                // A kept name now lives as long as the handles do.
+                hidden: self.kept.lock().remove(&ino),
+            })
+            .handles += 1;
+        self.files.lock().insert(fh, OpenFile { ino, writable });
+        Opened {
+            fh,
+            keep_cache,
+            writable,
+        }
+    }
+
+    pub(crate) fn is_open(&self, ino: u64) -> bool {
+        self.open.lock().contains_key(&ino)
+    }
+
+    pub(crate) fn handle(&self, fh: u64) -> FsResult<(u64, bool)> {
+        self.files
+            .lock()
+            .get(&fh)
+            .map(|f| (f.ino, f.writable))
+            .ok_or(FsError::Local(Code::BadHandle))
+    }
+
+    pub(crate) fn open_io(&self, ino: u64) -> FsResult<Arc<OpenIo>> {
+        self.open
+            .lock()
+            .get(&ino)
+            .map(|s| Arc::clone(&s.io))
+            .ok_or(FsError::Local(Code::BadHandle))
+    }
+}
