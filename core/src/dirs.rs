@@ -10,8 +10,9 @@ use shelf_remote::Transport;
 use crate::error::{FsError, FsResult};
 use crate::handles::OpenDir;
 use crate::hidden::{HIDDEN_DIR, HIDDEN_PREFIX};
+use crate::namespace::Entry;
 use crate::versions::same_file;
-use crate::{Core, Entry, ROOT_INO};
+use crate::{Core, ROOT_INO};
 
 /// Receives directory entries for one `readdir` reply, like fuser's `ReplyDirectory[Plus]`.
 pub trait DirSink {

@@ -9,8 +9,9 @@ use crate::cache::ChunkKey;
 use crate::error::{FsError, FsResult};
 use crate::fetch::EARLY_MAX_BYTES;
 use crate::handles::{OpenState, Opened};
+use crate::namespace::Entry;
 use crate::versions::same_file;
-use crate::{Core, Entry};
+use crate::Core;
 
 impl<T: Transport> Core<T> {
     /// `flags` are the `open(2)` flags the kernel passes on.
