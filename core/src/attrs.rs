@@ -5,6 +5,7 @@ use shelf_proto::{Attr, Code, SetAttrs, SetTime, Statfs};
 use shelf_remote::Transport;
 
 use crate::error::FsResult;
+use crate::ids::Ino;
 use crate::versions::same_file;
 use crate::{Core, ROOT_INO};
 
@@ -22,7 +23,7 @@ pub struct SetAttrRequest {
 impl<T: Transport> Core<T> {
     /// Asks the server for an inode's attributes. A different file behind the same name
     /// (replaced on the server) makes this inode stale.
-    fn refresh(&self, ino: u64) -> FsResult<Attr> {
+    fn refresh(&self, ino: Ino) -> FsResult<Attr> {
         let path = self.path_of(ino)?;
         let attr = self.client.stat(&path)?;
         if let Some(old) = self.inodes.last_attr(ino) {
@@ -34,7 +35,7 @@ impl<T: Transport> Core<T> {
         Ok(attr)
     }
 
-    pub(crate) fn attr(&self, ino: u64) -> FsResult<Attr> {
+    pub(crate) fn attr(&self, ino: Ino) -> FsResult<Attr> {
         self.drain_writes(ino)?;
         match self.inodes.cached_attr(ino, self.cfg.attr_ttl) {
             Some(a) => Ok(a),
@@ -42,11 +43,11 @@ impl<T: Transport> Core<T> {
         }
     }
 
-    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+    pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
         self.attr(ino)
     }
 
-    pub fn setattr(&self, ino: u64, req: SetAttrRequest) -> FsResult<Attr> {
+    pub fn setattr(&self, ino: Ino, req: SetAttrRequest) -> FsResult<Attr> {
         // Ownership is presented, not stored: every file is the mounting user's, so only a
         // chown to that user (a no-op) is allowed (DESIGN.md, "Ownership").
         if req.uid.is_some_and(|u| u != self.cfg.uid) || req.gid.is_some_and(|g| g != self.cfg.gid)
@@ -78,7 +79,7 @@ impl<T: Transport> Core<T> {
         Ok(attr)
     }
 
-    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+    pub fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
         Ok(self.client.readlink(&self.path_of(ino)?)?)
     }
 
@@ -88,7 +89,7 @@ impl<T: Transport> Core<T> {
 
     /// Permission bits are checked by the kernel (`default_permissions`); this answers
     /// existence and the read-only case.
-    pub fn access(&self, ino: u64, mask: i32) -> FsResult<()> {
+    pub fn access(&self, ino: Ino, mask: i32) -> FsResult<()> {
         self.attr(ino)?;
         if mask & libc::W_OK != 0 && self.cfg.read_only {
             return Err(Code::ReadOnly.into());

@@ -10,6 +10,7 @@ use shelf_remote::Transport;
 use crate::error::{FsError, FsResult};
 use crate::handles::OpenDir;
 use crate::hidden::{HIDDEN_DIR, HIDDEN_PREFIX};
+use crate::ids::{Fh, Ino};
 use crate::namespace::Entry;
 use crate::versions::same_file;
 use crate::{Core, ROOT_INO};
@@ -18,12 +19,12 @@ use crate::{Core, ROOT_INO};
 pub trait DirSink {
     /// Adds one entry; `offset` is where the next `readdir` resumes. Returns true when the
     /// reply is full and the entry was NOT added.
-    fn add(&mut self, ino: u64, offset: u64, name: &[u8], attr: &Attr) -> bool;
+    fn add(&mut self, ino: Ino, offset: u64, name: &[u8], attr: &Attr) -> bool;
 }
 
 impl<T: Transport> Core<T> {
     /// Snapshots the listing, so that offsets stay meaningful while the directory changes.
-    pub fn opendir(&self, ino: u64) -> FsResult<u64> {
+    pub fn opendir(&self, ino: Ino) -> FsResult<Fh> {
         // Listing attributes replace the kernel's; buffered writes must not make them stale.
         self.drain_all_writes();
         let path = self.path_of(ino)?;
@@ -38,7 +39,7 @@ impl<T: Transport> Core<T> {
         });
         self.listings
             .listed(ino, entries.iter().map(|e| e.name.as_slice()));
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         self.dirs
             .lock()
             .insert(fh, Arc::new(OpenDir { ino, attr, entries }));
@@ -47,13 +48,7 @@ impl<T: Transport> Core<T> {
 
     /// Fills `sink` from `offset` on. With `plus`, each entry the sink takes counts as a
     /// kernel lookup (readdirplus), except `.` and `..`.
-    pub fn readdir(
-        &self,
-        fh: u64,
-        offset: u64,
-        plus: bool,
-        sink: &mut dyn DirSink,
-    ) -> FsResult<()> {
+    pub fn readdir(&self, fh: Fh, offset: u64, plus: bool, sink: &mut dyn DirSink) -> FsResult<()> {
         let dir = self
             .dirs
             .lock()
@@ -90,7 +85,7 @@ impl<T: Transport> Core<T> {
     /// `enter` for an entry of an `opendir` snapshot. Where the table already knows another
     /// file under the name, a change made through this mount since the snapshot (a rename over
     /// it) is newer than the snapshot: the table's file is reported, not the snapshot's.
-    fn enter_listed(&self, dir: u64, name: &[u8], listed: Attr) -> FsResult<Entry> {
+    fn enter_listed(&self, dir: Ino, name: &[u8], listed: Attr) -> FsResult<Entry> {
         let _names = self.names.read();
         let known = self
             .inodes
@@ -102,7 +97,7 @@ impl<T: Transport> Core<T> {
         }
     }
 
-    pub fn releasedir(&self, fh: u64) {
+    pub fn releasedir(&self, fh: Fh) {
         self.dirs.lock().remove(&fh);
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use shelf_remote::Transport;
 
 use crate::error::FsResult;
+use crate::ids::Ino;
 use crate::write::Drained;
 use crate::Core;
 
@@ -16,15 +17,15 @@ impl<T: Transport> Core<T> {
     /// stays for the file's own `write`, `flush` or `fsync` to report
     /// (`drain_writes_reporting`): a `stat` must neither fail for it nor swallow it before
     /// `close()` could say so.
-    pub(crate) fn drain_writes(&self, ino: u64) -> FsResult<()> {
+    pub(crate) fn drain_writes(&self, ino: Ino) -> FsResult<()> {
         self.drain_with(ino, false)
     }
 
-    pub(crate) fn drain_writes_reporting(&self, ino: u64) -> FsResult<()> {
+    pub(crate) fn drain_writes_reporting(&self, ino: Ino) -> FsResult<()> {
         self.drain_with(ino, true)
     }
 
-    fn drain_with(&self, ino: u64, report: bool) -> FsResult<()> {
+    fn drain_with(&self, ino: Ino, report: bool) -> FsResult<()> {
         let Some(io) = self.open.lock().get(&ino).map(|s| Arc::clone(&s.io)) else {
             return Ok(());
         };
@@ -59,7 +60,7 @@ impl<T: Transport> Core<T> {
     /// Drains every open file (before a listing, whose attributes replace the kernel's, and
     /// before a rename, which moves the paths writes in flight name).
     pub(crate) fn drain_all_writes(&self) {
-        let inos: Vec<u64> = self.open.lock().keys().copied().collect();
+        let inos: Vec<Ino> = self.open.lock().keys().copied().collect();
         for ino in inos {
             let _ = self.drain_writes(ino);
         }

@@ -24,6 +24,7 @@ use shelf_proto::{Attr, Reply, Request};
 
 use crate::cache::{ChunkCache, ChunkKey};
 use crate::error::{FsError, FsResult};
+use crate::ids::Ino;
 use shelf_remote::{Client, Pending, RemoteError, Transport};
 
 /// Early fetches (module docs, point 4) unclaimed at once, at most.
@@ -121,7 +122,7 @@ impl<T: Transport> Fetcher<T> {
     }
 
     /// Drops the early reads of `file` that no read claimed (its last handle closed).
-    pub fn forget_early(&self, file: u64) {
+    pub fn forget_early(&self, file: Ino) {
         self.early.lock().retain(|key, _| key.file != file);
     }
 

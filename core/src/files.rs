@@ -9,13 +9,14 @@ use crate::cache::ChunkKey;
 use crate::error::{FsError, FsResult};
 use crate::fetch::EARLY_MAX_BYTES;
 use crate::handles::{OpenState, Opened};
+use crate::ids::{Fh, Ino};
 use crate::namespace::Entry;
 use crate::versions::same_file;
 use crate::Core;
 
 impl<T: Transport> Core<T> {
     /// `flags` are the `open(2)` flags the kernel passes on.
-    pub fn open(&self, ino: u64, flags: i32) -> FsResult<Opened> {
+    pub fn open(&self, ino: Ino, flags: i32) -> FsResult<Opened> {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if writable || flags & libc::O_TRUNC != 0 {
             self.check_writable()?;
@@ -65,7 +66,7 @@ impl<T: Transport> Core<T> {
 
     pub fn create(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         mode: u32,
         umask: u32,
@@ -87,7 +88,7 @@ impl<T: Transport> Core<T> {
         Ok((entry, self.new_handle(entry.ino, attr, writable, held)))
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub fn read(&self, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let (ino, _) = self.handle(fh)?;
         let io = self.open_io(ino)?;
         self.drain_writes(ino)?;
@@ -172,7 +173,7 @@ impl<T: Transport> Core<T> {
     /// asked for (`fio` random reads). `None`: served from chunks instead.
     fn read_direct(
         &self,
-        ino: u64,
+        ino: Ino,
         attr: &Attr,
         offset: u64,
         size: u32,
@@ -200,7 +201,7 @@ impl<T: Transport> Core<T> {
         Ok(Some(data))
     }
 
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> FsResult<u32> {
         let (ino, writable) = self.handle(fh)?;
         if !writable {
             return Err(Code::BadHandle.into());
@@ -220,7 +221,7 @@ impl<T: Transport> Core<T> {
     /// reported here. A read-only handle has nothing to report, and must not take the
     /// failure a writing handle of the same file is to report (the kernel does not even ask,
     /// `FOPEN_NOFLUSH`, unless it caches writes itself).
-    pub fn flush(&self, fh: u64) -> FsResult<()> {
+    pub fn flush(&self, fh: Fh) -> FsResult<()> {
         let (ino, writable) = self.handle(fh)?;
         if !writable {
             return Ok(());
@@ -228,18 +229,18 @@ impl<T: Transport> Core<T> {
         self.drain_writes_reporting(ino)
     }
 
-    pub fn fsync(&self, fh: u64, data_only: bool) -> FsResult<()> {
+    pub fn fsync(&self, fh: Fh, data_only: bool) -> FsResult<()> {
         let (ino, _) = self.handle(fh)?;
         self.drain_writes_reporting(ino)?;
         Ok(self.client.fsync(&self.path_of(ino)?, data_only)?)
     }
 
-    pub fn release(&self, fh: u64) -> FsResult<()> {
+    pub fn release(&self, fh: Fh) -> FsResult<()> {
         let Some(file) = self.files.lock().remove(&fh) else {
             return Err(Code::BadHandle.into());
         };
         let drained = self.drain_writes(file.ino);
-        let last_of_hidden = |open: &mut HashMap<u64, OpenState>| match open.get_mut(&file.ino) {
+        let last_of_hidden = |open: &mut HashMap<Ino, OpenState>| match open.get_mut(&file.ino) {
             Some(state) if state.handles > 1 => {
                 state.handles -= 1;
                 Ok(None)

@@ -9,6 +9,7 @@ use shelf_proto::{Attr, Code, DirEntry, Version};
 use shelf_remote::Transport;
 
 use crate::error::{FsError, FsResult};
+use crate::ids::{Fh, Ino};
 use crate::readahead::ReadAhead;
 use crate::write::WriteBack;
 use crate::Core;
@@ -16,7 +17,7 @@ use crate::Core;
 /// An opened file handle and whether the kernel may keep the pages it already holds.
 #[derive(Debug, Clone, Copy)]
 pub struct Opened {
-    pub fh: u64,
+    pub fh: Fh,
     pub keep_cache: bool,
     /// Opened for writing: only then does its `close()` need a `flush` (write-behind to
     /// drain and its errors to report); the kernel skips it for the others.
@@ -40,12 +41,12 @@ pub(crate) struct OpenIo {
 }
 
 pub(crate) struct OpenFile {
-    pub(crate) ino: u64,
+    pub(crate) ino: Ino,
     pub(crate) writable: bool,
 }
 
 pub(crate) struct OpenDir {
-    pub(crate) ino: u64,
+    pub(crate) ino: Ino,
     pub(crate) attr: Attr,
     pub(crate) entries: Vec<DirEntry>,
 }
@@ -55,7 +56,7 @@ impl<T: Transport> Core<T> {
     /// if that is the version the file has now.
     pub(crate) fn new_handle(
         &self,
-        ino: u64,
+        ino: Ino,
         attr: Attr,
         writable: bool,
         held: Option<Version>,
@@ -65,7 +66,7 @@ impl<T: Transport> Core<T> {
         if !keep_cache {
             self.cache.invalidate_file(ino);
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         self.open
             .lock()
             .entry(ino)
@@ -87,11 +88,11 @@ impl<T: Transport> Core<T> {
         }
     }
 
-    pub(crate) fn is_open(&self, ino: u64) -> bool {
+    pub(crate) fn is_open(&self, ino: Ino) -> bool {
         self.open.lock().contains_key(&ino)
     }
 
-    pub(crate) fn handle(&self, fh: u64) -> FsResult<(u64, bool)> {
+    pub(crate) fn handle(&self, fh: Fh) -> FsResult<(Ino, bool)> {
         self.files
             .lock()
             .get(&fh)
@@ -99,7 +100,7 @@ impl<T: Transport> Core<T> {
             .ok_or(FsError::Local(Code::BadHandle))
     }
 
-    pub(crate) fn open_io(&self, ino: u64) -> FsResult<Arc<OpenIo>> {
+    pub(crate) fn open_io(&self, ino: Ino) -> FsResult<Arc<OpenIo>> {
         self.open
             .lock()
             .get(&ino)

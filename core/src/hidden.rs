@@ -8,6 +8,7 @@ use shelf_proto::{rename_flags, Code, FileKind};
 use shelf_remote::Transport;
 
 use crate::error::FsResult;
+use crate::ids::Ino;
 use crate::Core;
 
 /// Where open files that lost their name are kept until closed: a directory at the library
@@ -28,7 +29,7 @@ impl<T: Transport> Core<T> {
         }
     }
 
-    pub(crate) fn remove_hidden(&self, ino: u64, hidden: &[u8]) {
+    pub(crate) fn remove_hidden(&self, ino: Ino, hidden: &[u8]) {
         self.cache.invalidate_file(ino);
         if let Err(e) = self.client.unlink(hidden) {
             tracing::warn!(
@@ -39,7 +40,7 @@ impl<T: Transport> Core<T> {
     }
 
     /// A regular file the kernel holds a lookup of (it may open it without asking again).
-    pub(crate) fn is_file_kernel_knows(&self, ino: u64) -> bool {
+    pub(crate) fn is_file_kernel_knows(&self, ino: Ino) -> bool {
         self.inodes.lookups(ino).unwrap_or(0) > 0
             && self
                 .inodes
@@ -49,7 +50,7 @@ impl<T: Transport> Core<T> {
 
     /// Gives an open file that is losing its name (`path`) a hidden one on the server, by
     /// rename (`unlink`) or by hard link (the name is about to be renamed over).
-    pub(crate) fn hide(&self, ino: u64, path: &[u8], by_link: bool) -> FsResult<()> {
+    pub(crate) fn hide(&self, ino: Ino, path: &[u8], by_link: bool) -> FsResult<()> {
         self.drain_writes(ino)?;
         // One directory at the root holds them, so the file's own directory can still be
         // removed or renamed while it is open (NFS's `.nfs*` files block both). A library that
@@ -58,7 +59,7 @@ impl<T: Transport> Core<T> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let unique = format!("{ino:x}-{}-{seq}-{nanos:x}", std::process::id());
+        let unique = format!("{:x}-{}-{seq}-{nanos:x}", ino.0, std::process::id());
         let mut hidden = [HIDDEN_DIR, b"/", unique.as_bytes()].concat();
         let first = self.hide_as(path, &hidden, by_link);
         let moved = match first {

@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use shelf_proto::{Attr, FileKind, Timestamp};
 
-/// The root directory's inode number, fixed by FUSE; its path is the empty path.
-pub const ROOT_INO: u64 = 1;
+use crate::ids::Ino;
+pub use crate::ids::ROOT_INO;
 
 /// See the module docs. All methods take `&self` and hold the lock briefly, never across I/O.
 #[derive(Debug)]
@@ -56,13 +56,13 @@ pub struct InodeTable {
 
 #[derive(Debug)]
 struct Inner {
-    nodes: HashMap<u64, Node>,
+    nodes: HashMap<Ino, Node>,
     /// Every non-directory node by its server identity, oldest first. Usually one node per
     /// identity; more when a name was looked up with `nlink == 1` or after the known node was
     /// detached. A new hard link joins the newest attached one.
-    by_identity: HashMap<Identity, Vec<u64>>,
+    by_identity: HashMap<Identity, Vec<Ino>>,
     /// The next inode number to hand out; only ever grows.
-    next_ino: u64,
+    next_ino: Ino,
 }
 
 #[derive(Debug)]
@@ -75,19 +75,19 @@ struct Node {
     /// Kernel lookup references.
     lookups: u64,
     /// Attached children by name (directories only). A child's `names` and this map agree.
-    children: HashMap<Vec<u8>, u64>,
+    children: HashMap<Vec<u8>, Ino>,
     /// The last attributes fetched and when.
     attr: Option<(Attr, Instant)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Link {
-    parent: u64,
+    parent: Ino,
     name: Vec<u8>,
 }
 
 impl Link {
-    fn is(&self, parent: u64, name: &[u8]) -> bool {
+    fn is(&self, parent: Ino, name: &[u8]) -> bool {
         self.parent == parent && self.name == name
     }
 }
@@ -143,7 +143,7 @@ impl InodeTable {
             inner: RwLock::new(Inner {
                 nodes,
                 by_identity: HashMap::new(),
-                next_ino: ROOT_INO + 1,
+                next_ino: Ino(ROOT_INO.0 + 1),
             }),
         }
     }
@@ -151,19 +151,19 @@ impl InodeTable {
     /// The node's path relative to the library root (`b""` for the root), through its first
     /// name that resolves; `None` if the inode is unknown (forgotten) or detached, itself or
     /// through an ancestor.
-    pub fn path(&self, ino: u64) -> Option<Vec<u8>> {
+    pub fn path(&self, ino: Ino) -> Option<Vec<u8>> {
         self.inner.read().path(ino)
     }
 
     /// The path of `name` inside directory `parent`; `None` as for [`path`](Self::path).
-    pub fn child_path(&self, parent: u64, name: &[u8]) -> Option<Vec<u8>> {
+    pub fn child_path(&self, parent: Ino, name: &[u8]) -> Option<Vec<u8>> {
         let mut path = self.path(parent)?;
         join(&mut path, name);
         Some(path)
     }
 
     /// The inode currently known under `name` in `parent`, if any.
-    pub fn child(&self, parent: u64, name: &[u8]) -> Option<u64> {
+    pub fn child(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
         let inner = self.inner.read();
         inner.nodes.get(&parent)?.children.get(name).copied()
     }
@@ -175,7 +175,7 @@ impl InodeTable {
     /// (the name becomes another of its names); otherwise a new one. A node that held the name
     /// for another file loses it. Caches `attr` for the node, so for every name of it. `None`
     /// if `parent` is not in the table or is not a directory.
-    pub fn lookup(&self, parent: u64, name: &[u8], attr: &Attr) -> Option<u64> {
+    pub fn lookup(&self, parent: Ino, name: &[u8], attr: &Attr) -> Option<Ino> {
         let mut inner = self.inner.write();
         let ino = inner.learn(parent, name, attr)?;
         let node = inner.nodes.get_mut(&ino)?;
@@ -188,7 +188,7 @@ impl InodeTable {
     /// that of a hard link's attached node (which then gains the name, as in
     /// [`lookup`](Self::lookup)); otherwise a fresh number that is not tracked (a later lookup
     /// gets another one). Tracking would keep nodes the kernel never forgets.
-    pub fn readdir_ino(&self, parent: u64, name: &[u8], attr: &Attr) -> u64 {
+    pub fn readdir_ino(&self, parent: Ino, name: &[u8], attr: &Attr) -> Ino {
         {
             let inner = self.inner.read();
             if let Some(ino) = inner.same_child(parent, name, attr) {
@@ -217,7 +217,7 @@ impl InodeTable {
     /// Subtracts `n` kernel lookups (saturating) and drops the node once nothing holds it.
     /// Unknown inodes are ignored; the root is never dropped.
     /// Returns the lookups the kernel still holds (0 for an unknown inode).
-    pub fn forget(&self, ino: u64, n: u64) -> u64 {
+    pub fn forget(&self, ino: Ino, n: u64) -> u64 {
         let mut inner = self.inner.write();
         let Some(node) = inner.nodes.get_mut(&ino) else {
             return 0;
@@ -238,11 +238,11 @@ impl InodeTable {
     /// wrong path.
     pub fn rename(
         &self,
-        old_parent: u64,
+        old_parent: Ino,
         old_name: &[u8],
-        new_parent: u64,
+        new_parent: Ino,
         new_name: &[u8],
-    ) -> Option<u64> {
+    ) -> Option<Ino> {
         let mut inner = self.inner.write();
         let moving = inner.child(old_parent, old_name);
         let target = inner.child(new_parent, new_name);
@@ -265,7 +265,7 @@ impl InodeTable {
     /// Records a successful `RENAME_EXCHANGE`: the nodes under the two names swap those names
     /// (either may be unknown); other names of the nodes stay. Two names of one node are left
     /// alone, as the server does.
-    pub fn exchange(&self, parent_a: u64, name_a: &[u8], parent_b: u64, name_b: &[u8]) {
+    pub fn exchange(&self, parent_a: Ino, name_a: &[u8], parent_b: Ino, name_b: &[u8]) {
         let mut inner = self.inner.write();
         let a = inner.child(parent_a, name_a);
         let b = inner.child(parent_b, name_b);
@@ -287,7 +287,7 @@ impl InodeTable {
     /// Records that `name` in `parent` is gone (unlink, rmdir, or seen missing): the node
     /// there loses that name, stays attached through any other, and is kept until forgotten.
     /// Returns it.
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> Option<u64> {
+    pub fn unlink(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
         let mut inner = self.inner.write();
         let ino = inner.unlink_name(parent, name)?;
         inner.collect(&[ino, parent]);
@@ -295,39 +295,39 @@ impl InodeTable {
     }
 
     /// Caches `attr` as fetched now, for every name of the node. Unknown inodes are ignored.
-    pub fn set_attr(&self, ino: u64, attr: &Attr) {
+    pub fn set_attr(&self, ino: Ino, attr: &Attr) {
         if let Some(node) = self.inner.write().nodes.get_mut(&ino) {
             node.attr = Some((*attr, Instant::now()));
         }
     }
 
     /// The cached attributes if fetched less than `ttl` ago.
-    pub fn cached_attr(&self, ino: u64, ttl: Duration) -> Option<Attr> {
+    pub fn cached_attr(&self, ino: Ino, ttl: Duration) -> Option<Attr> {
         let inner = self.inner.read();
         let (attr, at) = inner.nodes.get(&ino)?.attr?;
         (at.elapsed() < ttl).then_some(attr)
     }
 
     /// The last attributes fetched, however old (e.g. the version an open file was read at).
-    pub fn last_attr(&self, ino: u64) -> Option<Attr> {
+    pub fn last_attr(&self, ino: Ino) -> Option<Attr> {
         let inner = self.inner.read();
         Some(inner.nodes.get(&ino)?.attr?.0)
     }
 
     /// Forgets the cached attributes, e.g. after our own write changed them.
-    pub fn invalidate_attr(&self, ino: u64) {
+    pub fn invalidate_attr(&self, ino: Ino) {
         if let Some(node) = self.inner.write().nodes.get_mut(&ino) {
             node.attr = None;
         }
     }
 
     /// The kernel lookup count, or `None` if the inode is not in the table.
-    pub fn lookups(&self, ino: u64) -> Option<u64> {
+    pub fn lookups(&self, ino: Ino) -> Option<u64> {
         Some(self.inner.read().nodes.get(&ino)?.lookups)
     }
 
     /// Whether the inode is in the table (attached or detached).
-    pub fn contains(&self, ino: u64) -> bool {
+    pub fn contains(&self, ino: Ino) -> bool {
         self.inner.read().nodes.contains_key(&ino)
     }
 
@@ -350,17 +350,17 @@ fn join(path: &mut Vec<u8>, name: &[u8]) {
 }
 
 impl Inner {
-    fn allocate(&mut self) -> u64 {
+    fn allocate(&mut self) -> Ino {
         let ino = self.next_ino;
-        self.next_ino += 1;
+        self.next_ino.0 += 1;
         ino
     }
 
-    fn child(&self, parent: u64, name: &[u8]) -> Option<u64> {
+    fn child(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
         self.nodes.get(&parent)?.children.get(name).copied()
     }
 
-    fn path(&self, ino: u64) -> Option<Vec<u8>> {
+    fn path(&self, ino: Ino) -> Option<Vec<u8>> {
         if ino == ROOT_INO {
             return Some(Vec::new());
         }
@@ -373,7 +373,7 @@ impl Inner {
     }
 
     /// The path of a directory, which has at most one name, so this is a plain walk up.
-    fn dir_path(&self, dir: u64) -> Option<Vec<u8>> {
+    fn dir_path(&self, dir: Ino) -> Option<Vec<u8>> {
         let mut names: Vec<&[u8]> = Vec::new();
         let mut at = dir;
         // The directories form a tree rooted at ROOT_INO (add_name refuses cycles); the bound
@@ -394,7 +394,7 @@ impl Inner {
     }
 
     /// The child under `name` if it is the same server file as `attr` describes.
-    fn same_child(&self, parent: u64, name: &[u8], attr: &Attr) -> Option<u64> {
+    fn same_child(&self, parent: Ino, name: &[u8], attr: &Attr) -> Option<Ino> {
         let ino = self.child(parent, name)?;
         let node = self.nodes.get(&ino)?;
         (node.identity == Some(Identity::of(attr))).then_some(ino)
@@ -402,7 +402,7 @@ impl Inner {
 
     /// The attached node a new name of the file `attr` describes should join: only for a
     /// hard-linked non-directory, and the newest such node.
-    fn sharer(&self, attr: &Attr) -> Option<u64> {
+    fn sharer(&self, attr: &Attr) -> Option<Ino> {
         if attr.kind == FileKind::Dir || attr.nlink <= 1 {
             return None;
         }
@@ -416,7 +416,7 @@ impl Inner {
 
     /// The node for `name` in `parent` as `attr` describes it, creating it if needed, with
     /// `attr` cached. Takes no lookup reference; the caller must, or collect the node.
-    fn learn(&mut self, parent: u64, name: &[u8], attr: &Attr) -> Option<u64> {
+    fn learn(&mut self, parent: Ino, name: &[u8], attr: &Attr) -> Option<Ino> {
         if !self.nodes.get(&parent)?.is_dir() {
             return None;
         }
@@ -450,7 +450,7 @@ impl Inner {
     }
 
     /// A new detached node for `identity`, indexed if it is not a directory.
-    fn create(&mut self, identity: Identity) -> u64 {
+    fn create(&mut self, identity: Identity) -> Ino {
         let ino = self.allocate();
         self.nodes.insert(ino, Node::new(Some(identity)));
         if identity.kind != FileKind::Dir {
@@ -462,7 +462,7 @@ impl Inner {
     /// Takes `name` in `parent` from the node under it and returns that node, which may be
     /// left detached. Drops nothing: the caller collects once all links are in place, so a
     /// parent isn't dropped mid-rename.
-    fn unlink_name(&mut self, parent: u64, name: &[u8]) -> Option<u64> {
+    fn unlink_name(&mut self, parent: Ino, name: &[u8]) -> Option<Ino> {
         let ino = self.nodes.get_mut(&parent)?.children.remove(name)?;
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.names.retain(|l| !l.is(parent, name));
@@ -474,7 +474,7 @@ impl Inner {
     /// `parent` is unknown or not a directory, or is `ino` or lies below it (that would make a
     /// cycle), or if `ino` is a directory that already has a name (directories have one).
     /// `name` must be free.
-    fn add_name(&mut self, ino: u64, parent: u64, name: &[u8]) {
+    fn add_name(&mut self, ino: Ino, parent: Ino, name: &[u8]) {
         if !self.nodes.get(&parent).is_some_and(Node::is_dir)
             || self.is_ancestor_or_self(ino, parent)
         {
@@ -500,7 +500,7 @@ impl Inner {
 
     /// Whether `ino` is `ancestor` or below it. Only directories have children, and they have
     /// one name, so this is a walk up.
-    fn is_ancestor_or_self(&self, ancestor: u64, mut ino: u64) -> bool {
+    fn is_ancestor_or_self(&self, ancestor: Ino, mut ino: Ino) -> bool {
         for _ in 0..=self.nodes.len() {
             if ino == ancestor {
                 return true;
@@ -516,7 +516,7 @@ impl Inner {
 
     /// Drops each candidate that nothing holds any more (not the root, no lookups, no
     /// children), then the parents of its names if they became droppable, and so on up.
-    fn collect(&mut self, candidates: &[u64]) {
+    fn collect(&mut self, candidates: &[Ino]) {
         let mut todo = candidates.to_vec();
         while let Some(at) = todo.pop() {
             let Some(node) = self.nodes.get(&at) else {
@@ -676,8 +676,8 @@ mod tests {
         let t = InodeTable::new();
         assert_eq!(t.path(ROOT_INO), Some(Vec::new()));
         assert_eq!(t.child_path(ROOT_INO, b"a"), Some(b"a".to_vec()));
-        assert_eq!(t.path(2), None, "unknown inode");
-        assert_eq!(t.child_path(2, b"a"), None);
+        assert_eq!(t.path(Ino(2)), None, "unknown inode");
+        assert_eq!(t.child_path(Ino(2), b"a"), None);
     }
 
     #[test]
@@ -694,7 +694,7 @@ mod tests {
         assert_eq!(t.path(f), Some(b"d/f".to_vec()));
         assert_eq!(t.child_path(f, b"x"), Some(b"d/f/x".to_vec()));
         assert_eq!(t.child(d, b"f"), Some(f));
-        assert_eq!(t.lookup(999, b"f", &file(11)), None, "unknown parent");
+        assert_eq!(t.lookup(Ino(999), b"f", &file(11)), None, "unknown parent");
         t.check();
     }
 
@@ -723,7 +723,7 @@ mod tests {
     #[test]
     fn forget_unknown_is_fine_and_root_stays() {
         let t = InodeTable::new();
-        t.forget(12345, 3);
+        t.forget(Ino(12345), 3);
         t.forget(ROOT_INO, u64::MAX);
         assert!(t.contains(ROOT_INO));
         assert_eq!(t.path(ROOT_INO), Some(Vec::new()));
@@ -892,7 +892,7 @@ mod tests {
         assert_eq!(t.last_attr(f), None);
         t.set_attr(ROOT_INO, &dir(1));
         assert_eq!(t.last_attr(ROOT_INO), Some(dir(1)));
-        t.set_attr(4242, &dir(1)); // unknown: ignored
+        t.set_attr(Ino(4242), &dir(1)); // unknown: ignored
     }
 
     #[test]
@@ -1135,10 +1135,10 @@ mod tests {
         fn invariants_hold_under_random_ops(ops in proptest::collection::vec(op(), 0..150)) {
             let t = InodeTable::new();
             // Model of lookup counts: what the kernel would believe it holds.
-            let mut counts: HashMap<u64, u64> = HashMap::new();
+            let mut counts: HashMap<Ino, u64> = HashMap::new();
             let mut highest = ROOT_INO;
-            let pick = |t: &InodeTable, i: usize| -> u64 {
-                let mut live: Vec<u64> = t.inner.read().nodes.keys().copied().collect();
+            let pick = |t: &InodeTable, i: usize| -> Ino {
+                let mut live: Vec<Ino> = t.inner.read().nodes.keys().copied().collect();
                 live.sort_unstable();
                 live[i % live.len()]
             };
@@ -1150,7 +1150,7 @@ mod tests {
                         let ino = t.lookup(p, &[b'a' + name], &server_attr(server, is_dir));
                         prop_assert_eq!(ino.is_some(), takes_children, "only directories are parents");
                         if let Some(ino) = ino {
-                            prop_assert!(ino <= highest + 1, "counter order");
+                            prop_assert!(ino.0 <= highest.0 + 1, "counter order");
                             highest = highest.max(ino);
                             *counts.entry(ino).or_default() += 1;
                         }
@@ -1158,7 +1158,7 @@ mod tests {
                     Op::Readdir { parent, name, server, is_dir } => {
                         let p = pick(&t, parent);
                         let ino = t.readdir_ino(p, &[b'a' + name], &server_attr(server, is_dir));
-                        prop_assert!(ino <= highest + 1, "counter order");
+                        prop_assert!(ino.0 <= highest.0 + 1, "counter order");
                         highest = highest.max(ino);
                     }
                     Op::Forget { ino, n } => {
@@ -1182,7 +1182,7 @@ mod tests {
                 t.check();
                 // One attached node per hard-linked server file, so its names agree.
                 let inner = t.inner.read();
-                let mut attached: HashMap<Identity, u64> = HashMap::new();
+                let mut attached: HashMap<Identity, Ino> = HashMap::new();
                 for (&ino, node) in &inner.nodes {
                     let Some(id) = node.identity else { continue };
                     if id.kind == FileKind::Dir || !is_linked(id.server_ino) || node.names.is_empty() {

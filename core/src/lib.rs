@@ -44,6 +44,7 @@ mod fetch;
 mod files;
 mod handles;
 mod hidden;
+mod ids;
 pub mod inode;
 pub mod listing;
 mod namespace;
@@ -66,6 +67,7 @@ pub use config::CoreConfig;
 pub use dirs::DirSink;
 pub use error::{FsError, FsResult};
 pub use handles::Opened;
+pub use ids::{Fh, Ino, ROOT_INO};
 pub use namespace::Entry;
 pub use time::{system_time, timestamp};
 pub use versions::PageInvalidator;
@@ -77,9 +79,6 @@ use crate::inode::InodeTable;
 use crate::listing::Listings;
 use crate::write::WriteLimits;
 
-/// The root directory's inode number, fixed by FUSE.
-pub const ROOT_INO: u64 = 1;
-
 pub struct Core<T: Transport> {
     client: Arc<Client<T>>,
     inodes: InodeTable,
@@ -87,18 +86,18 @@ pub struct Core<T: Transport> {
     listings: Listings,
     cache: Arc<ChunkCache>,
     fetcher: Arc<Fetcher<T>>,
-    open: Mutex<HashMap<u64, OpenState>>,
-    files: Mutex<HashMap<u64, OpenFile>>,
-    dirs: Mutex<HashMap<u64, Arc<OpenDir>>>,
+    open: Mutex<HashMap<Ino, OpenState>>,
+    files: Mutex<HashMap<Fh, OpenFile>>,
+    dirs: Mutex<HashMap<Fh, Arc<OpenDir>>>,
     /// The version of each file whose pages the kernel may hold (`Opened::keep_cache`).
-    page_versions: Mutex<HashMap<u64, Version>>,
+    page_versions: Mutex<HashMap<Ino, Version>>,
     next_fh: AtomicU64,
     hidden_seq: AtomicU64,
     /// Hidden names of files renamed over while the kernel still knew them but had them not
     /// open: a program that resolved the name just before the rename opens the old file, as
     /// on a local disk, instead of failing with ESTALE. Removed when the kernel forgets the
     /// inode (or the open that took it over closes).
-    kept: Mutex<HashMap<u64, Vec<u8>>>,
+    kept: Mutex<HashMap<Ino, Vec<u8>>>,
     /// Opens hold it shared, unlink and rename exclusively: a name is never removed between an
     /// open's check of the inode and the registration of its handle, so an open file always
     /// gets hidden, and an open that comes later sees ESTALE and the kernel looks again.

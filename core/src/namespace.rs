@@ -6,18 +6,19 @@ use shelf_proto::{rename_flags, Attr, Code};
 use shelf_remote::Transport;
 
 use crate::error::FsResult;
+use crate::ids::Ino;
 use crate::time::timestamp;
 use crate::Core;
 
 /// A name resolved to an inode, with its attributes.
 #[derive(Debug, Clone, Copy)]
 pub struct Entry {
-    pub ino: u64,
+    pub ino: Ino,
     pub attr: Attr,
 }
 
 impl<T: Transport> Core<T> {
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Entry> {
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> FsResult<Entry> {
         if let Some(ino) = self.inodes.child(parent, name) {
             self.drain_writes(ino)?;
         }
@@ -32,7 +33,7 @@ impl<T: Transport> Core<T> {
         self.enter(parent, name, attr)
     }
 
-    pub fn forget(&self, ino: u64, nlookup: u64) {
+    pub fn forget(&self, ino: Ino, nlookup: u64) {
         if self.inodes.forget(ino, nlookup) == 0 {
             let gone = self.kept.lock().remove(&ino);
             if let Some(hidden) = gone {
@@ -43,7 +44,7 @@ impl<T: Transport> Core<T> {
 
     /// Only regular files can be made: the server never creates device nodes or FIFOs
     /// (DESIGN.md, "Ownership").
-    pub fn mknod(&self, parent: u64, name: &[u8], mode: u32, umask: u32) -> FsResult<Entry> {
+    pub fn mknod(&self, parent: Ino, name: &[u8], mode: u32, umask: u32) -> FsResult<Entry> {
         if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
             return Err(Code::NotPermitted.into());
         }
@@ -55,7 +56,7 @@ impl<T: Transport> Core<T> {
         self.enter(parent, name, attr)
     }
 
-    pub fn mkdir(&self, parent: u64, name: &[u8], mode: u32, umask: u32) -> FsResult<Entry> {
+    pub fn mkdir(&self, parent: Ino, name: &[u8], mode: u32, umask: u32) -> FsResult<Entry> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
         let made = self.client.mkdir(&path, mode & !umask & 0o7777);
@@ -66,7 +67,7 @@ impl<T: Transport> Core<T> {
         Ok(entry)
     }
 
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+    pub fn unlink(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
         self.check_writable()?;
         let _names = self.names.write();
         let path = self.child_path(parent, name)?;
@@ -85,7 +86,7 @@ impl<T: Transport> Core<T> {
         Ok(())
     }
 
-    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+    pub fn rmdir(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
         self.client.rmdir(&path)?;
@@ -97,7 +98,7 @@ impl<T: Transport> Core<T> {
         Ok(())
     }
 
-    pub fn symlink(&self, parent: u64, name: &[u8], target: &[u8]) -> FsResult<Entry> {
+    pub fn symlink(&self, parent: Ino, name: &[u8], target: &[u8]) -> FsResult<Entry> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
         let made = self.client.symlink(&path, target);
@@ -109,9 +110,9 @@ impl<T: Transport> Core<T> {
     /// `flags` are the kernel's `RENAME_*` bits.
     pub fn rename(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
-        new_parent: u64,
+        new_parent: Ino,
         new_name: &[u8],
         flags: u32,
     ) -> FsResult<()> {
@@ -173,7 +174,7 @@ impl<T: Transport> Core<T> {
         Ok(())
     }
 
-    pub fn link(&self, ino: u64, new_parent: u64, new_name: &[u8]) -> FsResult<Entry> {
+    pub fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> FsResult<Entry> {
         self.check_writable()?;
         self.drain_writes(ino)?;
         let existing = self.path_of(ino)?;
@@ -190,7 +191,7 @@ impl<T: Transport> Core<T> {
     /// link count change with its entries, a file's ctime and nlink with its names. The kernel
     /// asks again after such a change, and must not get our old copy (rsync compares the
     /// directory mtimes it set with what `stat` says).
-    pub(crate) fn changed(&self, inos: &[Option<u64>]) {
+    pub(crate) fn changed(&self, inos: &[Option<Ino>]) {
         for ino in inos.iter().flatten() {
             self.inodes.invalidate_attr(*ino);
         }
@@ -202,7 +203,7 @@ impl<T: Transport> Core<T> {
     /// them, which costs a round trip per file, they are brought up to date here: mtime and
     /// ctime move to now, nlink by the subdirectories. The server's exact times replace these
     /// after the TTL; meanwhile a time set earlier (rsync's) no longer shows as current.
-    pub(crate) fn dir_changed(&self, dir: u64, subdirs: i64) {
+    pub(crate) fn dir_changed(&self, dir: Ino, subdirs: i64) {
         let Some(mut a) = self.inodes.cached_attr(dir, self.cfg.attr_ttl) else {
             return self.inodes.invalidate_attr(dir);
         };
@@ -215,7 +216,7 @@ impl<T: Transport> Core<T> {
 
     /// Records a change that adds `name` to `dir` in the listings, or, when it failed (maybe
     /// after the server acted, as with a timeout), that `dir`'s names are no longer known.
-    pub(crate) fn adding<R, E>(&self, dir: u64, name: &[u8], result: Result<R, E>) -> Result<R, E> {
+    pub(crate) fn adding<R, E>(&self, dir: Ino, name: &[u8], result: Result<R, E>) -> Result<R, E> {
         match &result {
             Ok(_) => self.listings.added(dir, name),
             Err(_) => self.listings.forget(dir),

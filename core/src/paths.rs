@@ -5,6 +5,7 @@ use shelf_proto::{Attr, Code, FileKind};
 use shelf_remote::Transport;
 
 use crate::error::{FsError, FsResult};
+use crate::ids::Ino;
 use crate::namespace::Entry;
 use crate::Core;
 
@@ -17,7 +18,7 @@ impl<T: Transport> Core<T> {
     /// An inode whose name was removed or replaced has no path: ESTALE, on which the kernel
     /// walks the path again (`retry_estale`), so an `open` or `stat` that raced with a rename
     /// over its name finds the new file instead of failing, as on NFS.
-    pub(crate) fn path_of(&self, ino: u64) -> FsResult<Vec<u8>> {
+    pub(crate) fn path_of(&self, ino: Ino) -> FsResult<Vec<u8>> {
         if let Some(hidden) = self.open.lock().get(&ino).and_then(|s| s.hidden.clone()) {
             return Ok(hidden);
         }
@@ -27,7 +28,7 @@ impl<T: Transport> Core<T> {
         self.inodes.path(ino).ok_or(FsError::Local(Code::Stale))
     }
 
-    pub(crate) fn child_path(&self, parent: u64, name: &[u8]) -> FsResult<Vec<u8>> {
+    pub(crate) fn child_path(&self, parent: Ino, name: &[u8]) -> FsResult<Vec<u8>> {
         check_name(name)?;
         self.inodes
             .child_path(parent, name)
@@ -36,7 +37,7 @@ impl<T: Transport> Core<T> {
 
     /// Records attributes fetched from the server and resolves the name to an inode, counting
     /// one kernel lookup.
-    pub(crate) fn enter(&self, parent: u64, name: &[u8], attr: Attr) -> FsResult<Entry> {
+    pub(crate) fn enter(&self, parent: Ino, name: &[u8], attr: Attr) -> FsResult<Entry> {
         // The parent can vanish from the table only if the kernel forgot it mid-call.
         let ino = self
             .inodes
@@ -45,12 +46,12 @@ impl<T: Transport> Core<T> {
         Ok(Entry { ino, attr })
     }
 
-    pub(crate) fn is_dir(&self, ino: Option<u64>) -> bool {
+    pub(crate) fn is_dir(&self, ino: Option<Ino>) -> bool {
         ino.and_then(|i| self.inodes.last_attr(i))
             .is_some_and(|a| a.kind == FileKind::Dir)
     }
 
-    pub(crate) fn same_node(&self, parent: u64, name: &[u8], ino: u64) -> bool {
+    pub(crate) fn same_node(&self, parent: Ino, name: &[u8], ino: Ino) -> bool {
         self.inodes.child(parent, name) == Some(ino)
     }
 }

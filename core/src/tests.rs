@@ -49,13 +49,13 @@ impl Fixture {
     }
 
     /// Creates and opens `name` read-write in directory `parent`, mode 0644.
-    fn create_in(&self, parent: u64, name: &str) -> (Entry, Opened) {
+    fn create_in(&self, parent: Ino, name: &str) -> (Entry, Opened) {
         self.core
             .create(parent, name.as_bytes(), 0o100644, 0o022, libc::O_RDWR)
             .expect("create")
     }
 
-    fn read_all(&self, fh: u64, len: u32) -> Vec<u8> {
+    fn read_all(&self, fh: Fh, len: u32) -> Vec<u8> {
         self.core.read(fh, 0, len).expect("read")
     }
 }
@@ -145,7 +145,7 @@ fn unlinked_open_file_stays_readable_and_hidden_then_goes() {
 impl Fixture {
     /// An editor's save: `doc.tmp` (written on the server) is renamed over `doc`, both
     /// looked up first as the kernel does. Returns the inode `doc` had.
-    fn save_by_rename(&self, content: &[u8]) -> u64 {
+    fn save_by_rename(&self, content: &[u8]) -> Ino {
         fs::write(self.dir.path().join("doc.tmp"), content).expect("seed tmp");
         let old = self.core.lookup(ROOT_INO, b"doc").expect("lookup");
         self.core.lookup(ROOT_INO, b"doc.tmp").expect("lookup tmp");
@@ -344,7 +344,7 @@ fn hard_and_symbolic_links() {
 
 #[derive(Default)]
 struct Collect {
-    entries: Vec<(u64, u64, Vec<u8>, Attr)>,
+    entries: Vec<(Ino, u64, Vec<u8>, Attr)>,
     room: Option<usize>,
 }
 
@@ -358,7 +358,7 @@ impl Collect {
 }
 
 impl DirSink for Collect {
-    fn add(&mut self, ino: u64, offset: u64, name: &[u8], attr: &Attr) -> bool {
+    fn add(&mut self, ino: Ino, offset: u64, name: &[u8], attr: &Attr) -> bool {
         if self.room.is_some_and(|r| self.entries.len() >= r) {
             return true;
         }

@@ -5,12 +5,13 @@
 use shelf_proto::Attr;
 use shelf_remote::Transport;
 
+use crate::ids::Ino;
 use crate::Core;
 
 /// Asks the kernel to drop the cached pages of an inode. It must not block on the kernel
 /// from a request's own thread (the kernel may hold a page lock until that request answers):
 /// the mount hands the inode to a thread of its own.
-pub type PageInvalidator = Box<dyn Fn(u64) + Send + Sync>;
+pub type PageInvalidator = Box<dyn Fn(Ino) + Send + Sync>;
 
 impl<T: Transport> Core<T> {
     /// Installs the hook that drops the kernel's pages of a file whose content changed on the
@@ -22,7 +23,7 @@ impl<T: Transport> Core<T> {
     /// Records that the server now has `attr` for `ino`. Pages the kernel holds of another
     /// version must go, or a read could mix them with new bytes from us (AUTO_INVAL_DATA only
     /// notices changes of size or mtime, and an upload may keep both).
-    pub(crate) fn saw_version(&self, ino: u64, attr: &Attr) {
+    pub(crate) fn saw_version(&self, ino: Ino, attr: &Attr) {
         self.inodes.set_attr(ino, attr);
         let v = attr.version();
         let stale = match self.page_versions.lock().get_mut(&ino) {
