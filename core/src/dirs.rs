@@ -86,6 +86,8 @@ impl<T: Transport> Core<T> {
     /// file under the name, a change made through this mount since the snapshot (a rename over
     /// it) is newer than the snapshot: the table's file is reported, not the snapshot's.
     fn enter_listed(&self, dir: Ino, name: &[u8], listed: Attr) -> FsResult<Entry> {
+        // Lock order (`Core`): only `inodes`, a leaf, is taken under it; `readdir` holds no
+        // lock when it calls this, once per entry.
         let _names = self.names.read();
         let known = self
             .inodes

@@ -29,6 +29,9 @@ impl<T: Transport> Core<T> {
         let Some(io) = self.open.lock().get(&ino).map(|s| Arc::clone(&s.io)) else {
             return Ok(());
         };
+        // Lock order (`Core`): `open` was let go above; holding this file's `writes`, only
+        // `open`, `kept` (in `path_of`) and leaves (`inodes`, `page_versions`) are taken, all
+        // below it. No caller holds another file's `writes` or `open`.
         let mut wb = io.writes.lock();
         if !wb.is_clean() {
             let path = match self.path_of(ino) {

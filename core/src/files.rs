@@ -22,6 +22,8 @@ impl<T: Transport> Core<T> {
             self.check_writable()?;
         }
         self.drain_writes(ino)?;
+        // Lock order (`Core`): `names` comes first; under it `attr` may drain (`writes`, then
+        // `open` and `kept`) and `new_handle` takes `open`, then `kept`, all below it.
         let _names = self.names.read();
         // A node that lost its name before this open got the lock (a rename over it raced
         // with the kernel's path walk) is stale here, where the kernel retries the walk, not at
@@ -73,6 +75,7 @@ impl<T: Transport> Core<T> {
         flags: i32,
     ) -> FsResult<(Entry, Opened)> {
         self.check_writable()?;
+        // Lock order (`Core`): as in `open`, everything taken under `names` lies below it.
         let _names = self.names.read();
         let path = self.child_path(parent, name)?;
         let exclusive = flags & libc::O_EXCL != 0;
@@ -261,6 +264,8 @@ impl<T: Transport> Core<T> {
             // name and counting its handle. The names lock orders the two: either that open
             // counts first and the file stays, or it finds no name and the kernel retries.
             Err(()) => {
+                // Lock order (`Core`): `names`, then `open`; the `open` guard above is gone
+                // (it was a temporary of its own statement).
                 let _names = self.names.write();
                 let mut open = self.open.lock();
                 match last_of_hidden(&mut open) {

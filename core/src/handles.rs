@@ -67,6 +67,8 @@ impl<T: Transport> Core<T> {
             self.cache.invalidate_file(ino);
         }
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
+        // Lock order (`Core`): `open`, then `kept` inside it; both are released before
+        // `files`, a leaf.
         self.open
             .lock()
             .entry(ino)

@@ -77,6 +77,9 @@ impl<T: Transport> Core<T> {
             other => other,
         };
         moved?;
+        // Lock order (`Core`): the `open` guard lives through the match, so its arms take
+        // only what lies below it: `inodes` (a leaf) and `kept`. The callers (unlink, rename)
+        // hold `names`, above both; the drain above let go of this file's `writes`.
         let orphan = match self.open.lock().get_mut(&ino) {
             Some(state) => {
                 state.hidden = Some(hidden);

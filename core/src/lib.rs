@@ -79,19 +79,51 @@ use crate::inode::InodeTable;
 use crate::listing::Listings;
 use crate::write::WriteLimits;
 
+/// The filesystem core of one mount: every FUSE operation as a method (see the crate docs for
+/// which file holds which).
+///
+/// # Lock order
+///
+/// A thread may take a lock while it holds only locks above it in this list, never one below
+/// or level with it; that rules out a cycle, so no deadlock. Each place that holds two says
+/// why it stays in order.
+///
+/// 1. `names`, shared or exclusive, never taken twice by one thread (parking_lot's `RwLock`
+///    would deadlock on a recursive read once a writer waits). Held across server calls:
+///    ordering an open against an unlink or rename is its purpose.
+/// 2. One file's `OpenIo::writes`, never two files' at once (`drain_all_writes` drains one
+///    after the other). Held across the server calls that drain it.
+/// 3. `open`.
+/// 4. `kept`.
+/// 5. Leaves, held only for a map operation and taking nothing else: `files`, `dirs`,
+///    `page_versions`, `OpenIo::readahead`, and the locks inside `inodes`, `listings`, `cache`
+///    and `fetcher`, whose methods never call back into `Core`.
+///
+/// The `page_invalidator` only queues (the mount's thread tells the kernel), so calling it
+/// under `names` cannot wait on the kernel, which may be waiting on one of our replies.
 pub struct Core<T: Transport> {
+    /// Typed calls to the server over the transport; shared with `fetcher`.
     client: Arc<Client<T>>,
+    /// Our inode numbers, the kernel's lookup counts, and each inode's names (`inode.rs`).
     inodes: InodeTable,
     /// Whole listings, to answer a lookup of a name that is not there without asking.
     listings: Listings,
+    /// File chunks keyed by inode, version and index, bounded in bytes (`cache/`).
     cache: Arc<ChunkCache>,
+    /// Fetches chunks into `cache` once each, in the foreground and ahead (`fetch.rs`).
     fetcher: Arc<Fetcher<T>>,
+    /// Inodes with open handles: their handle count, write-behind, read-ahead and hidden
+    /// name (`handles.rs`).
     open: Mutex<HashMap<Ino, OpenState>>,
+    /// Open file handles: the inode each is of and whether it may write.
     files: Mutex<HashMap<Fh, OpenFile>>,
+    /// Open directory handles, each with the listing snapshotted at `opendir`.
     dirs: Mutex<HashMap<Fh, Arc<OpenDir>>>,
     /// The version of each file whose pages the kernel may hold (`Opened::keep_cache`).
     page_versions: Mutex<HashMap<Ino, Version>>,
+    /// The next file or directory handle; handles are never reused within a mount.
     next_fh: AtomicU64,
+    /// Makes each hidden name unique within this process (`hidden.rs`).
     hidden_seq: AtomicU64,
     /// Hidden names of files renamed over while the kernel still knew them but had them not
     /// open: a program that resolved the name just before the rename opens the old file, as
@@ -104,6 +136,8 @@ pub struct Core<T: Transport> {
     names: RwLock<()>,
     /// Tells the kernel to drop an inode's pages (fuser's `Notifier`, from the mount).
     page_invalidator: OnceLock<PageInvalidator>,
+    /// When write-behind sends and how much it keeps in flight, from the chunk size and the
+    /// server's announced `max_io`.
     write_limits: WriteLimits,
     cfg: CoreConfig,
 }

@@ -23,7 +23,8 @@ impl<T: Transport> Core<T> {
             self.drain_writes(ino)?;
         }
         // Held from the question to the answer's record: a rename over the name in between
-        // would otherwise have us file the old file under it.
+        // would otherwise have us file the old file under it. Lock order (`Core`): only leaves
+        // (`inodes`, `listings`) are taken under it; the drain above is done.
         let _names = self.names.read();
         let path = self.child_path(parent, name)?;
         if self.listings.absent(parent, name) {
@@ -69,6 +70,8 @@ impl<T: Transport> Core<T> {
 
     pub fn unlink(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
         self.check_writable()?;
+        // Lock order (`Core`): under `names`, `hide` drains (`writes`, then `open`, `kept`)
+        // and takes `open`, then `kept`: all below it.
         let _names = self.names.write();
         let path = self.child_path(parent, name)?;
         match self
@@ -131,6 +134,7 @@ impl<T: Transport> Core<T> {
         }
         // Writes in flight name the old path; they must land before the name changes.
         self.drain_all_writes();
+        // Lock order (`Core`): as in `unlink`, `hide` takes only locks below `names`.
         let _names = self.names.write();
         if wire_flags & rename_flags::EXCHANGE == 0 {
             if let Some(victim) = self.inodes.child(new_parent, new_name) {

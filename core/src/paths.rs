@@ -18,6 +18,10 @@ impl<T: Transport> Core<T> {
     /// An inode whose name was removed or replaced has no path: ESTALE, on which the kernel
     /// walks the path again (`retry_estale`), so an `open` or `stat` that raced with a rename
     /// over its name finds the new file instead of failing, as on NFS.
+    ///
+    /// Takes `open`, then `kept`, then `inodes`, one after the other and never two at once;
+    /// a caller may hold `names` or a file's `writes`, both above all three (lock order,
+    /// `Core`), but never `open` or `kept`.
     pub(crate) fn path_of(&self, ino: Ino) -> FsResult<Vec<u8>> {
         if let Some(hidden) = self.open.lock().get(&ino).and_then(|s| s.hidden.clone()) {
             return Ok(hidden);

@@ -26,6 +26,8 @@ impl<T: Transport> Core<T> {
     pub(crate) fn saw_version(&self, ino: Ino, attr: &Attr) {
         self.inodes.set_attr(ino, attr);
         let v = attr.version();
+        // `page_versions` is a leaf (lock order, `Core`): the guard lives through the match,
+        // whose arms take nothing; the cache and the kernel are told after it is let go.
         let stale = match self.page_versions.lock().get_mut(&ino) {
             Some(held) if *held != v => {
                 *held = v;
