@@ -9,6 +9,14 @@ use crate::ids::Ino;
 use crate::versions::same_file;
 use crate::{Core, ROOT_INO};
 
+/// The permission bits of a mode (with setuid, setgid and sticky); the rest is the file type.
+const PERM_BITS: u32 = 0o7777;
+
+/// The permission bits a file or directory is made with: `mode` less the `umask`.
+pub(crate) fn create_perm(mode: u32, umask: u32) -> u32 {
+    mode & !umask & PERM_BITS
+}
+
 /// The attribute changes of a `setattr`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SetAttrRequest {
@@ -55,7 +63,7 @@ impl<T: Transport> Core<T> {
             return Err(Code::NotPermitted.into());
         }
         let attrs = SetAttrs {
-            perm: req.mode.map(|m| m & 0o7777),
+            perm: req.mode.map(|m| m & PERM_BITS),
             size: req.size,
             atime: req.atime,
             mtime: req.mtime,

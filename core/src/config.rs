@@ -2,6 +2,16 @@
 
 use std::time::Duration;
 
+use crate::cache::DEFAULT_CHUNK_SIZE;
+use crate::readahead::DEFAULT_MAX_WINDOW_CHUNKS;
+
+/// How long attributes and entries stay valid unless configured otherwise.
+const DEFAULT_ATTR_TTL: Duration = Duration::from_secs(1);
+/// The chunk cache's bound unless configured otherwise: 256 MiB.
+const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
+/// Read-ahead threads unless configured otherwise.
+const DEFAULT_PREFETCH_THREADS: usize = 4;
+
 /// Settings of one mount.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -22,11 +32,11 @@ pub struct CoreConfig {
 impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
-            attr_ttl: Duration::from_secs(1),
-            chunk_size: 1 << 20,
-            cache_bytes: 256 << 20,
-            readahead_chunks: 8,
-            prefetch_threads: 4,
+            attr_ttl: DEFAULT_ATTR_TTL,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            readahead_chunks: DEFAULT_MAX_WINDOW_CHUNKS as u32,
+            prefetch_threads: DEFAULT_PREFETCH_THREADS,
             uid: 0,
             gid: 0,
             read_only: false,

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use shelf_proto::{Attr, Code, FileKind, SetAttrs};
 use shelf_remote::Transport;
 
+use crate::attrs::create_perm;
 use crate::cache::ChunkKey;
 use crate::error::{FsError, FsResult};
 use crate::fetch::EARLY_MAX_BYTES;
@@ -13,6 +14,9 @@ use crate::ids::{Fh, Ino};
 use crate::namespace::Entry;
 use crate::versions::same_file;
 use crate::Core;
+
+/// How many versions one `read` tries before it reports ESTALE (see `read`).
+const READ_ATTEMPTS: usize = 4;
 
 impl<T: Transport> Core<T> {
     /// `flags` are the `open(2)` flags the kernel passes on.
@@ -79,7 +83,9 @@ impl<T: Transport> Core<T> {
         let _names = self.names.read();
         let path = self.child_path(parent, name)?;
         let exclusive = flags & libc::O_EXCL != 0;
-        let made = self.client.create(&path, mode & !umask & 0o7777, exclusive);
+        let made = self
+            .client
+            .create(&path, create_perm(mode, umask), exclusive);
         let mut attr = self.adding(parent, name, made)?;
         if flags & libc::O_TRUNC != 0 && attr.size != 0 {
             attr = self.truncate_to_zero(&path)?;
@@ -110,7 +116,7 @@ impl<T: Transport> Core<T> {
         }
         // A version change met mid-read restarts the read under the new version; a file that
         // keeps changing faster than we can read it is reported rather than chased forever.
-        for _ in 0..4 {
+        for _ in 0..READ_ATTEMPTS {
             let path = self.path_of(ino)?;
             let version = attr.version();
             let stop = end.min(attr.size.max(offset));

@@ -19,6 +19,9 @@ pub(crate) const HIDDEN_DIR: &[u8] = b".shelf-hidden";
 /// left out of listings.
 pub(crate) const HIDDEN_PREFIX: &[u8] = b".shelf-hidden-";
 
+/// The hidden directory is the mounting user's alone.
+const HIDDEN_DIR_MODE: u32 = 0o700;
+
 impl<T: Transport> Core<T> {
     /// Removes the hidden names still kept, as the mount ends (the kernel sends no forgets
     /// then).
@@ -110,7 +113,7 @@ impl<T: Transport> Core<T> {
 
     /// Makes the root's hidden directory; true if it exists afterwards.
     fn make_hidden_dir(&self) -> bool {
-        match self.client.mkdir(HIDDEN_DIR, 0o700) {
+        match self.client.mkdir(HIDDEN_DIR, HIDDEN_DIR_MODE) {
             Ok(_) => true,
             Err(e) => e.code() == Code::Exists,
         }

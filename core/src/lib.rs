@@ -79,6 +79,11 @@ use crate::inode::InodeTable;
 use crate::listing::Listings;
 use crate::write::WriteLimits;
 
+/// The smallest `max_io` write-behind works with, whatever the server announces.
+const MIN_MAX_IO: u32 = 4096;
+/// Writes of one file in flight at once (write-behind's window, `write.rs`).
+const WRITES_IN_FLIGHT: usize = 8;
+
 /// The filesystem core of one mount: every FUSE operation as a method (see the crate docs for
 /// which file holds which).
 ///
@@ -148,13 +153,13 @@ impl<T: Transport> Core<T> {
         let cache = Arc::new(ChunkCache::new(cfg.cache_bytes, cfg.chunk_size));
         let fetcher = Fetcher::new(Arc::clone(&client), Arc::clone(&cache));
         fetcher.start_prefetchers(cfg.prefetch_threads);
-        let max_io = client.limits().max_io.max(4096) as usize;
+        let max_io = client.limits().max_io.max(MIN_MAX_IO) as usize;
         Core {
             client,
             write_limits: WriteLimits {
                 send_at: (cfg.chunk_size as usize).min(max_io),
                 max_io,
-                max_inflight: 8,
+                max_inflight: WRITES_IN_FLIGHT,
             },
             inodes: InodeTable::new(),
             listings: Listings::new(cfg.attr_ttl),

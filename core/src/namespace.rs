@@ -5,6 +5,7 @@
 use shelf_proto::{rename_flags, Attr, Code};
 use shelf_remote::Transport;
 
+use crate::attrs::create_perm;
 use crate::error::FsResult;
 use crate::ids::Ino;
 use crate::time::timestamp;
@@ -51,7 +52,7 @@ impl<T: Transport> Core<T> {
         }
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
-        let made = self.client.create(&path, mode & !umask & 0o7777, true);
+        let made = self.client.create(&path, create_perm(mode, umask), true);
         let attr = self.adding(parent, name, made)?;
         self.dir_changed(parent, 0);
         self.enter(parent, name, attr)
@@ -60,7 +61,7 @@ impl<T: Transport> Core<T> {
     pub fn mkdir(&self, parent: Ino, name: &[u8], mode: u32, umask: u32) -> FsResult<Entry> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
-        let made = self.client.mkdir(&path, mode & !umask & 0o7777);
+        let made = self.client.mkdir(&path, create_perm(mode, umask));
         let attr = self.adding(parent, name, made)?;
         self.dir_changed(parent, 1);
         let entry = self.enter(parent, name, attr)?;

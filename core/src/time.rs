@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use shelf_proto::Timestamp;
 
+const NANOS_PER_SEC: u32 = 1_000_000_000;
+
 /// A `Timestamp` for `SystemTime`, for callers converting kernel times.
 pub fn timestamp(t: std::time::SystemTime) -> Timestamp {
     match t.duration_since(std::time::UNIX_EPOCH) {
@@ -14,7 +16,7 @@ pub fn timestamp(t: std::time::SystemTime) -> Timestamp {
             if d.subsec_nanos() == 0 {
                 Timestamp::new(-(d.as_secs() as i64), 0)
             } else {
-                Timestamp::new(-(d.as_secs() as i64) - 1, 1_000_000_000 - d.subsec_nanos())
+                Timestamp::new(-(d.as_secs() as i64) - 1, NANOS_PER_SEC - d.subsec_nanos())
             }
         }
     }
