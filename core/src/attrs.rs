@@ -82,7 +82,7 @@ impl<T: Transport> Core<T> {
         }
         self.inodes.set_attr(ino, &attr);
         if attrs.size.is_some() || attrs.mtime.is_some() {
-            self.page_versions.lock().insert(ino, attr.version());
+            self.pages_are(ino, attr.version());
         }
         Ok(attr)
     }

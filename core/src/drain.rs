@@ -47,7 +47,7 @@ impl<T: Transport> Core<T> {
             match known {
                 Some(attr) => {
                     self.inodes.set_attr(ino, &attr);
-                    self.page_versions.lock().insert(ino, attr.version());
+                    self.pages_are(ino, attr.version());
                 }
                 // What the server holds now is unknown: the next getattr asks.
                 None => self.inodes.invalidate_attr(ino),

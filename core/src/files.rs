@@ -34,7 +34,7 @@ impl<T: Transport> Core<T> {
         // the first read, where it would not.
         let path = self.path_of(ino)?;
         // The version of the pages the kernel holds, before this open learns anything new.
-        let held = self.page_versions.lock().get(&ino).copied();
+        let held = self.held_pages(ino);
         // Close-to-open consistency, as NFS keeps it: an open sees the server's file as of at
         // most one TTL ago (the lookup that precedes most opens has just asked).
         let mut attr = self.attr(ino)?;
@@ -93,7 +93,7 @@ impl<T: Transport> Core<T> {
         self.dir_changed(parent, 0);
         let entry = self.enter(parent, name, attr)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
-        let held = self.page_versions.lock().get(&entry.ino).copied();
+        let held = self.held_pages(entry.ino);
         Ok((entry, self.new_handle(entry.ino, attr, writable, held)))
     }
 

@@ -61,11 +61,7 @@ impl<T: Transport> Core<T> {
         writable: bool,
         held: Option<Version>,
     ) -> Opened {
-        self.page_versions.lock().insert(ino, attr.version());
-        let keep_cache = held == Some(attr.version());
-        if !keep_cache {
-            self.cache.invalidate_file(ino);
-        }
+        let keep_cache = self.keep_pages(ino, held, attr.version());
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         // Lock order (`Core`): `open`, then `kept` inside it; both are released before
         // `files`, a leaf.

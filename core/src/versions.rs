@@ -2,7 +2,7 @@
 //! a newer version seen on the server drops both, and an `open` tells the kernel whether it
 //! may keep its pages (`Opened::keep_cache`).
 
-use shelf_proto::Attr;
+use shelf_proto::{Attr, Version};
 use shelf_remote::Transport;
 
 use crate::ids::Ino;
@@ -18,6 +18,29 @@ impl<T: Transport> Core<T> {
     /// server; without one (tests) only the core's own cache is dropped.
     pub fn set_page_invalidator(&self, f: PageInvalidator) {
         let _ = self.page_invalidator.set(f);
+    }
+
+    /// The version of the pages the kernel may hold of `ino`, if it may hold any.
+    pub(crate) fn held_pages(&self, ino: Ino) -> Option<Version> {
+        self.page_versions.lock().get(&ino).copied()
+    }
+
+    /// Records that the kernel's pages of `ino` are of version `v` from now on: after a change
+    /// of our own (drained writes, a truncate, times set) that the kernel saw happen.
+    pub(crate) fn pages_are(&self, ino: Ino, v: Version) {
+        self.page_versions.lock().insert(ino, v);
+    }
+
+    /// Whether an open may keep the kernel's pages of `ino` (`Opened::keep_cache`): only if
+    /// `held`, the version they were of before the open, is `now`, the file's version. If not,
+    /// our chunks go too. Either way the kernel's pages are of `now` from here on.
+    pub(crate) fn keep_pages(&self, ino: Ino, held: Option<Version>, now: Version) -> bool {
+        self.pages_are(ino, now);
+        let keep = held == Some(now);
+        if !keep {
+            self.cache.invalidate_file(ino);
+        }
+        keep
     }
 
     /// Records that the server now has `attr` for `ino`. Pages the kernel holds of another
