@@ -225,8 +225,7 @@ impl<T: Transport> Core<T> {
         Ok(data.len() as u32)
     }
 
-    /// Called on every `close()` of a descriptor: the written bytes reach the server here.
-    /// The `close()` of a handle: its writes reach the server and their failure, if any, is
+    /// Called on every `close()` of a descriptor (the `close()` of a handle): its writes reach the server and their failure, if any, is
     /// reported here. A read-only handle has nothing to report, and must not take the
     /// failure a writing handle of the same file is to report (the kernel does not even ask,
     /// `FOPEN_NOFLUSH`, unless it caches writes itself).

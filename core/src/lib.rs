@@ -26,7 +26,9 @@
 //!    `versions.rs`).
 //! 6. A lookup of a name that is not there costs a round trip unless a fresh listing of the
 //!    directory says so (`listing.rs`); every change that adds a name records it there.
-
+//! 7. Operations run on many threads at once over eight locks of `Core`'s own and those of
+//!    the parts below it: the order in which they may be held is written at [`Core`], and
+//!    each place that holds two says why it keeps it.
 //!
 //! Where each part of `Core` lives: the struct and its constructor here; the operations by
 //! FUSE operation in `namespace.rs` (lookup, forget and the changes of names), `attrs.rs`,
