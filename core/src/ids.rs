@@ -29,27 +29,3 @@ impl fmt::Display for Fh {
         self.0.fmt(f)
     }
 }
-
-impl From<u64> for Ino {
-    fn from(n: u64) -> Self {
-        Ino(n)
-    }
-}
-
-impl From<Ino> for u64 {
-    fn from(ino: Ino) -> Self {
-        ino.0
-    }
-}
-
-impl From<u64> for Fh {
-    fn from(n: u64) -> Self {
-        Fh(n)
-    }
-}
-
-impl From<Fh> for u64 {
-    fn from(fh: Fh) -> Self {
-        fh.0
-    }
-}
