@@ -25,6 +25,7 @@ use shelf_proto::Attr;
 
 use crate::cache::{ChunkCache, ChunkKey};
 use crate::error::{FsError, FsResult};
+use crate::ids::Ino;
 use shelf_remote::ranges::{ReadPiece, Resend};
 use shelf_remote::{Client, Transport};
 
@@ -120,7 +121,7 @@ impl<T: Transport> Fetcher<T> {
     }
 
     /// Drops the early reads of `file` that no read claimed (its last handle closed).
-    pub fn forget_early(&self, file: u64) {
+    pub fn forget_early(&self, file: Ino) {
         self.early.lock().retain(|key, _| key.file != file);
     }
 
@@ -265,7 +266,7 @@ mod tests {
     fn keys(attr: &Attr, n: u64) -> Vec<ChunkKey> {
         (0..n)
             .map(|index| ChunkKey {
-                file: 7,
+                file: Ino(7),
                 version: attr.version(),
                 index,
             })

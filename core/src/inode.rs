@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 use parking_lot::RwLock;
 use shelf_proto::{Attr, FileKind, Timestamp};
 
-/// The root directory's inode number, fixed by FUSE; its path is the empty path.
-pub const ROOT_INO: u64 = 1;
+use crate::ids::Ino;
+pub use crate::ids::ROOT_INO;
 
 /// See the module docs. All methods take `&self` and hold the lock briefly, never across I/O.
 #[derive(Debug)]
@@ -56,13 +56,13 @@ pub struct InodeTable {
 
 #[derive(Debug)]
 struct Inner {
-    nodes: HashMap<u64, Node>,
+    nodes: HashMap<Ino, Node>,
     /// Every non-directory node by its server identity, oldest first. Usually one node per
     /// identity; more when a name was looked up with `nlink == 1` or after the known node was
     /// detached. A new hard link joins the newest attached one.
-    by_identity: HashMap<Identity, Vec<u64>>,
+    by_identity: HashMap<Identity, Vec<Ino>>,
     /// The next inode number to hand out; only ever grows.
-    next_ino: u64,
+    next_ino: Ino,
 }
 
 #[derive(Debug)]
@@ -75,19 +75,19 @@ struct Node {
     /// Kernel lookup references.
     lookups: u64,
     /// Attached children by name (directories only). A child's `names` and this map agree.
-    children: HashMap<Vec<u8>, u64>,
+    children: HashMap<Vec<u8>, Ino>,
     /// The last attributes fetched and when.
     attr: Option<(Attr, Instant)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Link {
-    parent: u64,
+    parent: Ino,
     name: Vec<u8>,
 }
 
 impl Link {
-    fn is(&self, parent: u64, name: &[u8]) -> bool {
+    fn is(&self, parent: Ino, name: &[u8]) -> bool {
         self.parent == parent && self.name == name
     }
 }
@@ -143,7 +143,7 @@ impl InodeTable {
             inner: RwLock::new(Inner {
                 nodes,
                 by_identity: HashMap::new(),
-                next_ino: ROOT_INO + 1,
+                next_ino: Ino(ROOT_INO.0 + 1),
             }),
         }
     }
@@ -151,19 +151,19 @@ impl InodeTable {
     /// The node's path relative to the library root (`b""` for the root), through its first
     /// name that resolves; `None` if the inode is unknown (forgotten) or detached, itself or
     /// through an ancestor.
-    pub fn path(&self, ino: u64) -> Option<Vec<u8>> {
+    pub fn path(&self, ino: Ino) -> Option<Vec<u8>> {
         self.inner.read().path(ino)
     }
 
     /// The path of `name` inside directory `parent`; `None` as for [`path`](Self::path).
-    pub fn child_path(&self, parent: u64, name: &[u8]) -> Option<Vec<u8>> {
+    pub fn child_path(&self, parent: Ino, name: &[u8]) -> Option<Vec<u8>> {
         let mut path = self.path(parent)?;
         join(&mut path, name);
         Some(path)
     }
 
     /// The inode currently known under `name` in `parent`, if any.
-    pub fn child(&self, parent: u64, name: &[u8]) -> Option<u64> {
+    pub fn child(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
         let inner = self.inner.read();
         inner.nodes.get(&parent)?.children.get(name).copied()
     }
@@ -175,7 +175,7 @@ impl InodeTable {
     /// (the name becomes another of its names); otherwise a new one. A node that held the name
     /// for another file loses it. Caches `attr` for the node, so for every name of it. `None`
     /// if `parent` is not in the table or is not a directory.
-    pub fn lookup(&self, parent: u64, name: &[u8], attr: &Attr) -> Option<u64> {
+    pub fn lookup(&self, parent: Ino, name: &[u8], attr: &Attr) -> Option<Ino> {
         let mut inner = self.inner.write();
         let ino = inner.learn(parent, name, attr)?;
         let node = inner.nodes.get_mut(&ino)?;
@@ -188,7 +188,7 @@ impl InodeTable {
     /// that of a hard link's attached node (which then gains the name, as in
     /// [`lookup`](Self::lookup)); otherwise a fresh number that is not tracked (a later lookup
     /// gets another one). Tracking would keep nodes the kernel never forgets.
-    pub fn readdir_ino(&self, parent: u64, name: &[u8], attr: &Attr) -> u64 {
+    pub fn readdir_ino(&self, parent: Ino, name: &[u8], attr: &Attr) -> Ino {
         {
             let inner = self.inner.read();
             if let Some(ino) = inner.same_child(parent, name, attr) {
@@ -217,7 +217,7 @@ impl InodeTable {
     /// Subtracts `n` kernel lookups (saturating) and drops the node once nothing holds it.
     /// Unknown inodes are ignored; the root is never dropped.
     /// Returns the lookups the kernel still holds (0 for an unknown inode).
-    pub fn forget(&self, ino: u64, n: u64) -> u64 {
+    pub fn forget(&self, ino: Ino, n: u64) -> u64 {
         let mut inner = self.inner.write();
         let Some(node) = inner.nodes.get_mut(&ino) else {
             return 0;
@@ -238,11 +238,11 @@ impl InodeTable {
     /// wrong path.
     pub fn rename(
         &self,
-        old_parent: u64,
+        old_parent: Ino,
         old_name: &[u8],
-        new_parent: u64,
+        new_parent: Ino,
         new_name: &[u8],
-    ) -> Option<u64> {
+    ) -> Option<Ino> {
         let mut inner = self.inner.write();
         let moving = inner.child(old_parent, old_name);
         let target = inner.child(new_parent, new_name);
@@ -265,7 +265,7 @@ impl InodeTable {
     /// Records a successful `RENAME_EXCHANGE`: the nodes under the two names swap those names
     /// (either may be unknown); other names of the nodes stay. Two names of one node are left
     /// alone, as the server does.
-    pub fn exchange(&self, parent_a: u64, name_a: &[u8], parent_b: u64, name_b: &[u8]) {
+    pub fn exchange(&self, parent_a: Ino, name_a: &[u8], parent_b: Ino, name_b: &[u8]) {
         let mut inner = self.inner.write();
         let a = inner.child(parent_a, name_a);
         let b = inner.child(parent_b, name_b);
@@ -287,7 +287,7 @@ impl InodeTable {
     /// Records that `name` in `parent` is gone (unlink, rmdir, or seen missing): the node
     /// there loses that name, stays attached through any other, and is kept until forgotten.
     /// Returns it.
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> Option<u64> {
+    pub fn unlink(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
         let mut inner = self.inner.write();
         let ino = inner.unlink_name(parent, name)?;
         inner.collect(&[ino, parent]);
@@ -295,39 +295,39 @@ impl InodeTable {
     }
 
     /// Caches `attr` as fetched now, for every name of the node. Unknown inodes are ignored.
-    pub fn set_attr(&self, ino: u64, attr: &Attr) {
+    pub fn set_attr(&self, ino: Ino, attr: &Attr) {
         if let Some(node) = self.inner.write().nodes.get_mut(&ino) {
             node.attr = Some((*attr, Instant::now()));
         }
     }
 
     /// The cached attributes if fetched less than `ttl` ago.
-    pub fn cached_attr(&self, ino: u64, ttl: Duration) -> Option<Attr> {
+    pub fn cached_attr(&self, ino: Ino, ttl: Duration) -> Option<Attr> {
         let inner = self.inner.read();
         let (attr, at) = inner.nodes.get(&ino)?.attr?;
         (at.elapsed() < ttl).then_some(attr)
     }
 
     /// The last attributes fetched, however old (e.g. the version an open file was read at).
-    pub fn last_attr(&self, ino: u64) -> Option<Attr> {
+    pub fn last_attr(&self, ino: Ino) -> Option<Attr> {
         let inner = self.inner.read();
         Some(inner.nodes.get(&ino)?.attr?.0)
     }
 
     /// Forgets the cached attributes, e.g. after our own write changed them.
-    pub fn invalidate_attr(&self, ino: u64) {
+    pub fn invalidate_attr(&self, ino: Ino) {
         if let Some(node) = self.inner.write().nodes.get_mut(&ino) {
             node.attr = None;
         }
     }
 
     /// The kernel lookup count, or `None` if the inode is not in the table.
-    pub fn lookups(&self, ino: u64) -> Option<u64> {
+    pub fn lookups(&self, ino: Ino) -> Option<u64> {
         Some(self.inner.read().nodes.get(&ino)?.lookups)
     }
 
     /// Whether the inode is in the table (attached or detached).
-    pub fn contains(&self, ino: u64) -> bool {
+    pub fn contains(&self, ino: Ino) -> bool {
         self.inner.read().nodes.contains_key(&ino)
     }
 
@@ -350,17 +350,17 @@ fn join(path: &mut Vec<u8>, name: &[u8]) {
 }
 
 impl Inner {
-    fn allocate(&mut self) -> u64 {
+    fn allocate(&mut self) -> Ino {
         let ino = self.next_ino;
-        self.next_ino += 1;
+        self.next_ino.0 += 1;
         ino
     }
 
-    fn child(&self, parent: u64, name: &[u8]) -> Option<u64> {
+    fn child(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
         self.nodes.get(&parent)?.children.get(name).copied()
     }
 
-    fn path(&self, ino: u64) -> Option<Vec<u8>> {
+    fn path(&self, ino: Ino) -> Option<Vec<u8>> {
         if ino == ROOT_INO {
             return Some(Vec::new());
         }
@@ -373,7 +373,7 @@ impl Inner {
     }
 
     /// The path of a directory, which has at most one name, so this is a plain walk up.
-    fn dir_path(&self, dir: u64) -> Option<Vec<u8>> {
+    fn dir_path(&self, dir: Ino) -> Option<Vec<u8>> {
         let mut names: Vec<&[u8]> = Vec::new();
         let mut at = dir;
         // The directories form a tree rooted at ROOT_INO (add_name refuses cycles); the bound
@@ -394,7 +394,7 @@ impl Inner {
     }
 
     /// The child under `name` if it is the same server file as `attr` describes.
-    fn same_child(&self, parent: u64, name: &[u8], attr: &Attr) -> Option<u64> {
+    fn same_child(&self, parent: Ino, name: &[u8], attr: &Attr) -> Option<Ino> {
         let ino = self.child(parent, name)?;
         let node = self.nodes.get(&ino)?;
         (node.identity == Some(Identity::of(attr))).then_some(ino)
@@ -402,7 +402,7 @@ impl Inner {
 
     /// The attached node a new name of the file `attr` describes should join: only for a
     /// hard-linked non-directory, and the newest such node.
-    fn sharer(&self, attr: &Attr) -> Option<u64> {
+    fn sharer(&self, attr: &Attr) -> Option<Ino> {
         if attr.kind == FileKind::Dir || attr.nlink <= 1 {
             return None;
         }
@@ -416,7 +416,7 @@ impl Inner {
 
     /// The node for `name` in `parent` as `attr` describes it, creating it if needed, with
     /// `attr` cached. Takes no lookup reference; the caller must, or collect the node.
-    fn learn(&mut self, parent: u64, name: &[u8], attr: &Attr) -> Option<u64> {
+    fn learn(&mut self, parent: Ino, name: &[u8], attr: &Attr) -> Option<Ino> {
         if !self.nodes.get(&parent)?.is_dir() {
             return None;
         }
@@ -450,7 +450,7 @@ impl Inner {
     }
 
     /// A new detached node for `identity`, indexed if it is not a directory.
-    fn create(&mut self, identity: Identity) -> u64 {
+    fn create(&mut self, identity: Identity) -> Ino {
         let ino = self.allocate();
         self.nodes.insert(ino, Node::new(Some(identity)));
         if identity.kind != FileKind::Dir {
@@ -462,7 +462,7 @@ impl Inner {
     /// Takes `name` in `parent` from the node under it and returns that node, which may be
     /// left detached. Drops nothing: the caller collects once all links are in place, so a
     /// parent isn't dropped mid-rename.
-    fn unlink_name(&mut self, parent: u64, name: &[u8]) -> Option<u64> {
+    fn unlink_name(&mut self, parent: Ino, name: &[u8]) -> Option<Ino> {
         let ino = self.nodes.get_mut(&parent)?.children.remove(name)?;
         if let Some(node) = self.nodes.get_mut(&ino) {
             node.names.retain(|l| !l.is(parent, name));
@@ -474,7 +474,7 @@ impl Inner {
     /// `parent` is unknown or not a directory, or is `ino` or lies below it (that would make a
     /// cycle), or if `ino` is a directory that already has a name (directories have one).
     /// `name` must be free.
-    fn add_name(&mut self, ino: u64, parent: u64, name: &[u8]) {
+    fn add_name(&mut self, ino: Ino, parent: Ino, name: &[u8]) {
         if !self.nodes.get(&parent).is_some_and(Node::is_dir)
             || self.is_ancestor_or_self(ino, parent)
         {
@@ -500,7 +500,7 @@ impl Inner {
 
     /// Whether `ino` is `ancestor` or below it. Only directories have children, and they have
     /// one name, so this is a walk up.
-    fn is_ancestor_or_self(&self, ancestor: u64, mut ino: u64) -> bool {
+    fn is_ancestor_or_self(&self, ancestor: Ino, mut ino: Ino) -> bool {
         for _ in 0..=self.nodes.len() {
             if ino == ancestor {
                 return true;
@@ -516,7 +516,7 @@ impl Inner {
 
     /// Drops each candidate that nothing holds any more (not the root, no lookups, no
     /// children), then the parents of its names if they became droppable, and so on up.
-    fn collect(&mut self, candidates: &[u64]) {
+    fn collect(&mut self, candidates: &[Ino]) {
         let mut todo = candidates.to_vec();
         while let Some(at) = todo.pop() {
             let Some(node) = self.nodes.get(&at) else {
@@ -628,578 +628,4 @@ impl Inner {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-    use shelf_proto::Timestamp;
-
-    fn attr(server_ino: u64, kind: FileKind) -> Attr {
-        Attr {
-            ino: server_ino,
-            kind,
-            perm: 0o644,
-            nlink: 1,
-            size: server_ino * 10,
-            blocks: 0,
-            blksize: 4096,
-            atime: Timestamp::new(1, 0),
-            mtime: Timestamp::new(2, 0),
-            ctime: Timestamp::new(3, 0),
-            btime: Timestamp::default(),
-        }
-    }
-
-    fn file(server_ino: u64) -> Attr {
-        attr(server_ino, FileKind::File)
-    }
-
-    fn dir(server_ino: u64) -> Attr {
-        attr(server_ino, FileKind::Dir)
-    }
-
-    /// A file with two names on the server.
-    fn linked(server_ino: u64) -> Attr {
-        Attr {
-            nlink: 2,
-            ..file(server_ino)
-        }
-    }
-
-    impl InodeTable {
-        fn check(&self) {
-            self.inner.read().check();
-        }
-    }
-
-    #[test]
-    fn root_is_the_empty_path() {
-        let t = InodeTable::new();
-        assert_eq!(t.path(ROOT_INO), Some(Vec::new()));
-        assert_eq!(t.child_path(ROOT_INO, b"a"), Some(b"a".to_vec()));
-        assert_eq!(t.path(2), None, "unknown inode");
-        assert_eq!(t.child_path(2, b"a"), None);
-    }
-
-    #[test]
-    fn lookup_counts_and_reuses_the_inode() {
-        let t = InodeTable::new();
-        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root is known");
-        let f = t.lookup(d, b"f", &file(11)).expect("d is known");
-        assert_eq!(
-            t.lookup(d, b"f", &file(11)),
-            Some(f),
-            "same name, same server file"
-        );
-        assert_eq!(t.lookups(f), Some(2));
-        assert_eq!(t.path(f), Some(b"d/f".to_vec()));
-        assert_eq!(t.child_path(f, b"x"), Some(b"d/f/x".to_vec()));
-        assert_eq!(t.child(d, b"f"), Some(f));
-        assert_eq!(t.lookup(999, b"f", &file(11)), None, "unknown parent");
-        t.check();
-    }
-
-    #[test]
-    fn forget_to_zero_drops_and_cascades() {
-        let t = InodeTable::new();
-        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root is known");
-        let f = t.lookup(d, b"f", &file(11)).expect("d is known");
-        t.lookup(d, b"f", &file(11));
-        t.forget(d, 1);
-        assert!(t.contains(d), "kept alive by its child");
-        assert_eq!(
-            t.path(f),
-            Some(b"d/f".to_vec()),
-            "child's path still resolves"
-        );
-        t.forget(f, 1);
-        assert_eq!(t.lookups(f), Some(1));
-        t.forget(f, 5);
-        assert!(!t.contains(f), "saturated to zero and dropped");
-        assert!(!t.contains(d), "parent dropped with its last child");
-        assert_eq!(t.len(), 1);
-        t.check();
-    }
-
-    #[test]
-    fn forget_unknown_is_fine_and_root_stays() {
-        let t = InodeTable::new();
-        t.forget(12345, 3);
-        t.forget(ROOT_INO, u64::MAX);
-        assert!(t.contains(ROOT_INO));
-        assert_eq!(t.path(ROOT_INO), Some(Vec::new()));
-        t.check();
-    }
-
-    #[test]
-    fn replaced_on_server_gets_a_new_inode() {
-        let t = InodeTable::new();
-        let old = t.lookup(ROOT_INO, b"f", &file(11)).expect("root is known");
-        let new = t.lookup(ROOT_INO, b"f", &file(12)).expect("root is known");
-        assert_ne!(old, new);
-        assert!(new > old, "numbers are not reused");
-        assert_eq!(t.path(new), Some(b"f".to_vec()));
-        assert_eq!(t.path(old), None, "old node detached from the name");
-        assert!(t.contains(old), "kept until the kernel forgets it");
-        let as_dir = t.lookup(ROOT_INO, b"f", &dir(12)).expect("root is known");
-        assert_ne!(as_dir, new, "same server number, other kind: another file");
-        t.forget(old, 1);
-        assert!(!t.contains(old));
-        t.check();
-    }
-
-    #[test]
-    fn rename_moves_descendants_and_detaches_target() {
-        let t = InodeTable::new();
-        let a = t.lookup(ROOT_INO, b"a", &dir(10)).expect("root");
-        let b = t.lookup(a, b"b", &dir(11)).expect("a");
-        let c = t.lookup(b, b"c", &file(12)).expect("b");
-        let z = t.lookup(ROOT_INO, b"z", &dir(13)).expect("root");
-        let victim = t.lookup(z, b"a2", &file(14)).expect("z");
-        assert_eq!(t.rename(ROOT_INO, b"a", z, b"a2"), Some(a));
-        assert_eq!(t.path(a), Some(b"z/a2".to_vec()));
-        assert_eq!(t.path(b), Some(b"z/a2/b".to_vec()));
-        assert_eq!(t.path(c), Some(b"z/a2/b/c".to_vec()));
-        assert_eq!(t.path(victim), None, "renamed over");
-        assert_eq!(t.child(ROOT_INO, b"a"), None);
-        assert_eq!(t.child(z, b"a2"), Some(a));
-        t.check();
-    }
-
-    #[test]
-    fn rename_of_unknown_source_still_detaches_target() {
-        let t = InodeTable::new();
-        let f = t.lookup(ROOT_INO, b"f", &file(11)).expect("root");
-        assert_eq!(t.rename(ROOT_INO, b"unknown", ROOT_INO, b"f"), None);
-        assert_eq!(t.path(f), None);
-        t.check();
-    }
-
-    /// Found by the property test: the new parent lost its only child and nothing else held it.
-    #[test]
-    fn rename_of_unknown_source_collects_the_emptied_parent() {
-        let t = InodeTable::new();
-        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root");
-        let f = t.lookup(d, b"f", &file(11)).expect("d");
-        t.forget(d, 1);
-        t.forget(f, 1);
-        let g = t.lookup(d, b"g", &file(12));
-        assert_eq!(g, None, "d was dropped with its last child");
-        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root");
-        let f = t.lookup(d, b"f", &file(11)).expect("d");
-        t.forget(d, 1);
-        t.rename(ROOT_INO, b"unknown", d, b"f");
-        assert!(t.contains(f), "detached but still looked up");
-        assert!(!t.contains(d), "held by nothing once f left");
-        t.check();
-    }
-
-    #[test]
-    fn rename_into_own_subtree_detaches_instead_of_looping() {
-        let t = InodeTable::new();
-        let a = t.lookup(ROOT_INO, b"a", &dir(10)).expect("root");
-        let b = t.lookup(a, b"b", &dir(11)).expect("a");
-        assert_eq!(t.rename(ROOT_INO, b"a", b, b"a"), Some(a));
-        assert_eq!(t.path(a), None);
-        assert_eq!(t.path(b), None, "below a detached node");
-        t.check();
-    }
-
-    #[test]
-    fn rename_onto_itself_is_a_no_op() {
-        let t = InodeTable::new();
-        let f = t.lookup(ROOT_INO, b"f", &file(11)).expect("root");
-        assert_eq!(t.rename(ROOT_INO, b"f", ROOT_INO, b"f"), Some(f));
-        assert_eq!(t.path(f), Some(b"f".to_vec()));
-        t.check();
-    }
-
-    #[test]
-    fn rename_does_not_drop_a_parent_it_empties_and_refills() {
-        let t = InodeTable::new();
-        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root");
-        let f = t.lookup(d, b"f", &file(11)).expect("d");
-        t.forget(d, 1); // held only by f now
-        assert_eq!(t.rename(d, b"f", d, b"g"), Some(f));
-        assert_eq!(t.path(f), Some(b"d/g".to_vec()));
-        t.check();
-    }
-
-    #[test]
-    fn exchange_swaps_places() {
-        let t = InodeTable::new();
-        let a = t.lookup(ROOT_INO, b"a", &dir(10)).expect("root");
-        let x = t.lookup(a, b"x", &file(11)).expect("a");
-        let b = t.lookup(ROOT_INO, b"b", &file(12)).expect("root");
-        t.exchange(ROOT_INO, b"a", ROOT_INO, b"b");
-        assert_eq!(t.path(a), Some(b"b".to_vec()));
-        assert_eq!(t.path(x), Some(b"b/x".to_vec()));
-        assert_eq!(t.path(b), Some(b"a".to_vec()));
-        t.check();
-    }
-
-    #[test]
-    fn unlink_detaches_until_forgotten() {
-        let t = InodeTable::new();
-        let f = t.lookup(ROOT_INO, b"f", &file(11)).expect("root");
-        assert_eq!(t.unlink(ROOT_INO, b"f"), Some(f));
-        assert_eq!(t.path(f), None);
-        assert_eq!(t.child_path(f, b"x"), None);
-        assert_eq!(t.unlink(ROOT_INO, b"f"), None, "already gone");
-        let again = t.lookup(ROOT_INO, b"f", &file(11)).expect("root");
-        assert_ne!(again, f, "a detached node is not found by name again");
-        t.forget(f, 1);
-        assert!(!t.contains(f));
-        t.check();
-    }
-
-    #[test]
-    fn readdir_ino_takes_no_reference() {
-        let t = InodeTable::new();
-        let f = t.lookup(ROOT_INO, b"f", &file(11)).expect("root");
-        assert_eq!(t.readdir_ino(ROOT_INO, b"f", &file(11)), f);
-        assert_eq!(t.lookups(f), Some(1));
-        let g = t.readdir_ino(ROOT_INO, b"g", &file(12));
-        assert!(!t.contains(g), "untracked");
-        assert_ne!(
-            t.lookup(ROOT_INO, b"g", &file(12)),
-            Some(g),
-            "numbers never reused"
-        );
-        assert_ne!(t.readdir_ino(ROOT_INO, b"f", &file(99)), f, "replaced file");
-        t.check();
-    }
-
-    #[test]
-    fn attr_cache_honours_ttl() {
-        let t = InodeTable::new();
-        let f = t.lookup(ROOT_INO, b"f", &file(11)).expect("root");
-        assert_eq!(
-            t.cached_attr(f, Duration::from_secs(60)),
-            Some(file(11)),
-            "lookup caches"
-        );
-        assert_eq!(t.cached_attr(f, Duration::ZERO), None, "expired");
-        assert_eq!(t.last_attr(f), Some(file(11)));
-        let mut changed = file(11);
-        changed.size = 77;
-        t.set_attr(f, &changed);
-        assert_eq!(
-            t.cached_attr(f, Duration::from_secs(60)).map(|a| a.size),
-            Some(77)
-        );
-        t.invalidate_attr(f);
-        assert_eq!(t.cached_attr(f, Duration::from_secs(60)), None);
-        assert_eq!(t.last_attr(f), None);
-        t.set_attr(ROOT_INO, &dir(1));
-        assert_eq!(t.last_attr(ROOT_INO), Some(dir(1)));
-        t.set_attr(4242, &dir(1)); // unknown: ignored
-    }
-
-    #[test]
-    fn hard_links_share_one_node() {
-        let t = InodeTable::new();
-        let a = t.lookup(ROOT_INO, b"a", &file(11)).expect("root");
-        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root");
-        // As after `link a d/b`: the server now says nlink 2.
-        let b = t.lookup(d, b"b", &linked(11)).expect("d");
-        assert_eq!(b, a, "both names are one inode");
-        assert_eq!(t.lookups(a), Some(2), "each name's lookup counts");
-        assert_eq!(t.child(ROOT_INO, b"a"), Some(a));
-        assert_eq!(t.child(d, b"b"), Some(a));
-        assert_eq!(t.path(a), Some(b"d/b".to_vec()), "the latest name first");
-        assert_eq!(t.lookup(ROOT_INO, b"a", &linked(11)), Some(a));
-        assert_eq!(
-            t.path(a),
-            Some(b"a".to_vec()),
-            "looked up again: first again"
-        );
-        assert_eq!(
-            t.cached_attr(a, Duration::from_secs(60)).map(|x| x.nlink),
-            Some(2),
-            "the old name sees the new link count at once"
-        );
-        assert_eq!(t.readdir_ino(d, b"b", &linked(11)), a);
-        t.check();
-    }
-
-    #[test]
-    fn directories_and_single_links_never_share() {
-        let t = InodeTable::new();
-        let x = t.lookup(
-            ROOT_INO,
-            b"x",
-            &Attr {
-                nlink: 2,
-                ..dir(10)
-            },
-        );
-        let y = t.lookup(
-            ROOT_INO,
-            b"y",
-            &Attr {
-                nlink: 2,
-                ..dir(10)
-            },
-        );
-        assert_ne!(x, y, "a directory cannot be hard-linked");
-        let f = t.lookup(ROOT_INO, b"f", &file(11));
-        let g = t.lookup(ROOT_INO, b"g", &file(11));
-        assert_ne!(f, g, "nlink 1: the other name is stale, not a link");
-        let s = t.lookup(
-            ROOT_INO,
-            b"s",
-            &Attr {
-                nlink: 2,
-                ..attr(11, FileKind::Symlink)
-            },
-        );
-        assert_ne!(s, f, "same server number, other kind");
-        t.check();
-    }
-
-    #[test]
-    fn unlinking_one_link_keeps_the_other() {
-        let t = InodeTable::new();
-        let f = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
-        assert_eq!(t.lookup(ROOT_INO, b"b", &linked(11)), Some(f));
-        assert_eq!(t.unlink(ROOT_INO, b"b"), Some(f));
-        assert_eq!(t.path(f), Some(b"a".to_vec()), "still attached through a");
-        assert_eq!(t.child(ROOT_INO, b"b"), None);
-        assert_eq!(t.unlink(ROOT_INO, b"a"), Some(f));
-        assert_eq!(t.path(f), None, "no names left: detached");
-        assert!(t.contains(f), "kept until forgotten");
-        let again = t.lookup(ROOT_INO, b"c", &linked(11)).expect("root");
-        assert_ne!(again, f, "a detached node is not joined");
-        t.forget(f, 2);
-        assert!(!t.contains(f));
-        t.check();
-    }
-
-    #[test]
-    fn a_replaced_link_leaves_the_other() {
-        let t = InodeTable::new();
-        let f = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
-        t.lookup(ROOT_INO, b"b", &linked(11));
-        let g = t.lookup(ROOT_INO, b"b", &file(12)).expect("root");
-        assert_ne!(g, f);
-        assert_eq!(t.path(f), Some(b"a".to_vec()));
-        assert_eq!(t.path(g), Some(b"b".to_vec()));
-        t.check();
-    }
-
-    #[test]
-    fn rename_and_exchange_move_only_the_named_link() {
-        let t = InodeTable::new();
-        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root");
-        let f = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
-        t.lookup(ROOT_INO, b"b", &linked(11));
-        assert_eq!(t.rename(ROOT_INO, b"b", d, b"c"), Some(f));
-        assert_eq!(t.child(ROOT_INO, b"b"), None);
-        assert_eq!(t.child(d, b"c"), Some(f));
-        assert_eq!(t.child(ROOT_INO, b"a"), Some(f), "the other link stays");
-        assert_eq!(t.path(f), Some(b"d/c".to_vec()), "the renamed name first");
-        // rename(2) between two links of one file does nothing.
-        assert_eq!(t.rename(ROOT_INO, b"a", d, b"c"), Some(f));
-        assert_eq!(t.child(ROOT_INO, b"a"), Some(f));
-        assert_eq!(t.child(d, b"c"), Some(f));
-        t.exchange(ROOT_INO, b"a", d, b"c");
-        assert_eq!(t.child(ROOT_INO, b"a"), Some(f), "exchange with itself");
-        let g = t.lookup(ROOT_INO, b"g", &file(12)).expect("root");
-        t.exchange(ROOT_INO, b"a", ROOT_INO, b"g");
-        assert_eq!(t.child(ROOT_INO, b"a"), Some(g));
-        assert_eq!(t.child(ROOT_INO, b"g"), Some(f));
-        assert_eq!(t.child(d, b"c"), Some(f), "not part of the exchange");
-        // Renaming one link over an unrelated file takes only that name from it.
-        t.lookup(ROOT_INO, b"h", &linked(12));
-        assert_eq!(t.rename(d, b"c", ROOT_INO, b"h"), Some(f));
-        assert_eq!(t.path(g), Some(b"a".to_vec()));
-        assert_eq!(t.child(ROOT_INO, b"h"), Some(f));
-        t.check();
-    }
-
-    #[test]
-    fn a_shared_node_goes_only_at_zero_lookups() {
-        let t = InodeTable::new();
-        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root");
-        let f = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
-        assert_eq!(t.lookup(d, b"b", &linked(11)), Some(f));
-        t.forget(d, 1); // d is held only by its child now
-        t.forget(f, 1);
-        assert_eq!(t.lookups(f), Some(1));
-        assert_eq!(t.child(d, b"b"), Some(f), "both names stay");
-        assert_eq!(t.child(ROOT_INO, b"a"), Some(f));
-        t.forget(f, 1);
-        assert!(!t.contains(f), "dropped at zero");
-        assert_eq!(t.child(ROOT_INO, b"a"), None, "with every name");
-        assert!(!t.contains(d), "the emptied parent goes too");
-        assert_eq!(t.len(), 1);
-        t.check();
-    }
-
-    #[test]
-    fn readdir_ino_joins_a_known_link_without_a_reference() {
-        let t = InodeTable::new();
-        let f = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
-        let old = t.lookup(ROOT_INO, b"b", &file(12)).expect("root");
-        assert_eq!(t.readdir_ino(ROOT_INO, b"b", &linked(11)), f);
-        assert_eq!(t.lookups(f), Some(1), "no reference taken");
-        assert_eq!(t.child(ROOT_INO, b"b"), Some(f));
-        assert_eq!(t.path(old), None, "the name's old file lost it");
-        t.check();
-    }
-
-    #[test]
-    fn only_directories_take_children() {
-        let t = InodeTable::new();
-        let f = t.lookup(ROOT_INO, b"f", &linked(11)).expect("root");
-        assert_eq!(t.lookup(f, b"x", &file(12)), None);
-        let d = t.lookup(ROOT_INO, b"d", &dir(10)).expect("root");
-        t.lookup(d, b"x", &file(12));
-        assert_eq!(t.rename(d, b"x", f, b"x").map(|x| t.path(x)), Some(None));
-        t.check();
-    }
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        /// Parent and target are picked among live inodes by index, wrapping.
-        Lookup {
-            parent: usize,
-            name: u8,
-            server: u64,
-            is_dir: bool,
-        },
-        Readdir {
-            parent: usize,
-            name: u8,
-            server: u64,
-            is_dir: bool,
-        },
-        Forget {
-            ino: usize,
-            n: u64,
-        },
-        Rename {
-            from: usize,
-            old: u8,
-            to: usize,
-            new: u8,
-        },
-        Exchange {
-            a: usize,
-            na: u8,
-            b: usize,
-            nb: u8,
-        },
-        Unlink {
-            parent: usize,
-            name: u8,
-        },
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        let idx = 0usize..64;
-        let name = 0u8..4;
-        prop_oneof![
-            4 => (idx.clone(), name.clone(), 0u64..6, any::<bool>())
-                .prop_map(|(parent, name, server, is_dir)| Op::Lookup { parent, name, server, is_dir }),
-            1 => (idx.clone(), name.clone(), 0u64..6, any::<bool>())
-                .prop_map(|(parent, name, server, is_dir)| Op::Readdir { parent, name, server, is_dir }),
-            3 => (idx.clone(), 0u64..3).prop_map(|(ino, n)| Op::Forget { ino, n }),
-            2 => (idx.clone(), name.clone(), idx.clone(), name.clone())
-                .prop_map(|(from, old, to, new)| Op::Rename { from, old, to, new }),
-            1 => (idx.clone(), name.clone(), idx.clone(), name.clone())
-                .prop_map(|(a, na, b, nb)| Op::Exchange { a, na, b, nb }),
-            1 => (idx, name).prop_map(|(parent, name)| Op::Unlink { parent, name }),
-        ]
-    }
-
-    /// In the property test, files with server numbers from 3 up have two names on the server.
-    fn is_linked(server: u64) -> bool {
-        server >= 3
-    }
-
-    fn server_attr(server: u64, is_dir: bool) -> Attr {
-        let kind = if is_dir {
-            FileKind::Dir
-        } else {
-            FileKind::File
-        };
-        Attr {
-            nlink: if is_dir || is_linked(server) { 2 } else { 1 },
-            ..attr(server, kind)
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn invariants_hold_under_random_ops(ops in proptest::collection::vec(op(), 0..150)) {
-            let t = InodeTable::new();
-            // Model of lookup counts: what the kernel would believe it holds.
-            let mut counts: HashMap<u64, u64> = HashMap::new();
-            let mut highest = ROOT_INO;
-            let pick = |t: &InodeTable, i: usize| -> u64 {
-                let mut live: Vec<u64> = t.inner.read().nodes.keys().copied().collect();
-                live.sort_unstable();
-                live[i % live.len()]
-            };
-            for op in ops {
-                match op {
-                    Op::Lookup { parent, name, server, is_dir } => {
-                        let p = pick(&t, parent);
-                        let takes_children = t.inner.read().nodes.get(&p).is_some_and(Node::is_dir);
-                        let ino = t.lookup(p, &[b'a' + name], &server_attr(server, is_dir));
-                        prop_assert_eq!(ino.is_some(), takes_children, "only directories are parents");
-                        if let Some(ino) = ino {
-                            prop_assert!(ino <= highest + 1, "counter order");
-                            highest = highest.max(ino);
-                            *counts.entry(ino).or_default() += 1;
-                        }
-                    }
-                    Op::Readdir { parent, name, server, is_dir } => {
-                        let p = pick(&t, parent);
-                        let ino = t.readdir_ino(p, &[b'a' + name], &server_attr(server, is_dir));
-                        prop_assert!(ino <= highest + 1, "counter order");
-                        highest = highest.max(ino);
-                    }
-                    Op::Forget { ino, n } => {
-                        let ino = pick(&t, ino);
-                        t.forget(ino, n);
-                        let c = counts.entry(ino).or_default();
-                        *c = c.saturating_sub(n);
-                    }
-                    Op::Rename { from, old, to, new } => {
-                        let (from, to) = (pick(&t, from), pick(&t, to));
-                        t.rename(from, &[b'a' + old], to, &[b'a' + new]);
-                    }
-                    Op::Exchange { a, na, b, nb } => {
-                        let (a, b) = (pick(&t, a), pick(&t, b));
-                        t.exchange(a, &[b'a' + na], b, &[b'a' + nb]);
-                    }
-                    Op::Unlink { parent, name } => {
-                        t.unlink(pick(&t, parent), &[b'a' + name]);
-                    }
-                }
-                t.check();
-                // One attached node per hard-linked server file, so its names agree.
-                let inner = t.inner.read();
-                let mut attached: HashMap<Identity, u64> = HashMap::new();
-                for (&ino, node) in &inner.nodes {
-                    let Some(id) = node.identity else { continue };
-                    if id.kind == FileKind::Dir || !is_linked(id.server_ino) || node.names.is_empty() {
-                        continue;
-                    }
-                    if let Some(other) = attached.insert(id, ino) {
-                        prop_assert!(false, "{:?} has nodes {} and {}", id, ino, other);
-                    }
-                }
-                drop(inner);
-                for (&ino, &want) in &counts {
-                    if ino != ROOT_INO {
-                        let got = t.lookups(ino).unwrap_or(0);
-                        prop_assert_eq!(got, want, "lookup count of {}", ino);
-                    }
-                }
-            }
-        }
-    }
-}
+mod tests;

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::ids::Ino;
+
 /// Listings longer than this are not kept (memory; such directories are rarely created in).
 pub const MAX_NAMES: usize = 16 * 1024;
 /// Directories kept at most.
@@ -28,7 +30,7 @@ pub const MAX_DIRS: usize = 256;
 /// See the module docs.
 pub struct Listings {
     ttl: Duration,
-    dirs: Mutex<HashMap<u64, Listing>>,
+    dirs: Mutex<HashMap<Ino, Listing>>,
 }
 
 struct Listing {
@@ -46,7 +48,7 @@ impl Listings {
     }
 
     /// Records the complete listing of `dir`, as the server gave it just now.
-    pub fn listed<'a>(&self, dir: u64, names: impl IntoIterator<Item = &'a [u8]>) {
+    pub fn listed<'a>(&self, dir: Ino, names: impl IntoIterator<Item = &'a [u8]>) {
         if self.ttl.is_zero() {
             return;
         }
@@ -62,13 +64,13 @@ impl Listings {
     }
 
     /// `dir` was just made by this mount: it is empty.
-    pub fn made(&self, dir: u64) {
+    pub fn made(&self, dir: Ino) {
         if !self.ttl.is_zero() {
             self.keep(dir, HashSet::new());
         }
     }
 
-    fn keep(&self, dir: u64, names: HashSet<Vec<u8>>) {
+    fn keep(&self, dir: Ino, names: HashSet<Vec<u8>>) {
         let mut dirs = self.dirs.lock();
         if dirs.len() >= MAX_DIRS && !dirs.contains_key(&dir) {
             let ttl = self.ttl;
@@ -90,7 +92,7 @@ impl Listings {
     }
 
     /// This mount added `name` to `dir` (create, mkdir, symlink, link, rename's target).
-    pub fn added(&self, dir: u64, name: &[u8]) {
+    pub fn added(&self, dir: Ino, name: &[u8]) {
         let mut dirs = self.dirs.lock();
         let Some(l) = dirs.get_mut(&dir) else { return };
         if l.names.len() >= MAX_NAMES {
@@ -101,7 +103,7 @@ impl Listings {
     }
 
     /// This mount removed `name` from `dir`.
-    pub fn removed(&self, dir: u64, name: &[u8]) {
+    pub fn removed(&self, dir: Ino, name: &[u8]) {
         if let Some(l) = self.dirs.lock().get_mut(&dir) {
             l.names.remove(name);
         }
@@ -109,12 +111,12 @@ impl Listings {
 
     /// What `dir` holds is no longer known (a change that may or may not have happened, or
     /// the directory is gone).
-    pub fn forget(&self, dir: u64) {
+    pub fn forget(&self, dir: Ino) {
         self.dirs.lock().remove(&dir);
     }
 
     /// True when a fresh listing of `dir` says `name` is not there.
-    pub fn absent(&self, dir: u64, name: &[u8]) -> bool {
+    pub fn absent(&self, dir: Ino, name: &[u8]) -> bool {
         let mut dirs = self.dirs.lock();
         match dirs.get(&dir) {
             Some(l) if l.at.elapsed() < self.ttl => !l.names.contains(name),
@@ -136,27 +138,27 @@ mod tests {
     #[test]
     fn a_fresh_listing_answers_absent_names_and_follows_own_changes() {
         let l = Listings::new(TTL);
-        assert!(!l.absent(1, b"a"), "nothing known: ask the server");
-        l.listed(1, [&b"a"[..], b"b"]);
-        assert!(!l.absent(1, b"a"));
-        assert!(l.absent(1, b"c"));
-        l.added(1, b"c");
-        assert!(!l.absent(1, b"c"));
-        l.removed(1, b"a");
-        assert!(l.absent(1, b"a"));
-        l.forget(1);
-        assert!(!l.absent(1, b"zzz"), "forgotten: ask the server");
+        assert!(!l.absent(Ino(1), b"a"), "nothing known: ask the server");
+        l.listed(Ino(1), [&b"a"[..], b"b"]);
+        assert!(!l.absent(Ino(1), b"a"));
+        assert!(l.absent(Ino(1), b"c"));
+        l.added(Ino(1), b"c");
+        assert!(!l.absent(Ino(1), b"c"));
+        l.removed(Ino(1), b"a");
+        assert!(l.absent(Ino(1), b"a"));
+        l.forget(Ino(1));
+        assert!(!l.absent(Ino(1), b"zzz"), "forgotten: ask the server");
     }
 
     #[test]
     fn a_made_directory_is_empty_and_others_are_unknown() {
         let l = Listings::new(TTL);
-        l.made(7);
-        assert!(l.absent(7, b"x"));
-        assert!(!l.absent(8, b"x"));
-        l.added(8, b"x");
+        l.made(Ino(7));
+        assert!(l.absent(Ino(7), b"x"));
+        assert!(!l.absent(Ino(8), b"x"));
+        l.added(Ino(8), b"x");
         assert!(
-            !l.absent(8, b"y"),
+            !l.absent(Ino(8), b"y"),
             "adding to an unknown directory knows nothing"
         );
     }
@@ -164,16 +166,16 @@ mod tests {
     #[test]
     fn listings_expire_and_a_zero_ttl_keeps_none() {
         let l = Listings::new(Duration::from_millis(20));
-        l.made(1);
-        assert!(l.absent(1, b"x"));
+        l.made(Ino(1));
+        assert!(l.absent(Ino(1), b"x"));
         std::thread::sleep(Duration::from_millis(30));
-        assert!(!l.absent(1, b"x"), "expired: ask the server");
+        assert!(!l.absent(Ino(1), b"x"), "expired: ask the server");
 
         let off = Listings::new(Duration::ZERO);
-        off.made(1);
-        off.listed(2, [&b"a"[..]]);
-        assert!(!off.absent(1, b"x"));
-        assert!(!off.absent(2, b"x"));
+        off.made(Ino(1));
+        off.listed(Ino(2), [&b"a"[..]]);
+        assert!(!off.absent(Ino(1), b"x"));
+        assert!(!off.absent(Ino(2), b"x"));
     }
 
     #[test]
@@ -182,20 +184,20 @@ mod tests {
         let many: Vec<Vec<u8>> = (0..=MAX_NAMES)
             .map(|i| i.to_string().into_bytes())
             .collect();
-        l.listed(1, many.iter().map(|n| n.as_slice()));
-        assert!(!l.absent(1, b"x"), "too long a listing is not kept");
+        l.listed(Ino(1), many.iter().map(|n| n.as_slice()));
+        assert!(!l.absent(Ino(1), b"x"), "too long a listing is not kept");
 
-        l.listed(2, many[..MAX_NAMES].iter().map(|n| n.as_slice()));
-        assert!(l.absent(2, b"x"));
-        l.added(2, b"one more");
-        assert!(!l.absent(2, b"x"), "grown past the bound: dropped");
+        l.listed(Ino(2), many[..MAX_NAMES].iter().map(|n| n.as_slice()));
+        assert!(l.absent(Ino(2), b"x"));
+        l.added(Ino(2), b"one more");
+        assert!(!l.absent(Ino(2), b"x"), "grown past the bound: dropped");
 
         for d in 0..(MAX_DIRS as u64 + 10) {
-            l.made(100 + d);
+            l.made(Ino(100 + d));
         }
         assert!(l.dirs.lock().len() <= MAX_DIRS);
         assert!(
-            l.absent(100 + MAX_DIRS as u64 + 9, b"x"),
+            l.absent(Ino(100 + MAX_DIRS as u64 + 9), b"x"),
             "the newest is kept"
         );
     }

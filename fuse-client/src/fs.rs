@@ -1,6 +1,6 @@
 //! Kernel glue: the `fuser::Filesystem` impl. Each method converts the kernel's arguments,
 //! calls the matching `Core` method and replies; there is no logic here that a test of the
-//! core could not reach. fuser dispatches from several threads (`mount.rs` sets `n_threads`),
+//! core could not reach. fuser dispatches from several threads (`mount/mod.rs` sets `n_threads`),
 //! so a slow remote call holds up only its own thread.
 
 use std::ffi::OsStr;
@@ -16,7 +16,9 @@ use fuser::{
 };
 use shelf_proto::{Attr, FileKind, SetTime};
 
-use shelf_core::{system_time, timestamp, Core, DirSink, Entry, FsError, Opened, SetAttrRequest};
+use shelf_core::{
+    system_time, timestamp, Core, DirSink, Entry, Fh, FsError, Ino, Opened, SetAttrRequest,
+};
 use shelf_remote::Transport;
 
 /// The filesystem the kernel talks to.
@@ -33,10 +35,10 @@ impl<T: Transport> ShelfFs<T> {
         self.core.config().attr_ttl
     }
 
-    fn file_attr(&self, ino: u64, a: &Attr) -> FileAttr {
+    fn file_attr(&self, ino: Ino, a: &Attr) -> FileAttr {
         let cfg = self.core.config();
         FileAttr {
-            ino: INodeNo(ino),
+            ino: kernel_ino(ino),
             size: a.size,
             blocks: a.blocks,
             atime: system_time(a.atime),
@@ -67,7 +69,7 @@ impl<T: Transport> ShelfFs<T> {
     fn reply_lookup(&self, r: Result<Entry, FsError>, reply: ReplyEntry) {
         match r {
             Err(e) if e.errno() == libc::ENOENT && !self.ttl().is_zero() => {
-                let mut attr = self.file_attr(0, &NEGATIVE);
+                let mut attr = self.file_attr(Ino(0), &NEGATIVE);
                 attr.ino = INodeNo(0);
                 reply.entry(&self.ttl(), &attr, Generation(0));
             }
@@ -90,6 +92,24 @@ const NEGATIVE: Attr = Attr {
     ctime: shelf_proto::Timestamp { secs: 0, nanos: 0 },
     btime: shelf_proto::Timestamp { secs: 0, nanos: 0 },
 };
+
+/// The core's inode number for the kernel's: the same number, in the core's type.
+fn ino_of(ino: INodeNo) -> Ino {
+    Ino(ino.0)
+}
+
+fn kernel_ino(ino: Ino) -> INodeNo {
+    INodeNo(ino.0)
+}
+
+/// The core's file handle for the kernel's: the same number, in the core's type.
+fn fh_of(fh: FileHandle) -> Fh {
+    Fh(fh.0)
+}
+
+fn kernel_fh(fh: Fh) -> FileHandle {
+    FileHandle(fh.0)
+}
 
 fn errno(e: &FsError) -> Errno {
     Errno::from_i32(e.errno())
@@ -124,9 +144,9 @@ fn empty(r: Result<(), FsError>, reply: ReplyEmpty) {
 struct Plain<'a>(&'a mut ReplyDirectory);
 
 impl DirSink for Plain<'_> {
-    fn add(&mut self, ino: u64, offset: u64, name: &[u8], attr: &Attr) -> bool {
+    fn add(&mut self, ino: Ino, offset: u64, name: &[u8], attr: &Attr) -> bool {
         self.0.add(
-            INodeNo(ino),
+            kernel_ino(ino),
             offset,
             file_type(attr.kind),
             OsStr::from_bytes(name),
@@ -140,10 +160,10 @@ struct Plus<'a, T: Transport> {
 }
 
 impl<T: Transport> DirSink for Plus<'_, T> {
-    fn add(&mut self, ino: u64, offset: u64, name: &[u8], attr: &Attr) -> bool {
+    fn add(&mut self, ino: Ino, offset: u64, name: &[u8], attr: &Attr) -> bool {
         let fa = self.fs.file_attr(ino, attr);
         self.reply.add(
-            INodeNo(ino),
+            kernel_ino(ino),
             offset,
             OsStr::from_bytes(name),
             &self.fs.ttl(),
@@ -173,11 +193,11 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.reply_lookup(self.core.lookup(parent.0, name.as_bytes()), reply);
+        self.reply_lookup(self.core.lookup(ino_of(parent), name.as_bytes()), reply);
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        self.core.forget(ino.0, nlookup);
+        self.core.forget(ino_of(ino), nlookup);
     }
 
     fn destroy(&mut self) {
@@ -185,8 +205,8 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.core.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.ttl(), &self.file_attr(ino.0, &a)),
+        match self.core.getattr(ino_of(ino)) {
+            Ok(a) => reply.attr(&self.ttl(), &self.file_attr(ino_of(ino), &a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -217,14 +237,14 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
             atime: atime.map(set_time),
             mtime: mtime.map(set_time),
         };
-        match self.core.setattr(ino.0, req) {
-            Ok(a) => reply.attr(&self.ttl(), &self.file_attr(ino.0, &a)),
+        match self.core.setattr(ino_of(ino), req) {
+            Ok(a) => reply.attr(&self.ttl(), &self.file_attr(ino_of(ino), &a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.core.readlink(ino.0) {
+        match self.core.readlink(ino_of(ino)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
         }
@@ -241,7 +261,8 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         reply: ReplyEntry,
     ) {
         self.reply_entry(
-            self.core.mknod(parent.0, name.as_bytes(), mode, umask),
+            self.core
+                .mknod(ino_of(parent), name.as_bytes(), mode, umask),
             reply,
         );
     }
@@ -256,17 +277,18 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         reply: ReplyEntry,
     ) {
         self.reply_entry(
-            self.core.mkdir(parent.0, name.as_bytes(), mode, umask),
+            self.core
+                .mkdir(ino_of(parent), name.as_bytes(), mode, umask),
             reply,
         );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(self.core.unlink(parent.0, name.as_bytes()), reply);
+        empty(self.core.unlink(ino_of(parent), name.as_bytes()), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(self.core.rmdir(parent.0, name.as_bytes()), reply);
+        empty(self.core.rmdir(ino_of(parent), name.as_bytes()), reply);
     }
 
     fn symlink(
@@ -278,7 +300,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         reply: ReplyEntry,
     ) {
         let r = self.core.symlink(
-            parent.0,
+            ino_of(parent),
             link_name.as_bytes(),
             target.as_os_str().as_bytes(),
         );
@@ -296,9 +318,9 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         reply: ReplyEmpty,
     ) {
         let r = self.core.rename(
-            parent.0,
+            ino_of(parent),
             name.as_bytes(),
-            newparent.0,
+            ino_of(newparent),
             newname.as_bytes(),
             flags.bits(),
         );
@@ -314,14 +336,15 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         reply: ReplyEntry,
     ) {
         self.reply_entry(
-            self.core.link(ino.0, newparent.0, newname.as_bytes()),
+            self.core
+                .link(ino_of(ino), ino_of(newparent), newname.as_bytes()),
             reply,
         );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.open(ino.0, flags.0) {
-            Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
+        match self.core.open(ino_of(ino), flags.0) {
+            Ok(o) => reply.opened(kernel_fh(o.fh), fopen_flags(&o)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -337,7 +360,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.core.read(fh.0, offset, size) {
+        match self.core.read(fh_of(fh), offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
         }
@@ -355,7 +378,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.core.write(fh.0, offset, data) {
+        match self.core.write(fh_of(fh), offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
         }
@@ -369,7 +392,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        empty(self.core.flush(fh.0), reply);
+        empty(self.core.flush(fh_of(fh)), reply);
     }
 
     fn release(
@@ -382,7 +405,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        empty(self.core.release(fh.0), reply);
+        empty(self.core.release(fh_of(fh)), reply);
     }
 
     fn fsync(
@@ -393,12 +416,12 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(self.core.fsync(fh.0, datasync), reply);
+        empty(self.core.fsync(fh_of(fh), datasync), reply);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.core.opendir(ino.0) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+        match self.core.opendir(ino_of(ino)) {
+            Ok(fh) => reply.opened(kernel_fh(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -413,7 +436,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
     ) {
         match self
             .core
-            .readdir(fh.0, offset, false, &mut Plain(&mut reply))
+            .readdir(fh_of(fh), offset, false, &mut Plain(&mut reply))
         {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
@@ -429,7 +452,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         mut reply: ReplyDirectoryPlus,
     ) {
         let r = self.core.readdir(
-            fh.0,
+            fh_of(fh),
             offset,
             true,
             &mut Plus {
@@ -451,7 +474,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        self.core.releasedir(fh.0);
+        self.core.releasedir(fh_of(fh));
         reply.ok();
     }
 
@@ -479,7 +502,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        empty(self.core.access(ino.0, mask.bits()), reply);
+        empty(self.core.access(ino_of(ino), mask.bits()), reply);
     }
 
     fn create(
@@ -494,13 +517,13 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
     ) {
         match self
             .core
-            .create(parent.0, name.as_bytes(), mode, umask, flags)
+            .create(ino_of(parent), name.as_bytes(), mode, umask, flags)
         {
             Ok((e, o)) => reply.created(
                 &self.ttl(),
                 &self.file_attr(e.ino, &e.attr),
                 Generation(0),
-                FileHandle(o.fh),
+                kernel_fh(o.fh),
                 fopen_flags(&o),
             ),
             Err(e) => reply.error(errno(&e)),

@@ -14,6 +14,8 @@ use lru::LruCache;
 use parking_lot::Mutex;
 use shelf_proto::Version;
 
+use crate::ids::Ino;
+
 use super::stats::{CacheStats, Counters};
 
 /// The chunk size used unless configured otherwise: 1 MiB, the kernel's largest FUSE read here.
@@ -23,7 +25,7 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ChunkKey {
     /// Our inode number for the file (not the server's, which the version carries).
-    pub file: u64,
+    pub file: Ino,
     /// The content the bytes belong to; a chunk is never served for another version.
     pub version: Version,
     /// Chunk number: the chunk holds bytes `index * chunk_size ..` of the file.
@@ -43,7 +45,7 @@ pub struct ChunkCache {
 struct Inner {
     lru: LruCache<ChunkKey, Arc<[u8]>>,
     /// Every key in `lru`, grouped by `ChunkKey::file`; no empty sets are kept.
-    by_file: HashMap<u64, HashSet<ChunkKey>>,
+    by_file: HashMap<Ino, HashSet<ChunkKey>>,
     /// Sum of the lengths of the chunks in `lru`.
     bytes: u64,
 }
@@ -121,7 +123,7 @@ impl ChunkCache {
 
     /// Drops every chunk of `file`, whatever its version: after our own writes to it, or when
     /// it was replaced or removed. Returns how many chunks were dropped.
-    pub fn invalidate_file(&self, file: u64) -> usize {
+    pub fn invalidate_file(&self, file: Ino) -> usize {
         let mut inner = self.inner.lock();
         let keys = inner.by_file.remove(&file).unwrap_or_default();
         for key in &keys {
@@ -133,7 +135,7 @@ impl ChunkCache {
 
     /// Drops the chunks of `file` that belong to any version but `keep`: when a new version is
     /// seen, the old one's chunks are dead weight. Returns how many chunks were dropped.
-    pub fn invalidate_other_versions(&self, file: u64, keep: Version) -> usize {
+    pub fn invalidate_other_versions(&self, file: Ino, keep: Version) -> usize {
         let mut inner = self.inner.lock();
         let stale: Vec<ChunkKey> = match inner.by_file.get(&file) {
             Some(keys) => keys.iter().filter(|k| k.version != keep).copied().collect(),
@@ -222,7 +224,7 @@ mod tests {
 
     fn key(file: u64, v: u64, index: u64) -> ChunkKey {
         ChunkKey {
-            file,
+            file: Ino(file),
             version: version(v),
             index,
         }
@@ -372,9 +374,9 @@ mod tests {
                 cache.insert(key(2, v, i), ramp(i * 10, 10));
             }
         }
-        assert_eq!(cache.invalidate_file(1), 6);
-        assert_eq!(cache.invalidate_file(1), 0, "second time is a no-op");
-        assert_eq!(cache.invalidate_file(99), 0, "unknown file is a no-op");
+        assert_eq!(cache.invalidate_file(Ino(1)), 6);
+        assert_eq!(cache.invalidate_file(Ino(1)), 0, "second time is a no-op");
+        assert_eq!(cache.invalidate_file(Ino(99)), 0, "unknown file is a no-op");
         assert_eq!(cache.stats().chunks, 6);
         assert!(cache.contains(&key(2, 1, 0)));
         assert!(!cache.contains(&key(1, 2, 0)));
@@ -388,7 +390,7 @@ mod tests {
             cache.insert(key(1, v, 0), ramp(0, 10));
         }
         cache.insert(key(2, 1, 0), ramp(0, 10));
-        assert_eq!(cache.invalidate_other_versions(1, version(2)), 2);
+        assert_eq!(cache.invalidate_other_versions(Ino(1), version(2)), 2);
         assert!(cache.contains(&key(1, 2, 0)));
         assert!(!cache.contains(&key(1, 1, 0)));
         assert!(cache.contains(&key(2, 1, 0)), "other files untouched");
@@ -404,7 +406,7 @@ mod tests {
         }
         assert_eq!(cache.stats().evictions, 7);
         // Evicted keys are gone from the index, so invalidating counts only live ones.
-        let live = (0..3).map(|f| cache.invalidate_file(f)).sum::<usize>();
+        let live = (0..3).map(|f| cache.invalidate_file(Ino(f))).sum::<usize>();
         assert_eq!(live, 3);
         cache.check();
     }
@@ -519,12 +521,12 @@ mod tests {
                         }
                     }
                     Op::InvalidateFile { file } => {
-                        cache.invalidate_file(file);
-                        model.retain(|k, _| k.file != file);
+                        cache.invalidate_file(Ino(file));
+                        model.retain(|k, _| k.file != Ino(file));
                     }
                     Op::InvalidateOthers { file, keep } => {
-                        cache.invalidate_other_versions(file, version(keep));
-                        model.retain(|k, _| k.file != file || k.version == version(keep));
+                        cache.invalidate_other_versions(Ino(file), version(keep));
+                        model.retain(|k, _| k.file != Ino(file) || k.version == version(keep));
                     }
                 }
                 cache.check();

@@ -124,7 +124,7 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
     let notifier = session.notifier();
     let (stale_tx, stale_rx) = std::sync::mpsc::channel::<u64>();
     core.set_page_invalidator(Box::new(move |ino| {
-        let _ = stale_tx.send(ino);
+        let _ = stale_tx.send(ino.0);
     }));
     std::thread::Builder::new()
         .name("shelf-invalidate".into())

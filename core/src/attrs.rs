@@ -1,0 +1,107 @@
+//! Attributes: `getattr`, `setattr`, `access`, `readlink`, `statfs`, and the cached-or-fetched
+//! attributes every other operation starts from.
+
+use shelf_proto::{Attr, Code, SetAttrs, SetTime, Statfs};
+use shelf_remote::Transport;
+
+use crate::error::FsResult;
+use crate::ids::Ino;
+use crate::versions::same_file;
+use crate::{Core, ROOT_INO};
+
+/// The permission bits of a mode (with setuid, setgid and sticky); the rest is the file type.
+const PERM_BITS: u32 = 0o7777;
+
+/// The permission bits a file or directory is made with: `mode` less the `umask`.
+pub(crate) fn create_perm(mode: u32, umask: u32) -> u32 {
+    mode & !umask & PERM_BITS
+}
+
+/// The attribute changes of a `setattr`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttrRequest {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+}
+
+impl<T: Transport> Core<T> {
+    /// Asks the server for an inode's attributes. A different file behind the same name
+    /// (replaced on the server) makes this inode stale.
+    fn refresh(&self, ino: Ino) -> FsResult<Attr> {
+        let path = self.path_of(ino)?;
+        let attr = self.client.stat(&path)?;
+        if let Some(old) = self.inodes.last_attr(ino) {
+            if ino != ROOT_INO && !same_file(&old, &attr) {
+                return Err(Code::Stale.into());
+            }
+        }
+        self.saw_version(ino, &attr);
+        Ok(attr)
+    }
+
+    pub(crate) fn attr(&self, ino: Ino) -> FsResult<Attr> {
+        self.drain_writes(ino)?;
+        match self.inodes.cached_attr(ino, self.cfg.attr_ttl) {
+            Some(a) => Ok(a),
+            None => self.refresh(ino),
+        }
+    }
+
+    pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
+        self.attr(ino)
+    }
+
+    pub fn setattr(&self, ino: Ino, req: SetAttrRequest) -> FsResult<Attr> {
+        // Ownership is presented, not stored: every file is the mounting user's, so only a
+        // chown to that user (a no-op) is allowed (DESIGN.md, "Ownership").
+        if req.uid.is_some_and(|u| u != self.cfg.uid) || req.gid.is_some_and(|g| g != self.cfg.gid)
+        {
+            return Err(Code::NotPermitted.into());
+        }
+        let attrs = SetAttrs {
+            perm: req.mode.map(|m| m & PERM_BITS),
+            size: req.size,
+            atime: req.atime,
+            mtime: req.mtime,
+        };
+        if attrs == SetAttrs::default() {
+            return self.attr(ino);
+        }
+        self.check_writable()?;
+        // Buffered writes go first: otherwise they would land after a truncate, or move the
+        // mtime that `touch -d` or `cp -p` just set.
+        self.drain_writes(ino)?;
+        let path = self.path_of(ino)?;
+        let attr = self.client.set_attr(&path, attrs)?;
+        if attrs.size.is_some() {
+            self.cache.invalidate_file(ino);
+        }
+        self.inodes.set_attr(ino, &attr);
+        if attrs.size.is_some() || attrs.mtime.is_some() {
+            self.pages_are(ino, attr.version());
+        }
+        Ok(attr)
+    }
+
+    pub fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
+        Ok(self.client.readlink(&self.path_of(ino)?)?)
+    }
+
+    pub fn statfs(&self) -> FsResult<Statfs> {
+        Ok(self.client.statfs()?)
+    }
+
+    /// Permission bits are checked by the kernel (`default_permissions`); this answers
+    /// existence and the read-only case.
+    pub fn access(&self, ino: Ino, mask: i32) -> FsResult<()> {
+        self.attr(ino)?;
+        if mask & libc::W_OK != 0 && self.cfg.read_only {
+            return Err(Code::ReadOnly.into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,107 @@
+//! The tables of open files and directories: handle numbers, what each handle is of, and the
+//! state an inode's open handles share (write-behind, read-ahead, a hidden name).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use shelf_proto::{Attr, Code, DirEntry, Version};
+use shelf_remote::Transport;
+
+use crate::error::{FsError, FsResult};
+use crate::ids::{Fh, Ino};
+use crate::readahead::ReadAhead;
+use crate::write::WriteBack;
+use crate::Core;
+
+/// An opened file handle and whether the kernel may keep the pages it already holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    pub fh: Fh,
+    pub keep_cache: bool,
+    /// Opened for writing: only then does its `close()` need a `flush` (write-behind to
+    /// drain and its errors to report); the kernel skips it for the others.
+    pub writable: bool,
+}
+
+/// Everything an inode with open handles needs, shared by its handles.
+pub(crate) struct OpenState<P> {
+    pub(crate) handles: usize,
+    pub(crate) io: Arc<OpenIo<P>>,
+    /// The hidden path the file was moved to when it lost its name while open.
+    pub(crate) hidden: Option<Vec<u8>>,
+}
+
+/// The parts of an open file that I/O works on, each behind its own lock so a read does not
+/// wait for the table of open files.
+pub(crate) struct OpenIo<P> {
+    pub(crate) writes: Mutex<WriteBack<P>>,
+    pub(crate) readahead: Mutex<ReadAhead>,
+}
+
+pub(crate) struct OpenFile {
+    pub(crate) ino: Ino,
+    pub(crate) writable: bool,
+}
+
+pub(crate) struct OpenDir {
+    pub(crate) ino: Ino,
+    pub(crate) attr: Attr,
+    pub(crate) entries: Vec<DirEntry>,
+}
+
+impl<T: Transport> Core<T> {
+    /// `held` is the version of the pages the kernel held before the open: it keeps them only
+    /// if that is the version the file has now.
+    pub(crate) fn new_handle(
+        &self,
+        ino: Ino,
+        attr: Attr,
+        writable: bool,
+        held: Option<Version>,
+    ) -> Opened {
+        let keep_cache = self.keep_pages(ino, held, attr.version());
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
+        // Lock order (`Core`): `open`, then `kept` inside it; both are released before
+        // `files`, a leaf.
+        self.open
+            .lock()
+            .entry(ino)
+            .or_insert_with(|| OpenState {
+                handles: 0,
+                io: Arc::new(OpenIo {
+                    writes: Mutex::default(),
+                    readahead: Mutex::new(ReadAhead::new(self.cfg.readahead_chunks as u64)),
+                }),
+                // A kept name now lives as long as the handles do.
+                hidden: self.kept.lock().remove(&ino),
+            })
+            .handles += 1;
+        self.files.lock().insert(fh, OpenFile { ino, writable });
+        Opened {
+            fh,
+            keep_cache,
+            writable,
+        }
+    }
+
+    pub(crate) fn is_open(&self, ino: Ino) -> bool {
+        self.open.lock().contains_key(&ino)
+    }
+
+    pub(crate) fn handle(&self, fh: Fh) -> FsResult<(Ino, bool)> {
+        self.files
+            .lock()
+            .get(&fh)
+            .map(|f| (f.ino, f.writable))
+            .ok_or(FsError::Local(Code::BadHandle))
+    }
+
+    pub(crate) fn open_io(&self, ino: Ino) -> FsResult<Arc<OpenIo<T::Pending>>> {
+        self.open
+            .lock()
+            .get(&ino)
+            .map(|s| Arc::clone(&s.io))
+            .ok_or(FsError::Local(Code::BadHandle))
+    }
+}

@@ -1,0 +1,121 @@
+//! Files kept under a hidden name after losing their own while the kernel may still use them
+//! (crate docs, point 2): open files that are unlinked or renamed over, and files renamed over
+//! while the kernel holds a lookup of them.
+
+use std::sync::atomic::Ordering;
+
+use shelf_proto::{rename_flags, Code, FileKind};
+use shelf_remote::Transport;
+
+use crate::error::FsResult;
+use crate::ids::Ino;
+use crate::Core;
+
+/// Where open files that lost their name are kept until closed: a directory at the library
+/// root, left out of its listing.
+pub(crate) const HIDDEN_DIR: &[u8] = b".shelf-hidden";
+
+/// Names of such files kept in their own directory (a library spanning file systems);
+/// left out of listings.
+pub(crate) const HIDDEN_PREFIX: &[u8] = b".shelf-hidden-";
+
+/// The hidden directory is the mounting user's alone.
+const HIDDEN_DIR_MODE: u32 = 0o700;
+
+impl<T: Transport> Core<T> {
+    /// Removes the hidden names still kept, as the mount ends (the kernel sends no forgets
+    /// then).
+    pub fn shutdown(&self) {
+        let kept: Vec<_> = self.kept.lock().drain().collect();
+        for (ino, hidden) in kept {
+            self.remove_hidden(ino, &hidden);
+        }
+    }
+
+    pub(crate) fn remove_hidden(&self, ino: Ino, hidden: &[u8]) {
+        self.cache.invalidate_file(ino);
+        if let Err(e) = self.client.unlink(hidden) {
+            tracing::warn!(
+                "cannot remove hidden file {}: {e}",
+                String::from_utf8_lossy(hidden)
+            );
+        }
+    }
+
+    /// A regular file the kernel holds a lookup of (it may open it without asking again).
+    pub(crate) fn is_file_kernel_knows(&self, ino: Ino) -> bool {
+        self.inodes.lookups(ino).unwrap_or(0) > 0
+            && self
+                .inodes
+                .last_attr(ino)
+                .is_some_and(|a| a.kind == FileKind::File)
+    }
+
+    /// Gives an open file that is losing its name (`path`) a hidden one on the server, by
+    /// rename (`unlink`) or by hard link (the name is about to be renamed over).
+    pub(crate) fn hide(&self, ino: Ino, path: &[u8], by_link: bool) -> FsResult<()> {
+        self.drain_writes(ino)?;
+        // One directory at the root holds them, so the file's own directory can still be
+        // removed or renamed while it is open (NFS's `.nfs*` files block both). A library that
+        // spans file systems cannot rename across them: then the file stays in its directory.
+        let seq = self.hidden_seq.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let unique = format!("{:x}-{}-{seq}-{nanos:x}", ino.0, std::process::id());
+        let mut hidden = [HIDDEN_DIR, b"/", unique.as_bytes()].concat();
+        let first = self.hide_as(path, &hidden, by_link);
+        let moved = match first {
+            Err(e) if e.code() == Code::NotFound && self.make_hidden_dir() => {
+                self.hide_as(path, &hidden, by_link)
+            }
+            Err(e) if e.code() == Code::CrossDevice => {
+                let dir = path
+                    .iter()
+                    .rposition(|&b| b == b'/')
+                    .map_or(&b""[..], |i| &path[..=i]);
+                hidden = [dir, HIDDEN_PREFIX, unique.as_bytes()].concat();
+                self.hide_as(path, &hidden, by_link)
+            }
+            other => other,
+        };
+        moved?;
+        // Lock order (`Core`): the `open` guard lives through the match, so its arms take
+        // only what lies below it: `inodes` (a leaf) and `kept`. The callers (unlink, rename)
+        // hold `names`, above both; the drain above let go of this file's `writes`.
+        let orphan = match self.open.lock().get_mut(&ino) {
+            Some(state) => {
+                state.hidden = Some(hidden);
+                None
+            }
+            None if self.is_file_kernel_knows(ino) => {
+                self.kept.lock().insert(ino, hidden);
+                None
+            }
+            // The last handle closed while the name was being hidden, and the kernel has
+            // forgotten the file: nothing will release the hidden name, so it goes now.
+            None => Some(hidden),
+        };
+        if let Some(hidden) = orphan {
+            self.client.unlink(&hidden)?;
+        }
+        Ok(())
+    }
+
+    fn hide_as(&self, path: &[u8], hidden: &[u8], by_link: bool) -> FsResult<()> {
+        if by_link {
+            self.client.link(path, hidden)?;
+        } else {
+            self.client.rename(path, hidden, rename_flags::NOREPLACE)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the root's hidden directory; true if it exists afterwards.
+    fn make_hidden_dir(&self) -> bool {
+        match self.client.mkdir(HIDDEN_DIR, HIDDEN_DIR_MODE) {
+            Ok(_) => true,
+            Err(e) => e.code() == Code::Exists,
+        }
+    }
+}

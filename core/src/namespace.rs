@@ -1,0 +1,231 @@
+//! Operations on names: `lookup` and `forget`, and the changes that add, remove or move a
+//! name (`mknod`, `mkdir`, `symlink`, `link`, `unlink`, `rmdir`, `rename`), with what each
+//! change makes stale in the attributes and listings this mount holds.
+
+use shelf_proto::{rename_flags, Attr, Code};
+use shelf_remote::Transport;
+
+use crate::attrs::create_perm;
+use crate::error::FsResult;
+use crate::ids::Ino;
+use crate::time::timestamp;
+use crate::Core;
+
+/// A name resolved to an inode, with its attributes.
+#[derive(Debug, Clone, Copy)]
+pub struct Entry {
+    pub ino: Ino,
+    pub attr: Attr,
+}
+
+impl<T: Transport> Core<T> {
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> FsResult<Entry> {
+        if let Some(ino) = self.inodes.child(parent, name) {
+            self.drain_writes(ino)?;
+        }
+        // Held from the question to the answer's record: a rename over the name in between
+        // would otherwise have us file the old file under it. Lock order (`Core`): only leaves
+        // (`inodes`, `listings`) are taken under it; the drain above is done.
+        let _names = self.names.read();
+        let path = self.child_path(parent, name)?;
+        if self.listings.absent(parent, name) {
+            return Err(Code::NotFound.into());
+        }
+        let attr = self.client.stat(&path)?;
+        self.enter(parent, name, attr)
+    }
+
+    pub fn forget(&self, ino: Ino, nlookup: u64) {
+        if self.inodes.forget(ino, nlookup) == 0 {
+            let gone = self.kept.lock().remove(&ino);
+            if let Some(hidden) = gone {
+                self.remove_hidden(ino, &hidden);
+            }
+        }
+    }
+
+    /// Only regular files can be made: the server never creates device nodes or FIFOs
+    /// (DESIGN.md, "Ownership").
+    pub fn mknod(&self, parent: Ino, name: &[u8], mode: u32, umask: u32) -> FsResult<Entry> {
+        if mode & libc::S_IFMT != libc::S_IFREG && mode & libc::S_IFMT != 0 {
+            return Err(Code::NotPermitted.into());
+        }
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let made = self.client.create(&path, create_perm(mode, umask), true);
+        let attr = self.adding(parent, name, made)?;
+        self.dir_changed(parent, 0);
+        self.enter(parent, name, attr)
+    }
+
+    pub fn mkdir(&self, parent: Ino, name: &[u8], mode: u32, umask: u32) -> FsResult<Entry> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let made = self.client.mkdir(&path, create_perm(mode, umask));
+        let attr = self.adding(parent, name, made)?;
+        self.dir_changed(parent, 1);
+        let entry = self.enter(parent, name, attr)?;
+        self.listings.made(entry.ino);
+        Ok(entry)
+    }
+
+    pub fn unlink(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
+        self.check_writable()?;
+        // Lock order (`Core`): under `names`, `hide` drains (`writes`, then `open`, `kept`)
+        // and takes `open`, then `kept`: all below it.
+        let _names = self.names.write();
+        let path = self.child_path(parent, name)?;
+        match self
+            .inodes
+            .child(parent, name)
+            .filter(|ino| self.is_open(*ino))
+        {
+            Some(ino) => self.hide(ino, &path, false)?,
+            None => self.client.unlink(&path)?,
+        }
+        self.listings.removed(parent, name);
+        let gone = self.inodes.unlink(parent, name);
+        self.dir_changed(parent, 0);
+        self.changed(&[gone]);
+        Ok(())
+    }
+
+    pub fn rmdir(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        self.client.rmdir(&path)?;
+        self.listings.removed(parent, name);
+        if let Some(gone) = self.inodes.unlink(parent, name) {
+            self.listings.forget(gone);
+        }
+        self.dir_changed(parent, -1);
+        Ok(())
+    }
+
+    pub fn symlink(&self, parent: Ino, name: &[u8], target: &[u8]) -> FsResult<Entry> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let made = self.client.symlink(&path, target);
+        let attr = self.adding(parent, name, made)?;
+        self.dir_changed(parent, 0);
+        self.enter(parent, name, attr)
+    }
+
+    /// `flags` are the kernel's `RENAME_*` bits.
+    pub fn rename(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        new_parent: Ino,
+        new_name: &[u8],
+        flags: u32,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        let from = self.child_path(parent, name)?;
+        let to = self.child_path(new_parent, new_name)?;
+        let mut wire_flags = 0;
+        if flags & libc::RENAME_NOREPLACE != 0 {
+            wire_flags |= rename_flags::NOREPLACE;
+        }
+        if flags & libc::RENAME_EXCHANGE != 0 {
+            wire_flags |= rename_flags::EXCHANGE;
+        }
+        if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0 {
+            return Err(Code::Invalid.into());
+        }
+        // Writes in flight name the old path; they must land before the name changes.
+        self.drain_all_writes();
+        // Lock order (`Core`): as in `unlink`, `hide` takes only locks below `names`.
+        let _names = self.names.write();
+        if wire_flags & rename_flags::EXCHANGE == 0 {
+            if let Some(victim) = self.inodes.child(new_parent, new_name) {
+                let known = self.is_open(victim) || self.is_file_kernel_knows(victim);
+                if known && !self.same_node(parent, name, victim) {
+                    // Keep the replaced file reachable for its open handles, and for an open
+                    // of it the kernel may be about to send; a hard link keeps the target
+                    // name in place, so the rename stays atomic.
+                    self.hide(victim, &to, true)?;
+                }
+            }
+        }
+        if let Err(e) = self.client.rename(&from, &to, wire_flags) {
+            self.listings.forget(parent);
+            self.listings.forget(new_parent);
+            return Err(e.into());
+        }
+        if wire_flags & rename_flags::EXCHANGE == 0 {
+            self.listings.removed(parent, name);
+        }
+        self.listings.added(new_parent, new_name);
+        let victim = self.inodes.child(new_parent, new_name);
+        let moved_dir = self.is_dir(self.inodes.child(parent, name));
+        let victim_dir = self.is_dir(victim);
+        let moved = if wire_flags & rename_flags::EXCHANGE != 0 {
+            self.inodes.exchange(parent, name, new_parent, new_name);
+            self.changed(&[Some(parent), Some(new_parent)]);
+            self.inodes.child(parent, name)
+        } else {
+            self.inodes.rename(parent, name, new_parent, new_name);
+            let across = i64::from(moved_dir && parent != new_parent);
+            self.dir_changed(parent, -across);
+            if new_parent != parent {
+                self.dir_changed(new_parent, across - i64::from(victim_dir));
+            } else if victim_dir {
+                self.dir_changed(parent, -1);
+            }
+            self.inodes.child(new_parent, new_name)
+        };
+        self.changed(&[moved, victim]);
+        Ok(())
+    }
+
+    pub fn link(&self, ino: Ino, new_parent: Ino, new_name: &[u8]) -> FsResult<Entry> {
+        self.check_writable()?;
+        self.drain_writes(ino)?;
+        let existing = self.path_of(ino)?;
+        let new = self.child_path(new_parent, new_name)?;
+        let made = self.client.link(&existing, &new);
+        let attr = self.adding(new_parent, new_name, made)?;
+        // The old name's attributes (nlink, ctime) changed too.
+        self.inodes.set_attr(ino, &attr);
+        self.dir_changed(new_parent, 0);
+        self.enter(new_parent, new_name, attr)
+    }
+
+    /// Drops cached attributes an entry change made stale: a directory's mtime, ctime and
+    /// link count change with its entries, a file's ctime and nlink with its names. The kernel
+    /// asks again after such a change, and must not get our old copy (rsync compares the
+    /// directory mtimes it set with what `stat` says).
+    pub(crate) fn changed(&self, inos: &[Option<Ino>]) {
+        for ino in inos.iter().flatten() {
+            self.inodes.invalidate_attr(*ino);
+        }
+    }
+
+    /// A directory whose entries this mount just changed (`subdirs` more or fewer
+    /// subdirectories). The kernel asks for its attributes again before the next create or
+    /// unlink in it (`default_permissions` checks the directory), so instead of forgetting
+    /// them, which costs a round trip per file, they are brought up to date here: mtime and
+    /// ctime move to now, nlink by the subdirectories. The server's exact times replace these
+    /// after the TTL; meanwhile a time set earlier (rsync's) no longer shows as current.
+    pub(crate) fn dir_changed(&self, dir: Ino, subdirs: i64) {
+        let Some(mut a) = self.inodes.cached_attr(dir, self.cfg.attr_ttl) else {
+            return self.inodes.invalidate_attr(dir);
+        };
+        let now = timestamp(std::time::SystemTime::now());
+        a.mtime = now.max(a.mtime);
+        a.ctime = now.max(a.ctime);
+        a.nlink = u32::try_from((i64::from(a.nlink) + subdirs).max(1)).unwrap_or(u32::MAX);
+        self.inodes.set_attr(dir, &a);
+    }
+
+    /// Records a change that adds `name` to `dir` in the listings, or, when it failed (maybe
+    /// after the server acted, as with a timeout), that `dir`'s names are no longer known.
+    pub(crate) fn adding<R, E>(&self, dir: Ino, name: &[u8], result: Result<R, E>) -> Result<R, E> {
+        match &result {
+            Ok(_) => self.listings.added(dir, name),
+            Err(_) => self.listings.forget(dir),
+        }
+        result
+    }
+}

@@ -1,0 +1,74 @@
+//! Which version of a file the kernel's page cache and ours hold (crate docs, points 4 and 5):
+//! a newer version seen on the server drops both, and an `open` tells the kernel whether it
+//! may keep its pages (`Opened::keep_cache`).
+
+use shelf_proto::{Attr, Version};
+use shelf_remote::Transport;
+
+use crate::ids::Ino;
+use crate::Core;
+
+/// Asks the kernel to drop the cached pages of an inode. It must not block on the kernel
+/// from a request's own thread (the kernel may hold a page lock until that request answers):
+/// the mount hands the inode to a thread of its own.
+pub type PageInvalidator = Box<dyn Fn(Ino) + Send + Sync>;
+
+impl<T: Transport> Core<T> {
+    /// Installs the hook that drops the kernel's pages of a file whose content changed on the
+    /// server; without one (tests) only the core's own cache is dropped.
+    pub fn set_page_invalidator(&self, f: PageInvalidator) {
+        let _ = self.page_invalidator.set(f);
+    }
+
+    /// The version of the pages the kernel may hold of `ino`, if it may hold any.
+    pub(crate) fn held_pages(&self, ino: Ino) -> Option<Version> {
+        self.page_versions.lock().get(&ino).copied()
+    }
+
+    /// Records that the kernel's pages of `ino` are of version `v` from now on: after a change
+    /// of our own (drained writes, a truncate, times set) that the kernel saw happen.
+    pub(crate) fn pages_are(&self, ino: Ino, v: Version) {
+        self.page_versions.lock().insert(ino, v);
+    }
+
+    /// Whether an open may keep the kernel's pages of `ino` (`Opened::keep_cache`): only if
+    /// `held`, the version they were of before the open, is `now`, the file's version. If not,
+    /// our chunks go too. Either way the kernel's pages are of `now` from here on.
+    pub(crate) fn keep_pages(&self, ino: Ino, held: Option<Version>, now: Version) -> bool {
+        self.pages_are(ino, now);
+        let keep = held == Some(now);
+        if !keep {
+            self.cache.invalidate_file(ino);
+        }
+        keep
+    }
+
+    /// Records that the server now has `attr` for `ino`. Pages the kernel holds of another
+    /// version must go, or a read could mix them with new bytes from us (AUTO_INVAL_DATA only
+    /// notices changes of size or mtime, and an upload may keep both).
+    pub(crate) fn saw_version(&self, ino: Ino, attr: &Attr) {
+        self.inodes.set_attr(ino, attr);
+        let v = attr.version();
+        // `page_versions` is a leaf (lock order, `Core`): the guard lives through the match,
+        // whose arms take nothing; the cache and the kernel are told after it is let go.
+        let stale = match self.page_versions.lock().get_mut(&ino) {
+            Some(held) if *held != v => {
+                *held = v;
+                true
+            }
+            _ => false,
+        };
+        if stale {
+            self.cache.invalidate_file(ino);
+            if let Some(invalidate) = self.page_invalidator.get() {
+                invalidate(ino);
+            }
+        }
+    }
+}
+
+/// Whether two attributes describe the same file on the server (not the same content): the
+/// inode number alone is not enough, file systems reuse it at once.
+pub(crate) fn same_file(a: &Attr, b: &Attr) -> bool {
+    a.ino == b.ino && a.btime == b.btime && a.kind == b.kind
+}
