@@ -103,6 +103,8 @@ codes! {
     TextBusy = ETXTBSY, "text file busy";
     /// EINTR
     Interrupted = EINTR, "interrupted";
+    /// ENXIO: a `Seek` for data or a hole at or past the end of the file.
+    NoDeviceOrAddress = ENXIO, "no such device or address";
 }
 
 impl Code {

@@ -23,6 +23,87 @@ pub mod features {
     pub const LINKS: u64 = 1 << 1;
     /// Unasked change notifications (request id 0) may be sent. Reserved; not yet served.
     pub const CHANGE_NOTIFY: u64 = 1 << 2;
+    /// `Fallocate` is served.
+    pub const FALLOCATE: u64 = 1 << 4;
+    /// `Seek` (SEEK_DATA and SEEK_HOLE) is served.
+    pub const SEEK_HOLES: u64 = 1 << 5;
+    /// `CopyRange` (a copy done by the server) is served.
+    pub const COPY_RANGE: u64 = 1 << 6;
+}
+
+/// `Fallocate.mode` bits (our own numbering; see docs/PROTOCOL.md), and the one mapping
+/// between them and Linux's `FALLOC_FL_*` flags. Mode 0 allocates and extends the size.
+pub mod falloc_mode {
+    /// Allocate without changing the size (`FALLOC_FL_KEEP_SIZE`).
+    pub const KEEP_SIZE: u32 = 1 << 0;
+    /// Deallocate the range, which then reads as zeros (`FALLOC_FL_PUNCH_HOLE`); Linux
+    /// requires `KEEP_SIZE` with it.
+    pub const PUNCH_HOLE: u32 = 1 << 1;
+    /// Make the range read as zeros, allocated (`FALLOC_FL_ZERO_RANGE`).
+    pub const ZERO_RANGE: u32 = 1 << 2;
+    /// Every bit this protocol carries.
+    pub const ALL: u32 = KEEP_SIZE | PUNCH_HOLE | ZERO_RANGE;
+
+    const PAIRS: [(u32, i32); 3] = [
+        (KEEP_SIZE, libc::FALLOC_FL_KEEP_SIZE),
+        (PUNCH_HOLE, libc::FALLOC_FL_PUNCH_HOLE),
+        (ZERO_RANGE, libc::FALLOC_FL_ZERO_RANGE),
+    ];
+
+    /// Our bits for Linux's `mode`, or `None` if it holds a flag we do not carry
+    /// (`FALLOC_FL_COLLAPSE_RANGE`, `INSERT_RANGE`, `UNSHARE_RANGE`: EOPNOTSUPP).
+    pub fn from_linux(mode: i32) -> Option<u32> {
+        let mut left = mode;
+        let mut ours = 0;
+        for (bit, linux) in PAIRS {
+            if mode & linux != 0 {
+                ours |= bit;
+                left &= !linux;
+            }
+        }
+        (left == 0).then_some(ours)
+    }
+
+    /// Linux's `mode` for our bits, or `None` if `mode` holds a bit this protocol lacks.
+    pub fn to_linux(mode: u32) -> Option<i32> {
+        if mode & !ALL != 0 {
+            return None;
+        }
+        Some(
+            PAIRS
+                .iter()
+                .filter(|(bit, _)| mode & bit != 0)
+                .fold(0, |acc, (_, linux)| acc | linux),
+        )
+    }
+}
+
+/// What a `Seek` looks for from its offset (`lseek`'s `SEEK_DATA` and `SEEK_HOLE`; the other
+/// `whence` values need no server). On the wire a `u8`: 0 data, 1 hole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Whence {
+    /// The first byte at or after the offset that holds data (`SEEK_DATA`).
+    Data,
+    /// The first byte at or after the offset in a hole; the end of the file counts as one
+    /// (`SEEK_HOLE`).
+    Hole,
+}
+
+impl Whence {
+    fn to_wire(self) -> u8 {
+        match self {
+            Whence::Data => 0,
+            Whence::Hole => 1,
+        }
+    }
+
+    fn from_wire(v: u8) -> Result<Self, DecodeError> {
+        match v {
+            0 => Ok(Whence::Data),
+            1 => Ok(Whence::Hole),
+            _ => Err(DecodeError::Invalid("seek whence is neither 0 nor 1")),
+        }
+    }
 }
 
 /// `Rename.flags` bits (our own numbering; see docs/PROTOCOL.md).
@@ -279,6 +360,30 @@ pub enum Request {
     },
     /// Removes the temporary. Reply: `Ok`.
     PutAbort { temp: WirePath },
+    /// `fallocate` on the file (following a final symlink beneath the root); `mode` from
+    /// `falloc_mode`. Reply: `Attr` (after).
+    Fallocate {
+        path: WirePath,
+        mode: u32,
+        offset: u64,
+        len: u64,
+    },
+    /// `lseek(offset, SEEK_DATA or SEEK_HOLE)` on the file. Reply: `Offset`.
+    Seek {
+        path: WirePath,
+        offset: u64,
+        whence: Whence,
+    },
+    /// Copies up to `len` bytes from `from` at `from_offset` to `to` at `to_offset` with the
+    /// server's own `copy_file_range`. Reply: `Copied` (fewer bytes than asked is no error;
+    /// none means the end of `from`).
+    CopyRange {
+        from: WirePath,
+        from_offset: u64,
+        to: WirePath,
+        to_offset: u64,
+        len: u64,
+    },
 }
 
 /// Messages from server to client.
@@ -307,6 +412,13 @@ pub enum Reply {
     Statfs(Statfs),
     PutStarted {
         temp: WirePath,
+    },
+    /// The offset a `Seek` found.
+    Offset(u64),
+    /// How many bytes a `CopyRange` copied, and the destination's attributes after it.
+    Copied {
+        copied: u64,
+        attr: Attr,
     },
 }
 
@@ -344,6 +456,9 @@ pub mod kind {
     pub const PUT_BEGIN: u16 = 0x0020;
     pub const PUT_COMMIT: u16 = 0x0021;
     pub const PUT_ABORT: u16 = 0x0022;
+    pub const FALLOCATE: u16 = 0x0040;
+    pub const SEEK: u16 = 0x0041;
+    pub const COPY_RANGE: u16 = 0x0042;
 
     pub const R_HELLO: u16 = 0x8001;
     pub const R_ERROR: u16 = 0x8002;
@@ -355,6 +470,8 @@ pub mod kind {
     pub const R_TARGET: u16 = 0x8008;
     pub const R_STATFS: u16 = 0x8009;
     pub const R_PUT_STARTED: u16 = 0x800a;
+    pub const R_OFFSET: u16 = 0x800d;
+    pub const R_COPIED: u16 = 0x800e;
 }
 
 /// A message that can travel in a frame.
@@ -378,7 +495,13 @@ impl Request {
             | Request::SetAttr { .. }
             | Request::Readlink { .. }
             | Request::Statfs
-            | Request::Fsync { .. } => true,
+            | Request::Fsync { .. }
+            // Allocating, punching or zeroing a range twice leaves what once does.
+            | Request::Fallocate { .. }
+            | Request::Seek { .. }
+            // The same bytes copied again to the same place (the kernel refuses overlapping
+            // ranges of one file).
+            | Request::CopyRange { .. } => true,
             Request::Create { exclusive, .. } => !exclusive,
             Request::Unlink { .. }
             | Request::Mkdir { .. }
@@ -402,7 +525,9 @@ impl Request {
             | Request::Read { .. }
             | Request::Readlink { .. }
             | Request::Statfs
-            | Request::Fsync { .. } => false,
+            | Request::Fsync { .. }
+            | Request::Seek { .. } => false,
+            Request::Fallocate { .. } | Request::CopyRange { .. } => true,
             Request::Write { .. }
             | Request::Create { .. }
             | Request::SetAttr { .. }
@@ -441,6 +566,9 @@ impl Request {
             Request::PutBegin { .. } => "put-begin",
             Request::PutCommit { .. } => "put-commit",
             Request::PutAbort { .. } => "put-abort",
+            Request::Fallocate { .. } => "fallocate",
+            Request::Seek { .. } => "seek",
+            Request::CopyRange { .. } => "copy-range",
         }
     }
 }
@@ -468,6 +596,9 @@ impl Message for Request {
             Request::PutBegin { .. } => kind::PUT_BEGIN,
             Request::PutCommit { .. } => kind::PUT_COMMIT,
             Request::PutAbort { .. } => kind::PUT_ABORT,
+            Request::Fallocate { .. } => kind::FALLOCATE,
+            Request::Seek { .. } => kind::SEEK,
+            Request::CopyRange { .. } => kind::COPY_RANGE,
         }
     }
 
@@ -555,6 +686,39 @@ impl Message for Request {
                 }
             }
             Request::PutAbort { temp } => w.bytes(temp),
+            Request::Fallocate {
+                path,
+                mode,
+                offset,
+                len,
+            } => {
+                w.bytes(path);
+                w.u32(*mode);
+                w.u64(*offset);
+                w.u64(*len);
+            }
+            Request::Seek {
+                path,
+                offset,
+                whence,
+            } => {
+                w.bytes(path);
+                w.u64(*offset);
+                w.u8(whence.to_wire());
+            }
+            Request::CopyRange {
+                from,
+                from_offset,
+                to,
+                to_offset,
+                len,
+            } => {
+                w.bytes(from);
+                w.u64(*from_offset);
+                w.bytes(to);
+                w.u64(*to_offset);
+                w.u64(*len);
+            }
         }
     }
 
@@ -639,6 +803,24 @@ impl Message for Request {
                 },
             },
             kind::PUT_ABORT => Request::PutAbort { temp: r.bytes()? },
+            kind::FALLOCATE => Request::Fallocate {
+                path: r.bytes()?,
+                mode: r.u32()?,
+                offset: r.u64()?,
+                len: r.u64()?,
+            },
+            kind::SEEK => Request::Seek {
+                path: r.bytes()?,
+                offset: r.u64()?,
+                whence: Whence::from_wire(r.u8()?)?,
+            },
+            kind::COPY_RANGE => Request::CopyRange {
+                from: r.bytes()?,
+                from_offset: r.u64()?,
+                to: r.bytes()?,
+                to_offset: r.u64()?,
+                len: r.u64()?,
+            },
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }
@@ -657,6 +839,8 @@ impl Message for Reply {
             Reply::Target(_) => kind::R_TARGET,
             Reply::Statfs(_) => kind::R_STATFS,
             Reply::PutStarted { .. } => kind::R_PUT_STARTED,
+            Reply::Offset(_) => kind::R_OFFSET,
+            Reply::Copied { .. } => kind::R_COPIED,
         }
     }
 
@@ -699,6 +883,11 @@ impl Message for Reply {
                 w.u32(s.namelen);
             }
             Reply::PutStarted { temp } => w.bytes(temp),
+            Reply::Offset(offset) => w.u64(*offset),
+            Reply::Copied { copied, attr } => {
+                w.u64(*copied);
+                put_attr(w, attr);
+            }
         }
     }
 
@@ -748,6 +937,11 @@ impl Message for Reply {
                 namelen: r.u32()?,
             }),
             kind::R_PUT_STARTED => Reply::PutStarted { temp: r.bytes()? },
+            kind::R_OFFSET => Reply::Offset(r.u64()?),
+            kind::R_COPIED => Reply::Copied {
+                copied: r.u64()?,
+                attr: get_attr(r)?,
+            },
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }
@@ -858,6 +1052,58 @@ mod tests {
     use super::*;
 
     #[test]
+    fn falloc_modes_map_to_linux_and_back() {
+        use falloc_mode::*;
+        for ours in 0..=ALL {
+            let linux = to_linux(ours).expect("our bits map");
+            assert_eq!(from_linux(linux), Some(ours), "{ours:#x}");
+        }
+        assert_eq!(
+            to_linux(PUNCH_HOLE | KEEP_SIZE),
+            Some(libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE)
+        );
+        assert_eq!(to_linux(ZERO_RANGE), Some(libc::FALLOC_FL_ZERO_RANGE));
+        assert_eq!(to_linux(1 << 3), None);
+        assert_eq!(from_linux(libc::FALLOC_FL_COLLAPSE_RANGE), None);
+        assert_eq!(
+            from_linux(libc::FALLOC_FL_INSERT_RANGE | libc::FALLOC_FL_KEEP_SIZE),
+            None
+        );
+    }
+
+    #[test]
+    fn fallocate_and_seek_bytes() {
+        let req = Request::Fallocate {
+            path: b"f".to_vec(),
+            mode: falloc_mode::PUNCH_HOLE | falloc_mode::KEEP_SIZE,
+            offset: 0x1000,
+            len: 0x2000,
+        };
+        #[rustfmt::skip]
+        let want: &[u8] = &[
+            0, 0, 0, 1, b'f',                 // path
+            0, 0, 0, 3,                       // mode: KEEP_SIZE | PUNCH_HOLE
+            0, 0, 0, 0, 0, 0, 0x10, 0,        // offset
+            0, 0, 0, 0, 0, 0, 0x20, 0,        // len
+        ];
+        let mut got = Vec::new();
+        req.encode_body(&mut Writer::new(&mut got));
+        assert_eq!(got, want);
+        assert_eq!(decode::<Request>(kind::FALLOCATE, want), Ok(req));
+
+        let seek = Request::Seek {
+            path: Vec::new(),
+            offset: 7,
+            whence: Whence::Hole,
+        };
+        let want: &[u8] = &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7, 1];
+        let mut got = Vec::new();
+        seek.encode_body(&mut Writer::new(&mut got));
+        assert_eq!(got, want);
+        assert_eq!(decode::<Request>(kind::SEEK, want), Ok(seek));
+    }
+
+    #[test]
     fn attr_len_matches_encoding() {
         let a = Attr {
             ino: 1,
@@ -936,6 +1182,11 @@ mod tests {
                 DecodeError::Invalid("text is not UTF-8")),
             ("a reply kind", kind::R_OK, &[],
                 DecodeError::UnknownKind(kind::R_OK)),
+            ("seek: whence 2", kind::SEEK, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                DecodeError::Invalid("seek whence is neither 0 nor 1")),
+            ("fallocate: len cut short", kind::FALLOCATE,
+                &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                DecodeError::Truncated),
         ];
         for (what, k, payload, want) in cases {
             assert_eq!(
@@ -974,10 +1225,10 @@ mod tests {
 
     #[test]
     fn every_request_kind_is_below_every_reply_kind() {
-        for k in [kind::HELLO, kind::PUT_ABORT, kind::FSYNC] {
+        for k in [kind::HELLO, kind::PUT_ABORT, kind::FSYNC, kind::COPY_RANGE] {
             assert!(k < 0x8000);
         }
-        for k in [kind::R_HELLO, kind::R_PUT_STARTED] {
+        for k in [kind::R_HELLO, kind::R_PUT_STARTED, kind::R_COPIED] {
             assert!(k >= 0x8000);
         }
     }

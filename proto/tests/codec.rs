@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use shelf_proto::msg::kind;
 use shelf_proto::{
     write_frame, Attr, Code, DecodeError, DirEntry, FileKind, Frame, FrameReader, Header, Hello,
-    HelloReply, Message, ReadError, Reply, Request, SetAttrs, SetTime, Statfs, Timestamp,
+    HelloReply, Message, ReadError, Reply, Request, SetAttrs, SetTime, Statfs, Timestamp, Whence,
     DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, HEADER_LEN,
 };
 
@@ -182,6 +182,33 @@ fn request() -> impl Strategy<Value = Request> {
         (path(), path(), prop::option::of(timestamp()))
             .prop_map(|(temp, path, mtime)| Request::PutCommit { temp, path, mtime }),
         path().prop_map(|temp| Request::PutAbort { temp }),
+        (path(), any::<u32>(), any::<u64>(), any::<u64>()).prop_map(|(path, mode, offset, len)| {
+            Request::Fallocate {
+                path,
+                mode,
+                offset,
+                len,
+            }
+        }),
+        (
+            path(),
+            any::<u64>(),
+            prop_oneof![Just(Whence::Data), Just(Whence::Hole)]
+        )
+            .prop_map(|(path, offset, whence)| Request::Seek {
+                path,
+                offset,
+                whence,
+            }),
+        (path(), any::<u64>(), path(), any::<u64>(), any::<u64>()).prop_map(
+            |(from, from_offset, to, to_offset, len)| Request::CopyRange {
+                from,
+                from_offset,
+                to,
+                to_offset,
+                len,
+            }
+        ),
     ]
 }
 
@@ -238,6 +265,8 @@ fn reply() -> impl Strategy<Value = Reply> {
         path().prop_map(Reply::Target),
         statfs().prop_map(Reply::Statfs),
         path().prop_map(|temp| Reply::PutStarted { temp }),
+        any::<u64>().prop_map(Reply::Offset),
+        (any::<u64>(), attr()).prop_map(|(copied, attr)| Reply::Copied { copied, attr }),
     ]
 }
 
@@ -503,6 +532,9 @@ const ALL_KINDS: &[u16] = &[
     kind::PUT_BEGIN,
     kind::PUT_COMMIT,
     kind::PUT_ABORT,
+    kind::FALLOCATE,
+    kind::SEEK,
+    kind::COPY_RANGE,
     kind::R_HELLO,
     kind::R_ERROR,
     kind::R_OK,
@@ -513,6 +545,8 @@ const ALL_KINDS: &[u16] = &[
     kind::R_TARGET,
     kind::R_STATFS,
     kind::R_PUT_STARTED,
+    kind::R_OFFSET,
+    kind::R_COPIED,
 ];
 
 fn header_len(frame: &[u8]) -> usize {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use shelf_proto::msg::kind;
 use shelf_proto::{
-    features, Attr, Code, FileKind, Frame, Hello, Message, Reply, Request, Timestamp,
+    falloc_mode, features, Attr, Code, FileKind, Frame, Hello, Message, Reply, Request, Timestamp,
     DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, HEADER_LEN, IO_OVERHEAD, MIN_PAYLOAD,
 };
 
@@ -95,6 +95,37 @@ const STAT_ERROR_REPLY: [u8; 33] = [
     0x6e, 0x6f, 0x74, 0x20, 0x66, 0x6f, 0x75, 0x6e, 0x64, // "not found"
 ];
 
+/// Fallocate "a", id 3: punch a hole of 8 KiB at 4 KiB, keeping the size.
+const FALLOCATE_REQUEST: [u8; 41] = [
+    0x53, 0x48, 0x4c, 0x46, 0x01, 0x00, 0x00,
+    0x40, // magic, frame version, flags, kind Fallocate
+    0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x19, // id 3, payload length 25
+    0x00, 0x00, 0x00, 0x01, 0x61, // path "a"
+    0x00, 0x00, 0x00, 0x03, // mode KEEP_SIZE | PUNCH_HOLE
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, // offset 4096
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, // len 8192
+];
+
+/// CopyRange "a" to "b", id 4: 1 GiB from offset 0 to offset 0.
+const COPY_RANGE_REQUEST: [u8; 50] = [
+    0x53, 0x48, 0x4c, 0x46, 0x01, 0x00, 0x00,
+    0x42, // magic, frame version, flags, kind CopyRange
+    0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x22, // id 4, payload length 34
+    0x00, 0x00, 0x00, 0x01, 0x61, // from "a"
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // from_offset 0
+    0x00, 0x00, 0x00, 0x01, 0x62, // to "b"
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // to_offset 0
+    0x00, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, // len 1 GiB
+];
+
+/// Offset 65536, id 5.
+const OFFSET_REPLY: [u8; 24] = [
+    0x53, 0x48, 0x4c, 0x46, 0x01, 0x00, 0x80,
+    0x0d, // magic, frame version, flags, kind Offset
+    0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x08, // id 5, payload length 8
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, // offset 65536
+];
+
 /// `bytes` decode to exactly `want`, using all of them, and `want` encodes to exactly `bytes`.
 fn check_example<M: Message + std::fmt::Debug + PartialEq + Clone>(bytes: &[u8], want: Frame<M>) {
     let (got, used) = Frame::<M>::decode(bytes, DEFAULT_MAX_PAYLOAD)
@@ -136,6 +167,32 @@ fn worked_examples_decode() {
         ),
     );
     check_example(
+        &FALLOCATE_REQUEST,
+        Frame::new(
+            3,
+            Request::Fallocate {
+                path: b"a".to_vec(),
+                mode: falloc_mode::KEEP_SIZE | falloc_mode::PUNCH_HOLE,
+                offset: 4096,
+                len: 8192,
+            },
+        ),
+    );
+    check_example(
+        &COPY_RANGE_REQUEST,
+        Frame::new(
+            4,
+            Request::CopyRange {
+                from: b"a".to_vec(),
+                from_offset: 0,
+                to: b"b".to_vec(),
+                to_offset: 0,
+                len: 1 << 30,
+            },
+        ),
+    );
+    check_example(&OFFSET_REPLY, Frame::new(5, Reply::Offset(65536)));
+    check_example(
         &STAT_ERROR_REPLY,
         Frame::new(
             2,
@@ -153,6 +210,12 @@ fn doc_shows_the_example_bytes() {
     assert_eq!(example_bytes(&doc, "hello-request"), HELLO_REQUEST);
     assert_eq!(example_bytes(&doc, "stat-request"), STAT_REQUEST);
     assert_eq!(example_bytes(&doc, "stat-error-reply"), STAT_ERROR_REPLY);
+    assert_eq!(example_bytes(&doc, "fallocate-request"), FALLOCATE_REQUEST);
+    assert_eq!(
+        example_bytes(&doc, "copy-range-request"),
+        COPY_RANGE_REQUEST
+    );
+    assert_eq!(example_bytes(&doc, "offset-reply"), OFFSET_REPLY);
     // The header box in "Frames" is the Stat request's header.
     let boxed: String = STAT_REQUEST[..HEADER_LEN]
         .iter()
@@ -185,6 +248,9 @@ fn kinds_table_matches() {
         (kind::PUT_BEGIN, "PutBegin", "request"),
         (kind::PUT_COMMIT, "PutCommit", "request"),
         (kind::PUT_ABORT, "PutAbort", "request"),
+        (kind::FALLOCATE, "Fallocate", "request"),
+        (kind::SEEK, "Seek", "request"),
+        (kind::COPY_RANGE, "CopyRange", "request"),
         (kind::R_HELLO, "Hello", "reply"),
         (kind::R_ERROR, "Error", "reply"),
         (kind::R_OK, "Ok", "reply"),
@@ -195,6 +261,8 @@ fn kinds_table_matches() {
         (kind::R_TARGET, "Target", "reply"),
         (kind::R_STATFS, "Statfs", "reply"),
         (kind::R_PUT_STARTED, "PutStarted", "reply"),
+        (kind::R_OFFSET, "Offset", "reply"),
+        (kind::R_COPIED, "Copied", "reply"),
     ];
     for &(k, name, dir) in kinds {
         let code = format!("`{k:#06x}`");
@@ -248,6 +316,7 @@ fn errors_table_matches() {
         (Code::Quota, "EDQUOT"),
         (Code::TextBusy, "ETXTBSY"),
         (Code::Interrupted, "EINTR"),
+        (Code::NoDeviceOrAddress, "ENXIO"),
     ];
     assert_eq!(
         names.len(),

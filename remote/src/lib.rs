@@ -188,6 +188,8 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::Target(_) => "target",
         Reply::Statfs(_) => "statfs",
         Reply::PutStarted { .. } => "put-started",
+        Reply::Offset(_) => "offset",
+        Reply::Copied { .. } => "copied",
     }
 }
 

@@ -46,7 +46,11 @@ use crate::sys::readable_now;
 /// Largest payload accepted before the handshake: a `Hello` is a token and a short name.
 const HELLO_MAX_PAYLOAD: u32 = 64 << 10;
 /// Features this server serves.
-pub const FEATURES: u64 = features::ATOMIC_PUT | features::LINKS;
+pub const FEATURES: u64 = features::ATOMIC_PUT
+    | features::LINKS
+    | features::FALLOCATE
+    | features::SEEK_HOLES
+    | features::COPY_RANGE;
 
 /// The server's end of one client's connection: a byte stream `serve` can split between a
 /// reading and a writing thread, shut down, and time out. (The client's own socket trait is
@@ -484,6 +488,28 @@ impl Session {
                 lib.put_abort(&temp)?;
                 lock(&self.temps).remove(&temp);
                 Reply::Ok
+            }
+            Request::Fallocate {
+                path,
+                mode,
+                offset,
+                len,
+            } => Reply::Attr(lib.fallocate(&rel(path)?, mode, offset, len)?),
+            Request::Seek {
+                path,
+                offset,
+                whence,
+            } => Reply::Offset(lib.seek(&rel(path)?, offset, whence)?),
+            Request::CopyRange {
+                from,
+                from_offset,
+                to,
+                to_offset,
+                len,
+            } => {
+                let (copied, attr) =
+                    lib.copy_range(&rel(from)?, from_offset, &rel(to)?, to_offset, len)?;
+                Reply::Copied { copied, attr }
             }
         })
     }

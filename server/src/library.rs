@@ -26,6 +26,9 @@
 //! 6. **Atomic put.** `put_begin` makes `.shelf-put-<16 hex>` beside the target with
 //!    `O_CREAT | O_EXCL`; `put_commit` fsyncs it, sets its mtime, renames it over the target
 //!    and fsyncs the directory. `list` hides those names.
+//! 7. **Space, holes and copies** (`space.rs`): `fallocate`, `SEEK_DATA`/`SEEK_HOLE` and
+//!    `copy_file_range` on files opened beneath the root like reads and writes, with the wire's
+//!    `u64`s checked as the kernel checks its `loff_t`s.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -692,6 +695,9 @@ pub(crate) fn attr_of(st: &sys::Stat) -> Attr {
         btime: stamp(btime_secs, i64::from(btime_nanos)),
     }
 }
+
+mod space;
+pub use space::COPY_MAX;
 
 #[cfg(test)]
 mod tests;

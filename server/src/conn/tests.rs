@@ -3,7 +3,7 @@ use std::os::unix::net::UnixStream;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use shelf_proto::{write_frame, Attr, SetAttrs, DEFAULT_MAX_PAYLOAD};
+use shelf_proto::{write_frame, Attr, SetAttrs, Whence, DEFAULT_MAX_PAYLOAD};
 
 use super::*;
 
@@ -147,7 +147,14 @@ fn handshake_agrees_limits_and_features() {
     assert_eq!(r.version, PROTOCOL_VERSION);
     assert_eq!(r.max_payload, DEFAULT_MAX_PAYLOAD);
     assert_eq!(r.max_io, 1 << 20, "the smaller side wins");
-    assert_eq!(r.features, features::ATOMIC_PUT | features::LINKS);
+    assert_eq!(
+        r.features,
+        features::ATOMIC_PUT
+            | features::LINKS
+            | features::FALLOCATE
+            | features::SEEK_HOLES
+            | features::COPY_RANGE
+    );
     assert_eq!(h.client.call(2, Request::Ping), Reply::Pong);
     assert!(h.finish().is_ok(), "clean hang-up is Ok");
 }
@@ -562,6 +569,19 @@ fn read_only_refuses_every_change() {
         Request::PutAbort {
             temp: b".shelf-put-0000000000000000".to_vec(),
         },
+        Request::Fallocate {
+            path: b"f".to_vec(),
+            mode: 0,
+            offset: 0,
+            len: 1 << 20,
+        },
+        Request::CopyRange {
+            from: b"f".to_vec(),
+            from_offset: 0,
+            to: b"f".to_vec(),
+            to_offset: 4,
+            len: 4,
+        },
     ];
     for (i, req) in changes.into_iter().enumerate() {
         assert!(req.is_change());
@@ -579,6 +599,18 @@ fn read_only_refuses_every_change() {
         ),
         Reply::Data { .. }
     ));
+    assert_eq!(
+        h.client.call(
+            51,
+            Request::Seek {
+                path: b"f".to_vec(),
+                offset: 1,
+                whence: Whence::Hole,
+            }
+        ),
+        Reply::Offset(4),
+        "finding holes only looks"
+    );
     let names: Vec<_> = std::fs::read_dir(h.dir.path())
         .expect("readdir")
         .map(|e| e.expect("entry").file_name())
@@ -649,3 +681,62 @@ fn uncommitted_put_temporaries_are_removed_at_hang_up() {
 }
 
 use crate::library::PUT_PREFIX;
+
+#[test]
+fn space_and_copy_requests_are_served() {
+    let mut h = Harness::ready(ServeConfig::default());
+    std::fs::write(h.dir.path().join("a"), b"0123456789").expect("seed");
+    std::fs::write(h.dir.path().join("b"), b"").expect("seed");
+    let copied = h.client.call(
+        2,
+        Request::CopyRange {
+            from: b"a".to_vec(),
+            from_offset: 2,
+            to: b"b".to_vec(),
+            to_offset: 0,
+            len: 100,
+        },
+    );
+    let Reply::Copied { copied, attr: b } = copied else {
+        panic!("copy failed: {copied:?}");
+    };
+    assert_eq!((copied, b.size), (8, 8));
+    assert_eq!(
+        std::fs::read(h.dir.path().join("b")).expect("read"),
+        b"23456789"
+    );
+    let a = attr(h.client.call(
+        3,
+        Request::Fallocate {
+            path: b"b".to_vec(),
+            mode: 0,
+            offset: 0,
+            len: 4096,
+        },
+    ));
+    assert_eq!(a.size, 4096);
+    assert_eq!(
+        error_code(&h.client.call(
+            4,
+            Request::Seek {
+                path: b"b".to_vec(),
+                offset: 4096,
+                whence: Whence::Data,
+            }
+        )),
+        Code::NoDeviceOrAddress
+    );
+    assert_eq!(
+        error_code(&h.client.call(
+            5,
+            Request::Fallocate {
+                path: b"b".to_vec(),
+                mode: 1 << 9,
+                offset: 0,
+                len: 1,
+            }
+        )),
+        Code::NotSupported
+    );
+    assert!(h.finish().is_ok());
+}
