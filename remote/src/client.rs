@@ -9,7 +9,7 @@
 //!    piece lost with its connection resent once, and a read whose pieces saw two versions of
 //!    the file failed with `ESTALE`.
 
-use shelf_proto::{Attr, DirEntry, Reply, Request, SetAttrs, Statfs, Timestamp};
+use shelf_proto::{features, Attr, DirEntry, Reply, Request, SetAttrs, Statfs, Timestamp, Whence};
 
 use super::pool::Pool;
 use super::ranges::{
@@ -256,6 +256,81 @@ impl<T: Transport> Client<T> {
             self.t.call(Request::PutAbort { temp: temp.into() })?,
         )
     }
+
+    /// Whether the server serves the requests of feature bit `bit`.
+    pub fn has(&self, bit: u64) -> bool {
+        self.t.features() & bit == bit
+    }
+
+    /// `fallocate` on the server; `mode` from `shelf_proto::falloc_mode`. The attributes are
+    /// those after it.
+    pub fn fallocate(
+        &self,
+        path: &[u8],
+        mode: u32,
+        offset: u64,
+        len: u64,
+    ) -> Result<Attr, RemoteError> {
+        self.require(features::FALLOCATE, "fallocate")?;
+        let req = Request::Fallocate {
+            path: path.into(),
+            mode,
+            offset,
+            len,
+        };
+        reply_attr("fallocate", self.t.call(req)?)
+    }
+
+    /// The first offset at or after `offset` holding data or in a hole; ENXIO past the end.
+    pub fn seek(&self, path: &[u8], offset: u64, whence: Whence) -> Result<u64, RemoteError> {
+        self.require(features::SEEK_HOLES, "seek")?;
+        let req = Request::Seek {
+            path: path.into(),
+            offset,
+            whence,
+        };
+        match self.t.call(req)? {
+            Reply::Offset(o) => Ok(o),
+            other => Err(refusal("seek", other)),
+        }
+    }
+
+    /// Copies up to `len` bytes on the server; returns how many it copied (possibly fewer, 0
+    /// at the end of `from`) and `to`'s attributes afterwards.
+    pub fn copy_range(
+        &self,
+        from: &[u8],
+        from_offset: u64,
+        to: &[u8],
+        to_offset: u64,
+        len: u64,
+    ) -> Result<(u64, Attr), RemoteError> {
+        self.require(features::COPY_RANGE, "copy-range")?;
+        let req = Request::CopyRange {
+            from: from.into(),
+            from_offset,
+            to: to.into(),
+            to_offset,
+            len,
+        };
+        match self.t.call(req)? {
+            Reply::Copied { copied, attr } if copied <= len => Ok((copied, attr)),
+            Reply::Copied { copied, .. } => Err(RemoteError::Protocol(format!(
+                "the server copied {copied} bytes of {len} asked"
+            ))),
+            other => Err(refusal("copy-range", other)),
+        }
+    }
+
+    /// EOPNOTSUPP, without asking, when the server lacks `bit` (an older server would close
+    /// the connection over a kind it does not know).
+    fn require(&self, bit: u64, what: &'static str) -> Result<(), RemoteError> {
+        if self.has(bit) {
+            Ok(())
+        } else {
+            Err(RemoteError::Unsupported(what))
+        }
+    }
 }
 
 /// The error for a reply that is not the one expected: the server's own error, or a protocol
@@ -288,5 +363,83 @@ pub fn reply_data(reply: Reply) -> Result<(Attr, Vec<u8>), RemoteError> {
     match reply {
         Reply::Data { attr, data } => Ok((attr, data)),
         other => Err(refusal("read", other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use shelf_proto::{features, Code, Request, Whence};
+
+    use crate::testserver::{fake, hello_reply, quick_opts};
+    use crate::{Client, Connection, CLIENT_FEATURES};
+
+    /// A server that announces `features` and counts the requests after the hello, answering
+    /// each with EIO.
+    fn server_with(features: u64) -> (Client<Connection>, Arc<AtomicUsize>) {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&seen);
+        let (stream, _s) = fake(move |mut peer| {
+            let f = peer.recv().expect("hello");
+            let Request::Hello(h) = f.msg else {
+                panic!("hello first")
+            };
+            assert_eq!(
+                h.features, CLIENT_FEATURES,
+                "the client announces what it uses"
+            );
+            let mut r = hello_reply();
+            r.features = features;
+            peer.send(f.id, shelf_proto::Reply::Hello(r));
+            while let Some(f) = peer.recv() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                peer.send(f.id, shelf_proto::Reply::error(Code::Io, "fake"));
+            }
+        });
+        let conn = Connection::handshake_over(stream, &quick_opts()).expect("handshake");
+        (Client::new(conn), seen)
+    }
+
+    #[test]
+    fn an_older_server_is_not_sent_what_it_does_not_know() {
+        let (client, seen) = server_with(features::ATOMIC_PUT | features::LINKS);
+        let code = |e: crate::RemoteError| e.code();
+        assert_eq!(
+            client.fallocate(b"f", 0, 0, 1).map_err(code).err(),
+            Some(Code::NotSupported)
+        );
+        assert_eq!(
+            client.seek(b"f", 0, Whence::Data).map_err(code).err(),
+            Some(Code::NotSupported)
+        );
+        assert_eq!(
+            client.copy_range(b"a", 0, b"b", 0, 1).map_err(code).err(),
+            Some(Code::NotSupported)
+        );
+        let _ = client.ping();
+        assert_eq!(seen.load(Ordering::SeqCst), 1, "only the ping went out");
+    }
+
+    #[test]
+    fn a_server_with_the_features_is_asked() {
+        let (client, seen) =
+            server_with(features::FALLOCATE | features::SEEK_HOLES | features::COPY_RANGE);
+        assert!(client.has(features::COPY_RANGE));
+        let code = |e: crate::RemoteError| e.code();
+        assert_eq!(
+            client.fallocate(b"f", 0, 0, 1).map_err(code).err(),
+            Some(Code::Io)
+        );
+        assert_eq!(
+            client.seek(b"f", 0, Whence::Hole).map_err(code).err(),
+            Some(Code::Io)
+        );
+        assert_eq!(
+            client.copy_range(b"a", 0, b"b", 0, 1).map_err(code).err(),
+            Some(Code::Io)
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 3);
     }
 }

@@ -54,6 +54,14 @@ use super::stream::Stream;
 use super::{io_text, ConnectOptions, Limits, PendingReply, RemoteError, Transport};
 use crate::sys::Events;
 
+/// The feature bits this client announces: everything it knows how to use. What is in force
+/// on a connection is the part the server announced too ([`Connection::features`]).
+pub const CLIENT_FEATURES: u64 = features::ATOMIC_PUT
+    | features::LINKS
+    | features::FALLOCATE
+    | features::SEEK_HOLES
+    | features::COPY_RANGE;
+
 /// The id of the `Hello` request; ids of later requests start after it.
 const HELLO_ID: u32 = 1;
 /// Longest a waiter sleeps before looking whether it should read (see `Pending::wait`): a
@@ -252,6 +260,8 @@ pub struct Connection {
     writer: Mutex<Outbox>,
     next_id: AtomicU32,
     limits: Limits,
+    /// The feature bits both sides announced.
+    features: u64,
     server: HelloReply,
     request_timeout: Duration,
 }
@@ -408,7 +418,7 @@ impl Connection {
             .map_err(setup)?;
         let hello = Hello {
             token: opts.token.clone().unwrap_or_default(),
-            features: features::ATOMIC_PUT | features::LINKS,
+            features: CLIENT_FEATURES,
             ..Hello::new(opts.agent.clone())
         };
         let bytes = Frame::new(HELLO_ID, Request::Hello(hello.clone()))
@@ -428,9 +438,9 @@ impl Connection {
                 server.version
             )));
         }
-        let limits = negotiate(&hello, &server)
-            .map_err(|e| RemoteError::Protocol(format!("the server's limits: {e}")))?
-            .limits;
+        let agreed = negotiate(&hello, &server)
+            .map_err(|e| RemoteError::Protocol(format!("the server's limits: {e}")))?;
+        let limits = agreed.limits;
         stream.set_read_deadline(None).map_err(setup)?;
         stream
             .set_write_deadline(Some(opts.request_timeout))
@@ -458,6 +468,7 @@ impl Connection {
             }),
             next_id: AtomicU32::new(HELLO_ID + 1),
             limits,
+            features: agreed.features,
             server,
             request_timeout: opts.request_timeout,
         })
@@ -550,6 +561,11 @@ impl Connection {
         self.limits
     }
 
+    /// The feature bits agreed in the handshake.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
     /// What the server announced in its `Hello` reply.
     pub fn server(&self) -> &HelloReply {
         &self.server
@@ -604,6 +620,9 @@ impl Transport for Connection {
 
     fn limits(&self) -> Limits {
         self.limits
+    }
+    fn features(&self) -> u64 {
+        self.features
     }
 }
 

@@ -38,7 +38,7 @@ mod sys;
 pub(crate) mod testserver;
 
 pub use client::Client;
-pub use connection::{Connection, Pending};
+pub use connection::{Connection, Pending, CLIENT_FEATURES};
 pub use pool::{Pool, PoolState};
 pub use stream::Stream;
 
@@ -108,6 +108,10 @@ pub enum RemoteError {
     /// The server refused our token.
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// The server did not announce the feature this request needs (an older server), so it
+    /// was not sent: EOPNOTSUPP, which lets the kernel or the program fall back.
+    #[error("the server does not serve {0}")]
+    Unsupported(&'static str),
 }
 
 impl RemoteError {
@@ -123,6 +127,7 @@ impl RemoteError {
             RemoteError::Protocol(_) => Code::Io,
             RemoteError::Busy(_) => Code::Busy,
             RemoteError::Auth(_) => Code::Access,
+            RemoteError::Unsupported(_) => Code::NotSupported,
         }
     }
 
@@ -218,6 +223,10 @@ pub trait Transport: Send + Sync + 'static {
     /// connection after a connection failure (where the transport can reconnect).
     fn call(&self, req: Request) -> Result<Reply, RemoteError>;
     fn limits(&self) -> Limits;
+    /// The feature bits in force (`shelf_proto::features`, agreed in the handshake): a
+    /// request whose bit is missing must not be sent, an older server would close the
+    /// connection over a kind it does not know.
+    fn features(&self) -> u64;
 }
 
 /// A shared transport is a transport, so one pool can serve a core and a status reporter.
@@ -231,6 +240,9 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
     }
     fn limits(&self) -> Limits {
         (**self).limits()
+    }
+    fn features(&self) -> u64 {
+        (**self).features()
     }
 }
 
@@ -279,6 +291,10 @@ mod tests {
         assert_eq!(RemoteError::Protocol("x".into()).errno(), libc::EIO);
         assert_eq!(RemoteError::Busy("x".into()).errno(), libc::EBUSY);
         assert_eq!(RemoteError::Auth("x".into()).errno(), libc::EACCES);
+        assert_eq!(
+            RemoteError::Unsupported("fallocate").errno(),
+            libc::EOPNOTSUPP
+        );
         assert_eq!(
             RemoteError::server(Code::NotEmpty, "").errno(),
             libc::ENOTEMPTY

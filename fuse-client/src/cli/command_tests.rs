@@ -173,6 +173,9 @@ impl Transport for Meddler {
     fn call(&self, req: Request) -> Result<Reply, RemoteError> {
         self.inner.call(req)
     }
+    fn features(&self) -> u64 {
+        self.inner.features()
+    }
     fn limits(&self) -> Limits {
         self.inner.limits()
     }
