@@ -32,13 +32,15 @@
 //!
 //! Where each part of `Core` lives: the struct and its constructor here; the operations by
 //! FUSE operation in `namespace.rs` (lookup, forget and the changes of names), `attrs.rs`,
-//! `files.rs` and `dirs.rs`; the ideas they share in `paths.rs`, `hidden.rs`, `drain.rs`,
+//! `files.rs` and `dirs.rs`, with `space.rs` (fallocate, holes) and `copy.rs` (server-side
+//! copies); the ideas they share in `paths.rs`, `hidden.rs`, `drain.rs`,
 //! `versions.rs` and `handles.rs`. Below `Core`: `inode.rs`, `listing.rs`, `cache/`,
 //! `fetch.rs`, `readahead.rs`, `write.rs`.
 
 mod attrs;
 pub mod cache;
 mod config;
+mod copy;
 mod dirs;
 mod drain;
 mod error;
@@ -52,6 +54,7 @@ pub mod listing;
 mod namespace;
 mod paths;
 pub mod readahead;
+mod space;
 mod time;
 mod versions;
 mod write;
