@@ -17,5 +17,5 @@ need_packages() {
 }
 
 # What the build and the tests need on a fresh Debian machine with Rust.
-TEST_PACKAGES=(fuse3 rsync socat util-linux bsdutils procps psmisc sqlite3 git xxd bc
+TEST_PACKAGES=(fuse3 rsync socat util-linux bsdutils procps psmisc sqlite3 git xxd bc strace
     libglib2.0-bin pcmanfm xvfb xdotool imagemagick)

@@ -67,6 +67,9 @@ pub fn report(core: &Core<Pool>, mountpoint: &Path) -> String {
     line("requests", pool.requests.to_string());
     line("retries", pool.retries.to_string());
     line("reconnects", pool.reconnects.to_string());
+    let (received, sent) = shelf_remote::data_moved();
+    line("data_received_bytes", received.to_string());
+    line("data_sent_bytes", sent.to_string());
     line("cache_hits", cache.hits.to_string());
     line("cache_misses", cache.misses.to_string());
     line("cache_bytes", cache.bytes.to_string());
@@ -242,6 +245,14 @@ fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
         get("retries"),
         get("in_flight")
     )?;
+    // File bytes over the wire, exact: a copy the server did, or a sparse read that skipped
+    // its holes, shows here as the bytes it did not move.
+    writeln!(
+        out,
+        "  file data:    {} bytes received, {} bytes sent",
+        get("data_received_bytes"),
+        get("data_sent_bytes")
+    )?;
     let (hits, misses) = (num("cache_hits"), num("cache_misses"));
     let rate = if hits + misses == 0 {
         0.0
@@ -306,6 +317,8 @@ mod tests {
             ("cache_misses", "1"),
             ("cache_bytes", "1048576"),
             ("cache_capacity", "268435456"),
+            ("data_received_bytes", "4096"),
+            ("data_sent_bytes", "0"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -315,6 +328,10 @@ mod tests {
         let text = String::from_utf8(out).expect("utf-8");
         assert!(text.contains("connected"), "{text}");
         assert!(text.contains("2 of 4 open"), "{text}");
+        assert!(
+            text.contains("file data:    4096 bytes received, 0 bytes sent"),
+            "{text}"
+        );
         assert!(text.contains("1.0 MiB held of 256.0 MiB"), "{text}");
         assert!(text.contains("75.0% hits"), "{text}");
     }

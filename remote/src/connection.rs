@@ -36,7 +36,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::Thread;
 use std::time::{Duration, Instant};
@@ -53,6 +53,21 @@ use shelf_proto::{
 use super::stream::Stream;
 use super::{io_text, ConnectOptions, Limits, PendingReply, RemoteError, Transport};
 use crate::sys::Events;
+
+/// File bytes this process received in `Data` replies and sent in `Write` requests, over
+/// every connection it made: what `shelf status` shows as the data moved over the wire, so a
+/// test can tell a copy done by the server (or a sparse read that skipped its holes) from one
+/// that moved the bytes. Relaxed counters: read for reports, never for decisions.
+static DATA_RECEIVED: AtomicU64 = AtomicU64::new(0);
+static DATA_SENT: AtomicU64 = AtomicU64::new(0);
+
+/// File bytes received in `Data` replies and sent in `Write` requests by this process so far.
+pub fn data_moved() -> (u64, u64) {
+    (
+        DATA_RECEIVED.load(Ordering::Relaxed),
+        DATA_SENT.load(Ordering::Relaxed),
+    )
+}
 
 /// The feature bits this client announces: everything it knows how to use. What is in force
 /// on a connection is the part the server announced too ([`Connection::features`]).
@@ -202,6 +217,9 @@ impl Shared {
                 return Err(Death::Protocol(format!("malformed reply: {error}")))
             }
         };
+        if let Reply::Data { data, .. } = &frame.msg {
+            DATA_RECEIVED.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
         match frame.id {
             UNSOLICITED_ID => match frame.msg {
                 Reply::Error { code, message } => {
@@ -521,6 +539,9 @@ impl Connection {
             let why = format!("sending a request failed: {}", io_text(&e));
             self.shared.kill(Death::Closed(why.clone()));
             return Err((RemoteError::Disconnected(why), true));
+        }
+        if let Request::Write { data, .. } = req {
+            DATA_SENT.fetch_add(data.len() as u64, Ordering::Relaxed);
         }
         Ok(pending)
     }

@@ -38,7 +38,7 @@ mod sys;
 pub(crate) mod testserver;
 
 pub use client::Client;
-pub use connection::{Connection, Pending, CLIENT_FEATURES};
+pub use connection::{data_moved, Connection, Pending, CLIENT_FEATURES};
 pub use pool::{Pool, PoolState};
 pub use stream::Stream;
 
