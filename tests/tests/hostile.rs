@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shelf_proto::{
-    Code, Frame, FrameReader, Hello, ReadError, Reply, Request, SetAttrs, DEFAULT_MAX_IO,
+    Code, Frame, FrameReader, Hello, ReadError, Reply, Request, SetAttrs, Whence, DEFAULT_MAX_IO,
     HARD_MAX_PAYLOAD,
 };
 use shelf_tests::*;
@@ -268,6 +268,31 @@ fn requests_with_path(p: &[u8]) -> Vec<Request> {
             path: p.clone(),
             mtime: None,
         },
+        Request::Fallocate {
+            path: p.clone(),
+            mode: 0,
+            offset: 0,
+            len: 4096,
+        },
+        Request::Seek {
+            path: p.clone(),
+            offset: 0,
+            whence: Whence::Data,
+        },
+        Request::CopyRange {
+            from: p.clone(),
+            from_offset: 0,
+            to: ok.clone(),
+            to_offset: 0,
+            len: 4096,
+        },
+        Request::CopyRange {
+            from: ok.clone(),
+            from_offset: 0,
+            to: p.clone(),
+            to_offset: 0,
+            len: 4096,
+        },
         Request::PutAbort { temp: p },
     ]
 }
@@ -371,6 +396,32 @@ fn every_request_kind_refuses_hostile_paths_and_nothing_escapes() {
             Request::Fsync {
                 path: path.to_vec(),
                 data_only: true,
+            },
+            Request::Fallocate {
+                path: path.to_vec(),
+                mode: 0,
+                offset: 0,
+                len: 1 << 20,
+            },
+            Request::Seek {
+                path: path.to_vec(),
+                offset: 0,
+                whence: Whence::Data,
+            },
+            // Copies out of the library through the link, and into what it points at.
+            Request::CopyRange {
+                from: path.to_vec(),
+                from_offset: 0,
+                to: b"ok".to_vec(),
+                to_offset: 0,
+                len: 1000,
+            },
+            Request::CopyRange {
+                from: b"ok".to_vec(),
+                from_offset: 0,
+                to: path.to_vec(),
+                to_offset: 0,
+                len: 1000,
             },
         ] {
             let what = format!("{} {name}", req.name());
