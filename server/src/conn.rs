@@ -3,8 +3,9 @@
 //! What is hard, and how the code is arranged for it:
 //!
 //! 1. **Pipelining without head-of-line blocking.** The calling thread reads and decodes frames
-//!    and hands requests that only look (stat, list, read, readlink, statfs, fsync, ping) to a
-//!    small pool of worker threads, so a slow read does not hold up a stat behind it. A look
+//!    and hands requests that only look (stat, list, read, seek, readlink, statfs, fsync,
+//!    ping) to a small pool of worker threads, so a slow read does not hold up a stat behind
+//!    it. A look
 //!    that came alone, with nothing in flight and nothing behind it, is answered on the
 //!    reading thread instead: waking a worker would cost more than it could overlap.
 //! 2. **Order where it matters.** A request that changes the library (`Request::is_change`)
