@@ -282,6 +282,46 @@ fn kinds_table_matches() {
 }
 
 #[test]
+fn features_and_fallocate_mode_tables_match() {
+    let rows = table_rows(&doc());
+    for (bit, name) in [
+        (features::ATOMIC_PUT, "ATOMIC_PUT"),
+        (features::LINKS, "LINKS"),
+        (features::CHANGE_NOTIFY, "CHANGE_NOTIFY"),
+        (features::FALLOCATE, "FALLOCATE"),
+        (features::SEEK_HOLES, "SEEK_HOLES"),
+        (features::COPY_RANGE, "COPY_RANGE"),
+    ] {
+        let shift = format!("`1 << {}`", bit.trailing_zeros());
+        let name = format!("`{name}`");
+        assert!(
+            has_row(&rows, &[&shift, &name]),
+            "PROTOCOL.md Features lacks | {shift} | {name} |"
+        );
+    }
+    for (bit, name, linux) in [
+        (falloc_mode::KEEP_SIZE, "KEEP_SIZE", "FALLOC_FL_KEEP_SIZE"),
+        (
+            falloc_mode::PUNCH_HOLE,
+            "PUNCH_HOLE",
+            "FALLOC_FL_PUNCH_HOLE",
+        ),
+        (
+            falloc_mode::ZERO_RANGE,
+            "ZERO_RANGE",
+            "FALLOC_FL_ZERO_RANGE",
+        ),
+    ] {
+        let shift = format!("`1 << {}`", bit.trailing_zeros());
+        let (name, linux) = (format!("`{name}`"), format!("`{linux}`"));
+        assert!(
+            has_row(&rows, &[&shift, &name, &linux]),
+            "PROTOCOL.md fallocate modes lack | {shift} | {name} | {linux} |"
+        );
+    }
+}
+
+#[test]
 fn errors_table_matches() {
     let rows = table_rows(&doc());
     let names: &[(Code, &str)] = &[
