@@ -1,6 +1,6 @@
-//! shelf-remote, the client side of the wire: everything between a caller that wants a file operation done on the server
-//! and the bytes on a socket. The FUSE core and the CLI both use it, and nothing above it sees a
-//! socket.
+//! shelf-remote, the client side of the wire: everything between a caller that wants a file
+//! operation done on the server and the bytes on a socket. The FUSE core and the CLI both use
+//! it, and nothing above it sees a socket.
 //!
 //! What is hard, and where it is handled:
 //! 1. *Pipelining.* Many requests are in flight on one connection and replies come back in any
@@ -19,8 +19,8 @@
 //!    window, splitting at `max_io`, in-order pieces, resending a lost piece once where
 //!    allowed, and the version check across pieces.
 //!
-//! Layout: [`stream`] (the socket abstraction), [`connection`], [`pool`], [`client`], [`ranges`], `sys`
-//! (the two socket calls `std` lacks), and this file's shared types. Test transports (the
+//! Layout: [`stream`] (the socket abstraction), [`connection`], [`pool`], [`client`],
+//! [`ranges`], `sys` (the two socket calls `std` lacks), and this file's shared types. Test transports (the
 //! real server in-process, in memory, failing on cue) live in the dev-only `shelf-testkit`.
 
 use std::io;
