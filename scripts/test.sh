@@ -11,6 +11,9 @@ need_packages "${TEST_PACKAGES[@]}"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+# Broken intra-doc links are how module docs drift from the code they describe.
+RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
+    cargo doc --no-deps --workspace --document-private-items --quiet
 # The end-to-end tests run the real binaries, which cargo test does not build for them.
 cargo build --workspace --bins
 cargo test --workspace -- --test-threads="${SHELF_TEST_THREADS:-4}"

@@ -1,12 +1,12 @@
-//! The `shelf` command line: one module per subcommand, all over [`crate::remote`].
+//! The `shelf` command line: one module per subcommand, all over [`shelf_remote`].
 //!
 //! Each subcommand is a function over a [`Client`] and plain arguments, so `shelf shell` calls
-//! the same functions and the tests drive them against a [`shelf_remote::Loopback`].
+//! the same functions and the tests drive them against `shelf_testkit::Loopback`.
 //! [`run`] owns what only the process edge knows: parsing, connecting, printing an error once
 //! with its whole context chain, and exit codes: 0 success (a closed stdout included, so
 //! `shelf ls | head` is quiet), 1 error, 2 bad usage, 130 after Ctrl-C.
 //!
-//! Layout: [`format`] (how things are shown), [`paths`] (remote path arithmetic),
+//! Layout: [`format`](mod@format) (how things are shown), [`paths`] (remote path arithmetic),
 //! [`interrupt`] (Ctrl-C as a flag), [`progress`], then [`ls`], [`get`], [`put`], [`rm`],
 //! [`mkdir`], [`mv`] and [`shell`]; [`generate`] makes completions and man pages; [`token`]
 //! reads `--token-file` and [`units`] parses sizes and durations, for these and `shelf mount`.
