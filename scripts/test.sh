@@ -10,6 +10,10 @@ need_packages "${TEST_PACKAGES[@]}"
 [ -e /dev/fuse ] || { echo "shelf: /dev/fuse is missing; the mount tests need FUSE" >&2; exit 1; }
 
 cargo fmt --all -- --check
+# The shipped client holds no server code (the in-process server is the dev-only testkit).
+if cargo tree -p shelf-client -e normal --prefix none | grep -q '^shelf-\(server\|testkit\) '; then
+    echo "shelf: shelf-client depends on server code outside its dev-dependencies" >&2; exit 1
+fi
 cargo clippy --workspace --all-targets -- -D warnings
 # Broken intra-doc links are how module docs drift from the code they describe.
 RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
