@@ -188,6 +188,8 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::Target(_) => "target",
         Reply::Statfs(_) => "statfs",
         Reply::PutStarted { .. } => "put-started",
+        Reply::Xattr(_) => "xattr",
+        Reply::XattrNames(_) => "xattr-names",
     }
 }
 
