@@ -218,6 +218,9 @@ pub trait Transport: Send + Sync + 'static {
     /// connection after a connection failure (where the transport can reconnect).
     fn call(&self, req: Request) -> Result<Reply, RemoteError>;
     fn limits(&self) -> Limits;
+    /// The feature bits agreed with the server (`shelf_proto::features`); a request of a
+    /// feature not among them is not sent.
+    fn features(&self) -> u64;
 }
 
 /// A shared transport is a transport, so one pool can serve a core and a status reporter.
@@ -231,6 +234,9 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
     }
     fn limits(&self) -> Limits {
         (**self).limits()
+    }
+    fn features(&self) -> u64 {
+        (**self).features()
     }
 }
 
