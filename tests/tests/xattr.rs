@@ -4,9 +4,9 @@
 //! around every write answered without a round trip.
 //!
 //! Local ext4 is the reference: a call is made on a file in a temp directory and on the same
-//! file in the mount, and the two answers (value or errno) must be equal. The few namespaces
-//! the mount refuses on purpose (`trusted.`, `security.`; README, "What the mount supports")
-//! are checked on their own, since root on ext4 may set them.
+//! file in the mount, and the two answers (value or errno) must be equal. The namespaces the
+//! mount refuses on purpose (`trusted.`, `security.`, `system.posix_acl_*`; README, "What the
+//! mount promises") are checked on their own, since root on ext4 may set them.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
