@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +68,15 @@ pub fn report(core: &Core<Pool>, mountpoint: &Path) -> String {
     line("requests", pool.requests.to_string());
     line("retries", pool.retries.to_string());
     line("reconnects", pool.reconnects.to_string());
+    let xattrs = core.xattr_stats();
+    line(
+        "xattr_sent",
+        xattrs.sent.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "xattr_local",
+        xattrs.local.load(Ordering::Relaxed).to_string(),
+    );
     line("cache_hits", cache.hits.to_string());
     line("cache_misses", cache.misses.to_string());
     line("cache_bytes", cache.bytes.to_string());
@@ -242,6 +252,12 @@ fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
         get("retries"),
         get("in_flight")
     )?;
+    writeln!(
+        out,
+        "  xattrs:       {} sent, {} answered here",
+        get("xattr_sent"),
+        get("xattr_local")
+    )?;
     let (hits, misses) = (num("cache_hits"), num("cache_misses"));
     let rate = if hits + misses == 0 {
         0.0
@@ -306,6 +322,8 @@ mod tests {
             ("cache_misses", "1"),
             ("cache_bytes", "1048576"),
             ("cache_capacity", "268435456"),
+            ("xattr_sent", "5"),
+            ("xattr_local", "1000"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -317,5 +335,6 @@ mod tests {
         assert!(text.contains("2 of 4 open"), "{text}");
         assert!(text.contains("1.0 MiB held of 256.0 MiB"), "{text}");
         assert!(text.contains("75.0% hits"), "{text}");
+        assert!(text.contains("5 sent, 1000 answered here"), "{text}");
     }
 }

@@ -103,6 +103,10 @@ codes! {
     TextBusy = ETXTBSY, "text file busy";
     /// EINTR
     Interrupted = EINTR, "interrupted";
+    /// ENODATA: no extended attribute of that name (also ENOATTR, the same number on Linux).
+    NoData = ENODATA, "no data available";
+    /// E2BIG: an extended attribute value or list over 64 KiB.
+    TooBig = E2BIG, "argument list too long";
 }
 
 impl Code {

@@ -29,6 +29,6 @@ pub use frame::{
 pub use handshake::{negotiate, Limits, NegotiateError, Negotiated, IO_OVERHEAD, MIN_PAYLOAD};
 pub use io::{is_timeout, write_frame, write_parts, FrameReader, ReadError};
 pub use msg::{
-    features, rename_flags, Attr, DirEntry, FileKind, Hello, HelloReply, Message, Reply, Request,
-    SetAttrs, SetTime, Statfs, Timestamp, Version, WirePath, PROTOCOL_VERSION,
+    features, rename_flags, xattr, Attr, DirEntry, FileKind, Hello, HelloReply, Message, Reply,
+    Request, SetAttrs, SetTime, Statfs, Timestamp, Version, WirePath, PROTOCOL_VERSION,
 };

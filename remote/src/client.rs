@@ -9,7 +9,7 @@
 //!    piece lost with its connection resent once, and a read whose pieces saw two versions of
 //!    the file failed with `ESTALE`.
 
-use shelf_proto::{Attr, DirEntry, Reply, Request, SetAttrs, Statfs, Timestamp};
+use shelf_proto::{features, Attr, Code, DirEntry, Reply, Request, SetAttrs, Statfs, Timestamp};
 
 use super::pool::Pool;
 use super::ranges::{
@@ -255,6 +255,69 @@ impl<T: Transport> Client<T> {
             "put-abort",
             self.t.call(Request::PutAbort { temp: temp.into() })?,
         )
+    }
+
+    /// The value of extended attribute `name` of `path` itself (no buffer size: the core
+    /// answers a caller's size query and ERANGE from the whole value).
+    pub fn get_xattr(&self, path: &[u8], name: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        self.need_xattr("getxattr")?;
+        let req = Request::GetXattr {
+            path: path.into(),
+            name: name.into(),
+        };
+        match self.t.call(req)? {
+            Reply::Xattr(value) => Ok(value),
+            other => Err(refusal("getxattr", other)),
+        }
+    }
+
+    /// `flags` from `shelf_proto::xattr` (`CREATE`, `REPLACE`).
+    pub fn set_xattr(
+        &self,
+        path: &[u8],
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), RemoteError> {
+        self.need_xattr("setxattr")?;
+        let req = Request::SetXattr {
+            path: path.into(),
+            name: name.into(),
+            value: value.into(),
+            flags,
+        };
+        reply_ok("setxattr", self.t.call(req)?)
+    }
+
+    /// The names the server serves (`user.` ones), without NULs.
+    pub fn list_xattr(&self, path: &[u8]) -> Result<Vec<Vec<u8>>, RemoteError> {
+        self.need_xattr("listxattr")?;
+        match self.t.call(Request::ListXattr { path: path.into() })? {
+            Reply::XattrNames(names) => Ok(names),
+            other => Err(refusal("listxattr", other)),
+        }
+    }
+
+    pub fn remove_xattr(&self, path: &[u8], name: &[u8]) -> Result<(), RemoteError> {
+        self.need_xattr("removexattr")?;
+        let req = Request::RemoveXattr {
+            path: path.into(),
+            name: name.into(),
+        };
+        reply_ok("removexattr", self.t.call(req)?)
+    }
+
+    /// Whether the server agreed to serve extended attributes. A server that did not would
+    /// take the request for a protocol error and close the connection, so none is sent; the
+    /// answer is the one of a file system without xattrs, EOPNOTSUPP.
+    fn need_xattr(&self, req: &'static str) -> Result<(), RemoteError> {
+        if self.t.features() & features::XATTR == 0 {
+            return Err(RemoteError::server(
+                Code::NotSupported,
+                format!("{req}: the server does not serve extended attributes"),
+            ));
+        }
+        Ok(())
     }
 }
 

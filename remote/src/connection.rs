@@ -246,12 +246,17 @@ impl Shared {
     }
 }
 
+/// Feature bits this client announces in its `Hello` (docs/PROTOCOL.md, "Features").
+pub const FEATURES: u64 = features::ATOMIC_PUT | features::LINKS | features::XATTR;
+
 /// One connection to a server, safe to share between threads; see the module docs.
 pub struct Connection {
     shared: Arc<Shared>,
     writer: Mutex<Outbox>,
     next_id: AtomicU32,
     limits: Limits,
+    /// The feature bits both sides announced.
+    features: u64,
     server: HelloReply,
     request_timeout: Duration,
 }
@@ -408,7 +413,7 @@ impl Connection {
             .map_err(setup)?;
         let hello = Hello {
             token: opts.token.clone().unwrap_or_default(),
-            features: features::ATOMIC_PUT | features::LINKS,
+            features: FEATURES,
             ..Hello::new(opts.agent.clone())
         };
         let bytes = Frame::new(HELLO_ID, Request::Hello(hello.clone()))
@@ -428,9 +433,9 @@ impl Connection {
                 server.version
             )));
         }
-        let limits = negotiate(&hello, &server)
-            .map_err(|e| RemoteError::Protocol(format!("the server's limits: {e}")))?
-            .limits;
+        let agreed = negotiate(&hello, &server)
+            .map_err(|e| RemoteError::Protocol(format!("the server's limits: {e}")))?;
+        let limits = agreed.limits;
         stream.set_read_deadline(None).map_err(setup)?;
         stream
             .set_write_deadline(Some(opts.request_timeout))
@@ -458,6 +463,7 @@ impl Connection {
             }),
             next_id: AtomicU32::new(HELLO_ID + 1),
             limits,
+            features: agreed.features,
             server,
             request_timeout: opts.request_timeout,
         })
@@ -550,6 +556,11 @@ impl Connection {
         self.limits
     }
 
+    /// The feature bits agreed in the handshake: those both sides announced.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
     /// What the server announced in its `Hello` reply.
     pub fn server(&self) -> &HelloReply {
         &self.server
@@ -604,6 +615,10 @@ impl Transport for Connection {
 
     fn limits(&self) -> Limits {
         self.limits
+    }
+
+    fn features(&self) -> u64 {
+        self.features
     }
 }
 

@@ -188,6 +188,8 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::Target(_) => "target",
         Reply::Statfs(_) => "statfs",
         Reply::PutStarted { .. } => "put-started",
+        Reply::Xattr(_) => "xattr",
+        Reply::XattrNames(_) => "xattr-names",
     }
 }
 
@@ -216,6 +218,9 @@ pub trait Transport: Send + Sync + 'static {
     /// connection after a connection failure (where the transport can reconnect).
     fn call(&self, req: Request) -> Result<Reply, RemoteError>;
     fn limits(&self) -> Limits;
+    /// The feature bits agreed with the server (`shelf_proto::features`); a request of a
+    /// feature not among them is not sent.
+    fn features(&self) -> u64;
 }
 
 /// A shared transport is a transport, so one pool can serve a core and a status reporter.
@@ -229,6 +234,9 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
     }
     fn limits(&self) -> Limits {
         (**self).limits()
+    }
+    fn features(&self) -> u64 {
+        (**self).features()
     }
 }
 

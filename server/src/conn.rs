@@ -46,7 +46,7 @@ use crate::sys::readable_now;
 /// Largest payload accepted before the handshake: a `Hello` is a token and a short name.
 const HELLO_MAX_PAYLOAD: u32 = 64 << 10;
 /// Features this server serves.
-pub const FEATURES: u64 = features::ATOMIC_PUT | features::LINKS;
+pub const FEATURES: u64 = features::ATOMIC_PUT | features::LINKS | features::XATTR;
 
 /// The server's end of one client's connection: a byte stream `serve` can split between a
 /// reading and a writing thread, shut down, and time out. (The client's own socket trait is
@@ -473,6 +473,15 @@ impl Session {
                     temp: temp.into_bytes(),
                 }
             }
+            Request::GetXattr { path, name } => Reply::Xattr(lib.get_xattr(&rel(path)?, &name)?),
+            Request::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+            } => ok(lib.set_xattr(&rel(path)?, &name, &value, flags)?),
+            Request::ListXattr { path } => Reply::XattrNames(lib.list_xattr(&rel(path)?)?),
+            Request::RemoveXattr { path, name } => ok(lib.remove_xattr(&rel(path)?, &name)?),
             Request::PutCommit { temp, path, mtime } => {
                 let temp = rel(temp)?;
                 let attr = lib.put_commit(&temp, &rel(path)?, mtime)?;

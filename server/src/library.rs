@@ -23,7 +23,8 @@
 //! 5. **Errors.** An `io::Error` becomes a code through `Code::from_io`, the one mapping; the
 //!    few refusals that are policy (EPERM, EINVAL, EBUSY, ELOOP above) are chosen here, each
 //!    with a message that names the operation and the path.
-//! 6. **Atomic put.** `put_begin` makes `.shelf-put-<16 hex>` beside the target with
+//! 6. **Extended attributes** are in [`xattr`](self::xattr): `user.` only, on the file itself.
+//! 7. **Atomic put.** `put_begin` makes `.shelf-put-<16 hex>` beside the target with
 //!    `O_CREAT | O_EXCL`; `put_commit` fsyncs it, sets its mtime, renames it over the target
 //!    and fsyncs the directory. `list` hides those names.
 
@@ -692,6 +693,8 @@ pub(crate) fn attr_of(st: &sys::Stat) -> Attr {
         btime: stamp(btime_secs, i64::from(btime_nanos)),
     }
 }
+
+mod xattr;
 
 #[cfg(test)]
 mod tests;

@@ -130,4 +130,7 @@ impl Transport for Loopback {
     fn limits(&self) -> Limits {
         self.pool.limits()
     }
+    fn features(&self) -> u64 {
+        self.pool.features()
+    }
 }

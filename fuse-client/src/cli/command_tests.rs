@@ -176,6 +176,9 @@ impl Transport for Meddler {
     fn limits(&self) -> Limits {
         self.inner.limits()
     }
+    fn features(&self) -> u64 {
+        self.inner.features()
+    }
 }
 
 #[test]
