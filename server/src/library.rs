@@ -23,7 +23,7 @@
 //! 5. **Errors.** An `io::Error` becomes a code through `Code::from_io`, the one mapping; the
 //!    few refusals that are policy (EPERM, EINVAL, EBUSY, ELOOP above) are chosen here, each
 //!    with a message that names the operation and the path.
-//! 6. **Extended attributes** are in [`xattr`](self::xattr): `user.` only, on the file itself.
+//! 6. **Extended attributes** are in [`xattr`]: `user.` only, on the file itself.
 //! 7. **Atomic put.** `put_begin` makes `.shelf-put-<16 hex>` beside the target with
 //!    `O_CREAT | O_EXCL`; `put_commit` fsyncs it, sets its mtime, renames it over the target
 //!    and fsyncs the directory. `list` hides those names.
