@@ -47,7 +47,10 @@ impl<T: Transport> Core<T> {
             .inodes
             .lookup(parent, name, &attr)
             .ok_or(FsError::Local(Code::Stale))?;
-        Ok(Entry { ino, attr })
+        Ok(Entry {
+            ino,
+            attr: self.shown(ino, attr),
+        })
     }
 
     pub(crate) fn is_dir(&self, ino: Option<Ino>) -> bool {

@@ -1,0 +1,99 @@
+//! POSIX details through a real mount, each compared with the same calls on a local
+//! directory (the temp directory, ext4 on CI): link counts of files that lost names, what
+//! `O_CREAT` of an existing file changes, and the names the implementation keeps for itself.
+//!
+//! Each test runs one probe on both and requires the same answer, so what is right is what
+//! the local file system does, not what this file expects.
+
+use std::fs::{self, File};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use shelf_tests::*;
+
+macro_rules! fixture {
+    () => {
+        match Fixture::new() {
+            Some(f) => f,
+            None => return,
+        }
+    };
+}
+
+/// Runs `probe` in a fresh local directory and in a fresh directory of the mount, and
+/// requires the same answer from both.
+#[track_caller]
+fn same_as_local<R: PartialEq + std::fmt::Debug>(f: &Fixture, probe: impl Fn(&Path) -> R) -> R {
+    let local = tempfile::tempdir().expect("local temp dir");
+    let want = probe(local.path());
+    let dir = f.mnt().join("probe");
+    fs::create_dir(&dir).expect("mkdir in the mount");
+    let got = probe(&dir);
+    assert_eq!(
+        got,
+        want,
+        "the mount differs from the local file system\n{}",
+        f.logs()
+    );
+    got
+}
+
+/// `fstat` of an unlinked file still open: no link left (ext4 says 0). The hidden name that
+/// keeps the file alive on the server is not the program's.
+#[test]
+fn an_unlinked_open_file_has_no_links() {
+    let f = fixture!();
+    let nlinks = same_as_local(&f, |dir| {
+        let p = dir.join("tmp");
+        fs::write(&p, b"data").expect("write");
+        let file = File::open(&p).expect("open");
+        let before = file.metadata().expect("fstat").nlink();
+        fs::remove_file(&p).expect("unlink");
+        let after = file.metadata().expect("fstat after unlink").nlink();
+        (before, after)
+    });
+    assert_eq!(nlinks, (1, 0));
+}
+
+/// A file renamed over while open (an editor's save): the old one, still open, has no link
+/// left; the new one has one.
+#[test]
+fn a_file_renamed_over_while_open_has_no_links() {
+    let f = fixture!();
+    let nlinks = same_as_local(&f, |dir| {
+        fs::write(dir.join("doc"), b"one").expect("write doc");
+        fs::write(dir.join("doc.tmp"), b"two").expect("write doc.tmp");
+        let old = File::open(dir.join("doc")).expect("open doc");
+        fs::rename(dir.join("doc.tmp"), dir.join("doc")).expect("rename over");
+        let old_links = old.metadata().expect("fstat old").nlink();
+        let new_links = fs::metadata(dir.join("doc")).expect("stat new").nlink();
+        (old_links, new_links)
+    });
+    assert_eq!(nlinks, (0, 1));
+}
+
+/// A file with three names, one of them renamed over, then another removed: the names left
+/// count themselves, through `stat` and through an open descriptor.
+#[test]
+fn hard_links_left_after_a_rename_over_one_count_right() {
+    let f = fixture!();
+    let counts = same_as_local(&f, |dir| {
+        let name = |n: &str| dir.join(n);
+        fs::write(name("h1"), b"shared").expect("write h1");
+        fs::hard_link(name("h1"), name("h2")).expect("link h2");
+        fs::hard_link(name("h1"), name("h3")).expect("link h3");
+        fs::write(name("other"), b"other").expect("write other");
+        let open = File::open(name("h1")).expect("open h1");
+        let stat_all = || ["h1", "h2", "h3"].map(|n| fs::metadata(name(n)).expect("stat").nlink());
+        let first = stat_all();
+        fs::rename(name("other"), name("h2")).expect("rename over h2");
+        let second = (stat_all(), open.metadata().expect("fstat").nlink());
+        fs::remove_file(name("h3")).expect("unlink h3");
+        let third = (
+            fs::metadata(name("h1")).expect("stat h1").nlink(),
+            open.metadata().expect("fstat").nlink(),
+        );
+        (first, second, third)
+    });
+    assert_eq!(counts, ([3, 3, 3], ([2, 1, 2], 2), (1, 1)));
+}
