@@ -82,15 +82,24 @@ impl<T: Transport> Core<T> {
         // Lock order (`Core`): as in `open`, everything taken under `names` lies below it.
         let _names = self.names.read();
         let path = self.child_path(parent, name)?;
-        let exclusive = flags & libc::O_EXCL != 0;
-        let made = self
-            .client
-            .create(&path, create_perm(mode, umask), exclusive);
+        let perm = create_perm(mode, umask);
+        // The kernel asks to create only a name it believes absent, but another client may
+        // have made it meanwhile; `O_CREAT` without `O_EXCL` then just opens the file
+        // (open(2)), and the directory, whose cached times `dir_changed` moves, is unchanged.
+        // So ask for a new file first, and open the existing one only if there is one.
+        let (made, created) = match self.client.create(&path, perm, true) {
+            Err(e) if e.code() == Code::Exists && flags & libc::O_EXCL == 0 => {
+                (self.client.create(&path, perm, false), false)
+            }
+            made => (made, true),
+        };
         let mut attr = self.adding(parent, name, made)?;
         if flags & libc::O_TRUNC != 0 && attr.size != 0 {
             attr = self.truncate_to_zero(&path)?;
         }
-        self.dir_changed(parent, 0);
+        if created {
+            self.dir_changed(parent, 0);
+        }
         let entry = self.enter(parent, name, attr)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let held = self.held_pages(entry.ino);

@@ -5,9 +5,10 @@
 //! Each test runs one probe on both and requires the same answer, so what is right is what
 //! the local file system does, not what this file expects.
 
-use std::fs::{self, File};
-use std::os::unix::fs::MetadataExt;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::time::Duration;
 
 use shelf_tests::*;
 
@@ -96,4 +97,66 @@ fn hard_links_left_after_a_rename_over_one_count_right() {
         (first, second, third)
     });
     assert_eq!(counts, ([3, 3, 3], ([2, 1, 2], 2), (1, 1)));
+}
+
+/// `open(O_CREAT)` without `O_TRUNC` of a file that exists only opens it: its times (to the
+/// nanosecond) and size stay, and so do its directory's. Asked twice: once with the name
+/// known to the kernel, once for a name made behind the mount's back, whose open the kernel
+/// sends as a create.
+#[test]
+fn o_creat_of_an_existing_file_changes_nothing() {
+    let f = fixture!();
+    let times = |p: &Path| {
+        let m = fs::metadata(p).expect("stat");
+        (
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.len(),
+        )
+    };
+    let open_creat = |p: &Path| {
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(p)
+            .expect("open O_CREAT|O_WRONLY");
+        drop(file);
+    };
+    same_as_local(&f, |dir| {
+        let p = dir.join("x");
+        fs::write(&p, b"kept").expect("write");
+        std::thread::sleep(Duration::from_millis(20));
+        let before = (times(&p), times(dir));
+        open_creat(&p);
+        let after = (times(&p), times(dir));
+        assert_eq!(after, before, "in {}", dir.display());
+        after.0 .4
+    });
+
+    // The mount has listed `d` (so it knows `y` is absent) when another client makes `y`.
+    let d = f.lib().join("d");
+    fs::create_dir(&d).expect("mkdir d in the library");
+    fs::read_dir(f.mnt().join("d"))
+        .expect("list d")
+        .for_each(drop);
+    let y = d.join("y");
+    fs::write(&y, b"theirs").expect("another client's file");
+    let dir_before = times(&f.mnt().join("d"));
+    let file_before = times(&y);
+    open_creat(&f.mnt().join("d/y"));
+    assert_eq!(times(&y), file_before, "{}", f.logs());
+    // The directory shows what it showed, or, its cached attributes expired, the server's
+    // own times: never a change the open did not make.
+    let dir_after = times(&f.mnt().join("d"));
+    assert!(
+        dir_after == dir_before || dir_after == times(&d),
+        "directory times moved: {dir_before:?} -> {dir_after:?} (server {:?})\n{}",
+        times(&d),
+        f.logs()
+    );
+    assert_eq!(read(f.mnt().join("d/y")), b"theirs");
 }
