@@ -1326,6 +1326,32 @@ fn errors_are_one_line_with_the_right_exit_status() {
     assert!(out.stderr_str().starts_with("shelf: get /: "), "{out}");
 }
 
+/// Every error is said once: a message that shows its cause does not also hand it on as the
+/// next link of the chain, which `{:#}` would print again ("No such file or directory (os
+/// error 2): No such file or directory (os error 2)").
+#[test]
+fn issue_13_every_error_is_said_once() {
+    let out = tool(shelfd_bin()).arg("/nonexistent").run();
+    assert_code(&out, 1);
+    assert_eq!(
+        out.stderr_str(),
+        "shelfd: cannot serve /nonexistent: No such file or directory (os error 2)\n"
+    );
+
+    let dir = shelf_tests::MountDir::new();
+    let out = shelf()
+        .arg("mount")
+        .arg("127.0.0.1:1")
+        .arg(dir.path())
+        .timeout(Duration::from_secs(20))
+        .run();
+    assert_code(&out, 1);
+    assert_eq!(
+        out.stderr_str(),
+        "shelf: mount 127.0.0.1:1: cannot reach server 127.0.0.1:1: connection refused\n"
+    );
+}
+
 #[test]
 fn rm_mkdir_and_mv_change_the_library() {
     let (lib, server) = serve();
