@@ -81,7 +81,7 @@ impl<T: Transport> Core<T> {
         self.check_writable()?;
         // Lock order (`Core`): as in `open`, everything taken under `names` lies below it.
         let _names = self.names.read();
-        let path = self.child_path(parent, name)?;
+        let path = self.new_child_path(parent, name)?;
         let perm = create_perm(mode, umask);
         // The kernel asks to create only a name it believes absent, but another client may
         // have made it meanwhile; `O_CREAT` without `O_EXCL` then just opens the file

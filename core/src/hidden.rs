@@ -12,12 +12,10 @@ use crate::ids::Ino;
 use crate::Core;
 
 /// Where open files that lost their name are kept until closed: a directory at the library
-/// root, left out of its listing.
-pub(crate) const HIDDEN_DIR: &[u8] = b".shelf-hidden";
-
-/// Names of such files kept in their own directory (a library spanning file systems);
-/// left out of listings.
-pub(crate) const HIDDEN_PREFIX: &[u8] = b".shelf-hidden-";
+/// root; and the names of such files kept in their own directory (a library spanning file
+/// systems). Both are reserved names (`shelf_proto::reserved`): never listed, looked up or
+/// made through the mount.
+pub(crate) use shelf_proto::reserved::{HIDDEN_DIR, HIDDEN_PREFIX};
 
 /// The hidden directory is the mounting user's alone.
 const HIDDEN_DIR_MODE: u32 = 0o700;

@@ -160,3 +160,38 @@ fn o_creat_of_an_existing_file_changes_nothing() {
     );
     assert_eq!(read(f.mnt().join("d/y")), b"theirs");
 }
+
+/// What the mount keeps for itself (the root's `.shelf-hidden`, which an unlinked open file
+/// makes) is in no listing, is absent to lookups, and cannot be made or renamed to: EPERM.
+#[test]
+fn the_mounts_own_names_are_absent_through_the_mount() {
+    let f = fixture!();
+    let p = f.mnt().join("tmp");
+    fs::write(&p, b"data").expect("write");
+    let open = File::open(&p).expect("open");
+    fs::remove_file(&p).expect("unlink while open");
+    assert!(
+        f.lib().join(".shelf-hidden").is_dir(),
+        "the open file is kept"
+    );
+    fs::write(f.lib().join(".shelf-put-0123456789abcdef"), b"x").expect("a put's temporary");
+    let names: Vec<_> = fs::read_dir(f.mnt())
+        .expect("ls")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert!(names.is_empty(), "listed: {names:?}");
+    for name in [".shelf-hidden", ".shelf-put-0123456789abcdef"] {
+        let err = fs::symlink_metadata(f.mnt().join(name)).expect_err("stat of ours");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT), "stat {name}");
+    }
+    let err = fs::read_dir(f.mnt().join(".shelf-hidden")).expect_err("ls of ours");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+    let err = fs::create_dir(f.mnt().join(".shelf-hidden")).expect_err("mkdir of ours");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    fs::write(f.mnt().join("mine"), b"mine").expect("write");
+    let err = fs::rename(f.mnt().join("mine"), f.mnt().join(".shelf-hidden-1"))
+        .expect_err("rename to ours");
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    drop(open);
+    assert_eq!(read(f.mnt().join("mine")), b"mine");
+}

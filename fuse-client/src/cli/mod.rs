@@ -295,7 +295,8 @@ pub fn connect(addr: &str, token: Option<Vec<u8>>) -> anyhow::Result<Client<Pool
         agent: format!("shelf-cli/{}", env!("CARGO_PKG_VERSION")),
         ..ConnectOptions::new(addr)
     };
-    Ok(Client::new(Pool::connect(opts, 1)?))
+    // Every command names only what a person may see (`Client::for_people`).
+    Ok(Client::for_people(Pool::connect(opts, 1)?))
 }
 
 /// The transports the subcommands run over (a trait alias).
