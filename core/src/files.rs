@@ -252,6 +252,15 @@ impl<T: Transport> Core<T> {
         Ok(self.client.fsync(&self.path_of(ino)?, data_only)?)
     }
 
+    /// No ioctl is carried to the server: the protocol has none, and a file's own flags
+    /// (`FS_IOC_GETFLAGS`, what `lsattr` asks) are the server file system's business. ENOTTY
+    /// is what a local file system answers an ioctl it does not know, and what `isatty()`,
+    /// which every Python `open()` and many a C library stream asks, expects of a file.
+    pub fn ioctl(&self, fh: Fh, _cmd: u32) -> FsResult<Vec<u8>> {
+        self.handle(fh)?;
+        Err(Code::NotTty.into())
+    }
+
     pub fn release(&self, fh: Fh) -> FsResult<()> {
         let Some(file) = self.files.lock().remove(&fh) else {
             return Err(Code::BadHandle.into());

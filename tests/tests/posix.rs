@@ -195,3 +195,29 @@ fn the_mounts_own_names_are_absent_through_the_mount() {
     drop(open);
     assert_eq!(read(f.mnt().join("mine")), b"mine");
 }
+
+/// `isatty()` of a file (every Python `open()` asks) and `lsattr`'s `FS_IOC_GETFLAGS`: no ioctl
+/// reaches the server; each is ENOTTY, what a file system answers an ioctl it does not know,
+/// and the mount's log stays quiet (fuser's default warns on every one).
+#[test]
+fn ioctls_are_answered_not_a_terminal_quietly() {
+    use std::os::fd::AsRawFd;
+    let f = fixture!();
+    let tty = same_as_local(&f, |dir| {
+        let p = dir.join("f");
+        fs::write(&p, b"data").expect("write");
+        let file = File::open(&p).expect("open");
+        // SAFETY: isatty only reads the descriptor, which `file` keeps open.
+        let is = unsafe { libc::isatty(file.as_raw_fd()) };
+        (is, std::io::Error::last_os_error().raw_os_error())
+    });
+    assert_eq!(tty, (0, Some(libc::ENOTTY)));
+    let file = File::open(f.mnt().join("probe/f")).expect("open");
+    let mut flags: libc::c_long = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes one long into `flags`, which outlives the call.
+    let r = unsafe { libc::ioctl(file.as_raw_fd(), 0x8008_6601, &mut flags) };
+    let err = std::io::Error::last_os_error().raw_os_error();
+    assert_eq!((r, err), (-1, Some(libc::ENOTTY)));
+    drop(file);
+    assert!(!f.mount.log().contains("ioctl"), "{}", f.logs());
+}

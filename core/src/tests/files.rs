@@ -314,3 +314,18 @@ fn o_creat_of_an_existing_file_changes_nothing() {
         .create(d.ino, b"x", 0o100600, 0o022, libc::O_WRONLY | libc::O_EXCL);
     assert_eq!(errno_of(excl), Code::Exists);
 }
+
+/// Every ioctl is answered ENOTTY, as a local file system answers one it does not know
+/// (`isatty()` of a file); an unknown handle is EBADF.
+#[test]
+fn ioctls_are_not_a_terminals() {
+    let f = fixture();
+    let (_, o) = f.create("f");
+    const TCGETS: u32 = 0x5401;
+    const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+    for cmd in [TCGETS, FS_IOC_GETFLAGS] {
+        assert_eq!(errno_of(f.core.ioctl(o.fh, cmd)), Code::NotTty);
+    }
+    f.core.release(o.fh).expect("release");
+    assert_eq!(errno_of(f.core.ioctl(o.fh, TCGETS)), Code::BadHandle);
+}
