@@ -221,3 +221,101 @@ fn ioctls_are_answered_not_a_terminal_quietly() {
     drop(file);
     assert!(!f.mount.log().contains("ioctl"), "{}", f.logs());
 }
+
+/// A few everyday calls and tools the other suites do not run, each on a local directory and
+/// on the mount with the same outcome: `sed -i` and `install` (an editor's save and a build's
+/// copy), `RENAME_EXCHANGE`, `fsync` of a directory, and `flock` (kept by this kernel).
+#[test]
+fn everyday_calls_behave_as_on_a_local_disk() {
+    use std::os::fd::AsRawFd;
+    let f = fixture!();
+    let source = tempfile::tempdir().expect("source dir");
+    let installed = source.path().join("tool");
+    fs::write(&installed, b"#!/bin/sh\n").expect("write");
+    same_as_local(&f, |dir| {
+        fs::write(dir.join("s.txt"), b"abc\n").expect("write");
+        tool("sed")
+            .args(["-i", "s/a/b/"])
+            .arg(dir.join("s.txt"))
+            .run()
+            .assert_ok();
+        tool("install")
+            .args(["-m", "755"])
+            .arg(&installed)
+            .arg(dir.join("tool"))
+            .run()
+            .assert_ok();
+        fs::write(dir.join("x"), b"x").expect("write");
+        fs::write(dir.join("y"), b"y").expect("write");
+        let path = |n: &str| {
+            std::ffi::CString::new(dir.join(n).as_os_str().as_encoded_bytes()).expect("no NUL")
+        };
+        let (x, y) = (path("x"), path("y"));
+        // SAFETY: both paths are NUL-terminated strings that outlive the call.
+        let swapped = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                x.as_ptr(),
+                libc::AT_FDCWD,
+                y.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        File::open(dir)
+            .expect("open dir")
+            .sync_all()
+            .expect("fsync dir");
+        let file = File::open(dir.join("x")).expect("open");
+        // SAFETY: flock only acts on the descriptor, which `file` keeps open.
+        let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        let mode = fs::metadata(dir.join("tool")).expect("stat").mode() & 0o7777;
+        (
+            read(dir.join("s.txt")),
+            read(dir.join("tool")),
+            mode,
+            swapped,
+            read(dir.join("x")),
+            read(dir.join("y")),
+            locked,
+        )
+    });
+}
+
+/// What the mount refuses, with the answers the README's table gives.
+#[test]
+fn refusals_are_the_documented_ones() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fixture!();
+    let err = tool("mkfifo").arg(f.mnt().join("fifo")).run();
+    assert!(!err.success(), "mkfifo must be refused\n{err}");
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("no NUL");
+    let fifo = c(&f.mnt().join("fifo"));
+    // SAFETY: a NUL-terminated path that outlives the call.
+    let r = unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) };
+    assert_eq!((r, errno()), (-1, libc::EPERM));
+    let tmp = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .open(f.mnt())
+        .expect_err("O_TMPFILE");
+    assert_eq!(tmp.raw_os_error(), Some(libc::EOPNOTSUPP));
+    fs::write(f.mnt().join("a"), b"a").expect("write");
+    let (a, b) = (c(&f.mnt().join("a")), c(&f.mnt().join("b")));
+    // SAFETY: NUL-terminated paths that outlive the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_WHITEOUT,
+        )
+    };
+    assert_eq!((r, errno()), (-1, libc::EINVAL));
+    assert_eq!(read(f.mnt().join("a")), b"a");
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
