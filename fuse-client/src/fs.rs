@@ -537,6 +537,23 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         empty(self.core.removexattr(ino_of(ino), name.as_bytes()), reply);
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        match self.core.ioctl(fh_of(fh), cmd) {
+            Ok(data) => reply.ioctl(0, &data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn create(
         &self,
         _req: &Request,

@@ -67,6 +67,9 @@ codes! {
     Invalid = EINVAL, "invalid argument";
     /// EMFILE
     TooManyOpen = EMFILE, "too many open files";
+    /// ENOTTY: an ioctl the mount does not know (every one; used by clients, not sent by the
+    /// server).
+    NotTty = ENOTTY, "inappropriate ioctl for device";
     /// EFBIG
     FileTooBig = EFBIG, "file too large";
     /// ENOSPC

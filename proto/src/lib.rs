@@ -12,12 +12,14 @@
 //! - [`errno`]: `Code`, the errno-style error code, and its one mapping each way.
 //! - [`io`]: reading and writing whole frames on any `Read`/`Write` stream.
 //! - [`token`]: what a token file holds, one rule for both sides.
+//! - [`reserved`]: the names the implementation keeps for itself, hidden from people.
 
 pub mod errno;
 pub mod frame;
 pub mod handshake;
 pub mod io;
 pub mod msg;
+pub mod reserved;
 pub mod token;
 pub mod wire;
 

@@ -307,6 +307,7 @@ fn errors_table_matches() {
         (Code::IsDir, "EISDIR"),
         (Code::Invalid, "EINVAL"),
         (Code::TooManyOpen, "EMFILE"),
+        (Code::NotTty, "ENOTTY"),
         (Code::FileTooBig, "EFBIG"),
         (Code::NoSpace, "ENOSPC"),
         (Code::ReadOnly, "EROFS"),

@@ -376,9 +376,9 @@ impl Drop for Pending {
 impl Connection {
     /// Connects over TCP (bounded by `connect_timeout` per address) and shakes hands.
     pub fn connect(opts: &ConnectOptions) -> Result<Connection, RemoteError> {
-        let unreachable = |source| RemoteError::Unreachable {
+        let unreachable = |cause| RemoteError::Unreachable {
             addr: opts.addr.clone(),
-            source,
+            cause,
         };
         let addrs = opts.addr.to_socket_addrs().map_err(unreachable)?;
         let mut last = std::io::Error::new(

@@ -114,11 +114,13 @@ impl Default for ServeConfig {
     }
 }
 
-/// Why a connection ended other than by the client hanging up between frames.
+/// Why a connection ended other than by the client hanging up between frames. Each message
+/// says its cause itself, so none is exposed again as `source()` (printed as a chain it would
+/// be said twice).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("connection error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("client closed the connection in the middle of a frame")]
     UnexpectedEof,
     #[error("malformed frame from client: {0}")]
@@ -129,6 +131,12 @@ pub enum ServeError {
     HandshakeTimeout(Duration),
     #[error("idle for {0:?}")]
     IdleTimeout(Duration),
+}
+
+impl From<io::Error> for ServeError {
+    fn from(e: io::Error) -> Self {
+        ServeError::Io(e)
+    }
 }
 
 /// Serves one client until it hangs up. Generic, so tests run it over `UnixStream::pair()`;

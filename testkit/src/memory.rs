@@ -69,9 +69,9 @@ impl Memory {
 
     /// Serves `root` with `cfg` (read-only, limits).
     pub fn with(root: &Path, cfg: ServeConfig) -> Result<Memory, RemoteError> {
-        let lib = Library::open(root).map_err(|source| RemoteError::Unreachable {
+        let lib = Library::open(root).map_err(|cause| RemoteError::Unreachable {
             addr: root.display().to_string(),
-            source,
+            cause,
         })?;
         // What a handshake between a default client and this server would agree.
         let server = HelloReply {

@@ -784,3 +784,30 @@ fn symlinks_and_special_files_have_no_user_attributes() {
     let outside = rustix::fs::listxattr(f.outside().join("secret"), &mut [0u8; 64][..]);
     assert_eq!(outside, Ok(0));
 }
+
+/// The names the implementation keeps for itself (`shelf_proto::reserved`) are in no
+/// listing: the root's `.shelf-hidden`, `.shelf-hidden-*` and put temporaries anywhere. A
+/// subdirectory's `.shelf-hidden` is the library's own.
+#[test]
+fn listings_leave_out_the_implementations_names() {
+    let f = Fixture::new();
+    for dir in [&b".shelf-hidden"[..], b"d", b"d/.shelf-hidden"] {
+        f.lib.mkdir(&p(dir), 0o700).expect("mkdir");
+    }
+    for file in [
+        &b"a"[..],
+        b".shelf-hidden-1-2",
+        b".shelf-put-0011223344556677",
+        b"d/.shelf-hidden-3",
+        b"d/b",
+    ] {
+        f.lib.create(&p(file), 0o644, true).expect("create");
+    }
+    let names = |dir: &[u8]| -> Vec<Vec<u8>> {
+        let (entries, more) = f.lib.list(&p(dir), b"", 0, 1 << 20).expect("list");
+        assert!(!more);
+        entries.into_iter().map(|e| e.name).collect()
+    };
+    assert_eq!(names(b""), [b"a".to_vec(), b"d".to_vec()]);
+    assert_eq!(names(b"d"), [b".shelf-hidden".to_vec(), b"b".to_vec()]);
+}
