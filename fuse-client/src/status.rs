@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +68,15 @@ pub fn report(core: &Core<Pool>, mountpoint: &Path) -> String {
     line("requests", pool.requests.to_string());
     line("retries", pool.retries.to_string());
     line("reconnects", pool.reconnects.to_string());
+    let xattrs = core.xattr_stats();
+    line(
+        "xattr_sent",
+        xattrs.sent.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "xattr_local",
+        xattrs.local.load(Ordering::Relaxed).to_string(),
+    );
     let (received, sent) = shelf_remote::data_moved();
     line("data_received_bytes", received.to_string());
     line("data_sent_bytes", sent.to_string());
@@ -245,6 +255,12 @@ fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
         get("retries"),
         get("in_flight")
     )?;
+    writeln!(
+        out,
+        "  xattrs:       {} sent, {} answered here",
+        get("xattr_sent"),
+        get("xattr_local")
+    )?;
     // File bytes over the wire, exact: a copy the server did, or a sparse read that skipped
     // its holes, shows here as the bytes it did not move.
     writeln!(
@@ -317,6 +333,8 @@ mod tests {
             ("cache_misses", "1"),
             ("cache_bytes", "1048576"),
             ("cache_capacity", "268435456"),
+            ("xattr_sent", "5"),
+            ("xattr_local", "1000"),
             ("data_received_bytes", "4096"),
             ("data_sent_bytes", "0"),
         ]
@@ -334,5 +352,6 @@ mod tests {
         );
         assert!(text.contains("1.0 MiB held of 256.0 MiB"), "{text}");
         assert!(text.contains("75.0% hits"), "{text}");
+        assert!(text.contains("5 sent, 1000 answered here"), "{text}");
     }
 }

@@ -73,6 +73,7 @@ pub fn data_moved() -> (u64, u64) {
 /// on a connection is the part the server announced too ([`Connection::features`]).
 pub const CLIENT_FEATURES: u64 = features::ATOMIC_PUT
     | features::LINKS
+    | features::XATTR
     | features::FALLOCATE
     | features::SEEK_HOLES
     | features::COPY_RANGE;
@@ -399,9 +400,9 @@ impl Drop for Pending {
 impl Connection {
     /// Connects over TCP (bounded by `connect_timeout` per address) and shakes hands.
     pub fn connect(opts: &ConnectOptions) -> Result<Connection, RemoteError> {
-        let unreachable = |source| RemoteError::Unreachable {
+        let unreachable = |cause| RemoteError::Unreachable {
             addr: opts.addr.clone(),
-            source,
+            cause,
         };
         let addrs = opts.addr.to_socket_addrs().map_err(unreachable)?;
         let mut last = std::io::Error::new(

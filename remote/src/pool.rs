@@ -205,7 +205,7 @@ impl Pool {
             if Instant::now() < *until {
                 return Err(RemoteError::Unreachable {
                     addr: self.addr.clone(),
-                    source: std::io::Error::new(*kind, text.clone()),
+                    cause: std::io::Error::new(*kind, text.clone()),
                 });
             }
         }
@@ -224,12 +224,12 @@ impl Pool {
                 Ok(c)
             }
             Err(e) => {
-                if let RemoteError::Unreachable { source, .. } = &e {
-                    if source.kind() == std::io::ErrorKind::TimedOut {
+                if let RemoteError::Unreachable { cause, .. } = &e {
+                    if cause.kind() == std::io::ErrorKind::TimedOut {
                         *self.holdoff.lock() = Some((
                             Instant::now() + self.connect_timeout,
-                            source.kind(),
-                            super::io_text(source),
+                            cause.kind(),
+                            super::io_text(cause),
                         ));
                     }
                 }
@@ -275,6 +275,7 @@ impl Transport for Pool {
     fn limits(&self) -> Limits {
         *self.limits.lock()
     }
+
     fn features(&self) -> u64 {
         self.features.load(Ordering::Relaxed)
     }

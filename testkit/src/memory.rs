@@ -17,8 +17,9 @@
 //!    then fails with `Disconnected`, as on a real connection whose server did the work and
 //!    died before answering. `call` resends an idempotent request once after that, as
 //!    [`shelf_remote::Pool`] does.
-//! 3. *Limits and features.* What a handshake of the real client would agree with
-//!    `cfg` (the smaller of both sides, less the frame overhead for `max_io`).
+//! 3. *Limits.* The limits and features are what a handshake with the default client would
+//!    agree with `cfg` (the smaller of both sides, less the frame overhead for `max_io`; the
+//!    features both announce).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,9 +70,9 @@ impl Memory {
 
     /// Serves `root` with `cfg` (read-only, limits).
     pub fn with(root: &Path, cfg: ServeConfig) -> Result<Memory, RemoteError> {
-        let lib = Library::open(root).map_err(|source| RemoteError::Unreachable {
+        let lib = Library::open(root).map_err(|cause| RemoteError::Unreachable {
             addr: root.display().to_string(),
-            source,
+            cause,
         })?;
         // What a handshake between a default client and this server would agree.
         let server = HelloReply {

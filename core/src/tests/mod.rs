@@ -6,6 +6,7 @@ mod files;
 mod hidden;
 mod names;
 mod space;
+mod xattr;
 
 use std::fs;
 use std::time::Duration;

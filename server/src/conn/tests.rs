@@ -151,6 +151,7 @@ fn handshake_agrees_limits_and_features() {
         r.features,
         features::ATOMIC_PUT
             | features::LINKS
+            | features::XATTR
             | features::FALLOCATE
             | features::SEEK_HOLES
             | features::COPY_RANGE
@@ -568,6 +569,16 @@ fn read_only_refuses_every_change() {
         },
         Request::PutAbort {
             temp: b".shelf-put-0000000000000000".to_vec(),
+        },
+        Request::SetXattr {
+            path: b"f".to_vec(),
+            name: b"user.k".to_vec(),
+            value: b"v".to_vec(),
+            flags: 0,
+        },
+        Request::RemoveXattr {
+            path: b"f".to_vec(),
+            name: b"user.k".to_vec(),
         },
         Request::Fallocate {
             path: b"f".to_vec(),
