@@ -25,7 +25,7 @@ use crate::Core;
 
 impl<T: Transport> Core<T> {
     /// `fallocate(2)` through an open handle; `mode` is Linux's (`FALLOC_FL_*`). Returns the
-    /// attributes afterwards.
+    /// attributes afterwards, as a program sees them (`Core::shown`).
     pub fn fallocate(&self, fh: Fh, offset: u64, len: u64, mode: i32) -> FsResult<Attr> {
         let (ino, writable) = self.handle(fh)?;
         if !writable {
@@ -45,7 +45,8 @@ impl<T: Transport> Core<T> {
         self.inodes.set_attr(ino, &attr);
         // The kernel dropped its pages of a punched or zeroed range (module docs, point 3).
         self.pages_are(ino, attr.version());
-        Ok(attr)
+        // As every attribute handed out: the hidden name of an unlinked open file is ours.
+        Ok(self.shown(ino, attr))
     }
 
     /// `lseek(2)` through an open handle for `SEEK_DATA` or `SEEK_HOLE`, the only `whence`

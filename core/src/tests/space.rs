@@ -113,6 +113,20 @@ fn allocating_extends_the_cached_size_and_keep_size_does_not() {
     f.core.release(o.fh).expect("release");
 }
 
+/// The attributes fallocate hands back count links as getattr does: an unlinked open file,
+/// kept on the server under a hidden name, shows none.
+#[test]
+fn fallocate_of_an_unlinked_open_file_shows_no_links() {
+    let f = fixture();
+    let (e, o) = f.create("tmp");
+    f.core.unlink(ROOT_INO, b"tmp").expect("unlink");
+    let a = f.core.fallocate(o.fh, 0, 4096, 0).expect("allocate");
+    assert_eq!((a.size, a.nlink), (4096, 0));
+    assert_eq!(f.core.getattr(e.ino).expect("fstat").nlink, 0);
+    f.core.release(o.fh).expect("release");
+    f.core.forget(e.ino, 1);
+}
+
 #[test]
 fn fallocate_refusals() {
     let f = fixture();
