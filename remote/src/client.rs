@@ -493,6 +493,11 @@ mod tests {
     /// A server that announces `features` and counts the requests after the hello, answering
     /// each with EIO.
     fn server_with(features: u64) -> (Client<Connection>, Arc<AtomicUsize>) {
+        let (conn, seen) = connection_with(features);
+        (Client::new(conn), seen)
+    }
+
+    fn connection_with(features: u64) -> (Connection, Arc<AtomicUsize>) {
         let seen = Arc::new(AtomicUsize::new(0));
         let counter = Arc::clone(&seen);
         let (stream, _s) = fake(move |mut peer| {
@@ -513,7 +518,7 @@ mod tests {
             }
         });
         let conn = Connection::handshake_over(stream, &quick_opts()).expect("handshake");
-        (Client::new(conn), seen)
+        (conn, seen)
     }
 
     #[test]
@@ -555,5 +560,42 @@ mod tests {
             Some(Code::Io)
         );
         assert_eq!(seen.load(Ordering::SeqCst), 3);
+    }
+
+    /// A person's client names no reserved path in the space requests either: each fails
+    /// with ENOENT, as if absent, and none is sent; a copy is checked at both ends.
+    #[test]
+    fn a_client_for_people_sends_no_space_request_naming_a_reserved_path() {
+        let (conn, seen) =
+            connection_with(features::FALLOCATE | features::SEEK_HOLES | features::COPY_RANGE);
+        let client = Client::for_people(conn);
+        let code = |e: crate::RemoteError| e.code();
+        let hidden = b".shelf-hidden/1".as_slice();
+        assert_eq!(
+            client.fallocate(hidden, 0, 0, 1).map_err(code).err(),
+            Some(Code::NotFound)
+        );
+        assert_eq!(
+            client
+                .seek(b"d/.shelf-put-0", 0, Whence::Data)
+                .map_err(code)
+                .err(),
+            Some(Code::NotFound)
+        );
+        assert_eq!(
+            client.copy_range(hidden, 0, b"b", 0, 1).map_err(code).err(),
+            Some(Code::NotFound)
+        );
+        assert_eq!(
+            client.copy_range(b"a", 0, hidden, 0, 1).map_err(code).err(),
+            Some(Code::NotFound)
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 0, "nothing went out");
+        assert_eq!(
+            client.copy_range(b"a", 0, b"b", 0, 1).map_err(code).err(),
+            Some(Code::Io),
+            "other names are asked"
+        );
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
     }
 }
