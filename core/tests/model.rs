@@ -159,7 +159,7 @@ enum Out {
     Err(Errno),
     Wrote(u32),
     Data(Bytes),
-    /// `size` only for files; `nlink` left out for the root.
+    /// `size` only for files.
     Attr {
         dir: bool,
         size: Option<u64>,
@@ -496,6 +496,9 @@ impl Kernel {
     }
 
     fn stat(&mut self, path: &str) -> KResult<Attr> {
+        if path.is_empty() {
+            return self.getattr(ROOT_INO);
+        }
         let d = self.existing(path)?;
         self.getattr(d.ino)
     }
@@ -804,8 +807,7 @@ impl Model {
             Node::Dir { entries } => Out::Attr {
                 dir: true,
                 size: None,
-                nlink: (id != ROOT)
-                    .then(|| 2 + entries.values().filter(|&&c| self.is_dir(c)).count() as u32),
+                nlink: Some(2 + entries.values().filter(|&&c| self.is_dir(c)).count() as u32),
             },
         }
     }
@@ -1263,7 +1265,9 @@ impl Run {
                 path: file(rng),
                 size: off(rng),
             },
-            62..=65 => Op::Stat { path: any(rng) },
+            62..=65 => Op::Stat {
+                path: if rng.chance(10) { "" } else { any(rng) },
+            },
             66..=72 => Op::Rename {
                 from: if rng.chance(70) { file(rng) } else { any(rng) },
                 to: if rng.chance(50) {
@@ -1343,6 +1347,19 @@ impl Run {
                 }
             }
         }
+        // KNOWN BUG: root nlink. The root's link count may include the unlisted hidden
+        // directory (when fetched from the server, not when kept up to date locally): one
+        // more is let pass, see the ignored
+        // `the_hidden_directory_does_not_count_in_the_roots_links`.
+        if self.known_bugs && stat_of == Some(ROOT) {
+            if let (Out::Attr { nlink: Some(g), .. }, Out::Attr { nlink: Some(w), .. }) =
+                (&mut got, &want)
+            {
+                if *g == *w + 1 && self.dir.path().join(HIDDEN).exists() {
+                    *g = *w;
+                }
+            }
+        }
         if got != want {
             let diff = first_difference(&got, &want);
             self.fail(
@@ -1358,6 +1375,7 @@ impl Run {
     fn stat_of(&self, op: &Op) -> Option<Id> {
         match *op {
             Op::Fstat { h } => self.handle(h).map(|x| x.2.id),
+            Op::Stat { path: "" } => Some(ROOT),
             Op::Stat { path } => self.model.existing(path).ok(),
             _ => None,
         }
@@ -1505,6 +1523,7 @@ impl Run {
                 m.resize(id, size);
                 Out::Ok
             }),
+            Op::Stat { path: "" } => m.attr(ROOT),
             Op::Stat { path } => out(m.existing(path), |id| m.attr(id)),
             Op::Rename {
                 from,
@@ -2233,5 +2252,20 @@ fn a_kept_inode_and_a_fresh_lookup_of_another_name() {
             append: false,
         },
         Op::Fstat { h: 1 },
+    ]);
+}
+
+/// The hidden directory is never listed, so it must not count either: the root's
+/// `st_nlink` is 2 plus its listed subdirectories (3 here). The core reports the server's
+/// count, which includes `.shelf-hidden` once a file was hidden (and it stays): 4.
+#[test]
+#[ignore = "bug: the root's st_nlink counts the unlisted .shelf-hidden directory"]
+fn the_hidden_directory_does_not_count_in_the_roots_links() {
+    replay_strict(&[
+        Op::Mkdir { path: "d" },
+        open("a", Acc::RW),
+        Op::Unlink { path: "a" },
+        Op::Close { h: 0 },
+        Op::Stat { path: "" },
     ]);
 }
