@@ -13,9 +13,10 @@
 //! Operations name paths and open handles chosen from what exists (indices wrap), so most
 //! of them are valid; the rest check errors. Reconnects (`hang_up`) come between
 //! operations. Each run is one seed; a failure prints the seed, the configuration and the
-//! last operations, and `SHELF_MODEL_SEED=<seed>` replays it. The normal suite runs a few
-//! seeds briefly; `SHELF_MODEL_OPS=<n>` (operations per seed) and `SHELF_MODEL_SECS=<s>`
-//! (keep running new seeds) run longer.
+//! last operations, and `SHELF_MODEL_SEED=<seed>` replays it. The normal suite runs three
+//! seeds of 2,000 operations; `SHELF_MODEL_OPS=<n>` (operations per seed) and
+//! `SHELF_MODEL_SECS=<s>` (new seeds until then) run longer, `SHELF_MODEL_VERBOSE=1` times
+//! each seed.
 //!
 //! Shrunk failures are kept at the end as named regression tests.
 
@@ -1024,9 +1025,9 @@ impl Model {
 // ---- the server's side -----------------------------------------------------------------
 
 /// Every name on the server under `root` (the hidden directory left out), sorted, with a
-/// file's bytes.
-fn server_tree(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
-    fn walk(dir: &Path, rel: &str, out: &mut BTreeMap<String, Option<Vec<u8>>>) {
+/// file's bytes if `contents` (else an empty `Some`).
+fn server_tree(root: &Path, contents: bool) -> BTreeMap<String, Option<Vec<u8>>> {
+    fn walk(dir: &Path, rel: &str, contents: bool, out: &mut BTreeMap<String, Option<Vec<u8>>>) {
         for e in fs::read_dir(dir).expect("list the server's directory") {
             let e = e.expect("entry");
             let name = e.file_name().to_string_lossy().into_owned();
@@ -1036,14 +1037,16 @@ fn server_tree(root: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
             let p = join(rel, &name);
             if e.file_type().expect("type").is_dir() {
                 out.insert(p.clone(), None);
-                walk(&e.path(), &p, out);
-            } else {
+                walk(&e.path(), &p, contents, out);
+            } else if contents {
                 out.insert(p, Some(fs::read(e.path()).expect("read on the server")));
+            } else {
+                out.insert(p, Some(Vec::new()));
             }
         }
     }
     let mut out = BTreeMap::new();
-    walk(root, "", &mut out);
+    walk(root, "", contents, &mut out);
     out
 }
 
@@ -1171,18 +1174,29 @@ impl Run {
         self.gen_any(rng)
     }
 
-    /// KNOWN BUG: second hidden name. A file the core already keeps under a hidden name
-    /// must not lose another name (unlink, or a rename over it): the core would leak the
-    /// first hidden name (`an_open_file_that_loses_two_names_leaves_nothing_hidden`). Such
-    /// an operation becomes a `stat` of the name (in random runs and their replays, not in
-    /// the strict regression tests).
+    /// Operations that would meet a core bug marked `KNOWN BUG` become a `stat` of the
+    /// name (in random runs and their replays, not in the strict regression tests):
+    ///
+    /// - KNOWN BUG: second hidden name. A file the core already keeps under a hidden name
+    ///   must not lose another name (unlink, or a rename over it): the core would leak the
+    ///   first hidden name (`an_open_file_that_loses_two_names_leaves_nothing_hidden`).
+    /// - KNOWN BUG: detached hard link. An open file with another name must not lose a
+    ///   name: if the core's inode knew it only by that name (after a forget), the inode is
+    ///   detached and a lookup of the other name makes a second inode for the open file,
+    ///   with its own write-behind (`an_open_file_that_loses_one_of_two_names_stays_one_inode`).
     fn avoid_known_bugs(&self, op: Op) -> Op {
         let m = &self.model;
-        let hidden = |p: &str| m.existing(p).is_ok_and(|id| m.hidden(id));
+        let risky = |p: &str| {
+            m.existing(p).is_ok_and(|id| {
+                let open = m.handles.iter().any(|h| h.id == id);
+                let linked = matches!(m.nodes.get(&id), Some(Node::File { nlink: 2.., .. }));
+                m.hidden(id) || (open && linked)
+            })
+        };
         match op {
-            Op::Unlink { path } if hidden(path) => Op::Stat { path },
+            Op::Unlink { path } if risky(path) => Op::Stat { path },
             Op::Rename { from, to, .. }
-                if hidden(to) && m.existing(from).ok() != m.existing(to).ok() =>
+                if risky(to) && m.existing(from).ok() != m.existing(to).ok() =>
             {
                 Op::Stat { path: to }
             }
@@ -1674,7 +1688,7 @@ impl Run {
     /// The server's names are the model's; with `contents`, so are the bytes of every file
     /// with no writes that may still be on their way.
     fn check_server_tree(&self, op: &Op, contents: bool) {
-        let server = server_tree(self.dir.path());
+        let server = server_tree(self.dir.path(), contents);
         let model: BTreeMap<String, Id> = self.model.tree().into_iter().collect();
         let server_names: Vec<(&String, bool)> =
             server.iter().map(|(p, c)| (p, c.is_none())).collect();
@@ -1725,7 +1739,7 @@ impl Run {
         for (ino, n) in all {
             k.core.forget(ino, n);
         }
-        let server = server_tree(self.dir.path());
+        let server = server_tree(self.dir.path(), true);
         let model: BTreeMap<String, Option<Vec<u8>>> = self
             .model
             .tree()
@@ -1859,7 +1873,7 @@ fn random_operations_agree_with_the_model() {
     };
     let seeds: Vec<u64> = match env_u64("SHELF_MODEL_SEED") {
         Some(seed) => vec![seed],
-        None => (1..=if secs.is_some() { 1 << 20 } else { 4 })
+        None => (1..=if secs.is_some() { 1 << 20 } else { 3 })
             .map(|i: u64| Rng(base ^ i).next())
             .collect(),
     };
@@ -1870,7 +1884,15 @@ fn random_operations_agree_with_the_model() {
         if until.is_some_and(|t| Instant::now() >= t) {
             break;
         }
+        let t = Instant::now();
         total += run_seed(seed, per_seed, until);
+        if std::env::var_os("SHELF_MODEL_VERBOSE").is_some() {
+            eprintln!(
+                "seed {seed}: {:.2} s, {:?}",
+                t.elapsed().as_secs_f64(),
+                config_for(seed)
+            );
+        }
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
@@ -2267,5 +2289,47 @@ fn the_hidden_directory_does_not_count_in_the_roots_links() {
         Op::Unlink { path: "a" },
         Op::Close { h: 0 },
         Op::Stat { path: "" },
+    ]);
+}
+
+/// An open file with two names, its inode known to the core by one of them only (the
+/// kernel forgot it, then looked up that name and opened it), loses that name. A lookup of
+/// the other name must find the same inode, as on ext4, and a read through either handle
+/// must see what the other wrote. The core's inode is detached by the unlink, and the
+/// lookup makes a new inode for the same open file (`InodeTable` joins only attached nodes):
+/// two inodes, each with its own write-behind, so the first handle's read misses the
+/// second handle's buffered bytes (0 bytes read instead of 10).
+#[test]
+#[ignore = "bug: an open file that loses the name its inode knew gets a second inode"]
+fn an_open_file_that_loses_one_of_two_names_stays_one_inode() {
+    let reopen = |path| Op::Open {
+        path,
+        acc: Acc::RW,
+        creat: false,
+        excl: false,
+        trunc: false,
+        append: false,
+    };
+    replay_strict(&[
+        open("a", Acc::RW),
+        Op::Link { from: "a", to: "b" },
+        Op::Close { h: 0 },
+        Op::Forget,
+        reopen("b"),
+        Op::Unlink { path: "b" },
+        reopen("a"),
+        Op::Write {
+            h: 1,
+            off: 0,
+            len: 10,
+            fill: 1,
+        },
+        Op::Read {
+            h: 0,
+            off: 0,
+            len: 20,
+        },
+        Op::Close { h: 0 },
+        Op::Close { h: 0 },
     ]);
 }
