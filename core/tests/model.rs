@@ -141,9 +141,11 @@ enum Op {
     Rmdir {
         path: &'static str,
     },
+    /// Lists in replies of `page` entries (at least one), resuming at the last offset.
     Readdir {
         path: &'static str,
         plus: bool,
+        page: usize,
     },
     /// The kernel forgets every inode it may: files not open, and removed directories.
     Forget,
@@ -301,11 +303,18 @@ struct Dentry {
     dir: bool,
 }
 
-struct Collect(Vec<(u64, Vec<u8>, Attr)>);
+/// One `readdir` reply with room for `room` entries: `(ino, offset, name, attr)`.
+struct Collect {
+    room: usize,
+    entries: Vec<(u64, u64, Vec<u8>, Attr)>,
+}
 
 impl DirSink for Collect {
-    fn add(&mut self, ino: u64, _offset: u64, name: &[u8], attr: &Attr) -> bool {
-        self.0.push((ino, name.to_vec(), *attr));
+    fn add(&mut self, ino: u64, offset: u64, name: &[u8], attr: &Attr) -> bool {
+        if self.entries.len() >= self.room {
+            return true;
+        }
+        self.entries.push((ino, offset, name.to_vec(), *attr));
         false
     }
 }
@@ -586,7 +595,7 @@ impl Kernel {
     }
 
     /// The directory's entries other than `.` and `..`, each with its attributes.
-    fn readdir(&mut self, path: &str, plus: bool) -> KResult<Vec<(Vec<u8>, Attr)>> {
+    fn readdir(&mut self, path: &str, plus: bool, page: usize) -> KResult<Vec<(Vec<u8>, Attr)>> {
         let ino = if path.is_empty() {
             ROOT_INO
         } else {
@@ -597,12 +606,26 @@ impl Kernel {
             d.ino
         };
         let dh = self.core.opendir(ino)?;
-        let mut sink = Collect(Vec::new());
-        let listed = self.core.readdir(dh, 0, plus, &mut sink);
+        let mut all = Vec::new();
+        let mut offset = 0;
+        let listed = loop {
+            let mut reply = Collect {
+                room: page.max(1),
+                entries: Vec::new(),
+            };
+            if let Err(e) = self.core.readdir(dh, offset, plus, &mut reply) {
+                break Err(e);
+            }
+            let Some(last) = reply.entries.last() else {
+                break Ok(());
+            };
+            offset = last.1;
+            all.extend(reply.entries);
+        };
         self.core.releasedir(dh);
         listed?;
         let mut out = Vec::new();
-        for (i, (eino, name, attr)) in sink.0.into_iter().enumerate() {
+        for (i, (eino, _, name, attr)) in all.into_iter().enumerate() {
             if i < 2 {
                 assert!(name == b"." || name == b"..", "dots first: {name:?}");
                 continue;
@@ -1318,6 +1341,7 @@ impl Run {
                     false => any(rng),
                 },
                 plus: rng.chance(50),
+                page: *rng.pick(&[1, 2, 3, 100]),
             },
             95..=97 => Op::Forget,
             _ => Op::HangUp,
@@ -1450,7 +1474,7 @@ impl Run {
             Op::Link { from, to } => out(k.link(from, to), |()| Out::Ok),
             Op::Mkdir { path } => out(k.mkdir(path), |()| Out::Ok),
             Op::Rmdir { path } => out(k.rmdir(path), |()| Out::Ok),
-            Op::Readdir { path, plus } => out(k.readdir(path, plus), |entries| {
+            Op::Readdir { path, plus, page } => out(k.readdir(path, plus, page), |entries| {
                 let mut names: Vec<(String, Option<u64>)> = entries
                     .into_iter()
                     .map(|(n, a)| {
