@@ -18,7 +18,13 @@
 //! `SHELF_MODEL_SECS=<s>` (new seeds until then) run longer, `SHELF_MODEL_VERBOSE=1` times
 //! each seed.
 //!
-//! Shrunk failures are kept at the end as named regression tests.
+//! Shrunk failures are kept at the end as named regression tests (the ignored `shrink` test
+//! cuts a failing seed down to one). Those that are bugs of the core are `#[ignore]`d with
+//! the bug in one line; random runs tolerate or avoid them where the code says
+//! `KNOWN BUG`, so that the rest keeps being checked until they are fixed.
+//!
+//! All calls into the core go through [`Kernel`], and the transport is made in [`connect`],
+//! so newtypes for inodes and handles, or another transport, change only those.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
