@@ -1782,12 +1782,25 @@ impl Run {
         }
     }
 
-    fn check_server_file(&self, op: &Op, id: Id) {
+    fn check_server_file(&mut self, op: &Op, id: Id) {
         let Some(Node::File { data, .. }) = self.model.nodes.get(&id) else {
             return;
         };
-        let Some(name) = self.model.name_of(id) else {
-            return; // no name on the server to read it by
+        let data = data.clone();
+        let name = match self.model.name_of(id) {
+            Some(name) => name,
+            // Lost its names while open: the core keeps it in the hidden directory, found
+            // by the server's inode number.
+            None => match self.hidden_name_of(id) {
+                Some(name) => {
+                    *self
+                        .stats
+                        .entry("(checked a hidden file)".into())
+                        .or_default() += 1;
+                    name
+                }
+                None => self.fail(op, format!("[server file] {id} is not kept on the server")),
+            },
         };
         let on_server = fs::read(self.dir.path().join(&name)).unwrap_or_else(|e| {
             self.fail(
@@ -1803,10 +1816,23 @@ impl Run {
                     on_server.len(),
                     preview(&on_server),
                     data.len(),
-                    preview(data),
+                    preview(&data),
                 ),
             );
         }
+    }
+
+    /// The path under the server's root of the hidden file that model file `id` (open,
+    /// without a name) is kept as.
+    fn hidden_name_of(&mut self, id: Id) -> Option<String> {
+        let ino = *self.ino_of.get(&id)?;
+        let server_ino = self.kernel.getattr(ino).ok()?.ino;
+        let dir = self.dir.path().join(HIDDEN);
+        fs::read_dir(dir).ok()?.find_map(|e| {
+            let e = e.ok()?;
+            let same = std::os::unix::fs::MetadataExt::ino(&e.metadata().ok()?) == server_ino;
+            same.then(|| format!("{HIDDEN}/{}", e.file_name().to_string_lossy()))
+        })
     }
 
     /// The server's names are the model's; with `contents`, so are the bytes of every file
