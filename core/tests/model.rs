@@ -1,0 +1,2540 @@
+//! A randomized model test of the filesystem core, without FUSE.
+//!
+//! Random operations go to `Core` the way the kernel sends them (through [`Kernel`], which
+//! walks paths with counted lookups, does the checks the VFS does before it asks a file
+//! system, and keeps the handles) and to [`Model`], a small inode-based file system in
+//! memory that answers as Linux on ext4 does. Every answer must agree: the same bytes, the
+//! same errno, the same size and link count. After each flush, fsync or close of a written
+//! file the server's own file (read with `std::fs` from the server's directory) must hold
+//! the model's bytes, after every change of names the server's tree must have the model's
+//! names, and at the end, with every handle closed and every inode forgotten, the server's
+//! tree must be exactly the model's, with nothing left in the hidden directory.
+//!
+//! Operations name paths and open handles chosen from what exists (indices wrap), so most
+//! of them are valid; the rest check errors. Reconnects (`hang_up`) come between
+//! operations. Each run is one seed; a failure prints the seed, the configuration and the
+//! last operations, and `SHELF_MODEL_SEED=<seed>` replays it. The normal suite runs three
+//! seeds of 2,000 operations; `SHELF_MODEL_OPS=<n>` (operations per seed) and
+//! `SHELF_MODEL_SECS=<s>` (new seeds until then) run longer, `SHELF_MODEL_VERBOSE=1` times
+//! each seed.
+//!
+//! Shrunk failures are kept at the end as named regression tests (the ignored `shrink` test
+//! cuts a failing seed down to one). Those that are bugs of the core are `#[ignore]`d with
+//! the bug in one line; random runs tolerate or avoid them where the code says
+//! `KNOWN BUG`, so that the rest keeps being checked until they are fixed.
+//!
+//! All calls into the core go through [`Kernel`], and the transport is made in [`connect`],
+//! so newtypes for inodes and handles, or another transport, change only those.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use shelf_core::{Core, CoreConfig, DirSink, FsError, SetAttrRequest, ROOT_INO};
+use shelf_proto::{Attr, FileKind};
+use shelf_testkit::Loopback;
+use tempfile::TempDir;
+
+// ---- the transport ---------------------------------------------------------------------
+
+/// The transport under test. The one place it is chosen, so an in-memory or fault-injecting
+/// one can take its place.
+type Wire = Loopback;
+
+fn connect(root: &Path) -> Wire {
+    Loopback::new(root).expect("the in-process server starts")
+}
+
+/// A server restart between two operations: every connection drops.
+fn reconnect(wire: &Wire) {
+    wire.hang_up();
+}
+
+/// The name of the directory where the core keeps open files that lost their name.
+const HIDDEN: &str = ".shelf-hidden";
+
+// ---- operations ------------------------------------------------------------------------
+
+/// The access mode of an open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acc {
+    R,
+    W,
+    RW,
+}
+
+impl Acc {
+    fn flags(self) -> i32 {
+        match self {
+            Acc::R => libc::O_RDONLY,
+            Acc::W => libc::O_WRONLY,
+            Acc::RW => libc::O_RDWR,
+        }
+    }
+    fn readable(self) -> bool {
+        self != Acc::W
+    }
+    fn writable(self) -> bool {
+        self != Acc::R
+    }
+}
+
+/// One system call (or event). Paths are relative to the root, `""` being the root; `h` is
+/// an index into the open handles in order of opening (wrapping).
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Open {
+        path: &'static str,
+        acc: Acc,
+        creat: bool,
+        excl: bool,
+        trunc: bool,
+        append: bool,
+    },
+    Read {
+        h: usize,
+        off: u64,
+        len: u32,
+    },
+    /// Writes `len` bytes, byte k being `(fill + k) % 251`; at the end of the file for a
+    /// handle opened with `O_APPEND`.
+    Write {
+        h: usize,
+        off: u64,
+        len: u32,
+        fill: u8,
+    },
+    Ftruncate {
+        h: usize,
+        size: u64,
+    },
+    Truncate {
+        path: &'static str,
+        size: u64,
+    },
+    Fsync {
+        h: usize,
+        data_only: bool,
+    },
+    /// `close()`: flush, then release.
+    Close {
+        h: usize,
+    },
+    Fstat {
+        h: usize,
+    },
+    Stat {
+        path: &'static str,
+    },
+    Rename {
+        from: &'static str,
+        to: &'static str,
+        noreplace: bool,
+    },
+    /// `renameat2(RENAME_EXCHANGE)`: the two names swap what they name.
+    Exchange {
+        a: &'static str,
+        b: &'static str,
+    },
+    Unlink {
+        path: &'static str,
+    },
+    Link {
+        from: &'static str,
+        to: &'static str,
+    },
+    Mkdir {
+        path: &'static str,
+    },
+    Rmdir {
+        path: &'static str,
+    },
+    /// Lists in replies of `page` entries (at least one), resuming at the last offset.
+    Readdir {
+        path: &'static str,
+        plus: bool,
+        page: usize,
+    },
+    /// The kernel forgets every inode it may: files not open, and removed directories.
+    Forget,
+    /// The server drops every connection.
+    HangUp,
+}
+
+/// What an operation answered, in a form both sides produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Out {
+    Ok,
+    /// Not a call this test makes (a read-only open of a directory is an `opendir`).
+    Skip,
+    Err(Errno),
+    Wrote(u32),
+    Data(Bytes),
+    /// `size` only for files.
+    Attr {
+        dir: bool,
+        size: Option<u64>,
+        nlink: Option<u32>,
+    },
+    /// Sorted; a file's size with it.
+    Names(Vec<(String, Option<u64>)>),
+}
+
+/// Bytes read, shown by length and ends.
+#[derive(Clone, PartialEq, Eq)]
+struct Bytes(Vec<u8>);
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes {}", self.0.len(), preview(&self.0))
+    }
+}
+
+/// Where two answers' bytes first differ, if both are bytes.
+fn first_difference(a: &Out, b: &Out) -> String {
+    match (a, b) {
+        (Out::Data(a), Out::Data(b)) => match a.0.iter().zip(&b.0).position(|(x, y)| x != y) {
+            Some(i) => format!(" (first difference at byte {i}: {} vs {})", a.0[i], b.0[i]),
+            None => " (one is a prefix of the other)".to_owned(),
+        },
+        _ => String::new(),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Errno(i32);
+
+impl fmt::Debug for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.0 {
+            libc::ENOENT => "ENOENT",
+            libc::EEXIST => "EEXIST",
+            libc::ENOTDIR => "ENOTDIR",
+            libc::EISDIR => "EISDIR",
+            libc::ENOTEMPTY => "ENOTEMPTY",
+            libc::EINVAL => "EINVAL",
+            libc::EBADF => "EBADF",
+            libc::EPERM => "EPERM",
+            libc::ESTALE => "ESTALE",
+            libc::EIO => "EIO",
+            libc::ENOTCONN => "ENOTCONN",
+            libc::EXDEV => "EXDEV",
+            libc::EACCES => "EACCES",
+            _ => return write!(f, "errno {}", self.0),
+        };
+        f.write_str(name)
+    }
+}
+
+const ENOENT: Errno = Errno(libc::ENOENT);
+const EEXIST: Errno = Errno(libc::EEXIST);
+const ENOTDIR: Errno = Errno(libc::ENOTDIR);
+const EISDIR: Errno = Errno(libc::EISDIR);
+const ENOTEMPTY: Errno = Errno(libc::ENOTEMPTY);
+const EINVAL: Errno = Errno(libc::EINVAL);
+const EBADF: Errno = Errno(libc::EBADF);
+const EPERM: Errno = Errno(libc::EPERM);
+
+impl From<FsError> for Errno {
+    fn from(e: FsError) -> Self {
+        Errno(e.errno())
+    }
+}
+
+/// Test data: byte k of a write is `(fill + k) % 251`, so a misplaced byte cannot pass.
+fn pattern(fill: u8, len: u32) -> Vec<u8> {
+    (0..len as usize)
+        .map(|k| ((fill as usize + k) % 251) as u8)
+        .collect()
+}
+
+/// Paths live as long as the test: a run meets few distinct ones, each stored once.
+fn intern(s: &str) -> &'static str {
+    thread_local! {
+        static PATHS: RefCell<HashSet<&'static str>> = RefCell::new(HashSet::new());
+    }
+    PATHS.with(|p| {
+        let mut p = p.borrow_mut();
+        if let Some(&known) = p.get(s) {
+            return known;
+        }
+        let leaked: &'static str = Box::leak(s.to_owned().into_boxed_str());
+        p.insert(leaked);
+        leaked
+    })
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+fn split(path: &str) -> (&str, &str) {
+    match path.rfind('/') {
+        Some(i) => (&path[..i], &path[i + 1..]),
+        None => ("", path),
+    }
+}
+
+// ---- the kernel ------------------------------------------------------------------------
+
+/// What the kernel keeps for an open file.
+struct KHandle {
+    ino: u64,
+    acc: Acc,
+    append: bool,
+}
+
+/// Calls `Core` as the kernel does, and owns the kernel's bookkeeping: lookup counts (to
+/// forget), handles, and the checks the VFS makes itself before it asks the file system.
+/// Every call into `Core` in this test is in here.
+struct Kernel {
+    core: Core<Wire>,
+    lookups: HashMap<u64, u64>,
+    handles: HashMap<u64, KHandle>,
+    /// Directories removed: the kernel forgets them at its next chance.
+    gone_dirs: HashSet<u64>,
+    /// Names resolved to inodes, for the test to check identities against the model:
+    /// `(path, ino, after)`, `after` when the name was made by the call itself.
+    seen: Vec<(String, u64, bool)>,
+    /// Inodes forgotten entirely.
+    forgotten: Vec<u64>,
+}
+
+/// A name the kernel resolved: its inode and whether it is a directory.
+#[derive(Clone, Copy)]
+struct Dentry {
+    ino: u64,
+    dir: bool,
+}
+
+/// One `readdir` reply with room for `room` entries: `(ino, offset, name, attr)`.
+struct Collect {
+    room: usize,
+    entries: Vec<(u64, u64, Vec<u8>, Attr)>,
+}
+
+impl DirSink for Collect {
+    fn add(&mut self, ino: u64, offset: u64, name: &[u8], attr: &Attr) -> bool {
+        if self.entries.len() >= self.room {
+            return true;
+        }
+        self.entries.push((ino, offset, name.to_vec(), *attr));
+        false
+    }
+}
+
+type KResult<T> = Result<T, Errno>;
+
+impl Kernel {
+    fn new(core: Core<Wire>) -> Self {
+        Kernel {
+            core,
+            lookups: HashMap::new(),
+            handles: HashMap::new(),
+            gone_dirs: HashSet::new(),
+            seen: Vec::new(),
+            forgotten: Vec::new(),
+        }
+    }
+
+    fn counted(&mut self, path: &str, ino: u64, after: bool) {
+        *self.lookups.entry(ino).or_default() += 1;
+        self.seen.push((path.to_owned(), ino, after));
+    }
+
+    /// Walks `path` to its parent directory and looks up its last name there: the parent's
+    /// inode, the name, and the dentry if the name exists.
+    fn walk<'p>(&mut self, path: &'p str) -> KResult<(u64, &'p str, Option<Dentry>)> {
+        let (dir, name) = split(path);
+        let parent = self.walk_dir(dir)?;
+        let found = self.lookup(parent, path, name)?;
+        Ok((parent, name, found))
+    }
+
+    fn lookup(&mut self, parent: u64, path: &str, name: &str) -> KResult<Option<Dentry>> {
+        match self.core.lookup(parent, name.as_bytes()) {
+            Ok(e) => {
+                self.counted(path, e.ino, false);
+                Ok(Some(Dentry {
+                    ino: e.ino,
+                    dir: e.attr.kind == FileKind::Dir,
+                }))
+            }
+            Err(e) if e.errno() == libc::ENOENT => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The inode of the directory at `path`.
+    fn walk_dir(&mut self, path: &str) -> KResult<u64> {
+        let mut ino = ROOT_INO;
+        let mut walked = String::new();
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            walked = join(&walked, name);
+            match self.lookup(ino, &walked, name)? {
+                None => return Err(ENOENT),
+                Some(d) if !d.dir => return Err(ENOTDIR),
+                Some(d) => ino = d.ino,
+            }
+        }
+        Ok(ino)
+    }
+
+    fn existing(&mut self, path: &str) -> KResult<Dentry> {
+        self.walk(path)?.2.ok_or(ENOENT)
+    }
+
+    fn handle(&self, fh: u64) -> &KHandle {
+        self.handles
+            .get(&fh)
+            .expect("the test passes only open handles")
+    }
+
+    /// `open(2)`; `None` for a read-only open of a directory (an `opendir`, not tested here).
+    fn open(
+        &mut self,
+        path: &str,
+        acc: Acc,
+        creat: bool,
+        excl: bool,
+        trunc: bool,
+        append: bool,
+    ) -> KResult<Option<u64>> {
+        let mut flags = acc.flags();
+        if trunc {
+            flags |= libc::O_TRUNC;
+        }
+        if append {
+            flags |= libc::O_APPEND;
+        }
+        let (parent, name, found) = self.walk(path)?;
+        let opened = match found {
+            None if !creat => return Err(ENOENT),
+            None => {
+                flags |= libc::O_CREAT | if excl { libc::O_EXCL } else { 0 };
+                let (e, o) = self
+                    .core
+                    .create(parent, name.as_bytes(), 0o100644, 0o022, flags)?;
+                self.counted(path, e.ino, true);
+                (e.ino, o)
+            }
+            Some(_) if creat && excl => return Err(EEXIST),
+            Some(d) if d.dir && (creat || acc.writable() || trunc) => return Err(EISDIR),
+            Some(d) if d.dir => return Ok(None),
+            // The mount asks for atomic O_TRUNC: the flag comes with the open.
+            Some(d) => (d.ino, self.core.open(d.ino, flags)?),
+        };
+        let (ino, o) = opened;
+        assert_eq!(o.writable, acc.writable(), "Opened::writable for {acc:?}");
+        self.handles.insert(o.fh, KHandle { ino, acc, append });
+        Ok(Some(o.fh))
+    }
+
+    fn read(&mut self, fh: u64, off: u64, len: u32) -> KResult<Vec<u8>> {
+        if !self.handle(fh).acc.readable() {
+            return Err(EBADF);
+        }
+        if len == 0 {
+            return Ok(Vec::new()); // `vfs_read` answers itself
+        }
+        Ok(self.core.read(fh, off, len)?)
+    }
+
+    /// Without a write-back cache the kernel writes an `O_APPEND` handle's bytes at the size
+    /// it knows, which is the file system's answer to `getattr`.
+    fn write(&mut self, fh: u64, off: u64, data: &[u8]) -> KResult<u32> {
+        let h = self.handle(fh);
+        if data.is_empty() && h.acc.writable() {
+            return Ok(0); // the kernel does not send an empty write
+        }
+        let off = if h.append {
+            self.core.getattr(h.ino)?.size
+        } else {
+            off
+        };
+        // A read-only handle's write is refused by the core itself (EBADF).
+        Ok(self.core.write(fh, off, data)?)
+    }
+
+    fn truncate_ino(&mut self, ino: u64, size: u64) -> KResult<()> {
+        let req = SetAttrRequest {
+            size: Some(size),
+            ..Default::default()
+        };
+        let attr = self.core.setattr(ino, req)?;
+        assert_eq!(attr.size, size, "setattr answers the new size");
+        Ok(())
+    }
+
+    fn ftruncate(&mut self, fh: u64, size: u64) -> KResult<()> {
+        let h = self.handle(fh);
+        if !h.acc.writable() {
+            return Err(EINVAL);
+        }
+        let ino = h.ino;
+        self.truncate_ino(ino, size)
+    }
+
+    fn truncate(&mut self, path: &str, size: u64) -> KResult<()> {
+        let d = self.existing(path)?;
+        if d.dir {
+            return Err(EISDIR);
+        }
+        self.truncate_ino(d.ino, size)
+    }
+
+    fn fsync(&mut self, fh: u64, data_only: bool) -> KResult<()> {
+        Ok(self.core.fsync(fh, data_only)?)
+    }
+
+    /// `close()`: the kernel flushes a handle that may have written, then releases it.
+    fn close(&mut self, fh: u64) -> KResult<()> {
+        let h = self.handles.remove(&fh).expect("closing an open handle");
+        let flushed = if h.acc.writable() {
+            self.core.flush(fh)
+        } else {
+            Ok(())
+        };
+        let released = self.core.release(fh);
+        flushed?;
+        Ok(released?)
+    }
+
+    fn getattr(&mut self, ino: u64) -> KResult<Attr> {
+        Ok(self.core.getattr(ino)?)
+    }
+
+    fn fstat(&mut self, fh: u64) -> KResult<Attr> {
+        let ino = self.handle(fh).ino;
+        self.getattr(ino)
+    }
+
+    fn stat(&mut self, path: &str) -> KResult<Attr> {
+        if path.is_empty() {
+            return self.getattr(ROOT_INO);
+        }
+        let d = self.existing(path)?;
+        self.getattr(d.ino)
+    }
+
+    fn mkdir(&mut self, path: &str) -> KResult<()> {
+        let (parent, name, found) = self.walk(path)?;
+        if found.is_some() {
+            return Err(EEXIST);
+        }
+        let e = self.core.mkdir(parent, name.as_bytes(), 0o755, 0o022)?;
+        self.counted(path, e.ino, true);
+        Ok(())
+    }
+
+    fn unlink(&mut self, path: &str) -> KResult<()> {
+        let (parent, name, found) = self.walk(path)?;
+        match found {
+            None => Err(ENOENT),
+            Some(d) if d.dir => Err(EISDIR),
+            Some(_) => Ok(self.core.unlink(parent, name.as_bytes())?),
+        }
+    }
+
+    fn rmdir(&mut self, path: &str) -> KResult<()> {
+        let (parent, name, found) = self.walk(path)?;
+        match found {
+            None => Err(ENOENT),
+            Some(d) if !d.dir => Err(ENOTDIR),
+            Some(d) => {
+                self.core.rmdir(parent, name.as_bytes())?;
+                self.gone_dirs.insert(d.ino);
+                Ok(())
+            }
+        }
+    }
+
+    /// `renameat2` with the checks of `do_renameat2` and `vfs_rename`, in their order.
+    fn rename(&mut self, from: &str, to: &str, noreplace: bool) -> KResult<()> {
+        let (sp, sn, s) = self.walk(from)?;
+        let s = s.ok_or(ENOENT)?;
+        let (dp, dn, d) = self.walk(to)?;
+        if noreplace && d.is_some() {
+            return Err(EEXIST);
+        }
+        if to.starts_with(&format!("{from}/")) {
+            return Err(EINVAL); // into itself
+        }
+        if from.starts_with(&format!("{to}/")) {
+            return Err(ENOTEMPTY); // over its own ancestor
+        }
+        if let Some(d) = d {
+            if d.ino == s.ino {
+                return Ok(()); // two names of one file: nothing to do
+            }
+            if s.dir && !d.dir {
+                return Err(ENOTDIR);
+            }
+            if !s.dir && d.dir {
+                return Err(EISDIR);
+            }
+        }
+        let flags = if noreplace { libc::RENAME_NOREPLACE } else { 0 };
+        self.core
+            .rename(sp, sn.as_bytes(), dp, dn.as_bytes(), flags)?;
+        if let Some(d) = d.filter(|d| d.dir) {
+            self.gone_dirs.insert(d.ino);
+        }
+        Ok(())
+    }
+
+    /// `renameat2(RENAME_EXCHANGE)` with the kernel's checks: both names exist, neither
+    /// is inside the other.
+    fn exchange(&mut self, a: &str, b: &str) -> KResult<()> {
+        let (ap, an, x) = self.walk(a)?;
+        let x = x.ok_or(ENOENT)?;
+        let (bp, bn, y) = self.walk(b)?;
+        let y = y.ok_or(ENOENT)?;
+        if b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/")) {
+            return Err(EINVAL);
+        }
+        if x.ino == y.ino {
+            return Ok(());
+        }
+        Ok(self
+            .core
+            .rename(ap, an.as_bytes(), bp, bn.as_bytes(), libc::RENAME_EXCHANGE)?)
+    }
+
+    fn link(&mut self, from: &str, to: &str) -> KResult<()> {
+        let s = self.existing(from)?;
+        let (dp, dn, d) = self.walk(to)?;
+        if d.is_some() {
+            return Err(EEXIST);
+        }
+        if s.dir {
+            return Err(EPERM);
+        }
+        let e = self.core.link(s.ino, dp, dn.as_bytes())?;
+        assert_eq!(e.ino, s.ino, "a hard link is the same inode");
+        self.counted(to, e.ino, true);
+        Ok(())
+    }
+
+    /// The directory's entries other than `.` and `..`, each with its attributes.
+    fn readdir(&mut self, path: &str, plus: bool, page: usize) -> KResult<Vec<(Vec<u8>, Attr)>> {
+        let ino = if path.is_empty() {
+            ROOT_INO
+        } else {
+            let d = self.existing(path)?;
+            if !d.dir {
+                return Err(ENOTDIR);
+            }
+            d.ino
+        };
+        let dh = self.core.opendir(ino)?;
+        let mut all = Vec::new();
+        let mut offset = 0;
+        let listed = loop {
+            let mut reply = Collect {
+                room: page.max(1),
+                entries: Vec::new(),
+            };
+            if let Err(e) = self.core.readdir(dh, offset, plus, &mut reply) {
+                break Err(e);
+            }
+            let Some(last) = reply.entries.last() else {
+                break Ok(());
+            };
+            offset = last.1;
+            all.extend(reply.entries);
+        };
+        self.core.releasedir(dh);
+        listed?;
+        let mut out = Vec::new();
+        for (i, (eino, _, name, attr)) in all.into_iter().enumerate() {
+            if i < 2 {
+                assert!(name == b"." || name == b"..", "dots first: {name:?}");
+                continue;
+            }
+            if plus {
+                let p = join(path, &String::from_utf8_lossy(&name));
+                self.counted(&p, eino, false);
+            }
+            out.push((name, attr));
+        }
+        Ok(out)
+    }
+
+    /// Forgets every inode the kernel may drop: files with no open handle, removed
+    /// directories.
+    fn forget_unused(&mut self) {
+        let open: HashSet<u64> = self.handles.values().map(|h| h.ino).collect();
+        let mut drop = Vec::new();
+        for (&ino, &n) in &self.lookups {
+            if open.contains(&ino) {
+                continue;
+            }
+            let is_dir = match self.core.getattr(ino) {
+                Ok(a) => a.kind == FileKind::Dir,
+                Err(_) => false, // a detached file (ESTALE)
+            };
+            if !is_dir || self.gone_dirs.contains(&ino) {
+                drop.push((ino, n));
+            }
+        }
+        drop.sort_unstable();
+        for (ino, n) in drop {
+            self.core.forget(ino, n);
+            self.lookups.remove(&ino);
+            self.gone_dirs.remove(&ino);
+            self.forgotten.push(ino);
+        }
+    }
+
+    fn hang_up(&self) {
+        reconnect(self.core.transport());
+    }
+}
+
+// ---- the model -------------------------------------------------------------------------
+
+type Id = u32;
+const ROOT: Id = 0;
+
+#[derive(Debug)]
+enum Node {
+    File {
+        data: Vec<u8>,
+        nlink: u32,
+        /// Written since its writes last reached the server for sure.
+        dirty: bool,
+        /// Lost a name while open or known to the kernel, so the core keeps it under a
+        /// hidden name (see `KNOWN BUG: hidden nlink`).
+        hidden: bool,
+    },
+    Dir {
+        entries: BTreeMap<String, Id>,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MHandle {
+    id: Id,
+    acc: Acc,
+    append: bool,
+}
+
+/// A file system as Linux on ext4 behaves for one process.
+#[derive(Debug)]
+struct Model {
+    nodes: HashMap<Id, Node>,
+    next: Id,
+    handles: Vec<MHandle>,
+}
+
+type MResult<T> = Result<T, Errno>;
+
+impl Model {
+    fn new() -> Self {
+        let mut nodes = HashMap::new();
+        nodes.insert(
+            ROOT,
+            Node::Dir {
+                entries: BTreeMap::new(),
+            },
+        );
+        Model {
+            nodes,
+            next: 1,
+            handles: Vec::new(),
+        }
+    }
+
+    fn is_dir(&self, id: Id) -> bool {
+        matches!(self.nodes[&id], Node::Dir { .. })
+    }
+
+    fn entries(&self, id: Id) -> &BTreeMap<String, Id> {
+        match &self.nodes[&id] {
+            Node::Dir { entries } => entries,
+            Node::File { .. } => panic!("not a directory"),
+        }
+    }
+
+    fn entries_mut(&mut self, id: Id) -> &mut BTreeMap<String, Id> {
+        match self.nodes.get_mut(&id) {
+            Some(Node::Dir { entries }) => entries,
+            _ => panic!("not a directory"),
+        }
+    }
+
+    fn dir_of(&self, path: &str) -> MResult<Id> {
+        let mut id = ROOT;
+        for name in path.split('/').filter(|n| !n.is_empty()) {
+            id = *self.entries(id).get(name).ok_or(ENOENT)?;
+            if !self.is_dir(id) {
+                return Err(ENOTDIR);
+            }
+        }
+        Ok(id)
+    }
+
+    /// The parent directory of `path`, its last name, and what is there.
+    fn resolve<'p>(&self, path: &'p str) -> MResult<(Id, &'p str, Option<Id>)> {
+        let (dir, name) = split(path);
+        let parent = self.dir_of(dir)?;
+        Ok((parent, name, self.entries(parent).get(name).copied()))
+    }
+
+    fn existing(&self, path: &str) -> MResult<Id> {
+        self.resolve(path)?.2.ok_or(ENOENT)
+    }
+
+    fn add(&mut self, node: Node) -> Id {
+        let id = self.next;
+        self.next += 1;
+        self.nodes.insert(id, node);
+        id
+    }
+
+    fn file(&mut self, id: Id) -> (&mut Vec<u8>, &mut u32, &mut bool) {
+        match self.nodes.get_mut(&id) {
+            Some(Node::File {
+                data, nlink, dirty, ..
+            }) => (data, nlink, dirty),
+            _ => panic!("not a file"),
+        }
+    }
+
+    fn data(&self, id: Id) -> &[u8] {
+        match &self.nodes[&id] {
+            Node::File { data, .. } => data,
+            Node::Dir { .. } => panic!("not a file"),
+        }
+    }
+
+    /// Drops a node that has neither a name nor an open handle.
+    fn collect(&mut self, id: Id) {
+        let unnamed = matches!(self.nodes.get(&id), Some(Node::File { nlink: 0, .. }));
+        if unnamed && !self.handles.iter().any(|h| h.id == id) {
+            self.nodes.remove(&id);
+        }
+    }
+
+    /// One name less for `id` (a file); `known`: the kernel knows the file (it was just
+    /// looked up), which for the core means keeping it under a hidden name.
+    fn unname(&mut self, id: Id, known: bool) {
+        let open = self.handles.iter().any(|h| h.id == id);
+        if let Some(Node::File { nlink, hidden, .. }) = self.nodes.get_mut(&id) {
+            *nlink -= 1;
+            *hidden |= open || known;
+        }
+        self.collect(id);
+    }
+
+    /// Whether `id` is a file the core keeps a hidden name of.
+    fn hidden(&self, id: Id) -> bool {
+        matches!(self.nodes.get(&id), Some(Node::File { hidden: true, .. }))
+    }
+
+    /// The core drops a hidden name at the last close, or when the kernel forgets the file.
+    fn unhide(&mut self, id: Id) {
+        if self.handles.iter().any(|h| h.id == id) {
+            return;
+        }
+        if let Some(Node::File { hidden, .. }) = self.nodes.get_mut(&id) {
+            *hidden = false;
+        }
+    }
+
+    fn attr(&self, id: Id) -> Out {
+        match &self.nodes[&id] {
+            Node::File { data, nlink, .. } => Out::Attr {
+                dir: false,
+                size: Some(data.len() as u64),
+                nlink: Some(*nlink),
+            },
+            Node::Dir { entries } => Out::Attr {
+                dir: true,
+                size: None,
+                nlink: Some(2 + entries.values().filter(|&&c| self.is_dir(c)).count() as u32),
+            },
+        }
+    }
+
+    fn open(
+        &mut self,
+        path: &str,
+        acc: Acc,
+        creat: bool,
+        excl: bool,
+        trunc: bool,
+        append: bool,
+    ) -> MResult<bool> {
+        let (parent, name, found) = self.resolve(path)?;
+        let id = match found {
+            None if !creat => return Err(ENOENT),
+            None => {
+                let id = self.add(Node::File {
+                    data: Vec::new(),
+                    nlink: 1,
+                    dirty: false,
+                    hidden: false,
+                });
+                self.entries_mut(parent).insert(name.to_owned(), id);
+                id
+            }
+            Some(_) if creat && excl => return Err(EEXIST),
+            Some(id) if self.is_dir(id) && (creat || acc.writable() || trunc) => {
+                return Err(EISDIR)
+            }
+            Some(id) if self.is_dir(id) => return Ok(false),
+            Some(id) => {
+                if trunc {
+                    let (data, _, dirty) = self.file(id);
+                    data.clear();
+                    *dirty = false;
+                }
+                id
+            }
+        };
+        self.handles.push(MHandle { id, acc, append });
+        Ok(true)
+    }
+
+    fn write(&mut self, h: MHandle, off: u64, bytes: &[u8]) -> MResult<u32> {
+        if !h.acc.writable() {
+            return Err(EBADF);
+        }
+        let (data, _, dirty) = self.file(h.id);
+        if bytes.is_empty() {
+            return Ok(0); // changes nothing, not even the size
+        }
+        let off = if h.append { data.len() } else { off as usize };
+        if data.len() < off + bytes.len() {
+            data.resize(off + bytes.len(), 0);
+        }
+        data[off..off + bytes.len()].copy_from_slice(bytes);
+        *dirty = true;
+        Ok(bytes.len() as u32)
+    }
+
+    fn read(&self, h: MHandle, off: u64, len: u32) -> MResult<Vec<u8>> {
+        if !h.acc.readable() {
+            return Err(EBADF);
+        }
+        let data = self.data(h.id);
+        let from = (off as usize).min(data.len());
+        let to = (off as usize).saturating_add(len as usize).min(data.len());
+        Ok(data[from..to].to_vec())
+    }
+
+    fn resize(&mut self, id: Id, size: u64) {
+        let (data, _, dirty) = self.file(id);
+        data.resize(size as usize, 0);
+        *dirty = false; // the core sends buffered writes before it truncates
+    }
+
+    fn mkdir(&mut self, path: &str) -> MResult<()> {
+        let (parent, name, found) = self.resolve(path)?;
+        if found.is_some() {
+            return Err(EEXIST);
+        }
+        let id = self.add(Node::Dir {
+            entries: BTreeMap::new(),
+        });
+        self.entries_mut(parent).insert(name.to_owned(), id);
+        Ok(())
+    }
+
+    fn unlink(&mut self, path: &str) -> MResult<()> {
+        let (parent, name, found) = self.resolve(path)?;
+        let id = found.ok_or(ENOENT)?;
+        if self.is_dir(id) {
+            return Err(EISDIR);
+        }
+        self.entries_mut(parent).remove(name);
+        self.unname(id, false);
+        Ok(())
+    }
+
+    fn rmdir(&mut self, path: &str) -> MResult<()> {
+        let (parent, name, found) = self.resolve(path)?;
+        let id = found.ok_or(ENOENT)?;
+        if !self.is_dir(id) {
+            return Err(ENOTDIR);
+        }
+        if !self.entries(id).is_empty() {
+            return Err(ENOTEMPTY);
+        }
+        self.entries_mut(parent).remove(name);
+        self.nodes.remove(&id);
+        Ok(())
+    }
+
+    fn rename(&mut self, from: &str, to: &str, noreplace: bool) -> MResult<()> {
+        let (sp, sn, s) = self.resolve(from)?;
+        let s = s.ok_or(ENOENT)?;
+        let (dp, dn, d) = self.resolve(to)?;
+        if noreplace && d.is_some() {
+            return Err(EEXIST);
+        }
+        if to.starts_with(&format!("{from}/")) {
+            return Err(EINVAL);
+        }
+        if from.starts_with(&format!("{to}/")) {
+            return Err(ENOTEMPTY);
+        }
+        if let Some(d) = d {
+            if d == s {
+                return Ok(());
+            }
+            match (self.is_dir(s), self.is_dir(d)) {
+                (true, false) => return Err(ENOTDIR),
+                (false, true) => return Err(EISDIR),
+                (true, true) if !self.entries(d).is_empty() => return Err(ENOTEMPTY),
+                _ => {}
+            }
+        }
+        self.entries_mut(sp).remove(sn);
+        self.entries_mut(dp).insert(dn.to_owned(), s);
+        match d {
+            Some(d) if self.is_dir(d) => {
+                self.nodes.remove(&d);
+            }
+            Some(d) => self.unname(d, true),
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn exchange(&mut self, a: &str, b: &str) -> MResult<()> {
+        let (ap, an, x) = self.resolve(a)?;
+        let x = x.ok_or(ENOENT)?;
+        let (bp, bn, y) = self.resolve(b)?;
+        let y = y.ok_or(ENOENT)?;
+        if b.starts_with(&format!("{a}/")) || a.starts_with(&format!("{b}/")) {
+            return Err(EINVAL);
+        }
+        self.entries_mut(ap).insert(an.to_owned(), y);
+        self.entries_mut(bp).insert(bn.to_owned(), x);
+        Ok(())
+    }
+
+    fn link(&mut self, from: &str, to: &str) -> MResult<()> {
+        let s = self.existing(from)?;
+        let (dp, dn, d) = self.resolve(to)?;
+        if d.is_some() {
+            return Err(EEXIST);
+        }
+        if self.is_dir(s) {
+            return Err(EPERM);
+        }
+        *self.file(s).1 += 1;
+        self.entries_mut(dp).insert(dn.to_owned(), s);
+        Ok(())
+    }
+
+    fn readdir(&self, path: &str) -> MResult<Out> {
+        let id = if path.is_empty() {
+            ROOT
+        } else {
+            let id = self.existing(path)?;
+            if !self.is_dir(id) {
+                return Err(ENOTDIR);
+            }
+            id
+        };
+        let names = self
+            .entries(id)
+            .iter()
+            .map(|(n, &c)| {
+                (
+                    n.clone(),
+                    (!self.is_dir(c)).then(|| self.data(c).len() as u64),
+                )
+            })
+            .collect();
+        Ok(Out::Names(names))
+    }
+
+    /// Every name in the tree, as `(path, id)`, parents before children.
+    fn tree(&self) -> Vec<(String, Id)> {
+        let mut out = Vec::new();
+        let mut todo = vec![(String::new(), ROOT)];
+        while let Some((path, id)) = todo.pop() {
+            for (name, &c) in self.entries(id) {
+                let p = join(&path, name);
+                out.push((p.clone(), c));
+                if self.is_dir(c) {
+                    todo.push((p, c));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Some current name of `id`.
+    fn name_of(&self, id: Id) -> Option<String> {
+        self.tree()
+            .into_iter()
+            .find(|(_, c)| *c == id)
+            .map(|(p, _)| p)
+    }
+}
+
+// ---- the server's side -----------------------------------------------------------------
+
+/// Every name on the server under `root` (the hidden directory left out), sorted, with a
+/// file's bytes if `contents` (else an empty `Some`).
+fn server_tree(root: &Path, contents: bool) -> BTreeMap<String, Option<Vec<u8>>> {
+    fn walk(dir: &Path, rel: &str, contents: bool, out: &mut BTreeMap<String, Option<Vec<u8>>>) {
+        for e in fs::read_dir(dir).expect("list the server's directory") {
+            let e = e.expect("entry");
+            let name = e.file_name().to_string_lossy().into_owned();
+            if rel.is_empty() && name == HIDDEN {
+                continue;
+            }
+            let p = join(rel, &name);
+            if e.file_type().expect("type").is_dir() {
+                out.insert(p.clone(), None);
+                walk(&e.path(), &p, contents, out);
+            } else if contents {
+                out.insert(p, Some(fs::read(e.path()).expect("read on the server")));
+            } else {
+                out.insert(p, Some(Vec::new()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, "", contents, &mut out);
+    out
+}
+
+fn hidden_left(root: &Path) -> Vec<String> {
+    match fs::read_dir(root.join(HIDDEN)) {
+        Ok(rd) => rd
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+// ---- a run -----------------------------------------------------------------------------
+
+struct Rng(u64);
+
+impl Rng {
+    /// splitmix64.
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+    fn name<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// Names are few, so operations meet each other's files.
+const NAMES: &[&str] = &["a", "b", "c", "d", "e"];
+
+/// One seed's run: the core behind the kernel, the model, and what has happened.
+struct Run {
+    seed: u64,
+    cfg: CoreConfig,
+    dir: TempDir,
+    kernel: Kernel,
+    model: Model,
+    /// The kernel's handles, in the model's order.
+    fhs: Vec<u64>,
+    /// The model file each inode stands for, and back.
+    file_of: HashMap<u64, Id>,
+    ino_of: HashMap<Id, u64>,
+    history: VecDeque<(usize, Op)>,
+    done: usize,
+    /// The model file of the handle being closed.
+    closed: Option<Id>,
+    /// Tolerate the core bugs marked `KNOWN BUG` (random runs); their regression tests
+    /// run without.
+    known_bugs: bool,
+    /// Say nothing on failure (while shrinking).
+    quiet: bool,
+    /// How often each operation got each kind of answer.
+    stats: BTreeMap<String, u64>,
+}
+
+/// The configuration a seed runs with: small chunks and caches, so a few bytes cross chunk
+/// boundaries and evict; attributes cached for zero or a minute.
+fn config_for(seed: u64) -> CoreConfig {
+    let mut rng = Rng(seed ^ 0x5eed);
+    let chunk_size = *rng.pick(&[64, 512, 4096]);
+    CoreConfig {
+        chunk_size,
+        cache_bytes: u64::from(chunk_size) * *rng.pick(&[2, 16, 64]),
+        attr_ttl: *rng.pick(&[Duration::ZERO, Duration::from_secs(60)]),
+        readahead_chunks: *rng.pick(&[0, 4]),
+        prefetch_threads: 1,
+        ..CoreConfig::default()
+    }
+}
+
+/// On a failure (any panic, in the test or in the core) tells how to replay it.
+impl Drop for Run {
+    fn drop(&mut self) {
+        if std::thread::panicking() && !self.quiet {
+            match self.seed {
+                0 => eprintln!("model test failed: explicit operations, {:?}", self.cfg),
+                seed => eprintln!(
+                    "model test failed: seed {seed} (replay with SHELF_MODEL_SEED={seed}), {:?}",
+                    self.cfg
+                ),
+            }
+            eprintln!("after {} operations; the last ones:", self.done);
+            for (i, op) in &self.history {
+                eprintln!("  #{i}: {op:?}");
+            }
+            eprintln!("model: {:?}", self.model.tree());
+        }
+    }
+}
+
+impl Run {
+    fn new(seed: u64, cfg: CoreConfig) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let core = Core::new(connect(dir.path()), cfg.clone());
+        Run {
+            seed,
+            cfg,
+            dir,
+            kernel: Kernel::new(core),
+            model: Model::new(),
+            fhs: Vec::new(),
+            file_of: HashMap::new(),
+            ino_of: HashMap::new(),
+            history: VecDeque::new(),
+            done: 0,
+            closed: None,
+            known_bugs: true,
+            quiet: false,
+            stats: BTreeMap::new(),
+        }
+    }
+
+    // ---- generating ----
+
+    fn gen(&mut self, rng: &mut Rng) -> Op {
+        self.gen_any(rng)
+    }
+
+    /// Operations that would meet a core bug marked `KNOWN BUG` are changed (in random runs
+    /// and their replays, not in the strict regression tests):
+    ///
+    /// - KNOWN BUG: second hidden name. A file the core already keeps under a hidden name
+    ///   must not lose another name (unlink, or a rename over it): the core would leak the
+    ///   first hidden name (`an_open_file_that_loses_two_names_leaves_nothing_hidden`). For
+    ///   a file that is not open the kernel forgets first (see `run_op`), which drops the
+    ///   hidden name; for an open one the operation becomes a `stat` of the name.
+    /// - KNOWN BUG: detached hard link. An open file losing one of several names: if the
+    ///   core's inode knew it only by that name (after a forget), the inode is detached and
+    ///   a lookup of another name makes a second inode for the open file, with its own
+    ///   write-behind (`an_open_file_that_loses_one_of_two_names_stays_one_inode`). So the
+    ///   kernel first looks up the file's other names (see `run_op`), which joins them to
+    ///   the inode; the operation itself stays.
+    fn avoid_known_bugs(&self, op: Op) -> Op {
+        let m = &self.model;
+        let hidden = |p: &str| m.existing(p).is_ok_and(|id| m.hidden(id));
+        match op {
+            Op::Unlink { path } if hidden(path) => Op::Stat { path },
+            Op::Rename { from, to, .. }
+                if hidden(to) && m.existing(from).ok() != m.existing(to).ok() =>
+            {
+                Op::Stat { path: to }
+            }
+            op => op,
+        }
+    }
+
+    /// Whether `op` takes a name from a file the core keeps under a hidden name but that is
+    /// not open (see `avoid_known_bugs`).
+    fn takes_a_name_of_a_kept_file(&self, op: &Op) -> bool {
+        let m = &self.model;
+        let path = match *op {
+            Op::Unlink { path } | Op::Rename { to: path, .. } => path,
+            _ => return false,
+        };
+        m.existing(path)
+            .is_ok_and(|id| m.hidden(id) && !m.handles.iter().any(|h| h.id == id))
+    }
+
+    /// The other names of an open file that `op` takes a name from (see
+    /// `avoid_known_bugs`).
+    fn other_names_of_open(&self, op: &Op) -> Vec<String> {
+        let m = &self.model;
+        let path = match *op {
+            Op::Unlink { path } | Op::Rename { to: path, .. } => path,
+            _ => return Vec::new(),
+        };
+        let Ok(id) = m.existing(path) else {
+            return Vec::new();
+        };
+        if m.is_dir(id) || !m.handles.iter().any(|h| h.id == id) {
+            return Vec::new();
+        }
+        m.tree()
+            .into_iter()
+            .filter(|(p, c)| *c == id && p != path)
+            .map(|(p, _)| p)
+            .collect()
+    }
+
+    fn gen_any(&mut self, rng: &mut Rng) -> Op {
+        let tree = self.model.tree();
+        let dirs: Vec<&str> = std::iter::once("")
+            .chain(
+                tree.iter()
+                    .filter(|(_, id)| self.model.is_dir(*id))
+                    .map(|(p, _)| p.as_str()),
+            )
+            .collect();
+        let files: Vec<&str> = tree
+            .iter()
+            .filter(|(_, id)| !self.model.is_dir(*id))
+            .map(|(p, _)| p.as_str())
+            .collect();
+        let fresh = |rng: &mut Rng| intern(&join(rng.name(&dirs), rng.name(NAMES)));
+        let any = |rng: &mut Rng| match tree.is_empty() || rng.chance(40) {
+            true => fresh(rng),
+            false => intern(&rng.pick(&tree).0),
+        };
+        let file = |rng: &mut Rng| match files.is_empty() || rng.chance(20) {
+            true => any(rng),
+            false => intern(rng.name(&files)),
+        };
+        let chunk = u64::from(self.cfg.chunk_size);
+        let off = |rng: &mut Rng| match rng.chance(10) {
+            true => rng.below(6 * chunk),
+            false => rng.below(3 * chunk),
+        };
+        let len = |rng: &mut Rng| match rng.chance(10) {
+            true => 0,
+            false => rng.below(chunk + chunk / 2) as u32 + 1,
+        };
+        let handles = self.fhs.len();
+        let h = rng.below(handles as u64) as usize;
+        let roll = rng.below(100);
+        // Without handles, the handle operations open instead; with many, they close.
+        let roll = match (handles, roll) {
+            (0, 14..=59) => 0,
+            (8.., 0..=13) => 50,
+            _ => roll,
+        };
+        match roll {
+            0..=13 => {
+                let acc = *rng.pick(&[Acc::R, Acc::W, Acc::RW, Acc::RW]);
+                Op::Open {
+                    path: file(rng),
+                    acc,
+                    creat: rng.chance(70),
+                    excl: rng.chance(15),
+                    trunc: rng.chance(12),
+                    append: acc.writable() && rng.chance(20),
+                }
+            }
+            14..=27 => Op::Read {
+                h,
+                off: off(rng),
+                len: len(rng),
+            },
+            28..=45 => Op::Write {
+                h,
+                off: off(rng),
+                len: len(rng),
+                fill: rng.below(251) as u8,
+            },
+            46..=48 => Op::Ftruncate { h, size: off(rng) },
+            49 => Op::Fsync {
+                h,
+                data_only: rng.chance(50),
+            },
+            50..=58 => Op::Close { h },
+            59 => Op::Fstat { h },
+            60..=61 => Op::Truncate {
+                path: file(rng),
+                size: off(rng),
+            },
+            62..=65 => Op::Stat {
+                path: if rng.chance(10) { "" } else { any(rng) },
+            },
+            71..=72 => Op::Exchange {
+                a: any(rng),
+                b: if rng.chance(50) { file(rng) } else { any(rng) },
+            },
+            66..=70 => Op::Rename {
+                from: if rng.chance(70) { file(rng) } else { any(rng) },
+                to: if rng.chance(50) {
+                    file(rng)
+                } else {
+                    fresh(rng)
+                },
+                noreplace: rng.chance(20),
+            },
+            73..=77 => Op::Unlink { path: file(rng) },
+            78..=81 => Op::Link {
+                from: file(rng),
+                to: fresh(rng),
+            },
+            82..=85 => {
+                let shallow: Vec<&str> = dirs
+                    .iter()
+                    .copied()
+                    .filter(|d| d.matches('/').count() < 2)
+                    .collect();
+                Op::Mkdir {
+                    path: intern(&join(rng.name(&shallow), rng.name(NAMES))),
+                }
+            }
+            86..=89 => Op::Rmdir {
+                path: match dirs.len() > 1 && rng.chance(70) {
+                    true => intern(rng.name(&dirs[1..])),
+                    false => any(rng),
+                },
+            },
+            90..=94 => Op::Readdir {
+                path: match rng.chance(90) {
+                    true => intern(rng.name(&dirs)),
+                    false => any(rng),
+                },
+                plus: rng.chance(50),
+                page: *rng.pick(&[1, 2, 3, 100]),
+            },
+            95..=97 => Op::Forget,
+            _ => Op::HangUp,
+        }
+    }
+
+    // ---- applying ----
+
+    /// Fails the run; `what` starts with its kind in brackets (`[answers]`), which the
+    /// shrinker keeps.
+    fn fail(&self, op: &Op, what: String) -> ! {
+        panic!("seed {}: {op:?}: {what}", self.seed);
+    }
+
+    fn handle(&self, h: usize) -> Option<(usize, u64, MHandle)> {
+        if self.fhs.is_empty() {
+            return None;
+        }
+        let i = h % self.fhs.len();
+        Some((i, self.fhs[i], self.model.handles[i]))
+    }
+
+    /// Applies one operation to both sides and checks them against each other.
+    fn step(&mut self, op: Op) {
+        self.history.push_back((self.done, op));
+        if self.history.len() > 30 {
+            self.history.pop_front();
+        }
+        self.done += 1;
+        let stat_of = self.stat_of(&op);
+        let of_open = match op {
+            Op::Unlink { path } | Op::Rename { to: path, .. } => {
+                let m = &self.model;
+                m.existing(path)
+                    .is_ok_and(|id| m.handles.iter().any(|h| h.id == id))
+            }
+            _ => false,
+        };
+        let mut got = self.on_core(&op);
+        self.check_seen(&op, false);
+        let mut want = self.on_model(&op);
+        // KNOWN BUG: hidden nlink. A file kept under a hidden name counts that name in
+        // `st_nlink` (an unlinked open file has 1, ext4 says 0): not compared, see the ignored
+        // `fstat_of_an_unlinked_open_file_counts_no_links`.
+        if self.known_bugs && stat_of.is_some_and(|id| self.model.hidden(id)) {
+            for out in [&mut got, &mut want] {
+                if let Out::Attr { nlink, .. } = out {
+                    *nlink = None;
+                }
+            }
+        }
+        // KNOWN BUG: root nlink. The root's link count may include the unlisted hidden
+        // directory (when fetched from the server, not when kept up to date locally): one
+        // more is let pass, see the ignored
+        // `the_hidden_directory_does_not_count_in_the_roots_links`.
+        if self.known_bugs && stat_of == Some(ROOT) {
+            if let (Out::Attr { nlink: Some(g), .. }, Out::Attr { nlink: Some(w), .. }) =
+                (&mut got, &want)
+            {
+                if *g == *w + 1 && self.dir.path().join(HIDDEN).exists() {
+                    *g = *w;
+                }
+            }
+        }
+        if got != want {
+            let diff = first_difference(&got, &want);
+            self.fail(
+                &op,
+                format!("[answers] core answered {got:?}, the model {want:?}{diff}"),
+            );
+        }
+        self.check_seen(&op, true);
+        let name = format!("{op:?}");
+        let name = name.split([' ', '{']).next().unwrap_or_default();
+        let answer = match &got {
+            Out::Ok if of_open => "ok, of an open file".to_owned(),
+            Out::Err(e) => format!("{e:?}"),
+            Out::Skip => "skipped".to_owned(),
+            _ => "ok".to_owned(),
+        };
+        *self.stats.entry(format!("{name} {answer}")).or_default() += 1;
+        self.after(&op, &got);
+    }
+
+    /// The model file a `stat` or `fstat` asks about, before it runs.
+    fn stat_of(&self, op: &Op) -> Option<Id> {
+        match *op {
+            Op::Fstat { h } => self.handle(h).map(|x| x.2.id),
+            Op::Stat { path: "" } => Some(ROOT),
+            Op::Stat { path } => self.model.existing(path).ok(),
+            _ => None,
+        }
+    }
+
+    fn on_core(&mut self, op: &Op) -> Out {
+        fn out<T>(r: KResult<T>, f: impl FnOnce(T) -> Out) -> Out {
+            match r {
+                Ok(v) => f(v),
+                Err(e) => Out::Err(e),
+            }
+        }
+        let k = &mut self.kernel;
+        let handle = match (op_handle(op), self.fhs.len()) {
+            (Some(h), n) if n > 0 => Some(self.fhs[h % n]),
+            _ => None,
+        };
+        let fh = || handle.expect("a handle operation with handles open");
+        match *op {
+            Op::Open {
+                path,
+                acc,
+                creat,
+                excl,
+                trunc,
+                append,
+            } => out(
+                k.open(path, acc, creat, excl, trunc, append),
+                |fh| match fh {
+                    Some(fh) => {
+                        self.fhs.push(fh);
+                        Out::Ok
+                    }
+                    None => Out::Skip,
+                },
+            ),
+            _ if handle.is_none() && op_handle(op).is_some() => Out::Skip,
+            Op::Read { off, len, .. } => out(k.read(fh(), off, len), |d| Out::Data(Bytes(d))),
+            Op::Write { off, len, fill, .. } => {
+                out(k.write(fh(), off, &pattern(fill, len)), Out::Wrote)
+            }
+            Op::Ftruncate { size, .. } => out(k.ftruncate(fh(), size), |()| Out::Ok),
+            Op::Fsync { data_only, .. } => out(k.fsync(fh(), data_only), |()| Out::Ok),
+            Op::Close { .. } => {
+                let fh = fh();
+                self.fhs.retain(|&f| f != fh);
+                out(k.close(fh), |()| Out::Ok)
+            }
+            Op::Fstat { .. } => out(k.fstat(fh()), core_attr),
+            Op::Truncate { path, size } => out(k.truncate(path, size), |()| Out::Ok),
+            Op::Stat { path } => out(k.stat(path), core_attr),
+            Op::Rename {
+                from,
+                to,
+                noreplace,
+            } => out(k.rename(from, to, noreplace), |()| Out::Ok),
+            Op::Exchange { a, b } => out(k.exchange(a, b), |()| Out::Ok),
+            Op::Unlink { path } => out(k.unlink(path), |()| Out::Ok),
+            Op::Link { from, to } => out(k.link(from, to), |()| Out::Ok),
+            Op::Mkdir { path } => out(k.mkdir(path), |()| Out::Ok),
+            Op::Rmdir { path } => out(k.rmdir(path), |()| Out::Ok),
+            Op::Readdir { path, plus, page } => out(k.readdir(path, plus, page), |entries| {
+                let mut names: Vec<(String, Option<u64>)> = entries
+                    .into_iter()
+                    .map(|(n, a)| {
+                        let n = String::from_utf8_lossy(&n).into_owned();
+                        (n, (a.kind != FileKind::Dir).then_some(a.size))
+                    })
+                    .collect();
+                names.sort();
+                Out::Names(names)
+            }),
+            Op::Forget => {
+                k.forget_unused();
+                Out::Ok
+            }
+            Op::HangUp => {
+                k.hang_up();
+                Out::Ok
+            }
+        }
+    }
+
+    fn on_model(&mut self, op: &Op) -> Out {
+        fn out<T>(r: MResult<T>, f: impl FnOnce(T) -> Out) -> Out {
+            match r {
+                Ok(v) => f(v),
+                Err(e) => Out::Err(e),
+            }
+        }
+        let handle = match (op_handle(op), self.model.handles.len()) {
+            (Some(_), 0) => return Out::Skip,
+            (Some(h), n) => h % n,
+            (None, _) => 0,
+        };
+        let m = &mut self.model;
+        match *op {
+            Op::Open {
+                path,
+                acc,
+                creat,
+                excl,
+                trunc,
+                append,
+            } => out(m.open(path, acc, creat, excl, trunc, append), |opened| {
+                if opened {
+                    Out::Ok
+                } else {
+                    Out::Skip
+                }
+            }),
+            Op::Read { off, len, .. } => {
+                out(m.read(m.handles[handle], off, len), |d| Out::Data(Bytes(d)))
+            }
+            Op::Write { off, len, fill, .. } => {
+                let h = m.handles[handle];
+                out(m.write(h, off, &pattern(fill, len)), Out::Wrote)
+            }
+            Op::Ftruncate { size, .. } => {
+                let h = m.handles[handle];
+                if !h.acc.writable() {
+                    return Out::Err(EINVAL);
+                }
+                m.resize(h.id, size);
+                Out::Ok
+            }
+            Op::Fsync { .. } => {
+                let h = m.handles[handle];
+                *m.file(h.id).2 = false;
+                Out::Ok
+            }
+            Op::Close { .. } => {
+                let h = m.handles.remove(handle);
+                if h.acc.writable() {
+                    *m.file(h.id).2 = false;
+                }
+                m.unhide(h.id);
+                m.collect(h.id);
+                Out::Ok
+            }
+            Op::Fstat { .. } => m.attr(m.handles[handle].id),
+            Op::Truncate { path, size } => out(m.existing(path), |id| {
+                if m.is_dir(id) {
+                    return Out::Err(EISDIR);
+                }
+                m.resize(id, size);
+                Out::Ok
+            }),
+            Op::Stat { path: "" } => m.attr(ROOT),
+            Op::Stat { path } => out(m.existing(path), |id| m.attr(id)),
+            Op::Rename {
+                from,
+                to,
+                noreplace,
+            } => out(m.rename(from, to, noreplace), |()| Out::Ok),
+            Op::Exchange { a, b } => out(m.exchange(a, b), |()| Out::Ok),
+            Op::Unlink { path } => out(m.unlink(path), |()| Out::Ok),
+            Op::Link { from, to } => out(m.link(from, to), |()| Out::Ok),
+            Op::Mkdir { path } => out(m.mkdir(path), |()| Out::Ok),
+            Op::Rmdir { path } => out(m.rmdir(path), |()| Out::Ok),
+            Op::Readdir { path, .. } => out(m.readdir(path), |o| o),
+            Op::Forget => {
+                let ids: Vec<Id> = m.nodes.keys().copied().collect();
+                for id in ids {
+                    m.unhide(id);
+                }
+                Out::Ok
+            }
+            Op::HangUp => Out::Ok,
+        }
+    }
+
+    /// Each name the kernel resolved stands for the model's file there, and each model file
+    /// has one inode while the kernel knows it. Names looked up are checked against the model
+    /// before the operation, names made by it after.
+    fn check_seen(&mut self, op: &Op, after: bool) {
+        for ino in std::mem::take(&mut self.kernel.forgotten) {
+            if let Some(id) = self.file_of.remove(&ino) {
+                if self.ino_of.get(&id) == Some(&ino) {
+                    self.ino_of.remove(&id);
+                }
+            }
+        }
+        let seen: Vec<_> = self
+            .kernel
+            .seen
+            .iter()
+            .filter(|s| s.2 == after)
+            .cloned()
+            .collect();
+        self.kernel.seen.retain(|s| s.2 != after);
+        for (path, ino, _) in seen {
+            let Ok(id) = self.model.existing(&path) else {
+                continue; // the answers differ: the comparison reports it
+            };
+            self.bind(op, &path, ino, id);
+        }
+        if after {
+            if let Op::Open { .. } = op {
+                if let (Some(&fh), Some(h)) = (self.fhs.last(), self.model.handles.last()) {
+                    if self.fhs.len() == self.model.handles.len() {
+                        let ino = self.kernel.handle(fh).ino;
+                        self.bind(op, "(the opened handle)", ino, h.id);
+                    }
+                }
+            }
+        }
+    }
+
+    fn bind(&mut self, op: &Op, path: &str, ino: u64, id: Id) {
+        if let Some(&other) = self.file_of.get(&ino) {
+            if other != id && self.model.nodes.contains_key(&other) {
+                self.fail(
+                    op,
+                    format!(
+                        "[identity] inode {ino} ({path}) stands for model file {id} and {other}"
+                    ),
+                );
+            }
+        }
+        // Two inodes for one file matter where the kernel holds one open: its pages and
+        // attributes would go apart from the other's. An inode only looked up may be one the
+        // core keeps for a racing open of a file renamed over; no name leads to it.
+        if let Some(&other) = self.ino_of.get(&id) {
+            let open = self.kernel.handles.values().any(|h| h.ino == other);
+            if other != ino && open {
+                self.fail(
+                    op,
+                    format!("[identity] {path}: one file has inodes {other} and {ino}"),
+                );
+            }
+        }
+        self.file_of.insert(ino, id);
+        self.ino_of.insert(id, ino);
+    }
+
+    /// The server's side, after the answers agreed.
+    fn after(&mut self, op: &Op, got: &Out) {
+        let flushed = match *op {
+            Op::Fsync { .. } | Op::Ftruncate { .. } | Op::Close { .. } => *got == Out::Ok,
+            _ => false,
+        };
+        if flushed {
+            if let Some(id) = self.last_file(op) {
+                self.check_server_file(op, id);
+            }
+        }
+        let names_changed = matches!(
+            op,
+            Op::Open { .. }
+                | Op::Rename { .. }
+                | Op::Exchange { .. }
+                | Op::Unlink { .. }
+                | Op::Link { .. }
+                | Op::Mkdir { .. }
+                | Op::Rmdir { .. }
+        );
+        if names_changed || matches!(op, Op::Forget) {
+            self.check_server_tree(op, matches!(op, Op::Forget));
+        }
+    }
+
+    /// The file an operation on a handle worked on (for a close, read before it).
+    fn last_file(&self, op: &Op) -> Option<Id> {
+        match op {
+            Op::Close { .. } => self.closed,
+            Op::Fsync { h, .. } | Op::Ftruncate { h, .. } => self.handle(*h).map(|x| x.2.id),
+            _ => None,
+        }
+    }
+
+    fn check_server_file(&mut self, op: &Op, id: Id) {
+        let Some(Node::File { data, .. }) = self.model.nodes.get(&id) else {
+            return;
+        };
+        let data = data.clone();
+        let name = match self.model.name_of(id) {
+            Some(name) => name,
+            // Lost its names while open: the core keeps it in the hidden directory, found
+            // by the server's inode number.
+            None => match self.hidden_name_of(id) {
+                Some(name) => {
+                    *self
+                        .stats
+                        .entry("(checked a hidden file)".into())
+                        .or_default() += 1;
+                    name
+                }
+                None => self.fail(op, format!("[server file] {id} is not kept on the server")),
+            },
+        };
+        let on_server = fs::read(self.dir.path().join(&name)).unwrap_or_else(|e| {
+            self.fail(
+                op,
+                format!("[server file] {name} is not on the server: {e}"),
+            );
+        });
+        if on_server != *data {
+            self.fail(
+                op,
+                format!(
+                    "[server file] {name} on the server has {} bytes {}, the model {} bytes {}",
+                    on_server.len(),
+                    preview(&on_server),
+                    data.len(),
+                    preview(&data),
+                ),
+            );
+        }
+    }
+
+    /// The path under the server's root of the hidden file that model file `id` (open,
+    /// without a name) is kept as.
+    fn hidden_name_of(&mut self, id: Id) -> Option<String> {
+        let ino = *self.ino_of.get(&id)?;
+        let server_ino = self.kernel.getattr(ino).ok()?.ino;
+        let dir = self.dir.path().join(HIDDEN);
+        fs::read_dir(dir).ok()?.find_map(|e| {
+            let e = e.ok()?;
+            let same = std::os::unix::fs::MetadataExt::ino(&e.metadata().ok()?) == server_ino;
+            same.then(|| format!("{HIDDEN}/{}", e.file_name().to_string_lossy()))
+        })
+    }
+
+    /// The server's names are the model's; with `contents`, so are the bytes of every file
+    /// with no writes that may still be on their way.
+    fn check_server_tree(&self, op: &Op, contents: bool) {
+        let server = server_tree(self.dir.path(), contents);
+        let model: BTreeMap<String, Id> = self.model.tree().into_iter().collect();
+        let server_names: Vec<(&String, bool)> =
+            server.iter().map(|(p, c)| (p, c.is_none())).collect();
+        let model_names: Vec<(&String, bool)> = model
+            .iter()
+            .map(|(p, &id)| (p, self.model.is_dir(id)))
+            .collect();
+        if server_names != model_names {
+            self.fail(
+                op,
+                format!(
+                    "[server names] the server has {server_names:?}, the model {model_names:?}"
+                ),
+            );
+        }
+        if !contents {
+            return;
+        }
+        for (path, &id) in &model {
+            if let Some(Node::File {
+                data, dirty: false, ..
+            }) = self.model.nodes.get(&id)
+            {
+                let on_server = server[path].as_deref().expect("a file");
+                if on_server != data.as_slice() {
+                    self.fail(
+                        op,
+                        format!(
+                            "[server tree] {path} on the server has {}, the model {}",
+                            preview(on_server),
+                            preview(data)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Closes every handle, forgets every inode, and requires the server to hold exactly
+    /// the model's tree, with nothing hidden left.
+    fn finish(&mut self) {
+        while !self.fhs.is_empty() {
+            self.run_op(Op::Close { h: 0 });
+        }
+        self.run_op(Op::Forget);
+        let k = &mut self.kernel;
+        let all: Vec<(u64, u64)> = k.lookups.drain().collect();
+        for (ino, n) in all {
+            k.core.forget(ino, n);
+        }
+        let server = server_tree(self.dir.path(), true);
+        let model: BTreeMap<String, Option<Vec<u8>>> = self
+            .model
+            .tree()
+            .into_iter()
+            .map(|(p, id)| match &self.model.nodes[&id] {
+                Node::File { data, .. } => (p, Some(data.clone())),
+                Node::Dir { .. } => (p, None),
+            })
+            .collect();
+        let op = Op::Forget;
+        if server != model {
+            let keys = |t: &BTreeMap<String, Option<Vec<u8>>>| {
+                t.iter()
+                    .map(|(p, c)| format!("{p}:{}", c.as_ref().map_or(-1, |c| c.len() as i64)))
+                    .collect::<Vec<_>>()
+            };
+            self.fail(
+                &op,
+                format!(
+                    "[end] the server has {:?}, the model {:?}",
+                    keys(&server),
+                    keys(&model)
+                ),
+            );
+        }
+        let left = hidden_left(self.dir.path());
+        if !left.is_empty() {
+            self.fail(&op, format!("[hidden left] {left:?}"));
+        }
+    }
+
+    fn run_op(&mut self, op: Op) {
+        let op = match self.known_bugs {
+            true => {
+                if self.takes_a_name_of_a_kept_file(&op) {
+                    // The kernel may forget unused inodes at any time: the kept name goes.
+                    self.step(Op::Forget);
+                }
+                let safe = self.avoid_known_bugs(op);
+                if format!("{safe:?}") != format!("{op:?}") {
+                    *self
+                        .stats
+                        .entry("(avoided a known bug)".into())
+                        .or_default() += 1;
+                }
+                for other in self.other_names_of_open(&safe) {
+                    // Checked with the operation's own lookups, against the model before it.
+                    let _ = self.kernel.walk(&other);
+                }
+                safe
+            }
+            false => op,
+        };
+        self.closed = match op {
+            Op::Close { h } => self.handle(h).map(|x| x.2.id),
+            _ => None,
+        };
+        self.step(op);
+    }
+}
+
+/// The handle index of an operation on a handle.
+fn op_handle(op: &Op) -> Option<usize> {
+    match *op {
+        Op::Read { h, .. }
+        | Op::Write { h, .. }
+        | Op::Ftruncate { h, .. }
+        | Op::Fsync { h, .. }
+        | Op::Close { h }
+        | Op::Fstat { h } => Some(h),
+        _ => None,
+    }
+}
+
+fn core_attr(a: Attr) -> Out {
+    let dir = a.kind == FileKind::Dir;
+    Out::Attr {
+        dir,
+        size: (!dir).then_some(a.size),
+        nlink: Some(a.nlink),
+    }
+}
+
+fn preview(b: &[u8]) -> String {
+    if b.len() <= 16 {
+        format!("{b:?}")
+    } else {
+        format!("{:?}..{:?}", &b[..8], &b[b.len() - 8..])
+    }
+}
+
+// ---- running ---------------------------------------------------------------------------
+
+fn env_u64(name: &str) -> Option<u64> {
+    let v = std::env::var(name).ok()?;
+    Some(
+        v.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+    )
+}
+
+/// Runs `ops` random operations from `seed`, then the final check; the operations done.
+fn run_seed(seed: u64, ops: u64, until: Option<Instant>) -> u64 {
+    let mut run = Run::new(seed, config_for(seed));
+    let mut rng = Rng(seed);
+    let mut n = 0;
+    while n < ops && until.is_none_or(|t| Instant::now() < t) {
+        let op = run.gen(&mut rng);
+        run.run_op(op);
+        n += 1;
+    }
+    run.finish();
+    if std::env::var_os("SHELF_MODEL_VERBOSE").is_some() {
+        eprintln!("answers: {:?}", run.stats);
+    }
+    n
+}
+
+/// Replays explicit operations (a regression test) with a small chunk and no caching of
+/// attributes, then the final check.
+fn replay(ops: &[Op]) {
+    replay_with(ops, true);
+}
+
+/// As `replay`, without tolerating the `KNOWN BUG`s: for their regression tests.
+fn replay_strict(ops: &[Op]) {
+    replay_with(ops, false);
+}
+
+fn replay_with(ops: &[Op], known_bugs: bool) {
+    let mut run = Run::new(0, small());
+    run.known_bugs = known_bugs;
+    for &op in ops {
+        run.run_op(op);
+    }
+    run.finish();
+}
+
+#[test]
+fn random_operations_agree_with_the_model() {
+    let ops = env_u64("SHELF_MODEL_OPS");
+    let secs = env_u64("SHELF_MODEL_SECS");
+    let until = secs.map(|s| Instant::now() + Duration::from_secs(s));
+    // Seeds of the normal suite are fixed; a long run starts from the clock.
+    let base = match secs {
+        Some(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+        None => 0,
+    };
+    let seeds: Vec<u64> = match env_u64("SHELF_MODEL_SEED") {
+        Some(seed) => vec![seed],
+        None => (1..=if secs.is_some() { 1 << 20 } else { 3 })
+            .map(|i: u64| Rng(base ^ i).next())
+            .collect(),
+    };
+    let per_seed = ops.unwrap_or(if secs.is_some() { 20_000 } else { 2_000 });
+    let start = Instant::now();
+    let mut total = 0;
+    for seed in seeds {
+        if until.is_some_and(|t| Instant::now() >= t) {
+            break;
+        }
+        let t = Instant::now();
+        total += run_seed(seed, per_seed, until);
+        if std::env::var_os("SHELF_MODEL_VERBOSE").is_some() {
+            eprintln!(
+                "seed {seed}: {:.2} s, {:?}",
+                t.elapsed().as_secs_f64(),
+                config_for(seed)
+            );
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    eprintln!(
+        "model test: {total} operations in {secs:.2} s, {:.0} per second",
+        total as f64 / secs
+    );
+}
+
+// ---- shrinking -------------------------------------------------------------------------
+
+/// The configuration of the regression tests: small chunks, attributes never cached.
+fn small() -> CoreConfig {
+    CoreConfig {
+        chunk_size: 64,
+        cache_bytes: 64 * 16,
+        attr_ttl: Duration::ZERO,
+        readahead_chunks: 4,
+        prefetch_threads: 1,
+        ..CoreConfig::default()
+    }
+}
+
+/// Why `ops` fail under `cfg`, if they do.
+fn failure(ops: &[Op], cfg: &CoreConfig) -> Option<String> {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut run = Run::new(0, cfg.clone());
+        run.quiet = true;
+        for &op in ops {
+            run.run_op(op);
+        }
+        run.finish();
+    }));
+    let e = result.err()?;
+    let text = e
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    Some(text)
+}
+
+/// Shrinks the failure of `SHELF_MODEL_SEED` (with `SHELF_MODEL_OPS`) to a short list of
+/// operations under the regression tests' configuration, and prints it to paste as a test.
+/// Failures of another kind (another operation failing) are accepted if their first line
+/// names the same operation kind as the original's.
+#[test]
+#[ignore = "a tool: run with SHELF_MODEL_SEED=<seed> --ignored --nocapture"]
+fn shrink() {
+    let seed = env_u64("SHELF_MODEL_SEED").expect("SHELF_MODEL_SEED");
+    let ops = env_u64("SHELF_MODEL_OPS").unwrap_or(2_000);
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let mut recorded = Vec::new();
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut run = Run::new(seed, config_for(seed));
+        run.quiet = true;
+        let mut rng = Rng(seed);
+        for _ in 0..ops {
+            let op = run.gen(&mut rng);
+            recorded.push(op);
+            run.run_op(op);
+        }
+        run.finish();
+    }));
+    if let Some(r) = recorded.last() {
+        eprintln!("recorded {} operations, the last {r:?}", recorded.len());
+    }
+    let cfg = small();
+    let first = failure(&recorded, &cfg).expect("the recorded operations fail");
+    let kind = |m: &str| {
+        let op = m.split(": ").nth(1)?.split(' ').next()?;
+        let tag = m.split('[').nth(1)?.split(']').next()?;
+        Some(format!("{op} {tag}"))
+    };
+    let want = kind(&first);
+    let same = |m: &Option<String>| m.as_deref().is_some_and(|m| kind(m) == want);
+    let mut ops = recorded;
+    let mut chunk = ops.len() / 2;
+    while chunk >= 1 {
+        let mut i = 0;
+        let mut progress = false;
+        while i < ops.len() {
+            let mut fewer = ops.clone();
+            fewer.drain(i..(i + chunk).min(ops.len()));
+            if same(&failure(&fewer, &cfg)) {
+                ops = fewer;
+                progress = true;
+            } else {
+                i += chunk;
+            }
+        }
+        if !progress {
+            chunk /= 2;
+        }
+    }
+    std::panic::set_hook(hook);
+    eprintln!("first failure: {first}");
+    eprintln!("shrunk to {} operations:", ops.len());
+    for op in &ops {
+        eprintln!("| {op:?},");
+    }
+    eprintln!(
+        "which fail with: {}",
+        failure(&ops, &cfg).unwrap_or_default()
+    );
+}
+
+// ---- regression tests ------------------------------------------------------------------
+
+fn open(path: &'static str, acc: Acc) -> Op {
+    Op::Open {
+        path,
+        acc,
+        creat: true,
+        excl: false,
+        trunc: false,
+        append: false,
+    }
+}
+
+/// Linux on ext4: `fstat` of an open file whose only name was unlinked says `st_nlink` 0.
+/// The core keeps the file under a hidden name and counts it: 1.
+#[test]
+#[ignore = "bug: fstat of an open file that lost its last name reports st_nlink 1, not 0"]
+fn fstat_of_an_unlinked_open_file_counts_no_links() {
+    replay_strict(&[
+        open("a", Acc::RW),
+        Op::Unlink { path: "a" },
+        Op::Fstat { h: 0 },
+    ]);
+}
+
+/// An open file with two names loses both: after its last close nothing of it may be left.
+/// The core hides it twice and remembers only the second hidden name (`OpenState::hidden`
+/// is overwritten), so the first stays in `.shelf-hidden` on the server for good.
+#[test]
+#[ignore = "bug: an open file that loses a second name leaks its first hidden name"]
+fn an_open_file_that_loses_two_names_leaves_nothing_hidden() {
+    replay_strict(&[
+        open("a", Acc::RW),
+        Op::Link { from: "a", to: "b" },
+        Op::Unlink { path: "a" },
+        Op::Unlink { path: "b" },
+        Op::Close { h: 0 },
+    ]);
+}
+
+/// The same through renames over its two names.
+#[test]
+#[ignore = "bug: an open file that loses a second name leaks its first hidden name"]
+fn an_open_file_renamed_over_twice_leaves_nothing_hidden() {
+    replay_strict(&[
+        open("a", Acc::RW),
+        Op::Link { from: "a", to: "b" },
+        open("x", Acc::R),
+        open("y", Acc::R),
+        Op::Rename {
+            from: "x",
+            to: "a",
+            noreplace: false,
+        },
+        Op::Rename {
+            from: "y",
+            to: "b",
+            noreplace: false,
+        },
+        Op::Close { h: 0 },
+    ]);
+}
+
+/// A write of no bytes past the end changes nothing, not even the size (a model bug once:
+/// it grew the file).
+#[test]
+fn an_empty_write_past_the_end_changes_nothing() {
+    replay(&[
+        open("a", Acc::RW),
+        Op::Write {
+            h: 0,
+            off: 500,
+            len: 0,
+            fill: 1,
+        },
+        Op::Fstat { h: 0 },
+        Op::Close { h: 0 },
+    ]);
+}
+
+/// A handle of a file renamed over keeps reading and writing the old file; the new one is
+/// under the name; nothing hidden is left after the close.
+#[test]
+fn a_handle_of_a_file_renamed_over_keeps_the_old_file() {
+    replay(&[
+        open("a", Acc::RW),
+        Op::Write {
+            h: 0,
+            off: 0,
+            len: 100,
+            fill: 1,
+        },
+        open("b", Acc::RW),
+        Op::Write {
+            h: 1,
+            off: 0,
+            len: 70,
+            fill: 9,
+        },
+        Op::Rename {
+            from: "b",
+            to: "a",
+            noreplace: false,
+        },
+        Op::Read {
+            h: 0,
+            off: 0,
+            len: 200,
+        },
+        Op::Write {
+            h: 0,
+            off: 150,
+            len: 10,
+            fill: 3,
+        },
+        Op::Fstat { h: 0 },
+        Op::Close { h: 1 },
+        Op::Read {
+            h: 0,
+            off: 90,
+            len: 100,
+        },
+        Op::Close { h: 0 },
+        Op::Stat { path: "a" },
+    ]);
+}
+
+/// An unlinked open file keeps its bytes for its handle; a new file of the same name is
+/// another file (another inode, its own bytes).
+#[test]
+fn a_new_file_under_an_unlinked_open_files_name_is_another_file() {
+    replay(&[
+        open("a", Acc::RW),
+        Op::Write {
+            h: 0,
+            off: 0,
+            len: 80,
+            fill: 5,
+        },
+        Op::Unlink { path: "a" },
+        open("a", Acc::RW),
+        Op::Write {
+            h: 1,
+            off: 10,
+            len: 20,
+            fill: 7,
+        },
+        Op::Read {
+            h: 0,
+            off: 0,
+            len: 100,
+        },
+        Op::Read {
+            h: 1,
+            off: 0,
+            len: 100,
+        },
+        Op::Close { h: 0 },
+        Op::Close { h: 0 },
+    ]);
+}
+
+/// Bytes written through one hard link are read through the other, and both count.
+#[test]
+fn hard_links_share_bytes_and_count_links() {
+    replay(&[
+        open("a", Acc::RW),
+        Op::Link { from: "a", to: "b" },
+        Op::Open {
+            path: "b",
+            acc: Acc::R,
+            creat: false,
+            excl: false,
+            trunc: false,
+            append: false,
+        },
+        Op::Write {
+            h: 0,
+            off: 3,
+            len: 150,
+            fill: 2,
+        },
+        Op::Read {
+            h: 1,
+            off: 0,
+            len: 200,
+        },
+        Op::Stat { path: "b" },
+        Op::Unlink { path: "a" },
+        Op::Fstat { h: 1 },
+        Op::Close { h: 0 },
+        Op::Close { h: 0 },
+        Op::Stat { path: "b" },
+    ]);
+}
+
+/// Buffered writes survive a server restart before the close, and O_APPEND writes land at
+/// the end the file has then.
+#[test]
+fn buffered_and_appended_writes_survive_a_restart() {
+    replay(&[
+        open("a", Acc::RW),
+        Op::Write {
+            h: 0,
+            off: 0,
+            len: 100,
+            fill: 4,
+        },
+        Op::HangUp,
+        Op::Open {
+            path: "a",
+            acc: Acc::W,
+            creat: false,
+            excl: false,
+            trunc: false,
+            append: true,
+        },
+        Op::Write {
+            h: 1,
+            off: 0,
+            len: 30,
+            fill: 8,
+        },
+        Op::HangUp,
+        Op::Close { h: 1 },
+        Op::Read {
+            h: 0,
+            off: 90,
+            len: 100,
+        },
+        Op::Close { h: 0 },
+    ]);
+}
+
+/// Shrunk from a random run: a file renamed over is kept (for a racing open) under its
+/// old inode while its other name, looked up afresh, gets a new one. That is by design (no
+/// name leads to the kept inode), and both must answer for the same bytes.
+#[test]
+fn a_kept_inode_and_a_fresh_lookup_of_another_name() {
+    replay(&[
+        Op::Mkdir { path: "b" },
+        open("d", Acc::R),
+        Op::Rename {
+            from: "d",
+            to: "b/d",
+            noreplace: false,
+        },
+        Op::Close { h: 0 },
+        open("a", Acc::RW),
+        Op::Rename {
+            from: "a",
+            to: "d",
+            noreplace: false,
+        },
+        Op::Link {
+            from: "b/d",
+            to: "b/c",
+        },
+        Op::Forget,
+        Op::Rename {
+            from: "d",
+            to: "b/c",
+            noreplace: false,
+        },
+        Op::Stat { path: "b/d" },
+        Op::Open {
+            path: "b/d",
+            acc: Acc::RW,
+            creat: false,
+            excl: false,
+            trunc: false,
+            append: false,
+        },
+        Op::Fstat { h: 1 },
+    ]);
+}
+
+/// The hidden directory is never listed, so it must not count either: the root's
+/// `st_nlink` is 2 plus its listed subdirectories (3 here). The core reports the server's
+/// count, which includes `.shelf-hidden` once a file was hidden (and it stays): 4.
+#[test]
+#[ignore = "bug: the root's st_nlink counts the unlisted .shelf-hidden directory"]
+fn the_hidden_directory_does_not_count_in_the_roots_links() {
+    replay_strict(&[
+        Op::Mkdir { path: "d" },
+        open("a", Acc::RW),
+        Op::Unlink { path: "a" },
+        Op::Close { h: 0 },
+        Op::Stat { path: "" },
+    ]);
+}
+
+/// An open file with two names, its inode known to the core by one of them only (the
+/// kernel forgot it, then looked up that name and opened it), loses that name. A lookup of
+/// the other name must find the same inode, as on ext4, and a read through either handle
+/// must see what the other wrote. The core's inode is detached by the unlink, and the
+/// lookup makes a new inode for the same open file (`InodeTable` joins only attached nodes):
+/// two inodes, each with its own write-behind, so the first handle's read misses the
+/// second handle's buffered bytes (0 bytes read instead of 10).
+#[test]
+#[ignore = "bug: an open file that loses the name its inode knew gets a second inode"]
+fn an_open_file_that_loses_one_of_two_names_stays_one_inode() {
+    let reopen = |path| Op::Open {
+        path,
+        acc: Acc::RW,
+        creat: false,
+        excl: false,
+        trunc: false,
+        append: false,
+    };
+    replay_strict(&[
+        open("a", Acc::RW),
+        Op::Link { from: "a", to: "b" },
+        Op::Close { h: 0 },
+        Op::Forget,
+        reopen("b"),
+        Op::Unlink { path: "b" },
+        reopen("a"),
+        Op::Write {
+            h: 1,
+            off: 0,
+            len: 10,
+            fill: 1,
+        },
+        Op::Read {
+            h: 0,
+            off: 0,
+            len: 20,
+        },
+        Op::Close { h: 0 },
+        Op::Close { h: 0 },
+    ]);
+}
+
+/// A program's own file whose name starts like the core's hidden names is an ordinary
+/// file and must be listed (`ls -a`, `cp -r`, `tar` and `rsync` would otherwise skip it).
+/// The core leaves every `.shelf-hidden-*` name in every directory out of listings: the
+/// listing is empty. (The random names never take that form.)
+#[test]
+#[ignore = "bug: a user's file named .shelf-hidden-* is left out of every listing"]
+fn a_users_file_named_like_a_hidden_one_is_listed() {
+    replay_strict(&[
+        Op::Mkdir { path: "d" },
+        open("d/.shelf-hidden-notes", Acc::RW),
+        Op::Close { h: 0 },
+        Op::Readdir {
+            path: "d",
+            plus: false,
+            page: 100,
+        },
+    ]);
+}
+
+/// The hidden directory is left out of the root's listing, so a lookup of its name must
+/// not find it either (a `rm -rf` of it would take the open files kept there). The core
+/// answers the lookup with the directory; ext4 (and the model) say ENOENT. So does
+/// `mkdir .shelf-hidden` fail with EEXIST. (The random names never take that form.)
+#[test]
+#[ignore = "bug: a lookup of the unlisted .shelf-hidden finds the internal directory"]
+fn the_hidden_directory_is_not_found_by_name() {
+    replay_strict(&[
+        open("a", Acc::RW),
+        Op::Unlink { path: "a" },
+        Op::Stat {
+            path: ".shelf-hidden",
+        },
+    ]);
+}
