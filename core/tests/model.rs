@@ -33,7 +33,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use shelf_core::{Core, CoreConfig, DirSink, FsError, SetAttrRequest, ROOT_INO};
+use shelf_core::{Core, CoreConfig, DirSink, Fh, FsError, Ino, SetAttrRequest, ROOT_INO};
 use shelf_proto::{Attr, FileKind};
 use shelf_testkit::Loopback;
 use tempfile::TempDir;
@@ -286,7 +286,7 @@ fn split(path: &str) -> (&str, &str) {
 
 /// What the kernel keeps for an open file.
 struct KHandle {
-    ino: u64,
+    ino: Ino,
     acc: Acc,
     append: bool,
 }
@@ -296,32 +296,32 @@ struct KHandle {
 /// Every call into `Core` in this test is in here.
 struct Kernel {
     core: Core<Wire>,
-    lookups: HashMap<u64, u64>,
-    handles: HashMap<u64, KHandle>,
+    lookups: HashMap<Ino, u64>,
+    handles: HashMap<Fh, KHandle>,
     /// Directories removed: the kernel forgets them at its next chance.
-    gone_dirs: HashSet<u64>,
+    gone_dirs: HashSet<Ino>,
     /// Names resolved to inodes, for the test to check identities against the model:
     /// `(path, ino, after)`, `after` when the name was made by the call itself.
-    seen: Vec<(String, u64, bool)>,
+    seen: Vec<(String, Ino, bool)>,
     /// Inodes forgotten entirely.
-    forgotten: Vec<u64>,
+    forgotten: Vec<Ino>,
 }
 
 /// A name the kernel resolved: its inode and whether it is a directory.
 #[derive(Clone, Copy)]
 struct Dentry {
-    ino: u64,
+    ino: Ino,
     dir: bool,
 }
 
 /// One `readdir` reply with room for `room` entries: `(ino, offset, name, attr)`.
 struct Collect {
     room: usize,
-    entries: Vec<(u64, u64, Vec<u8>, Attr)>,
+    entries: Vec<(Ino, u64, Vec<u8>, Attr)>,
 }
 
 impl DirSink for Collect {
-    fn add(&mut self, ino: u64, offset: u64, name: &[u8], attr: &Attr) -> bool {
+    fn add(&mut self, ino: Ino, offset: u64, name: &[u8], attr: &Attr) -> bool {
         if self.entries.len() >= self.room {
             return true;
         }
@@ -344,21 +344,21 @@ impl Kernel {
         }
     }
 
-    fn counted(&mut self, path: &str, ino: u64, after: bool) {
+    fn counted(&mut self, path: &str, ino: Ino, after: bool) {
         *self.lookups.entry(ino).or_default() += 1;
         self.seen.push((path.to_owned(), ino, after));
     }
 
     /// Walks `path` to its parent directory and looks up its last name there: the parent's
     /// inode, the name, and the dentry if the name exists.
-    fn walk<'p>(&mut self, path: &'p str) -> KResult<(u64, &'p str, Option<Dentry>)> {
+    fn walk<'p>(&mut self, path: &'p str) -> KResult<(Ino, &'p str, Option<Dentry>)> {
         let (dir, name) = split(path);
         let parent = self.walk_dir(dir)?;
         let found = self.lookup(parent, path, name)?;
         Ok((parent, name, found))
     }
 
-    fn lookup(&mut self, parent: u64, path: &str, name: &str) -> KResult<Option<Dentry>> {
+    fn lookup(&mut self, parent: Ino, path: &str, name: &str) -> KResult<Option<Dentry>> {
         match self.core.lookup(parent, name.as_bytes()) {
             Ok(e) => {
                 self.counted(path, e.ino, false);
@@ -373,7 +373,7 @@ impl Kernel {
     }
 
     /// The inode of the directory at `path`.
-    fn walk_dir(&mut self, path: &str) -> KResult<u64> {
+    fn walk_dir(&mut self, path: &str) -> KResult<Ino> {
         let mut ino = ROOT_INO;
         let mut walked = String::new();
         for name in path.split('/').filter(|n| !n.is_empty()) {
@@ -391,7 +391,7 @@ impl Kernel {
         self.walk(path)?.2.ok_or(ENOENT)
     }
 
-    fn handle(&self, fh: u64) -> &KHandle {
+    fn handle(&self, fh: Fh) -> &KHandle {
         self.handles
             .get(&fh)
             .expect("the test passes only open handles")
@@ -406,7 +406,7 @@ impl Kernel {
         excl: bool,
         trunc: bool,
         append: bool,
-    ) -> KResult<Option<u64>> {
+    ) -> KResult<Option<Fh>> {
         let mut flags = acc.flags();
         if trunc {
             flags |= libc::O_TRUNC;
@@ -437,7 +437,7 @@ impl Kernel {
         Ok(Some(o.fh))
     }
 
-    fn read(&mut self, fh: u64, off: u64, len: u32) -> KResult<Vec<u8>> {
+    fn read(&mut self, fh: Fh, off: u64, len: u32) -> KResult<Vec<u8>> {
         if !self.handle(fh).acc.readable() {
             return Err(EBADF);
         }
@@ -449,7 +449,7 @@ impl Kernel {
 
     /// Without a write-back cache the kernel writes an `O_APPEND` handle's bytes at the size
     /// it knows, which is the file system's answer to `getattr`.
-    fn write(&mut self, fh: u64, off: u64, data: &[u8]) -> KResult<u32> {
+    fn write(&mut self, fh: Fh, off: u64, data: &[u8]) -> KResult<u32> {
         let h = self.handle(fh);
         if data.is_empty() && h.acc.writable() {
             return Ok(0); // the kernel does not send an empty write
@@ -463,7 +463,7 @@ impl Kernel {
         Ok(self.core.write(fh, off, data)?)
     }
 
-    fn truncate_ino(&mut self, ino: u64, size: u64) -> KResult<()> {
+    fn truncate_ino(&mut self, ino: Ino, size: u64) -> KResult<()> {
         let req = SetAttrRequest {
             size: Some(size),
             ..Default::default()
@@ -473,7 +473,7 @@ impl Kernel {
         Ok(())
     }
 
-    fn ftruncate(&mut self, fh: u64, size: u64) -> KResult<()> {
+    fn ftruncate(&mut self, fh: Fh, size: u64) -> KResult<()> {
         let h = self.handle(fh);
         if !h.acc.writable() {
             return Err(EINVAL);
@@ -490,12 +490,12 @@ impl Kernel {
         self.truncate_ino(d.ino, size)
     }
 
-    fn fsync(&mut self, fh: u64, data_only: bool) -> KResult<()> {
+    fn fsync(&mut self, fh: Fh, data_only: bool) -> KResult<()> {
         Ok(self.core.fsync(fh, data_only)?)
     }
 
     /// `close()`: the kernel flushes a handle that may have written, then releases it.
-    fn close(&mut self, fh: u64) -> KResult<()> {
+    fn close(&mut self, fh: Fh) -> KResult<()> {
         let h = self.handles.remove(&fh).expect("closing an open handle");
         let flushed = if h.acc.writable() {
             self.core.flush(fh)
@@ -507,11 +507,11 @@ impl Kernel {
         Ok(released?)
     }
 
-    fn getattr(&mut self, ino: u64) -> KResult<Attr> {
+    fn getattr(&mut self, ino: Ino) -> KResult<Attr> {
         Ok(self.core.getattr(ino)?)
     }
 
-    fn fstat(&mut self, fh: u64) -> KResult<Attr> {
+    fn fstat(&mut self, fh: Fh) -> KResult<Attr> {
         let ino = self.handle(fh).ino;
         self.getattr(ino)
     }
@@ -671,7 +671,7 @@ impl Kernel {
     /// Forgets every inode the kernel may drop: files with no open handle, removed
     /// directories.
     fn forget_unused(&mut self) {
-        let open: HashSet<u64> = self.handles.values().map(|h| h.ino).collect();
+        let open: HashSet<Ino> = self.handles.values().map(|h| h.ino).collect();
         let mut drop = Vec::new();
         for (&ino, &n) in &self.lookups {
             if open.contains(&ino) {
@@ -1162,10 +1162,10 @@ struct Run {
     kernel: Kernel,
     model: Model,
     /// The kernel's handles, in the model's order.
-    fhs: Vec<u64>,
+    fhs: Vec<Fh>,
     /// The model file each inode stands for, and back.
-    file_of: HashMap<u64, Id>,
-    ino_of: HashMap<Id, u64>,
+    file_of: HashMap<Ino, Id>,
+    ino_of: HashMap<Id, Ino>,
     history: VecDeque<(usize, Op)>,
     done: usize,
     /// The model file of the handle being closed.
@@ -1436,7 +1436,7 @@ impl Run {
         panic!("seed {}: {op:?}: {what}", self.seed);
     }
 
-    fn handle(&self, h: usize) -> Option<(usize, u64, MHandle)> {
+    fn handle(&self, h: usize) -> Option<(usize, Fh, MHandle)> {
         if self.fhs.is_empty() {
             return None;
         }
@@ -1720,7 +1720,7 @@ impl Run {
         }
     }
 
-    fn bind(&mut self, op: &Op, path: &str, ino: u64, id: Id) {
+    fn bind(&mut self, op: &Op, path: &str, ino: Ino, id: Id) {
         if let Some(&other) = self.file_of.get(&ino) {
             if other != id && self.model.nodes.contains_key(&other) {
                 self.fail(
@@ -1885,7 +1885,7 @@ impl Run {
         }
         self.run_op(Op::Forget);
         let k = &mut self.kernel;
-        let all: Vec<(u64, u64)> = k.lookups.drain().collect();
+        let all: Vec<(Ino, u64)> = k.lookups.drain().collect();
         for (ino, n) in all {
             k.core.forget(ino, n);
         }
