@@ -12,11 +12,24 @@
 //!
 //! Operations name paths and open handles chosen from what exists (indices wrap), so most
 //! of them are valid; the rest check errors. Reconnects (`hang_up`) come between
-//! operations. Each run is one seed; a failure prints the seed, the configuration and the
-//! last operations, and `SHELF_MODEL_SEED=<seed>` replays it. The normal suite runs three
-//! seeds of 2,000 operations; `SHELF_MODEL_OPS=<n>` (operations per seed) and
-//! `SHELF_MODEL_SECS=<s>` (new seeds until then) run longer, `SHELF_MODEL_VERBOSE=1` times
-//! each seed.
+//! operations, and faults are injected through `shelf_testkit::Faulty` ([`Op::Fault`]):
+//! losses of idempotent requests (read, write, stat, list; before the server saw them or
+//! after it answered), which the core or the pool resends, so the program must see nothing
+//! of them; and refused writes (EIO), which the program must be told of on the file's next
+//! write, flush, fsync or close, after which the file's bytes are unknown for the rest of
+//! the run (its names are still checked). What is hard there: a request lost twice is not
+//! resent again, so a loss is scheduled only while nothing is in flight and no other loss
+//! waits (`Wire::outstanding`).
+//!
+//! The server is the real request handling without a socket (`Memory`); every fourth seed
+//! runs over the real server on socket pairs behind the production pool (`Loopback`).
+//! Each run is one seed; a failure prints the seed, the server, the configuration, the
+//! faults fired and the last operations, and `SHELF_MODEL_SEED=<seed>` (with
+//! `SHELF_MODEL_WIRE=memory|loopback`, which otherwise puts every seed on one) replays it.
+//! The normal suite runs three seeds of 2,000 operations and a short one over `Loopback`;
+//! `SHELF_MODEL_OPS=<n>` (operations per seed) and `SHELF_MODEL_SECS=<s>` (new seeds until
+//! then) run longer, `SHELF_MODEL_VERBOSE=1` times each seed and counts its answers. The
+//! rate is printed per server.
 //!
 //! Shrunk failures are kept at the end as named regression tests (the ignored `shrink` test
 //! cuts a failing seed down to one). Those that are bugs of the core are `#[ignore]`d with
@@ -28,29 +41,179 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ffi::OsStr;
 use std::fmt;
 use std::fs;
-use std::path::Path;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shelf_core::{Core, CoreConfig, DirSink, Fh, FsError, Ino, SetAttrRequest, ROOT_INO};
-use shelf_proto::{Attr, FileKind};
-use shelf_testkit::Loopback;
+use shelf_proto::{Attr, Code, FileKind, Reply, Request};
+use shelf_remote::{Limits, Pending, PendingReply, RemoteError, Transport};
+use shelf_testkit::{Fault, Faulty, FaultyPending, Loopback, Memory, MemoryPending};
 use tempfile::TempDir;
 
 // ---- the transport ---------------------------------------------------------------------
 
-/// The transport under test. The one place it is chosen, so an in-memory or fault-injecting
-/// one can take its place.
-type Wire = Loopback;
+/// Which server the core talks to: the real request handling called directly (fast), or
+/// the real server over socket pairs behind the production pool (`Loopback`: the frames,
+/// the pool's resending and reconnects run for real).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Server {
+    Memory,
+    Loopback,
+}
 
-fn connect(root: &Path) -> Wire {
-    Loopback::new(root).expect("the in-process server starts")
+/// The server behind the faults.
+enum Inner {
+    Memory(Memory),
+    Loopback(Loopback),
+}
+
+enum InnerPending {
+    Memory(MemoryPending),
+    Loopback(Pending),
+}
+
+impl PendingReply for InnerPending {
+    fn wait(self) -> Result<Reply, RemoteError> {
+        match self {
+            InnerPending::Memory(p) => p.wait(),
+            InnerPending::Loopback(p) => p.wait(),
+        }
+    }
+}
+
+impl Inner {
+    /// Every connection drops, as at a server restart.
+    fn hang_up(&self) {
+        match self {
+            Inner::Memory(m) => m.hang_up(),
+            Inner::Loopback(l) => l.hang_up(),
+        }
+    }
+}
+
+impl Transport for Inner {
+    type Pending = InnerPending;
+    fn start(&self, req: &Request) -> Result<InnerPending, RemoteError> {
+        match self {
+            Inner::Memory(m) => m.start(req).map(InnerPending::Memory),
+            Inner::Loopback(l) => l.start(req).map(InnerPending::Loopback),
+        }
+    }
+    fn call(&self, req: Request) -> Result<Reply, RemoteError> {
+        match self {
+            Inner::Memory(m) => m.call(req),
+            Inner::Loopback(l) => l.call(req),
+        }
+    }
+    fn limits(&self) -> Limits {
+        match self {
+            Inner::Memory(m) => m.limits(),
+            Inner::Loopback(l) => l.limits(),
+        }
+    }
+}
+
+/// The transport under test: the server behind [`Faulty`], which the run tells to lose or
+/// refuse chosen requests (`Op::Fault`), and around it what the run needs to know of them.
+/// `call` resends an idempotent request lost with its connection once, as the pool does
+/// above its connections (`Faulty::call` does not), so that a loss is as invisible to the
+/// program here as it must be in production.
+struct Wire {
+    faulty: Faulty<Inner>,
+    /// The server's directory, to find the file a refused write was for.
+    root: PathBuf,
+    /// Requests started and not yet waited for (or dropped): while any are, a loss could
+    /// hit a request twice (a reply lost by one hang-up, its resend by the next loss), which
+    /// nothing resends, so no loss is scheduled then.
+    outstanding: Arc<AtomicUsize>,
+    /// The server inode numbers of the files whose writes were refused, not yet taken.
+    refused: Mutex<Vec<u64>>,
+}
+
+struct WirePending {
+    inner: Option<FaultyPending<InnerPending>>,
+    outstanding: Arc<AtomicUsize>,
+}
+
+impl PendingReply for WirePending {
+    fn wait(mut self) -> Result<Reply, RemoteError> {
+        self.inner.take().expect("waited for once").wait()
+    }
+}
+
+impl Drop for WirePending {
+    fn drop(&mut self) {
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Transport for Wire {
+    type Pending = WirePending;
+    fn start(&self, req: &Request) -> Result<WirePending, RemoteError> {
+        let p = self.faulty.start(req)?;
+        if let (FaultyPending::Refused(_), Request::Write { path, .. }) = (&p, req) {
+            // The server never sees it; the file is there under the name the core sent.
+            let meta = fs::symlink_metadata(self.root.join(OsStr::from_bytes(path)));
+            let ino = meta.map_or(0, |m| std::os::unix::fs::MetadataExt::ino(&m));
+            self.refused.lock().expect("refused").push(ino);
+        }
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        Ok(WirePending {
+            inner: Some(p),
+            outstanding: Arc::clone(&self.outstanding),
+        })
+    }
+    fn call(&self, req: Request) -> Result<Reply, RemoteError> {
+        let again = req.is_idempotent().then(|| req.clone());
+        match self.faulty.call(req) {
+            Err(e) if e.is_connection_lost() => match again {
+                Some(req) => self.faulty.call(req),
+                None => Err(e),
+            },
+            other => other,
+        }
+    }
+    fn limits(&self) -> Limits {
+        self.faulty.limits()
+    }
+}
+
+impl Wire {
+    /// Whether a request may be in flight (see `outstanding`).
+    fn busy(&self) -> bool {
+        self.outstanding.load(Ordering::SeqCst) > 0
+    }
+
+    fn take_refused(&self) -> Vec<u64> {
+        std::mem::take(&mut *self.refused.lock().expect("refused"))
+    }
+}
+
+/// The one place the transport is made.
+fn connect(root: &Path, server: Server) -> Wire {
+    let inner = match server {
+        Server::Memory => Inner::Memory(Memory::new(root).expect("the request handling starts")),
+        Server::Loopback => {
+            Inner::Loopback(Loopback::new(root).expect("the in-process server starts"))
+        }
+    };
+    Wire {
+        faulty: Faulty::new(inner).on_hang_up(Inner::hang_up),
+        root: root.to_owned(),
+        outstanding: Arc::new(AtomicUsize::new(0)),
+        refused: Mutex::new(Vec::new()),
+    }
 }
 
 /// A server restart between two operations: every connection drops.
 fn reconnect(wire: &Wire) {
-    wire.hang_up();
+    wire.faulty.inner().hang_up();
 }
 
 /// The name of the directory where the core keeps open files that lost their name.
@@ -162,6 +325,41 @@ enum Op {
     Forget,
     /// The server drops every connection.
     HangUp,
+    /// The `nth` request of `kind` from now meets `fault`. A loss is scheduled only while
+    /// no request is in flight and no other loss is waiting (`Wire::outstanding`), else the
+    /// operation is skipped.
+    Fault {
+        kind: &'static str,
+        nth: usize,
+        fault: Injected,
+    },
+}
+
+/// The faults a run injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Injected {
+    /// Of an idempotent request: resent by the core or the pool, invisible to the program.
+    LostBefore,
+    LostAfter,
+    /// Of a write: the program sees EIO on its next write, flush, fsync or close of the
+    /// file, and the file's bytes are unknown from then on.
+    RefuseIo,
+}
+
+impl Injected {
+    fn fault(self) -> Fault {
+        match self {
+            Injected::LostBefore => Fault::LostBefore,
+            Injected::LostAfter => Fault::LostAfter,
+            Injected::RefuseIo => Fault::Refuse(Code::Io),
+        }
+    }
+    fn is_loss(self) -> bool {
+        match self {
+            Injected::LostBefore | Injected::LostAfter => true,
+            Injected::RefuseIo => false,
+        }
+    }
 }
 
 /// What an operation answered, in a form both sides produce.
@@ -237,6 +435,7 @@ const ENOTEMPTY: Errno = Errno(libc::ENOTEMPTY);
 const EINVAL: Errno = Errno(libc::EINVAL);
 const EBADF: Errno = Errno(libc::EBADF);
 const EPERM: Errno = Errno(libc::EPERM);
+const EIO: Errno = Errno(libc::EIO);
 
 impl From<FsError> for Errno {
     fn from(e: FsError) -> Self {
@@ -305,6 +504,8 @@ struct Kernel {
     seen: Vec<(String, Ino, bool)>,
     /// Inodes forgotten entirely.
     forgotten: Vec<Ino>,
+    /// The server's inode number of each inode, from the lookup that gave it.
+    server_ino: HashMap<Ino, u64>,
 }
 
 /// A name the kernel resolved: its inode and whether it is a directory.
@@ -341,11 +542,13 @@ impl Kernel {
             gone_dirs: HashSet::new(),
             seen: Vec::new(),
             forgotten: Vec::new(),
+            server_ino: HashMap::new(),
         }
     }
 
-    fn counted(&mut self, path: &str, ino: Ino, after: bool) {
+    fn counted(&mut self, path: &str, ino: Ino, attr: &Attr, after: bool) {
         *self.lookups.entry(ino).or_default() += 1;
+        self.server_ino.insert(ino, attr.ino);
         self.seen.push((path.to_owned(), ino, after));
     }
 
@@ -361,7 +564,7 @@ impl Kernel {
     fn lookup(&mut self, parent: Ino, path: &str, name: &str) -> KResult<Option<Dentry>> {
         match self.core.lookup(parent, name.as_bytes()) {
             Ok(e) => {
-                self.counted(path, e.ino, false);
+                self.counted(path, e.ino, &e.attr, false);
                 Ok(Some(Dentry {
                     ino: e.ino,
                     dir: e.attr.kind == FileKind::Dir,
@@ -422,7 +625,7 @@ impl Kernel {
                 let (e, o) = self
                     .core
                     .create(parent, name.as_bytes(), 0o100644, 0o022, flags)?;
-                self.counted(path, e.ino, true);
+                self.counted(path, e.ino, &e.attr, true);
                 (e.ino, o)
             }
             Some(_) if creat && excl => return Err(EEXIST),
@@ -530,7 +733,7 @@ impl Kernel {
             return Err(EEXIST);
         }
         let e = self.core.mkdir(parent, name.as_bytes(), 0o755, 0o022)?;
-        self.counted(path, e.ino, true);
+        self.counted(path, e.ino, &e.attr, true);
         Ok(())
     }
 
@@ -619,7 +822,7 @@ impl Kernel {
         }
         let e = self.core.link(s.ino, dp, dn.as_bytes())?;
         assert_eq!(e.ino, s.ino, "a hard link is the same inode");
-        self.counted(to, e.ino, true);
+        self.counted(to, e.ino, &e.attr, true);
         Ok(())
     }
 
@@ -661,7 +864,7 @@ impl Kernel {
             }
             if plus {
                 let p = join(path, &String::from_utf8_lossy(&name));
-                self.counted(&p, eino, false);
+                self.counted(&p, eino, &attr, false);
             }
             out.push((name, attr));
         }
@@ -689,6 +892,7 @@ impl Kernel {
         for (ino, n) in drop {
             self.core.forget(ino, n);
             self.lookups.remove(&ino);
+            self.server_ino.remove(&ino);
             self.gone_dirs.remove(&ino);
             self.forgotten.push(ino);
         }
@@ -714,6 +918,14 @@ enum Node {
         /// Lost a name while open or known to the kernel, so the core keeps it under a
         /// hidden name (see `KNOWN BUG: hidden nlink`).
         hidden: bool,
+        /// A write of it was refused: its bytes (and size) are unknown from then on.
+        unknown: bool,
+        /// A refused write's error that the program has not been told yet.
+        error: bool,
+        /// Another write was refused before the program was told of the first: the core
+        /// keeps the first failure until it is told, so the second may be told with it or
+        /// on its own later.
+        extra: bool,
     },
     Dir {
         entries: BTreeMap<String, Id>,
@@ -840,6 +1052,49 @@ impl Model {
         matches!(self.nodes.get(&id), Some(Node::File { hidden: true, .. }))
     }
 
+    /// Whether `id` is a file whose bytes are unknown since a write of it was refused.
+    fn unknown(&self, id: Id) -> bool {
+        matches!(self.nodes.get(&id), Some(Node::File { unknown: true, .. }))
+    }
+
+    /// Whether the program must and may yet be told of a refused write of `id`.
+    fn error(&self, id: Id) -> (bool, bool) {
+        match self.nodes.get(&id) {
+            Some(Node::File { error, extra, .. }) => (*error, *error || *extra),
+            _ => (false, false),
+        }
+    }
+
+    /// A write of `id` was refused: its bytes are unknown, and the error is to be told.
+    fn refused(&mut self, id: Id) {
+        if let Some(Node::File {
+            unknown,
+            error,
+            extra,
+            ..
+        }) = self.nodes.get_mut(&id)
+        {
+            *unknown = true;
+            *extra |= *error;
+            *error = true;
+        }
+    }
+
+    /// The program was told of a refused write.
+    fn told(&mut self, id: Id) {
+        if let Some(Node::File { error, .. }) = self.nodes.get_mut(&id) {
+            *error = false;
+        }
+    }
+
+    /// The file's last handle closed: nothing can tell the program any more.
+    fn untold(&mut self, id: Id) {
+        if let Some(Node::File { error, extra, .. }) = self.nodes.get_mut(&id) {
+            *error = false;
+            *extra = false;
+        }
+    }
+
     /// The core drops a hidden name at the last close, or when the kernel forgets the file.
     fn unhide(&mut self, id: Id) {
         if self.handles.iter().any(|h| h.id == id) {
@@ -883,6 +1138,9 @@ impl Model {
                     nlink: 1,
                     dirty: false,
                     hidden: false,
+                    unknown: false,
+                    error: false,
+                    extra: false,
                 });
                 self.entries_mut(parent).insert(name.to_owned(), id);
                 id
@@ -1054,7 +1312,7 @@ impl Model {
             .map(|(n, &c)| {
                 (
                     n.clone(),
-                    (!self.is_dir(c)).then(|| self.data(c).len() as u64),
+                    (!self.is_dir(c) && !self.unknown(c)).then(|| self.data(c).len() as u64),
                 )
             })
             .collect();
@@ -1175,6 +1433,10 @@ struct Run {
     known_bugs: bool,
     /// Say nothing on failure (while shrinking).
     quiet: bool,
+    /// The server behind the faults.
+    server: Server,
+    /// Losses scheduled (`Op::Fault`).
+    losses: usize,
     /// How often each operation got each kind of answer.
     stats: BTreeMap<String, u64>,
 }
@@ -1198,13 +1460,25 @@ fn config_for(seed: u64) -> CoreConfig {
 impl Drop for Run {
     fn drop(&mut self) {
         if std::thread::panicking() && !self.quiet {
+            let wire = match self.server {
+                Server::Memory => "memory",
+                Server::Loopback => "loopback",
+            };
             match self.seed {
-                0 => eprintln!("model test failed: explicit operations, {:?}", self.cfg),
+                0 => eprintln!(
+                    "model test failed: explicit operations over {wire}, {:?}",
+                    self.cfg
+                ),
                 seed => eprintln!(
-                    "model test failed: seed {seed} (replay with SHELF_MODEL_SEED={seed}), {:?}",
+                    "model test failed: seed {seed} over {wire} (replay with \
+                     SHELF_MODEL_SEED={seed} SHELF_MODEL_WIRE={wire}), {:?}",
                     self.cfg
                 ),
             }
+            eprintln!(
+                "faults fired: {:?}",
+                self.kernel.core.transport().faulty.fired()
+            );
             eprintln!("after {} operations; the last ones:", self.done);
             for (i, op) in &self.history {
                 eprintln!("  #{i}: {op:?}");
@@ -1215,9 +1489,9 @@ impl Drop for Run {
 }
 
 impl Run {
-    fn new(seed: u64, cfg: CoreConfig) -> Self {
+    fn new(seed: u64, cfg: CoreConfig, server: Server) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let core = Core::new(connect(dir.path()), cfg.clone());
+        let core = Core::new(connect(dir.path(), server), cfg.clone());
         Run {
             seed,
             cfg,
@@ -1232,6 +1506,8 @@ impl Run {
             closed: None,
             known_bugs: true,
             quiet: false,
+            server,
+            losses: 0,
             stats: BTreeMap::new(),
         }
     }
@@ -1304,6 +1580,25 @@ impl Run {
     }
 
     fn gen_any(&mut self, rng: &mut Rng) -> Op {
+        if rng.chance(4) {
+            // Mostly losses of what the core resends; now and then a refused write.
+            let (kind, fault) = match rng.below(8) {
+                0 => ("write", Injected::RefuseIo),
+                k => (
+                    *rng.pick(&["read", "read", "write", "write", "stat", "stat", "list"]),
+                    if k % 2 == 0 {
+                        Injected::LostBefore
+                    } else {
+                        Injected::LostAfter
+                    },
+                ),
+            };
+            return Op::Fault {
+                kind,
+                nth: rng.below(3) as usize + 1,
+                fault,
+            };
+        }
         let tree = self.model.tree();
         let dirs: Vec<&str> = std::iter::once("")
             .chain(
@@ -1451,7 +1746,19 @@ impl Run {
             self.history.pop_front();
         }
         self.done += 1;
+        if let Op::Fault { kind, nth, fault } = op {
+            return self.schedule(kind, nth, fault);
+        }
+        if matches!(op, Op::HangUp) && self.loss_waiting() && self.kernel.core.transport().busy() {
+            // A reply lost by this hang-up would be resent into the waiting loss.
+            *self.stats.entry("HangUp skipped".into()).or_default() += 1;
+            return;
+        }
         let stat_of = self.stat_of(&op);
+        // The model file of a handle operation, and whether the handle may write.
+        let handle_of = op_handle(&op)
+            .and_then(|h| self.handle(h))
+            .map(|x| (x.2.id, x.2.acc.writable()));
         let of_open = match op {
             Op::Unlink { path } | Op::Rename { to: path, .. } => {
                 let m = &self.model;
@@ -1462,7 +1769,14 @@ impl Run {
         };
         let mut got = self.on_core(&op);
         self.check_seen(&op, false);
+        self.note_refused(&op);
+        // Before the model runs it: a close may drop the file.
+        let error = handle_of.map(|(id, _)| self.model.error(id));
         let mut want = self.on_model(&op);
+        if let (Some((id, writable)), Some(error)) = (handle_of, error) {
+            self.check_told(&op, id, writable, error, &got, &mut want);
+        }
+        self.unknown_not_compared(stat_of, handle_of, &mut got, &mut want);
         // KNOWN BUG: hidden nlink. A file kept under a hidden name counts that name in
         // `st_nlink` (an unlinked open file has 1, ext4 says 0): not compared, see the ignored
         // `fstat_of_an_unlinked_open_file_counts_no_links`.
@@ -1504,6 +1818,137 @@ impl Run {
         };
         *self.stats.entry(format!("{name} {answer}")).or_default() += 1;
         self.after(&op, &got);
+    }
+
+    /// Whether a loss was scheduled that has not fired yet.
+    fn loss_waiting(&self) -> bool {
+        let fired = self.kernel.core.transport().faulty.fired();
+        let losses = fired
+            .iter()
+            .filter(|(_, f)| matches!(f, Fault::LostBefore | Fault::LostAfter))
+            .count();
+        self.losses > losses
+    }
+
+    /// `Op::Fault`: tells the transport, unless a loss could then hit a request twice.
+    fn schedule(&mut self, kind: &'static str, nth: usize, fault: Injected) {
+        let busy = self.kernel.core.transport().busy();
+        let answer = if fault.is_loss() && (busy || self.loss_waiting()) {
+            "skipped"
+        } else {
+            self.kernel
+                .core
+                .transport()
+                .faulty
+                .fail(kind, nth, fault.fault());
+            if fault.is_loss() {
+                self.losses += 1;
+            }
+            "scheduled"
+        };
+        *self
+            .stats
+            .entry(format!("Fault {kind} {fault:?} {answer}"))
+            .or_default() += 1;
+    }
+
+    /// Writes refused during the operation: their files' bytes become unknown, and the
+    /// program is to be told.
+    fn note_refused(&mut self, op: &Op) {
+        for server_ino in self.kernel.core.transport().take_refused() {
+            let ids: HashSet<Id> = self
+                .kernel
+                .server_ino
+                .iter()
+                .filter(|&(_, &s)| s == server_ino)
+                .filter_map(|(ino, _)| self.file_of.get(ino).copied())
+                .filter(|id| matches!(self.model.nodes.get(id), Some(Node::File { .. })))
+                .collect();
+            if ids.len() != 1 {
+                self.fail(
+                    op,
+                    format!(
+                        "[fault] a write of server inode {server_ino} was refused: files {ids:?}"
+                    ),
+                );
+            }
+            for id in ids {
+                self.model.refused(id);
+                *self.stats.entry("(a write refused)".into()).or_default() += 1;
+            }
+        }
+    }
+
+    /// A refused write's error reaches the program on the file's next write, flush or
+    /// fsync (a close flushes a handle that may write); a write may still succeed before
+    /// the refused one is answered, a flush or fsync may not.
+    fn check_told(
+        &mut self,
+        op: &Op,
+        id: Id,
+        writable: bool,
+        (must_tell, may_tell): (bool, bool),
+        got: &Out,
+        want: &mut Out,
+    ) {
+        if !may_tell {
+            return;
+        }
+        let (may, must) = match op {
+            Op::Write { .. } => (writable, false),
+            Op::Fsync { .. } => (true, true),
+            Op::Close { .. } => (writable, writable),
+            _ => (false, false),
+        };
+        if may && *got == Out::Err(EIO) {
+            *want = got.clone();
+            self.model.told(id);
+            *self
+                .stats
+                .entry("(told of a refused write)".into())
+                .or_default() += 1;
+        } else if must && must_tell {
+            self.fail(
+                op,
+                format!("[lost error] a refused write of file {id} was not told: {got:?}"),
+            );
+        }
+        if !self.model.handles.iter().any(|h| h.id == id) {
+            self.model.untold(id);
+        }
+    }
+
+    /// The bytes and size of a file whose write was refused are not compared.
+    fn unknown_not_compared(
+        &self,
+        stat_of: Option<Id>,
+        handle_of: Option<(Id, bool)>,
+        got: &mut Out,
+        want: &mut Out,
+    ) {
+        let unknown = |id: Option<Id>| id.is_some_and(|id| self.model.unknown(id));
+        if unknown(stat_of) {
+            for out in [&mut *got, &mut *want] {
+                if let Out::Attr { size, .. } = out {
+                    *size = None;
+                }
+            }
+        }
+        if unknown(handle_of.map(|h| h.0)) {
+            if let (Out::Data(_), Out::Data(_)) = (&*got, &*want) {
+                *got = Out::Skip;
+                *want = Out::Skip;
+            }
+        }
+        if let (Out::Names(g), Out::Names(w)) = (got, want) {
+            if g.len() == w.len() {
+                for (g, w) in g.iter_mut().zip(w.iter()) {
+                    if w.1.is_none() {
+                        g.1 = None;
+                    }
+                }
+            }
+        }
     }
 
     /// The model file a `stat` or `fstat` asks about, before it runs.
@@ -1591,6 +2036,7 @@ impl Run {
                 k.hang_up();
                 Out::Ok
             }
+            Op::Fault { .. } => Out::Skip, // `schedule`
         }
     }
 
@@ -1680,6 +2126,7 @@ impl Run {
                 Out::Ok
             }
             Op::HangUp => Out::Ok,
+            Op::Fault { .. } => Out::Skip, // `schedule`
         }
     }
 
@@ -1783,7 +2230,12 @@ impl Run {
     }
 
     fn check_server_file(&mut self, op: &Op, id: Id) {
-        let Some(Node::File { data, .. }) = self.model.nodes.get(&id) else {
+        let Some(Node::File {
+            data,
+            unknown: false,
+            ..
+        }) = self.model.nodes.get(&id)
+        else {
             return;
         };
         let data = data.clone();
@@ -1859,7 +2311,10 @@ impl Run {
         }
         for (path, &id) in &model {
             if let Some(Node::File {
-                data, dirty: false, ..
+                data,
+                dirty: false,
+                unknown: false,
+                ..
             }) = self.model.nodes.get(&id)
             {
                 let on_server = server[path].as_deref().expect("a file");
@@ -1895,6 +2350,11 @@ impl Run {
             .tree()
             .into_iter()
             .map(|(p, id)| match &self.model.nodes[&id] {
+                // Unknown bytes: whatever the server holds (the names are still compared).
+                Node::File { unknown: true, .. } => {
+                    let held = server.get(&p).cloned().flatten();
+                    (p, Some(held.unwrap_or_default()))
+                }
                 Node::File { data, .. } => (p, Some(data.clone())),
                 Node::Dir { .. } => (p, None),
             })
@@ -1992,9 +2452,19 @@ fn env_u64(name: &str) -> Option<u64> {
     )
 }
 
+/// `SHELF_MODEL_WIRE` (`memory` or `loopback`), if set.
+fn env_wire() -> Option<Server> {
+    let v = std::env::var("SHELF_MODEL_WIRE").ok()?;
+    match v.trim() {
+        "memory" => Some(Server::Memory),
+        "loopback" => Some(Server::Loopback),
+        _ => panic!("SHELF_MODEL_WIRE={v:?} is neither memory nor loopback"),
+    }
+}
+
 /// Runs `ops` random operations from `seed`, then the final check; the operations done.
-fn run_seed(seed: u64, ops: u64, until: Option<Instant>) -> u64 {
-    let mut run = Run::new(seed, config_for(seed));
+fn run_seed(seed: u64, ops: u64, until: Option<Instant>, server: Server) -> u64 {
+    let mut run = Run::new(seed, config_for(seed), server);
     let mut rng = Rng(seed);
     let mut n = 0;
     while n < ops && until.is_none_or(|t| Instant::now() < t) {
@@ -2005,6 +2475,10 @@ fn run_seed(seed: u64, ops: u64, until: Option<Instant>) -> u64 {
     run.finish();
     if std::env::var_os("SHELF_MODEL_VERBOSE").is_some() {
         eprintln!("answers: {:?}", run.stats);
+        eprintln!(
+            "faults fired: {:?}",
+            run.kernel.core.transport().faulty.fired()
+        );
     }
     n
 }
@@ -2021,7 +2495,7 @@ fn replay_strict(ops: &[Op]) {
 }
 
 fn replay_with(ops: &[Op], known_bugs: bool) {
-    let mut run = Run::new(0, small());
+    let mut run = Run::new(0, small(), Server::Memory);
     run.known_bugs = known_bugs;
     for &op in ops {
         run.run_op(op);
@@ -2041,34 +2515,55 @@ fn random_operations_agree_with_the_model() {
             .map_or(0, |d| d.as_nanos() as u64),
         None => 0,
     };
-    let seeds: Vec<u64> = match env_u64("SHELF_MODEL_SEED") {
-        Some(seed) => vec![seed],
-        None => (1..=if secs.is_some() { 1 << 20 } else { 3 })
-            .map(|i: u64| Rng(base ^ i).next())
+    // Most seeds run over `Memory`; every fourth over `Loopback`, so the frames, the pool
+    // and its reconnects meet the same operations and faults (the normal suite's fourth
+    // seed, a short one). `SHELF_MODEL_WIRE` puts every seed on one.
+    let wire = env_wire();
+    let server_of = |i: u64| match wire {
+        Some(w) => w,
+        None if i.is_multiple_of(4) => Server::Loopback,
+        None => Server::Memory,
+    };
+    let seeds: Vec<(u64, Server)> = match env_u64("SHELF_MODEL_SEED") {
+        Some(seed) => vec![(seed, wire.unwrap_or(Server::Memory))],
+        None => (1..=if secs.is_some() { 1 << 20 } else { 4 })
+            .map(|i: u64| (Rng(base ^ i).next(), server_of(i)))
             .collect(),
     };
     let per_seed = ops.unwrap_or(if secs.is_some() { 20_000 } else { 2_000 });
-    let start = Instant::now();
-    let mut total = 0;
-    for seed in seeds {
+    // Operations and seconds per server.
+    let mut spent: BTreeMap<&str, (u64, f64)> = BTreeMap::new();
+    for (seed, server) in seeds {
         if until.is_some_and(|t| Instant::now() >= t) {
             break;
         }
         let t = Instant::now();
-        total += run_seed(seed, per_seed, until);
+        let n = match server {
+            Server::Loopback if wire.is_none() && secs.is_none() => per_seed / 4,
+            Server::Memory | Server::Loopback => per_seed,
+        };
+        let n = run_seed(seed, n, until, server);
+        let name = match server {
+            Server::Memory => "memory",
+            Server::Loopback => "loopback",
+        };
+        let s = spent.entry(name).or_default();
+        s.0 += n;
+        s.1 += t.elapsed().as_secs_f64();
         if std::env::var_os("SHELF_MODEL_VERBOSE").is_some() {
             eprintln!(
-                "seed {seed}: {:.2} s, {:?}",
+                "seed {seed} over {name}: {:.2} s, {:?}",
                 t.elapsed().as_secs_f64(),
                 config_for(seed)
             );
         }
     }
-    let secs = start.elapsed().as_secs_f64();
-    eprintln!(
-        "model test: {total} operations in {secs:.2} s, {:.0} per second",
-        total as f64 / secs
-    );
+    for (name, (ops, secs)) in spent {
+        eprintln!(
+            "model test over {name}: {ops} operations in {secs:.2} s, {:.0} per second",
+            ops as f64 / secs
+        );
+    }
 }
 
 // ---- shrinking -------------------------------------------------------------------------
@@ -2088,7 +2583,7 @@ fn small() -> CoreConfig {
 /// Why `ops` fail under `cfg`, if they do.
 fn failure(ops: &[Op], cfg: &CoreConfig) -> Option<String> {
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut run = Run::new(0, cfg.clone());
+        let mut run = Run::new(0, cfg.clone(), Server::Memory);
         run.quiet = true;
         for &op in ops {
             run.run_op(op);
@@ -2117,7 +2612,7 @@ fn shrink() {
     std::panic::set_hook(Box::new(|_| {}));
     let mut recorded = Vec::new();
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut run = Run::new(seed, config_for(seed));
+        let mut run = Run::new(seed, config_for(seed), env_wire().unwrap_or(Server::Memory));
         run.quiet = true;
         let mut rng = Rng(seed);
         for _ in 0..ops {
@@ -2231,6 +2726,54 @@ fn an_open_file_renamed_over_twice_leaves_nothing_hidden() {
         },
         Op::Close { h: 0 },
     ]);
+}
+
+/// Lost requests are resent unseen, a refused write is told at the close: the faults the
+/// random runs inject, each once, and each must fire.
+#[test]
+fn lost_requests_are_unseen_and_a_refused_write_is_told() {
+    let mut run = Run::new(0, small(), Server::Memory);
+    let fault = |kind, fault| Op::Fault {
+        kind,
+        nth: 1,
+        fault,
+    };
+    for op in [
+        open("a", Acc::RW),
+        fault("write", Injected::LostAfter),
+        Op::Write {
+            h: 0,
+            off: 0,
+            len: 100,
+            fill: 1,
+        },
+        Op::Fsync {
+            h: 0,
+            data_only: false,
+        },
+        fault("stat", Injected::LostBefore),
+        Op::Stat { path: "a" },
+        fault("read", Injected::LostBefore),
+        Op::Read {
+            h: 0,
+            off: 10,
+            len: 50,
+        },
+        fault("write", Injected::RefuseIo),
+        Op::Write {
+            h: 0,
+            off: 100,
+            len: 10,
+            fill: 2,
+        },
+        Op::Close { h: 0 },
+    ] {
+        run.run_op(op);
+    }
+    let fired = run.kernel.core.transport().faulty.fired();
+    assert_eq!(fired.len(), 4, "every fault fired: {fired:?}");
+    assert_eq!(run.stats.get("(told of a refused write)"), Some(&1));
+    run.finish();
 }
 
 /// A write of no bytes past the end changes nothing, not even the size (a model bug once:
