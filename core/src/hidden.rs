@@ -32,13 +32,16 @@ impl<T: Transport> Core<T> {
         }
     }
 
-    pub(crate) fn remove_hidden(&self, ino: Ino, hidden: &[u8]) {
+    /// Removes every hidden name of `ino` (one per name it lost).
+    pub(crate) fn remove_hidden(&self, ino: Ino, hidden: &[Vec<u8>]) {
         self.cache.invalidate_file(ino);
-        if let Err(e) = self.client.unlink(hidden) {
-            tracing::warn!(
-                "cannot remove hidden file {}: {e}",
-                String::from_utf8_lossy(hidden)
-            );
+        for name in hidden {
+            if let Err(e) = self.client.unlink(name) {
+                tracing::warn!(
+                    "cannot remove hidden file {}: {e}",
+                    String::from_utf8_lossy(name)
+                );
+            }
         }
     }
 
@@ -52,7 +55,10 @@ impl<T: Transport> Core<T> {
     }
 
     /// Gives an open file that is losing its name (`path`) a hidden one on the server, by
-    /// rename (`unlink`) or by hard link (the name is about to be renamed over).
+    /// rename (`unlink`) or by hard link (the name is about to be renamed over). A file that
+    /// loses several names gets one hidden name for each, and keeps them all until the last
+    /// close or the kernel's forget: remembering only the newest would leave the others on
+    /// the server for ever.
     pub(crate) fn hide(&self, ino: Ino, path: &[u8], by_link: bool) -> FsResult<()> {
         self.drain_writes(ino)?;
         // One directory at the root holds them, so the file's own directory can still be
@@ -85,11 +91,11 @@ impl<T: Transport> Core<T> {
         // hold `names`, above both; the drain above let go of this file's `writes`.
         let orphan = match self.open.lock().get_mut(&ino) {
             Some(state) => {
-                state.hidden = Some(hidden);
+                state.hidden.push(hidden);
                 None
             }
             None if self.is_file_kernel_knows(ino) => {
-                self.kept.lock().insert(ino, hidden);
+                self.kept.lock().entry(ino).or_default().push(hidden);
                 None
             }
             // The last handle closed while the name was being hidden, and the kernel has
