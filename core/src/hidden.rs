@@ -35,6 +35,7 @@ impl<T: Transport> Core<T> {
     /// Removes every hidden name of `ino` (one per name it lost).
     pub(crate) fn remove_hidden(&self, ino: Ino, hidden: &[Vec<u8>]) {
         self.cache.invalidate_file(ino);
+        self.inodes.set_hidden(ino, false);
         for name in hidden {
             if let Err(e) = self.client.unlink(name) {
                 tracing::warn!(
@@ -92,10 +93,12 @@ impl<T: Transport> Core<T> {
         let orphan = match self.open.lock().get_mut(&ino) {
             Some(state) => {
                 state.hidden.push(hidden);
+                self.inodes.set_hidden(ino, true);
                 None
             }
             None if self.is_file_kernel_knows(ino) => {
                 self.kept.lock().entry(ino).or_default().push(hidden);
+                self.inodes.set_hidden(ino, true);
                 None
             }
             // The last handle closed while the name was being hidden, and the kernel has

@@ -1518,33 +1518,6 @@ impl Run {
         self.gen_any(rng)
     }
 
-    /// The other names of an open file that `op` takes a name from, for the kernel to look
-    /// up first (in random runs and their replays, not in the strict regression tests):
-    ///
-    /// KNOWN BUG: detached hard link. An open file losing one of several names: if the
-    /// core's inode knew it only by that name (after a forget), the inode is detached and a
-    /// lookup of another name makes a second inode for the open file, with its own
-    /// write-behind (`an_open_file_that_loses_one_of_two_names_stays_one_inode`). Looking
-    /// up the other names first joins them to the inode; the operation itself stays.
-    fn other_names_of_open(&self, op: &Op) -> Vec<String> {
-        let m = &self.model;
-        let path = match *op {
-            Op::Unlink { path } | Op::Rename { to: path, .. } => path,
-            _ => return Vec::new(),
-        };
-        let Ok(id) = m.existing(path) else {
-            return Vec::new();
-        };
-        if m.is_dir(id) || !m.handles.iter().any(|h| h.id == id) {
-            return Vec::new();
-        }
-        m.tree()
-            .into_iter()
-            .filter(|(p, c)| *c == id && p != path)
-            .map(|(p, _)| p)
-            .collect()
-    }
-
     fn gen_any(&mut self, rng: &mut Rng) -> Op {
         if rng.chance(4) {
             // Mostly losses of what the core resends; now and then a refused write.
@@ -2348,20 +2321,6 @@ impl Run {
     }
 
     fn run_op(&mut self, op: Op) {
-        let op = match self.known_bugs {
-            true => {
-                for other in self.other_names_of_open(&op) {
-                    // Checked with the operation's own lookups, against the model before it.
-                    let _ = self.kernel.walk(&other);
-                    *self
-                        .stats
-                        .entry("(avoided a known bug)".into())
-                        .or_default() += 1;
-                }
-                op
-            }
-            false => op,
-        };
         self.closed = match op {
             Op::Close { h } => self.handle(h).map(|x| x.2.id),
             _ => None,
@@ -2965,12 +2924,11 @@ fn the_hidden_directory_does_not_count_in_the_roots_links() {
 /// An open file with two names, its inode known to the core by one of them only (the
 /// kernel forgot it, then looked up that name and opened it), loses that name. A lookup of
 /// the other name must find the same inode, as on ext4, and a read through either handle
-/// must see what the other wrote. The core's inode is detached by the unlink, and the
-/// lookup makes a new inode for the same open file (`InodeTable` joins only attached nodes):
-/// two inodes, each with its own write-behind, so the first handle's read misses the
+/// must see what the other wrote. The core's inode was detached by the unlink, and the
+/// lookup made a new inode for the same open file (`InodeTable` joined only attached nodes):
+/// two inodes, each with its own write-behind, so the first handle's read missed the
 /// second handle's buffered bytes (0 bytes read instead of 10).
 #[test]
-#[ignore = "bug: an open file that loses the name its inode knew gets a second inode"]
 fn an_open_file_that_loses_one_of_two_names_stays_one_inode() {
     let reopen = |path| Op::Open {
         path,
