@@ -48,7 +48,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use shelf_core::{Core, CoreConfig, DirSink, Fh, FsError, Ino, SetAttrRequest, ROOT_INO};
@@ -135,6 +135,11 @@ struct Wire {
     outstanding: Arc<AtomicUsize>,
     /// The server inode numbers of the files whose writes were refused, not yet taken.
     refused: Mutex<Vec<u64>>,
+    /// Held exclusively through a request that may not be resent (a rename, an unlink), and
+    /// shared through every other: a loss fired on another thread (read-ahead's) hangs up
+    /// the connection, which would lose that request's reply, and rightly so, but the
+    /// program would see it; the losses the run injects are to be invisible.
+    serial: RwLock<()>,
 }
 
 struct WirePending {
@@ -157,7 +162,10 @@ impl Drop for WirePending {
 impl Transport for Wire {
     type Pending = WirePending;
     fn start(&self, req: &Request) -> Result<WirePending, RemoteError> {
-        let p = self.faulty.start(req)?;
+        let p = {
+            let _shared = self.serial.read().expect("serial");
+            self.faulty.start(req)?
+        };
         if let (FaultyPending::Refused(_), Request::Write { path, .. }) = (&p, req) {
             // The server never sees it; the file is there under the name the core sent.
             let meta = fs::symlink_metadata(self.root.join(OsStr::from_bytes(path)));
@@ -172,6 +180,12 @@ impl Transport for Wire {
     }
     fn call(&self, req: Request) -> Result<Reply, RemoteError> {
         let again = req.is_idempotent().then(|| req.clone());
+        let (_shared, _alone);
+        if again.is_some() {
+            _shared = self.serial.read().expect("serial");
+        } else {
+            _alone = self.serial.write().expect("serial");
+        }
         match self.faulty.call(req) {
             Err(e) if e.is_connection_lost() => match again {
                 Some(req) => self.faulty.call(req),
@@ -209,6 +223,7 @@ fn connect(root: &Path, server: Server) -> Wire {
         root: root.to_owned(),
         outstanding: Arc::new(AtomicUsize::new(0)),
         refused: Mutex::new(Vec::new()),
+        serial: RwLock::new(()),
     }
 }
 
