@@ -272,7 +272,7 @@ impl<T: Transport> Core<T> {
                     state.handles -= 1;
                     Ok(None)
                 }
-                Some(state) if state.hidden.is_some() => Err(()),
+                Some(state) if !state.hidden.is_empty() => Err(()),
                 Some(_) => {
                     open.remove(&file.ino);
                     Ok(None)
@@ -294,7 +294,7 @@ impl<T: Transport> Core<T> {
                 let mut open = self.open.lock();
                 match last_of_hidden(&mut open) {
                     Ok(none) => none,
-                    Err(()) => open.remove(&file.ino).and_then(|s| s.hidden),
+                    Err(()) => open.remove(&file.ino).map(|s| s.hidden),
                 }
             }
         };

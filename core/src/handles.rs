@@ -28,8 +28,10 @@ pub struct Opened {
 pub(crate) struct OpenState<P> {
     pub(crate) handles: usize,
     pub(crate) io: Arc<OpenIo<P>>,
-    /// The hidden path the file was moved to when it lost its name while open.
-    pub(crate) hidden: Option<Vec<u8>>,
+    /// The hidden paths the file was given as it lost names while open, oldest first: each
+    /// lost name left one (a file with two names that loses both has two), and all of them
+    /// go at the last close.
+    pub(crate) hidden: Vec<Vec<u8>>,
 }
 
 /// The parts of an open file that I/O works on, each behind its own lock so a read does not
@@ -73,8 +75,8 @@ impl<T: Transport> Core<T> {
                     writes: Mutex::default(),
                     readahead: Mutex::new(ReadAhead::new(self.cfg.readahead_chunks as u64)),
                 }),
-                // A kept name now lives as long as the handles do.
-                hidden: self.kept.lock().remove(&ino),
+                // Kept names now live as long as the handles do.
+                hidden: self.kept.lock().remove(&ino).unwrap_or_default(),
             })
             .handles += 1;
         self.files.lock().insert(fh, OpenFile { ino, writable });

@@ -30,13 +30,17 @@ impl<T: Transport> Core<T> {
         }
     }
 
-    pub(crate) fn remove_hidden(&self, ino: Ino, hidden: &[u8]) {
+    /// Removes every hidden name of `ino` (one per name it lost).
+    pub(crate) fn remove_hidden(&self, ino: Ino, hidden: &[Vec<u8>]) {
         self.cache.invalidate_file(ino);
-        if let Err(e) = self.client.unlink(hidden) {
-            tracing::warn!(
-                "cannot remove hidden file {}: {e}",
-                String::from_utf8_lossy(hidden)
-            );
+        self.inodes.set_hidden(ino, false);
+        for name in hidden {
+            if let Err(e) = self.client.unlink(name) {
+                tracing::warn!(
+                    "cannot remove hidden file {}: {e}",
+                    String::from_utf8_lossy(name)
+                );
+            }
         }
     }
 
@@ -74,7 +78,10 @@ impl<T: Transport> Core<T> {
     }
 
     /// Gives an open file that is losing its name (`path`) a hidden one on the server, by
-    /// rename (`unlink`) or by hard link (the name is about to be renamed over).
+    /// rename (`unlink`) or by hard link (the name is about to be renamed over). A file that
+    /// loses several names gets one hidden name for each, and keeps them all until the last
+    /// close or the kernel's forget: remembering only the newest would leave the others on
+    /// the server for ever.
     pub(crate) fn hide(&self, ino: Ino, path: &[u8], by_link: bool) -> FsResult<()> {
         self.drain_writes(ino)?;
         // A file already hidden (one hard link of it lost its name before) stays reachable
@@ -116,11 +123,13 @@ impl<T: Transport> Core<T> {
         // hold `names`, above both; the drain above let go of this file's `writes`.
         let orphan = match self.open.lock().get_mut(&ino) {
             Some(state) => {
-                state.hidden = Some(hidden);
+                state.hidden.push(hidden);
+                self.inodes.set_hidden(ino, true);
                 None
             }
             None if self.is_file_kernel_knows(ino) => {
-                self.kept.lock().insert(ino, hidden);
+                self.kept.lock().entry(ino).or_default().push(hidden);
+                self.inodes.set_hidden(ino, true);
                 None
             }
             // The last handle closed while the name was being hidden, and the kernel has

@@ -28,11 +28,14 @@
 //! has a *list* of names, and an index from server identity to node lets a lookup of a new name
 //! with `nlink > 1` join the node already known for that server file instead of making another.
 //! Only attached nodes are joined (a detached one may stand for a file that is gone, whose
-//! server number was reused). [`InodeTable::path`] answers through the first name that
-//! resolves; the name the server most recently vouched for (looked up, linked or renamed to)
-//! is kept first, so a name another client removed is not preferred over a fresh one. Unlink,
-//! rename and exchange act on the one name they are given; the node stays attached through its
-//! others. Directories cannot be hard-linked, so they never share and have at most one name;
+//! server number was reused), and detached ones whose file the core keeps under a hidden name
+//! ([`InodeTable::set_hidden`]): that file is still there, and open (or about to be), so a
+//! name of it reached again (its other hard link) must lead to the same node, or two nodes
+//! would each buffer writes and cache pages for one file. [`InodeTable::path`] answers
+//! through the first name that resolves; the name the server most recently vouched for
+//! (looked up, linked or renamed to) is kept first, so a name another client removed is not
+//! preferred over a fresh one. Unlink, rename and exchange act on the one name they are
+//! given; the node stays attached through its others. Directories cannot be hard-linked, so they never share and have at most one name;
 //! and only directories (and the root) take children, so the names form a tree of directories
 //! with files as leaves, and a path walk never meets a choice above the file itself.
 //!
@@ -78,6 +81,9 @@ struct Node {
     children: HashMap<Vec<u8>, Ino>,
     /// The last attributes fetched and when.
     attr: Option<(Attr, Instant)>,
+    /// The core keeps the file under a hidden name on the server, so while detached it is
+    /// still a file that exists, and new names of it join this node (module docs).
+    hidden: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -119,6 +125,7 @@ impl Node {
             lookups: 0,
             children: HashMap::new(),
             attr: None,
+            hidden: false,
         }
     }
 
@@ -314,6 +321,15 @@ impl InodeTable {
         Some(inner.nodes.get(&ino)?.attr?.0)
     }
 
+    /// Records whether the core keeps the node's file under a hidden name on the server (it
+    /// lost its names while open or known to the kernel); while it does, a new name of the
+    /// file joins the node even if it is detached. Unknown inodes are ignored.
+    pub fn set_hidden(&self, ino: Ino, hidden: bool) {
+        if let Some(node) = self.inner.write().nodes.get_mut(&ino) {
+            node.hidden = hidden;
+        }
+    }
+
     /// Forgets the cached attributes, e.g. after our own write changed them.
     pub fn invalidate_attr(&self, ino: Ino) {
         if let Some(node) = self.inner.write().nodes.get_mut(&ino) {
@@ -400,8 +416,8 @@ impl Inner {
         (node.identity == Some(Identity::of(attr))).then_some(ino)
     }
 
-    /// The attached node a new name of the file `attr` describes should join: only for a
-    /// hard-linked non-directory, and the newest such node.
+    /// The node a new name of the file `attr` describes should join: only for a hard-linked
+    /// non-directory, and the newest such node that is attached or kept hidden.
     fn sharer(&self, attr: &Attr) -> Option<Ino> {
         if attr.kind == FileKind::Dir || attr.nlink <= 1 {
             return None;
@@ -410,7 +426,7 @@ impl Inner {
         candidates.iter().rev().copied().find(|ino| {
             self.nodes
                 .get(ino)
-                .is_some_and(|n| !n.names.is_empty() && n.children.is_empty())
+                .is_some_and(|n| (!n.names.is_empty() || n.hidden) && n.children.is_empty())
         })
     }
 

@@ -139,9 +139,10 @@ pub struct Core<T: Transport> {
     hidden_seq: AtomicU64,
     /// Hidden names of files renamed over while the kernel still knew them but had them not
     /// open: a program that resolved the name just before the rename opens the old file, as
-    /// on a local disk, instead of failing with ESTALE. Removed when the kernel forgets the
-    /// inode (or the open that took it over closes).
-    kept: Mutex<HashMap<Ino, Vec<u8>>>,
+    /// on a local disk, instead of failing with ESTALE. Every name such a file lost is kept,
+    /// oldest first; all are removed when the kernel forgets the inode (or the open that took
+    /// them over closes).
+    kept: Mutex<HashMap<Ino, Vec<Vec<u8>>>>,
     /// Opens hold it shared, unlink and rename exclusively: a name is never removed between an
     /// open's check of the inode and the registration of its handle, so an open file always
     /// gets hidden, and an open that comes later sees ESTALE and the kernel looks again.

@@ -14,7 +14,8 @@ use shelf_proto::reserved::is_reserved_name;
 const NAME_MAX: usize = 255;
 
 impl<T: Transport> Core<T> {
-    /// The server path of an inode: its hidden name if it lost its own while open.
+    /// The server path of an inode: its oldest hidden name if it lost its own while open
+    /// (every hidden name is a link to the same file, and all of them go together).
     ///
     /// An inode whose name was removed or replaced has no path: ESTALE, on which the kernel
     /// walks the path again (`retry_estale`), so an `open` or `stat` that raced with a rename
@@ -24,10 +25,15 @@ impl<T: Transport> Core<T> {
     /// a caller may hold `names` or a file's `writes`, both above all three (lock order,
     /// `Core`), but never `open` or `kept`.
     pub(crate) fn path_of(&self, ino: Ino) -> FsResult<Vec<u8>> {
-        if let Some(hidden) = self.open.lock().get(&ino).and_then(|s| s.hidden.clone()) {
+        if let Some(hidden) = self
+            .open
+            .lock()
+            .get(&ino)
+            .and_then(|s| s.hidden.first().cloned())
+        {
             return Ok(hidden);
         }
-        if let Some(hidden) = self.kept.lock().get(&ino) {
+        if let Some(hidden) = self.kept.lock().get(&ino).and_then(|h| h.first()) {
             return Ok(hidden.clone());
         }
         self.inodes.path(ino).ok_or(FsError::Local(Code::Stale))

@@ -348,6 +348,29 @@ fn unlinking_one_link_keeps_the_other() {
 }
 
 #[test]
+fn a_detached_node_kept_hidden_is_joined_by_another_link() {
+    let t = InodeTable::new();
+    let f = t.lookup(ROOT_INO, b"b", &linked(11)).expect("root");
+    t.set_hidden(f, true);
+    assert_eq!(t.unlink(ROOT_INO, b"b"), Some(f));
+    assert_eq!(t.path(f), None, "detached");
+    let a = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
+    assert_eq!(
+        a, f,
+        "the file is still there: its other name is the same node"
+    );
+    assert_eq!(t.path(f), Some(b"a".to_vec()));
+    assert_eq!(t.lookups(f), Some(2));
+    t.check();
+    // Once the hidden name is gone, a detached node is not joined again.
+    t.set_hidden(f, false);
+    t.unlink(ROOT_INO, b"a");
+    let c = t.lookup(ROOT_INO, b"c", &linked(11)).expect("root");
+    assert_ne!(c, f);
+    t.check();
+}
+
+#[test]
 fn a_replaced_link_leaves_the_other() {
     let t = InodeTable::new();
     let f = t.lookup(ROOT_INO, b"a", &linked(11)).expect("root");
