@@ -52,7 +52,7 @@ impl<T: Transport> Core<T> {
             .open
             .lock()
             .get(&ino)
-            .is_some_and(|s| s.hidden.is_some());
+            .is_some_and(|s| !s.hidden.is_empty());
         open || self.kept.lock().contains_key(&ino)
     }
 
@@ -79,9 +79,9 @@ impl<T: Transport> Core<T> {
 
     /// Gives an open file that is losing its name (`path`) a hidden one on the server, by
     /// rename (`unlink`) or by hard link (the name is about to be renamed over). A file that
-    /// loses several names gets one hidden name for each, and keeps them all until the last
-    /// close or the kernel's forget: remembering only the newest would leave the others on
-    /// the server for ever.
+    /// loses several names keeps the one hidden name it got first (below); the tables hold a
+    /// list of hidden names all the same, every one removed at the last close or the kernel's
+    /// forget, so no name can be left on the server for ever whatever path added it.
     pub(crate) fn hide(&self, ino: Ino, path: &[u8], by_link: bool) -> FsResult<()> {
         self.drain_writes(ino)?;
         // A file already hidden (one hard link of it lost its name before) stays reachable

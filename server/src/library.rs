@@ -50,7 +50,8 @@ use shelf_proto::{
 use crate::relpath::RelPath;
 use crate::sys;
 
-pub use shelf_proto::reserved::PUT_PREFIX;
+use shelf_proto::reserved::PUT_HEX_DIGITS;
+pub use shelf_proto::reserved::{is_put_temp, PUT_PREFIX};
 
 /// Encoded size of an `Attr` on the wire (checked against proto in the tests).
 pub(crate) const ATTR_WIRE_LEN: usize = shelf_proto::msg::ATTR_LEN;
@@ -95,11 +96,6 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Whether a name is an atomic put's temporary.
-pub fn is_put_temp(name: &[u8]) -> bool {
-    name.starts_with(PUT_PREFIX)
-}
 
 /// The served directory. Holds only an fd, so it is `Send + Sync` and shared by worker threads.
 #[derive(Debug)]
@@ -501,7 +497,8 @@ impl Library {
         };
         let mode = perm & 0o777;
         for _ in 0..16 {
-            let random = sys::random_bytes::<8>().map_err(|e| Error::io(op, path, e))?;
+            let random = sys::random_bytes::<{ PUT_HEX_DIGITS / 2 }>()
+                .map_err(|e| Error::io(op, path, e))?;
             let mut name = PUT_PREFIX.to_vec();
             for b in random {
                 name.extend_from_slice(format!("{b:02x}").as_bytes());

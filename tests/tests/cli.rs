@@ -1335,7 +1335,7 @@ fn issue_13_the_implementations_own_names_are_absent_to_the_command_line() {
     let a = addr(&server);
     let ours = [
         ".shelf-hidden/1-2-3",
-        "d/.shelf-hidden-1-2",
+        "d/.shelf-hidden-1f-2-3-4a",
         ".shelf-put-0123456789abcdef",
     ];
     std::fs::create_dir_all(lib.path().join(".shelf-hidden")).expect("mkdir");

@@ -189,7 +189,7 @@ fn the_mounts_own_names_are_absent_through_the_mount() {
     let err = fs::create_dir(f.mnt().join(".shelf-hidden")).expect_err("mkdir of ours");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     fs::write(f.mnt().join("mine"), b"mine").expect("write");
-    let err = fs::rename(f.mnt().join("mine"), f.mnt().join(".shelf-hidden-1"))
+    let err = fs::rename(f.mnt().join("mine"), f.mnt().join(".shelf-hidden-1-2-3-4"))
         .expect_err("rename to ours");
     assert_eq!(err.raw_os_error(), Some(libc::EPERM));
     drop(open);

@@ -230,7 +230,7 @@ fn the_implementations_own_names_are_absent_and_cannot_be_made() {
     for (dir, name) in [
         (ROOT_INO, &b".shelf-hidden"[..]),
         (ROOT_INO, b".shelf-put-0011223344556677"),
-        (d.ino, b".shelf-hidden-1"),
+        (d.ino, b".shelf-hidden-1-2-3-4"),
     ] {
         assert_eq!(errno_of(f.core.lookup(dir, name)), Code::NotFound);
         assert_eq!(errno_of(f.core.unlink(dir, name)), Code::NotFound);

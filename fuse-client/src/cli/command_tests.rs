@@ -244,7 +244,7 @@ fn the_implementations_own_names_are_absent_to_every_command() {
     let lib = tempfile::tempdir().expect("tempdir");
     let ours = [
         ".shelf-hidden/1-2-3",
-        "d/.shelf-hidden-1-2",
+        "d/.shelf-hidden-1f-2-3-4a",
         ".shelf-put-0123456789abcdef",
     ];
     std::fs::create_dir_all(lib.path().join(".shelf-hidden")).expect("mkdir");
@@ -267,7 +267,7 @@ fn the_implementations_own_names_are_absent_to_every_command() {
     for name in [
         ".shelf-hidden",
         ".shelf-hidden/1-2-3",
-        "d/.shelf-hidden-1-2",
+        "d/.shelf-hidden-1f-2-3-4a",
         ".shelf-put-0123456789abcdef",
     ] {
         let err = ls::list(&c, name.as_bytes(), &mut Vec::new()).expect_err("ls of ours");

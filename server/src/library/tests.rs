@@ -796,10 +796,13 @@ fn listings_leave_out_the_implementations_names() {
     }
     for file in [
         &b"a"[..],
-        b".shelf-hidden-1-2",
+        b".shelf-hidden-1f-2-3-4a",
         b".shelf-put-0011223344556677",
-        b"d/.shelf-hidden-3",
+        b"d/.shelf-hidden-3-4-5-6",
         b"d/b",
+        // A person's own files that only look like ours are listed.
+        b"d/.shelf-hidden-notes",
+        b"d/.shelf-put-aside",
     ] {
         f.lib.create(&p(file), 0o644, true).expect("create");
     }
@@ -809,5 +812,13 @@ fn listings_leave_out_the_implementations_names() {
         entries.into_iter().map(|e| e.name).collect()
     };
     assert_eq!(names(b""), [b"a".to_vec(), b"d".to_vec()]);
-    assert_eq!(names(b"d"), [b".shelf-hidden".to_vec(), b"b".to_vec()]);
+    assert_eq!(
+        names(b"d"),
+        [
+            b".shelf-hidden".to_vec(),
+            b".shelf-hidden-notes".to_vec(),
+            b".shelf-put-aside".to_vec(),
+            b"b".to_vec()
+        ]
+    );
 }
