@@ -40,6 +40,8 @@ pub(crate) mod testserver;
 pub use client::Client;
 pub use connection::{Connection, Pending};
 pub use pool::{Pool, PoolState};
+pub use shelf_secure;
+pub use shelf_secure::KeyPair;
 pub use stream::Stream;
 
 /// Limits negotiated in the handshake ([`shelf_proto::negotiate`], the function the server
@@ -59,6 +61,26 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
     /// Names this client in the server's logs.
     pub agent: String,
+    /// TLS, and how the server is verified; `None`: plain TCP (`--insecure-plaintext`).
+    pub tls: Option<TlsOptions>,
+}
+
+/// How a client verifies the server and proves who it is.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// The server key's fingerprint (`SHA256:...`). `None` trusts no key: the connection fails
+    /// with [`RemoteError::UnknownServer`], which carries the key seen (to ask a person).
+    pub fingerprint: Option<String>,
+    /// The client's own key, offered when the server asks for one.
+    pub identity: Option<shelf_secure::KeyPair>,
+}
+
+/// What secures a connection, for `shelf status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The server key's fingerprint, as verified.
+    pub fingerprint: String,
+    pub cipher_suite: String,
 }
 
 impl ConnectOptions {
@@ -69,6 +91,7 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(15),
             agent: format!("shelf/{}", env!("CARGO_PKG_VERSION")),
+            tls: None,
         }
     }
 }
@@ -105,9 +128,24 @@ pub enum RemoteError {
     /// The server is at its client limit; the message is the server's.
     #[error("{0}")]
     Busy(String),
-    /// The server refused our token.
+    /// The server refused our token or key.
     #[error("authentication failed: {0}")]
     Auth(String),
+    /// No fingerprint was given for this server; `fingerprint` is the key it showed. Nothing
+    /// was sent to it.
+    #[error("the server {addr} is not known (its key's fingerprint is {fingerprint})")]
+    UnknownServer { addr: String, fingerprint: String },
+    /// The server showed another key than the one pinned: a man in the middle, or a server
+    /// whose key was replaced. Nothing was sent to it.
+    #[error(
+        "the server {addr} presented the key {seen}, not the expected {want}: someone may be \
+         intercepting the connection (a man in the middle), or the server's key was replaced"
+    )]
+    ServerKeyChanged {
+        addr: String,
+        want: String,
+        seen: String,
+    },
 }
 
 impl RemoteError {
@@ -122,7 +160,9 @@ impl RemoteError {
             RemoteError::TimedOut(_) => Code::TimedOut,
             RemoteError::Protocol(_) => Code::Io,
             RemoteError::Busy(_) => Code::Busy,
-            RemoteError::Auth(_) => Code::Access,
+            RemoteError::Auth(_)
+            | RemoteError::UnknownServer { .. }
+            | RemoteError::ServerKeyChanged { .. } => Code::Access,
         }
     }
 
