@@ -132,12 +132,14 @@ pub fn run(cfg: &Config) -> Result<(), RunError> {
     // Before the address line: whoever reads it may signal us at once.
     parent_signals().map_err(sys("signal handlers"))?;
     {
+        // Both lines in one write: a reader that takes the first line and closes the pipe
+        // must not make the second one fail (stdout is line-buffered).
+        let second = match &cfg.tls {
+            Some(tls) => format!("fingerprint {}", tls.fingerprint),
+            None => "plaintext (--insecure-plaintext): not encrypted".to_owned(),
+        };
         let mut out = io::stdout().lock();
-        writeln!(out, "listening on {addr}")
-            .and_then(|()| match &cfg.tls {
-                Some(tls) => writeln!(out, "fingerprint {}", tls.fingerprint),
-                None => writeln!(out, "plaintext (--insecure-plaintext): not encrypted"),
-            })
+        out.write_all(format!("listening on {addr}\n{second}\n").as_bytes())
             .and_then(|()| out.flush())
             .map_err(sys("write to stdout"))?;
     }
