@@ -73,7 +73,16 @@ struct Inner {
 struct State {
     conn: rustls::Connection,
     eof: bool,
+    /// Ciphertext taken from the socket and not yet handed to rustls: `rbuf[rpos..rlen]`.
+    /// rustls's own `read_tls` takes at most a few KiB per system call; one large `recv`
+    /// here and memory copies into rustls make a bulk transfer take a fraction of the calls.
+    rbuf: Box<[u8]>,
+    rpos: usize,
+    rlen: usize,
 }
+
+/// The most ciphertext taken from the socket at once.
+const RBUF: usize = 128 << 10;
 
 /// Records taken out of rustls and not yet on the socket, oldest first.
 #[derive(Default)]
@@ -237,7 +246,13 @@ impl TlsStream {
         Ok(TlsStream {
             inner: Arc::new(Inner {
                 sock,
-                state: Mutex::new(State { conn, eof: false }),
+                state: Mutex::new(State {
+                    conn,
+                    eof: false,
+                    rbuf: vec![0u8; RBUF].into_boxed_slice(),
+                    rpos: 0,
+                    rlen: 0,
+                }),
                 out: Mutex::new(Out::default()),
                 read_timeout: Mutex::new(None),
                 suite,
@@ -270,7 +285,7 @@ impl TlsStream {
     pub fn readable_now(&self) -> bool {
         {
             let mut st = lock(&self.inner.state);
-            if st.eof {
+            if st.eof || st.rpos < st.rlen {
                 return true;
             }
             match st.conn.process_new_packets() {
@@ -293,18 +308,31 @@ impl TlsStream {
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Some(Ok(0)),
                 Err(e) => return Some(Err(e)),
             }
+            if st.rpos < st.rlen {
+                let st = &mut *st;
+                let mut pending = &st.rbuf[st.rpos..st.rlen];
+                match st.conn.read_tls(&mut pending) {
+                    Ok(n) => st.rpos += n,
+                    Err(e) => return Some(Err(e)),
+                }
+                if let Err(e) = st.conn.process_new_packets() {
+                    return Some(Err(tls_error(e)));
+                }
+                continue;
+            }
             if st.eof {
                 return Some(Ok(0));
             }
-            match st.conn.read_tls(&mut NonBlocking(&self.inner.sock)) {
+            let st = &mut *st;
+            match NonBlocking(&self.inner.sock).read(&mut st.rbuf) {
                 Ok(0) => {
                     st.eof = true;
-                    return Some(Ok(0));
+                    // rustls learns of the end too, so its reader reports it.
+                    let _ = st.conn.read_tls(&mut &[][..]);
                 }
-                Ok(_) => {
-                    if let Err(e) = st.conn.process_new_packets() {
-                        return Some(Err(tls_error(e)));
-                    }
+                Ok(n) => {
+                    st.rpos = 0;
+                    st.rlen = n;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
