@@ -455,6 +455,7 @@ report() {
     echo
     echo "- a first \`shelf ls\` of an empty directory, process start included: TLS $(printf '%.1f' "$(echo "1000 * $LS_TLS" | bc -l)") ms, plaintext $(printf '%.1f' "$(echo "1000 * $LS_PLAIN" | bc -l)") ms: +$(printf '%.1f' "$(echo "1000 * ($LS_TLS - $LS_PLAIN)" | bc -l)") ms (goal < 5 ms); 21 runs each"
     echo "- a reconnect (TCP connect, TLS handshake, shelf hello, in one process; remote/examples/handshake.rs, 100 each): TLS $(hs connect_tls_us) µs, plaintext $(hs connect_plain_us) µs: +$(hs connect_tls_extra_us) µs"
+    echo "- a ping's round trip on an open connection (2000 each): TLS $(hs ping_tls_us) µs, plaintext $(hs ping_plain_us) µs"
 
     echo
     echo "## shelf get / put beside a plain TCP copy (socat), ${BIG_MIB} MiB, cold"

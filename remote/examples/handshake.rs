@@ -1,13 +1,30 @@
 //! What a TLS handshake adds to a (re)connect: connects N times to a TLS shelfd and to a
 //! plaintext one and prints the median time of one whole connect (TCP, TLS if any, the shelf
-//! hello), in microseconds. bench/run.sh runs it.
+//! hello), in microseconds, and the median round trip of a ping on one connection each way.
+//! bench/run.sh runs it.
 //!
 //!   cargo run --release -p shelf-remote --example handshake -- \
 //!       TLS_ADDR FINGERPRINT PLAIN_ADDR [N]
 
 use std::time::{Duration, Instant};
 
-use shelf_remote::{ConnectOptions, Connection, TlsOptions};
+use shelf_proto::Request;
+use shelf_remote::{ConnectOptions, Connection, TlsOptions, Transport};
+
+/// The median round trip of a ping on one connection, in microseconds.
+fn ping_us(opts: &ConnectOptions, n: usize) -> u128 {
+    let conn = Connection::connect(opts).unwrap_or_else(|e| panic!("connect: {e}"));
+    let mut t: Vec<Duration> = (0..n)
+        .map(|_| {
+            let start = Instant::now();
+            conn.call(Request::Ping)
+                .unwrap_or_else(|e| panic!("ping: {e}"));
+            start.elapsed()
+        })
+        .collect();
+    t.sort();
+    t[n / 2].as_micros()
+}
 
 fn median_us(opts: &ConnectOptions, n: usize) -> u128 {
     let mut t: Vec<Duration> = (0..n)
@@ -49,4 +66,7 @@ fn main() {
     println!("connect_tls_us={t}");
     println!("connect_plain_us={p}");
     println!("connect_tls_extra_us={}", t.saturating_sub(p));
+    let (t, p) = (ping_us(&tls, 20 * n), ping_us(&plain, 20 * n));
+    println!("ping_tls_us={t}");
+    println!("ping_plain_us={p}");
 }
