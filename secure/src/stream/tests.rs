@@ -264,3 +264,21 @@ fn send_now_never_waits_and_flush_now_finishes_the_records() {
     }
     assert!(reader.join().expect("join") == data);
 }
+
+#[test]
+fn everything_already_received_counts_as_readable_until_it_is_read() {
+    let (c, mut s, _) = connected(None);
+    const N: usize = 300 << 10;
+    s.write_all(&vec![9u8; N]).expect("write");
+    // Let it all arrive: some will sit in the socket, some as ciphertext taken in but not
+    // yet decrypted, some as plaintext inside rustls.
+    thread::sleep(Duration::from_millis(200));
+    let mut got = 0;
+    let mut buf = [0u8; 1000];
+    while got < N {
+        assert!(c.readable_now(), "{got} of {N} read: the rest is here");
+        let want = buf.len().min(N - got);
+        got += (&c).read(&mut buf[..want]).expect("read");
+    }
+    assert!(!c.readable_now(), "all read");
+}
