@@ -5,6 +5,7 @@
 //! truncated records, stalled handshakes, a thousand unfinished ones; and no private key in
 //! any log, process list or error.
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -374,8 +375,6 @@ fn a_man_in_the_middle_with_its_own_key_is_refused_and_hears_nothing() {
     );
     assert_eq!(mitm.handshakes_done.load(Ordering::SeqCst), 0);
 }
-
-use std::ffi::OsStr;
 
 // ---------------------------------------------------------------------------------------------
 // Plaintext meets TLS
