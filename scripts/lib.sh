@@ -18,4 +18,4 @@ need_packages() {
 
 # What the build and the tests need on a fresh Debian machine with Rust.
 TEST_PACKAGES=(fuse3 rsync socat util-linux bsdutils procps psmisc sqlite3 git xxd bc
-    libglib2.0-bin pcmanfm xvfb xdotool imagemagick)
+    libglib2.0-bin pcmanfm xvfb xdotool imagemagick attr tar)

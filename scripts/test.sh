@@ -10,7 +10,14 @@ need_packages "${TEST_PACKAGES[@]}"
 [ -e /dev/fuse ] || { echo "shelf: /dev/fuse is missing; the mount tests need FUSE" >&2; exit 1; }
 
 cargo fmt --all -- --check
+# The shipped client holds no server code (the in-process server is the dev-only testkit).
+if cargo tree -p shelf-client -e normal --prefix none | grep -q '^shelf-\(server\|testkit\) '; then
+    echo "shelf: shelf-client depends on server code outside its dev-dependencies" >&2; exit 1
+fi
 cargo clippy --workspace --all-targets -- -D warnings
+# Broken intra-doc links are how module docs drift from the code they describe.
+RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
+    cargo doc --no-deps --workspace --document-private-items --quiet
 # The end-to-end tests run the real binaries, which cargo test does not build for them.
 cargo build --workspace --bins
 cargo test --workspace -- --test-threads="${SHELF_TEST_THREADS:-4}"

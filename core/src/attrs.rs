@@ -52,7 +52,7 @@ impl<T: Transport> Core<T> {
     }
 
     pub fn getattr(&self, ino: Ino) -> FsResult<Attr> {
-        self.attr(ino)
+        Ok(self.shown(ino, self.attr(ino)?))
     }
 
     pub fn setattr(&self, ino: Ino, req: SetAttrRequest) -> FsResult<Attr> {
@@ -69,7 +69,7 @@ impl<T: Transport> Core<T> {
             mtime: req.mtime,
         };
         if attrs == SetAttrs::default() {
-            return self.attr(ino);
+            return self.getattr(ino);
         }
         self.check_writable()?;
         // Buffered writes go first: otherwise they would land after a truncate, or move the
@@ -84,7 +84,7 @@ impl<T: Transport> Core<T> {
         if attrs.size.is_some() || attrs.mtime.is_some() {
             self.pages_are(ino, attr.version());
         }
-        Ok(attr)
+        Ok(self.shown(ino, attr))
     }
 
     pub fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {

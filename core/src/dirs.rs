@@ -4,12 +4,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use shelf_proto::reserved::is_reserved_name;
 use shelf_proto::{Attr, Code, FileKind};
 use shelf_remote::Transport;
 
 use crate::error::{FsError, FsResult};
 use crate::handles::OpenDir;
-use crate::hidden::{HIDDEN_DIR, HIDDEN_PREFIX};
 use crate::ids::{Fh, Ino};
 use crate::namespace::Entry;
 use crate::versions::same_file;
@@ -33,10 +33,8 @@ impl<T: Transport> Core<T> {
             return Err(Code::NotDir.into());
         }
         let mut entries = self.client.list(&path)?;
-        entries.retain(|e| {
-            let hidden_dir = ino == ROOT_INO && e.name == HIDDEN_DIR;
-            !(hidden_dir || e.name.starts_with(HIDDEN_PREFIX))
-        });
+        // The server leaves our names out already; an older one may not.
+        entries.retain(|e| !is_reserved_name(ino == ROOT_INO, &e.name));
         self.listings
             .listed(ino, entries.iter().map(|e| e.name.as_slice()));
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));

@@ -34,3 +34,29 @@ impl From<Code> for FsError {
 }
 
 pub type FsResult<T> = Result<T, FsError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `Remote` is transparent: the chain below an `FsError` is the remote error's own, said
+    /// once (`shelf_remote`'s tests walk those).
+    #[test]
+    fn no_message_repeats_its_source() {
+        let unreachable = RemoteError::Unreachable {
+            addr: "127.0.0.1:1".into(),
+            cause: std::io::Error::from_raw_os_error(libc::ECONNREFUSED),
+        };
+        for e in [FsError::Remote(unreachable), FsError::Local(Code::Stale)] {
+            match &e {
+                FsError::Remote(_) | FsError::Local(_) => {}
+            }
+            let mut cur: &dyn std::error::Error = &e;
+            while let Some(below) = cur.source() {
+                let (text, cause) = (cur.to_string(), below.to_string());
+                assert!(!text.contains(&cause), "{text:?} repeats {cause:?}");
+                cur = below;
+            }
+        }
+    }
+}

@@ -81,16 +81,25 @@ impl<T: Transport> Core<T> {
         self.check_writable()?;
         // Lock order (`Core`): as in `open`, everything taken under `names` lies below it.
         let _names = self.names.read();
-        let path = self.child_path(parent, name)?;
-        let exclusive = flags & libc::O_EXCL != 0;
-        let made = self
-            .client
-            .create(&path, create_perm(mode, umask), exclusive);
+        let path = self.new_child_path(parent, name)?;
+        let perm = create_perm(mode, umask);
+        // The kernel asks to create only a name it believes absent, but another client may
+        // have made it meanwhile; `O_CREAT` without `O_EXCL` then just opens the file
+        // (open(2)), and the directory, whose cached times `dir_changed` moves, is unchanged.
+        // So ask for a new file first, and open the existing one only if there is one.
+        let (made, created) = match self.client.create(&path, perm, true) {
+            Err(e) if e.code() == Code::Exists && flags & libc::O_EXCL == 0 => {
+                (self.client.create(&path, perm, false), false)
+            }
+            made => (made, true),
+        };
         let mut attr = self.adding(parent, name, made)?;
         if flags & libc::O_TRUNC != 0 && attr.size != 0 {
             attr = self.truncate_to_zero(&path)?;
         }
-        self.dir_changed(parent, 0);
+        if created {
+            self.dir_changed(parent, 0);
+        }
         let entry = self.enter(parent, name, attr)?;
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let held = self.held_pages(entry.ino);
@@ -241,6 +250,15 @@ impl<T: Transport> Core<T> {
         let (ino, _) = self.handle(fh)?;
         self.drain_writes_reporting(ino)?;
         Ok(self.client.fsync(&self.path_of(ino)?, data_only)?)
+    }
+
+    /// No ioctl is carried to the server: the protocol has none, and a file's own flags
+    /// (`FS_IOC_GETFLAGS`, what `lsattr` asks) are the server file system's business. ENOTTY
+    /// is what a local file system answers an ioctl it does not know, and what `isatty()`,
+    /// which every Python `open()` and many a C library stream asks, expects of a file.
+    pub fn ioctl(&self, fh: Fh, _cmd: u32) -> FsResult<Vec<u8>> {
+        self.handle(fh)?;
+        Err(Code::NotTty.into())
     }
 
     pub fn release(&self, fh: Fh) -> FsResult<()> {

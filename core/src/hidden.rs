@@ -4,7 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
-use shelf_proto::{rename_flags, Code, FileKind};
+use shelf_proto::{rename_flags, Attr, Code, FileKind};
 use shelf_remote::Transport;
 
 use crate::error::FsResult;
@@ -12,12 +12,10 @@ use crate::ids::Ino;
 use crate::Core;
 
 /// Where open files that lost their name are kept until closed: a directory at the library
-/// root, left out of its listing.
-pub(crate) const HIDDEN_DIR: &[u8] = b".shelf-hidden";
-
-/// Names of such files kept in their own directory (a library spanning file systems);
-/// left out of listings.
-pub(crate) const HIDDEN_PREFIX: &[u8] = b".shelf-hidden-";
+/// root; and the names of such files kept in their own directory (a library spanning file
+/// systems). Both are reserved names (`shelf_proto::reserved`): never listed, looked up or
+/// made through the mount.
+pub(crate) use shelf_proto::reserved::{HIDDEN_DIR, HIDDEN_PREFIX};
 
 /// The hidden directory is the mounting user's alone.
 const HIDDEN_DIR_MODE: u32 = 0o700;
@@ -42,6 +40,30 @@ impl<T: Transport> Core<T> {
         }
     }
 
+    /// Whether `ino` has a hidden name on the server (open and unlinked or renamed over, or
+    /// kept for the kernel): at most one, `hide` makes no second.
+    pub(crate) fn is_hidden(&self, ino: Ino) -> bool {
+        // Lock order (`Core`): `open`, then `kept`, one after the other.
+        let open = self
+            .open
+            .lock()
+            .get(&ino)
+            .is_some_and(|s| s.hidden.is_some());
+        open || self.kept.lock().contains_key(&ino)
+    }
+
+    /// `attr` as a program may see it: the hidden name is ours, not the program's, so it is
+    /// not counted in the link count. An unlinked open file shows 0 links, as on a local
+    /// file system, and the names left of a hard-linked file renamed over show how many they
+    /// are. Every attribute handed to the kernel passes through here (`enter`, `getattr`,
+    /// `setattr`).
+    pub(crate) fn shown(&self, ino: Ino, mut attr: Attr) -> Attr {
+        if self.is_hidden(ino) {
+            attr.nlink = attr.nlink.saturating_sub(1);
+        }
+        attr
+    }
+
     /// A regular file the kernel holds a lookup of (it may open it without asking again).
     pub(crate) fn is_file_kernel_knows(&self, ino: Ino) -> bool {
         self.inodes.lookups(ino).unwrap_or(0) > 0
@@ -55,6 +77,15 @@ impl<T: Transport> Core<T> {
     /// rename (`unlink`) or by hard link (the name is about to be renamed over).
     pub(crate) fn hide(&self, ino: Ino, path: &[u8], by_link: bool) -> FsResult<()> {
         self.drain_writes(ino)?;
+        // A file already hidden (one hard link of it lost its name before) stays reachable
+        // through that name: a second would be lost when the first replaced it in `open` or
+        // `kept`, and would count in the link count shown (`shown` takes off one).
+        if self.is_hidden(ino) {
+            if !by_link {
+                self.client.unlink(path)?;
+            }
+            return Ok(());
+        }
         // One directory at the root holds them, so the file's own directory can still be
         // removed or renamed while it is open (NFS's `.nfs*` files block both). A library that
         // spans file systems cannot rename across them: then the file stays in its directory.

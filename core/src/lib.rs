@@ -32,7 +32,7 @@
 //!
 //! Where each part of `Core` lives: the struct and its constructor here; the operations by
 //! FUSE operation in `namespace.rs` (lookup, forget and the changes of names), `attrs.rs`,
-//! `files.rs` and `dirs.rs`; the ideas they share in `paths.rs`, `hidden.rs`, `drain.rs`,
+//! `files.rs`, `dirs.rs` and `xattr.rs`; the ideas they share in `paths.rs`, `hidden.rs`, `drain.rs`,
 //! `versions.rs` and `handles.rs`. Below `Core`: `inode.rs`, `listing.rs`, `cache/`,
 //! `fetch.rs`, `readahead.rs`, `write.rs`.
 
@@ -55,6 +55,7 @@ pub mod readahead;
 mod time;
 mod versions;
 mod write;
+mod xattr;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
@@ -73,6 +74,7 @@ pub use ids::{Fh, Ino, ROOT_INO};
 pub use namespace::Entry;
 pub use time::{system_time, timestamp};
 pub use versions::PageInvalidator;
+pub use xattr::{XattrReply, XattrStats};
 
 use crate::cache::{CacheStats, ChunkCache};
 use crate::fetch::Fetcher;
@@ -146,6 +148,8 @@ pub struct Core<T: Transport> {
     /// When write-behind sends and how much it keeps in flight, from the chunk size and the
     /// server's announced `max_io`.
     write_limits: WriteLimits,
+    /// How extended attribute requests were answered (`xattr.rs`).
+    xattr_stats: XattrStats,
     cfg: CoreConfig,
 }
 
@@ -176,6 +180,7 @@ impl<T: Transport> Core<T> {
             kept: Mutex::new(HashMap::new()),
             names: RwLock::new(()),
             page_invalidator: OnceLock::new(),
+            xattr_stats: XattrStats::default(),
             cfg,
         }
     }

@@ -51,7 +51,7 @@ impl<T: Transport> Core<T> {
             return Err(Code::NotPermitted.into());
         }
         self.check_writable()?;
-        let path = self.child_path(parent, name)?;
+        let path = self.new_child_path(parent, name)?;
         let made = self.client.create(&path, create_perm(mode, umask), true);
         let attr = self.adding(parent, name, made)?;
         self.dir_changed(parent, 0);
@@ -60,7 +60,7 @@ impl<T: Transport> Core<T> {
 
     pub fn mkdir(&self, parent: Ino, name: &[u8], mode: u32, umask: u32) -> FsResult<Entry> {
         self.check_writable()?;
-        let path = self.child_path(parent, name)?;
+        let path = self.new_child_path(parent, name)?;
         let made = self.client.mkdir(&path, create_perm(mode, umask));
         let attr = self.adding(parent, name, made)?;
         self.dir_changed(parent, 1);
@@ -104,7 +104,7 @@ impl<T: Transport> Core<T> {
 
     pub fn symlink(&self, parent: Ino, name: &[u8], target: &[u8]) -> FsResult<Entry> {
         self.check_writable()?;
-        let path = self.child_path(parent, name)?;
+        let path = self.new_child_path(parent, name)?;
         let made = self.client.symlink(&path, target);
         let attr = self.adding(parent, name, made)?;
         self.dir_changed(parent, 0);
@@ -122,7 +122,7 @@ impl<T: Transport> Core<T> {
     ) -> FsResult<()> {
         self.check_writable()?;
         let from = self.child_path(parent, name)?;
-        let to = self.child_path(new_parent, new_name)?;
+        let to = self.new_child_path(new_parent, new_name)?;
         let mut wire_flags = 0;
         if flags & libc::RENAME_NOREPLACE != 0 {
             wire_flags |= rename_flags::NOREPLACE;
@@ -183,7 +183,7 @@ impl<T: Transport> Core<T> {
         self.check_writable()?;
         self.drain_writes(ino)?;
         let existing = self.path_of(ino)?;
-        let new = self.child_path(new_parent, new_name)?;
+        let new = self.new_child_path(new_parent, new_name)?;
         let made = self.client.link(&existing, &new);
         let attr = self.adding(new_parent, new_name, made)?;
         // The old name's attributes (nlink, ctime) changed too.

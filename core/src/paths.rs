@@ -7,7 +7,8 @@ use shelf_remote::Transport;
 use crate::error::{FsError, FsResult};
 use crate::ids::Ino;
 use crate::namespace::Entry;
-use crate::Core;
+use crate::{Core, ROOT_INO};
+use shelf_proto::reserved::is_reserved_name;
 
 /// Longest name Linux allows in one path component.
 const NAME_MAX: usize = 255;
@@ -32,11 +33,27 @@ impl<T: Transport> Core<T> {
         self.inodes.path(ino).ok_or(FsError::Local(Code::Stale))
     }
 
+    /// The path of an existing `name` in `parent`. The names the implementation keeps for
+    /// itself (`shelf_proto::reserved`) are absent here as in listings: ENOENT.
     pub(crate) fn child_path(&self, parent: Ino, name: &[u8]) -> FsResult<Vec<u8>> {
         check_name(name)?;
+        if is_reserved_name(parent == ROOT_INO, name) {
+            return Err(Code::NotFound.into());
+        }
         self.inodes
             .child_path(parent, name)
             .ok_or(FsError::Local(Code::NotFound))
+    }
+
+    /// The path of a `name` to be made in `parent` (create, mkdir, symlink, link, a rename's
+    /// target). One of our reserved names is refused, EPERM: it is absent to lookups, but
+    /// making it would clash with what the mount or a put keeps under it.
+    pub(crate) fn new_child_path(&self, parent: Ino, name: &[u8]) -> FsResult<Vec<u8>> {
+        check_name(name)?;
+        if is_reserved_name(parent == ROOT_INO, name) {
+            return Err(Code::NotPermitted.into());
+        }
+        self.child_path(parent, name)
     }
 
     /// Records attributes fetched from the server and resolves the name to an inode, counting
@@ -47,7 +64,10 @@ impl<T: Transport> Core<T> {
             .inodes
             .lookup(parent, name, &attr)
             .ok_or(FsError::Local(Code::Stale))?;
-        Ok(Entry { ino, attr })
+        Ok(Entry {
+            ino,
+            attr: self.shown(ino, attr),
+        })
     }
 
     pub(crate) fn is_dir(&self, ino: Option<Ino>) -> bool {

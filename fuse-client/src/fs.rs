@@ -12,12 +12,13 @@ use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, TimeOrNow, WriteFlags,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use shelf_proto::{Attr, FileKind, SetTime};
 
 use shelf_core::{
     system_time, timestamp, Core, DirSink, Entry, Fh, FsError, Ino, Opened, SetAttrRequest,
+    XattrReply,
 };
 use shelf_remote::Transport;
 
@@ -505,6 +506,54 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         empty(self.core.access(ino_of(ino), mask.bits()), reply);
     }
 
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        xattr(
+            self.core.getxattr(ino_of(ino), name.as_bytes(), size),
+            reply,
+        );
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let r = self
+            .core
+            .setxattr(ino_of(ino), name.as_bytes(), value, flags, position);
+        empty(r, reply);
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        xattr(self.core.listxattr(ino_of(ino), size), reply);
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        empty(self.core.removexattr(ino_of(ino), name.as_bytes()), reply);
+    }
+
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        match self.core.ioctl(fh_of(fh), cmd) {
+            Ok(data) => reply.ioctl(0, &data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
     fn create(
         &self,
         _req: &Request,
@@ -528,6 +577,14 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
             ),
             Err(e) => reply.error(errno(&e)),
         }
+    }
+}
+
+fn xattr(r: Result<XattrReply, FsError>, reply: ReplyXattr) {
+    match r {
+        Ok(XattrReply::Size(n)) => reply.size(n),
+        Ok(XattrReply::Data(d)) => reply.data(&d),
+        Err(e) => reply.error(errno(&e)),
     }
 }
 

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +70,15 @@ pub fn report(core: &Core<Pool>, mountpoint: &Path, secured: &Secured) -> String
     line("requests", pool.requests.to_string());
     line("retries", pool.retries.to_string());
     line("reconnects", pool.reconnects.to_string());
+    let xattrs = core.xattr_stats();
+    line(
+        "xattr_sent",
+        xattrs.sent.load(Ordering::Relaxed).to_string(),
+    );
+    line(
+        "xattr_local",
+        xattrs.local.load(Ordering::Relaxed).to_string(),
+    );
     line("cache_hits", cache.hits.to_string());
     line("cache_misses", cache.misses.to_string());
     line("cache_bytes", cache.bytes.to_string());
@@ -275,6 +285,12 @@ fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
         (key, _) => format!("client key {key}"),
     };
     writeln!(out, "  auth:         {auth}")?;
+    writeln!(
+        out,
+        "  xattrs:       {} sent, {} answered here",
+        get("xattr_sent"),
+        get("xattr_local")
+    )?;
     let (hits, misses) = (num("cache_hits"), num("cache_misses"));
     let rate = if hits + misses == 0 {
         0.0
@@ -343,6 +359,8 @@ mod tests {
             ("tls_cipher_suite", "TLS13_AES_128_GCM_SHA256"),
             ("auth_key", "SHA256:def (/k)"),
             ("auth_token", "false"),
+            ("xattr_sent", "5"),
+            ("xattr_local", "1000"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -362,5 +380,6 @@ mod tests {
             text.contains("auth:         client key SHA256:def (/k)"),
             "{text}"
         );
+        assert!(text.contains("5 sent, 1000 answered here"), "{text}");
     }
 }

@@ -67,6 +67,9 @@ codes! {
     Invalid = EINVAL, "invalid argument";
     /// EMFILE
     TooManyOpen = EMFILE, "too many open files";
+    /// ENOTTY: an ioctl the mount does not know (every one; used by clients, not sent by the
+    /// server).
+    NotTty = ENOTTY, "inappropriate ioctl for device";
     /// EFBIG
     FileTooBig = EFBIG, "file too large";
     /// ENOSPC
@@ -103,6 +106,10 @@ codes! {
     TextBusy = ETXTBSY, "text file busy";
     /// EINTR
     Interrupted = EINTR, "interrupted";
+    /// ENODATA: no extended attribute of that name (also ENOATTR, the same number on Linux).
+    NoData = ENODATA, "no data available";
+    /// E2BIG: an extended attribute value or list over 64 KiB.
+    TooBig = E2BIG, "argument list too long";
 }
 
 impl Code {

@@ -8,16 +8,24 @@ use std::io::{self, Read, Write};
 use crate::frame::{DecodeError, Frame, Header, HEADER_LEN};
 use crate::msg::Message;
 
+/// Each message says its cause itself, so no variant exposes it again as `source()`: printed
+/// as a chain (`{:#}`, anyhow) it would be said twice (see `shelf_remote::RemoteError`).
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("connection error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     /// The peer sent bytes that are not a valid frame. `id` is the request id from the header
     /// when the header was readable, so the receiver can still send an error reply.
     #[error("malformed frame: {error}")]
     Malformed { id: Option<u32>, error: DecodeError },
     #[error("connection closed in the middle of a frame")]
     UnexpectedEof,
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        ReadError::Io(e)
+    }
 }
 
 impl ReadError {

@@ -12,12 +12,14 @@
 //! - [`errno`]: `Code`, the errno-style error code, and its one mapping each way.
 //! - [`io`]: reading and writing whole frames on any `Read`/`Write` stream.
 //! - [`token`]: what a token file holds, one rule for both sides.
+//! - [`reserved`]: the names the implementation keeps for itself, hidden from people.
 
 pub mod errno;
 pub mod frame;
 pub mod handshake;
 pub mod io;
 pub mod msg;
+pub mod reserved;
 pub mod token;
 pub mod wire;
 
@@ -29,6 +31,6 @@ pub use frame::{
 pub use handshake::{negotiate, Limits, NegotiateError, Negotiated, IO_OVERHEAD, MIN_PAYLOAD};
 pub use io::{is_timeout, write_frame, write_parts, FrameReader, ReadError};
 pub use msg::{
-    features, rename_flags, Attr, DirEntry, FileKind, Hello, HelloReply, Message, Reply, Request,
-    SetAttrs, SetTime, Statfs, Timestamp, Version, WirePath, PROTOCOL_VERSION,
+    features, rename_flags, xattr, Attr, DirEntry, FileKind, Hello, HelloReply, Message, Reply,
+    Request, SetAttrs, SetTime, Statfs, Timestamp, Version, WirePath, PROTOCOL_VERSION,
 };

@@ -23,6 +23,27 @@ pub mod features {
     pub const LINKS: u64 = 1 << 1;
     /// Unasked change notifications (request id 0) may be sent. Reserved; not yet served.
     pub const CHANGE_NOTIFY: u64 = 1 << 2;
+    /// `GetXattr`, `SetXattr`, `ListXattr` and `RemoveXattr` are served.
+    pub const XATTR: u64 = 1 << 3;
+}
+
+/// Extended attributes: the `SetXattr.flags` bits and the sizes the codec enforces.
+pub mod xattr {
+    /// Fail with EEXIST if the attribute exists (Linux `XATTR_CREATE`, the same number).
+    pub const CREATE: u32 = 1 << 0;
+    /// Fail with ENODATA if the attribute does not exist (Linux `XATTR_REPLACE`).
+    pub const REPLACE: u32 = 1 << 1;
+    /// Longest name in bytes, namespace prefix included (Linux `XATTR_NAME_MAX`).
+    pub const NAME_MAX: usize = 255;
+    /// Largest value in bytes (Linux `XATTR_SIZE_MAX`).
+    pub const VALUE_MAX: usize = 65536;
+    /// Largest list of names, each followed by a NUL, in bytes (Linux `XATTR_LIST_MAX`).
+    pub const LIST_MAX: usize = 65536;
+
+    /// The size of `names` as `listxattr(2)` returns them: each name and its NUL.
+    pub fn list_len(names: &[Vec<u8>]) -> usize {
+        names.iter().map(|n| n.len() + 1).sum()
+    }
 }
 
 /// `Rename.flags` bits (our own numbering; see docs/PROTOCOL.md).
@@ -279,6 +300,21 @@ pub enum Request {
     },
     /// Removes the temporary. Reply: `Ok`.
     PutAbort { temp: WirePath },
+    /// The value of extended attribute `name` of `path` (a final symlink not followed).
+    /// Reply: `Xattr`. No size is sent: a value is at most `xattr::VALUE_MAX` bytes, so the
+    /// whole of it always fits a reply, and `ERANGE` for a small buffer is the client's to say.
+    GetXattr { path: WirePath, name: Vec<u8> },
+    /// Sets extended attribute `name` to `value`; `flags` from `xattr`. Reply: `Ok`.
+    SetXattr {
+        path: WirePath,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        flags: u32,
+    },
+    /// The names of the extended attributes of `path` the server serves. Reply: `XattrNames`.
+    ListXattr { path: WirePath },
+    /// Reply: `Ok`.
+    RemoveXattr { path: WirePath, name: Vec<u8> },
 }
 
 /// Messages from server to client.
@@ -308,6 +344,10 @@ pub enum Reply {
     PutStarted {
         temp: WirePath,
     },
+    /// An extended attribute's value, any bytes.
+    Xattr(Vec<u8>),
+    /// Extended attribute names, without their NULs.
+    XattrNames(Vec<Vec<u8>>),
 }
 
 impl Reply {
@@ -344,6 +384,10 @@ pub mod kind {
     pub const PUT_BEGIN: u16 = 0x0020;
     pub const PUT_COMMIT: u16 = 0x0021;
     pub const PUT_ABORT: u16 = 0x0022;
+    pub const GET_XATTR: u16 = 0x0030;
+    pub const SET_XATTR: u16 = 0x0031;
+    pub const LIST_XATTR: u16 = 0x0032;
+    pub const REMOVE_XATTR: u16 = 0x0033;
 
     pub const R_HELLO: u16 = 0x8001;
     pub const R_ERROR: u16 = 0x8002;
@@ -355,6 +399,8 @@ pub mod kind {
     pub const R_TARGET: u16 = 0x8008;
     pub const R_STATFS: u16 = 0x8009;
     pub const R_PUT_STARTED: u16 = 0x800a;
+    pub const R_XATTR: u16 = 0x800b;
+    pub const R_XATTR_NAMES: u16 = 0x800c;
 }
 
 /// A message that can travel in a frame.
@@ -378,8 +424,12 @@ impl Request {
             | Request::SetAttr { .. }
             | Request::Readlink { .. }
             | Request::Statfs
-            | Request::Fsync { .. } => true,
+            | Request::Fsync { .. }
+            | Request::GetXattr { .. }
+            | Request::ListXattr { .. } => true,
             Request::Create { exclusive, .. } => !exclusive,
+            // Setting the same value twice is setting it once, but a second create fails.
+            Request::SetXattr { flags, .. } => flags & xattr::CREATE == 0,
             Request::Unlink { .. }
             | Request::Mkdir { .. }
             | Request::Rmdir { .. }
@@ -388,7 +438,8 @@ impl Request {
             | Request::Link { .. }
             | Request::PutBegin { .. }
             | Request::PutCommit { .. }
-            | Request::PutAbort { .. } => false,
+            | Request::PutAbort { .. }
+            | Request::RemoveXattr { .. } => false,
         }
     }
 
@@ -402,7 +453,9 @@ impl Request {
             | Request::Read { .. }
             | Request::Readlink { .. }
             | Request::Statfs
-            | Request::Fsync { .. } => false,
+            | Request::Fsync { .. }
+            | Request::GetXattr { .. }
+            | Request::ListXattr { .. } => false,
             Request::Write { .. }
             | Request::Create { .. }
             | Request::SetAttr { .. }
@@ -414,7 +467,9 @@ impl Request {
             | Request::Link { .. }
             | Request::PutBegin { .. }
             | Request::PutCommit { .. }
-            | Request::PutAbort { .. } => true,
+            | Request::PutAbort { .. }
+            | Request::SetXattr { .. }
+            | Request::RemoveXattr { .. } => true,
         }
     }
 
@@ -441,6 +496,10 @@ impl Request {
             Request::PutBegin { .. } => "put-begin",
             Request::PutCommit { .. } => "put-commit",
             Request::PutAbort { .. } => "put-abort",
+            Request::GetXattr { .. } => "getxattr",
+            Request::SetXattr { .. } => "setxattr",
+            Request::ListXattr { .. } => "listxattr",
+            Request::RemoveXattr { .. } => "removexattr",
         }
     }
 }
@@ -468,6 +527,10 @@ impl Message for Request {
             Request::PutBegin { .. } => kind::PUT_BEGIN,
             Request::PutCommit { .. } => kind::PUT_COMMIT,
             Request::PutAbort { .. } => kind::PUT_ABORT,
+            Request::GetXattr { .. } => kind::GET_XATTR,
+            Request::SetXattr { .. } => kind::SET_XATTR,
+            Request::ListXattr { .. } => kind::LIST_XATTR,
+            Request::RemoveXattr { .. } => kind::REMOVE_XATTR,
         }
     }
 
@@ -486,7 +549,23 @@ impl Message for Request {
             Request::Stat { path }
             | Request::Unlink { path }
             | Request::Rmdir { path }
-            | Request::Readlink { path } => w.bytes(path),
+            | Request::Readlink { path }
+            | Request::ListXattr { path } => w.bytes(path),
+            Request::GetXattr { path, name } | Request::RemoveXattr { path, name } => {
+                w.bytes(path);
+                w.bytes(name);
+            }
+            Request::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+            } => {
+                w.bytes(path);
+                w.bytes(name);
+                w.bytes(value);
+                w.u32(*flags);
+            }
             Request::List {
                 path,
                 after,
@@ -639,6 +718,21 @@ impl Message for Request {
                 },
             },
             kind::PUT_ABORT => Request::PutAbort { temp: r.bytes()? },
+            kind::GET_XATTR => Request::GetXattr {
+                path: r.bytes()?,
+                name: get_xattr_name(r)?,
+            },
+            kind::SET_XATTR => Request::SetXattr {
+                path: r.bytes()?,
+                name: get_xattr_name(r)?,
+                value: get_xattr_value(r)?,
+                flags: r.u32()?,
+            },
+            kind::LIST_XATTR => Request::ListXattr { path: r.bytes()? },
+            kind::REMOVE_XATTR => Request::RemoveXattr {
+                path: r.bytes()?,
+                name: get_xattr_name(r)?,
+            },
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }
@@ -657,6 +751,8 @@ impl Message for Reply {
             Reply::Target(_) => kind::R_TARGET,
             Reply::Statfs(_) => kind::R_STATFS,
             Reply::PutStarted { .. } => kind::R_PUT_STARTED,
+            Reply::Xattr(_) => kind::R_XATTR,
+            Reply::XattrNames(_) => kind::R_XATTR_NAMES,
         }
     }
 
@@ -699,6 +795,13 @@ impl Message for Reply {
                 w.u32(s.namelen);
             }
             Reply::PutStarted { temp } => w.bytes(temp),
+            Reply::Xattr(value) => w.bytes(value),
+            Reply::XattrNames(names) => {
+                w.count(names.len());
+                for n in names {
+                    w.bytes(n);
+                }
+            }
         }
     }
 
@@ -748,9 +851,44 @@ impl Message for Reply {
                 namelen: r.u32()?,
             }),
             kind::R_PUT_STARTED => Reply::PutStarted { temp: r.bytes()? },
+            kind::R_XATTR => Reply::Xattr(get_xattr_value(r)?),
+            kind::R_XATTR_NAMES => {
+                // Each name is at least its 4-byte length, so the count is bounded by what
+                // remains before anything is reserved.
+                let n = r.count(4)?;
+                let mut names = Vec::with_capacity(n);
+                let mut listed = 0usize;
+                for _ in 0..n {
+                    let name = get_xattr_name(r)?;
+                    listed += name.len() + 1;
+                    if listed > xattr::LIST_MAX {
+                        return Err(DecodeError::Invalid("xattr names over 64 KiB"));
+                    }
+                    names.push(name);
+                }
+                Reply::XattrNames(names)
+            }
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }
+}
+
+/// An extended attribute name: at most `xattr::NAME_MAX` bytes, as Linux allows.
+fn get_xattr_name(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    let name = r.bytes()?;
+    if name.len() > xattr::NAME_MAX {
+        return Err(DecodeError::Invalid("xattr name over 255 bytes"));
+    }
+    Ok(name)
+}
+
+/// An extended attribute value: at most `xattr::VALUE_MAX` bytes, as Linux allows.
+fn get_xattr_value(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
+    let value = r.bytes()?;
+    if value.len() > xattr::VALUE_MAX {
+        return Err(DecodeError::Invalid("xattr value over 64 KiB"));
+    }
+    Ok(value)
 }
 
 fn put_time(w: &mut Writer<'_>, t: Timestamp) {
@@ -912,6 +1050,15 @@ mod tests {
     #[test]
     fn malformed_request_payloads() {
         const NANOS_1E9: [u8; 4] = 1_000_000_000u32.to_be_bytes();
+        // Path "", then a name of 256 bytes.
+        let mut long_name = vec![0, 0, 0, 0, 0, 0, 1, 0];
+        long_name.extend([b'a'; 256]);
+        // Path "", name "user.a", then a value one byte over the limit.
+        let mut big_value = vec![0, 0, 0, 0, 0, 0, 0, 6];
+        big_value.extend(b"user.a");
+        big_value.extend(((xattr::VALUE_MAX + 1) as u32).to_be_bytes());
+        big_value.extend(vec![0; xattr::VALUE_MAX + 1]);
+        big_value.extend([0, 0, 0, 0]);
         #[rustfmt::skip]
         let cases: &[(&str, u16, &[u8], DecodeError)] = &[
             ("ping with a trailing byte", kind::PING, &[0],
@@ -936,6 +1083,10 @@ mod tests {
                 DecodeError::Invalid("text is not UTF-8")),
             ("a reply kind", kind::R_OK, &[],
                 DecodeError::UnknownKind(kind::R_OK)),
+            ("getxattr: name of 256 bytes", kind::GET_XATTR, &long_name,
+                DecodeError::Invalid("xattr name over 255 bytes")),
+            ("setxattr: value of 64 KiB + 1", kind::SET_XATTR, &big_value,
+                DecodeError::Invalid("xattr value over 64 KiB")),
         ];
         for (what, k, payload, want) in cases {
             assert_eq!(
@@ -950,6 +1101,16 @@ mod tests {
     fn malformed_reply_payloads() {
         let mut attr_kind_0 = vec![0u8; ATTR_LEN];
         attr_kind_0[8] = 0; // the kind byte follows the 8-byte inode number
+        let mut big_value = ((xattr::VALUE_MAX + 1) as u32).to_be_bytes().to_vec();
+        big_value.extend(vec![0; xattr::VALUE_MAX + 1]);
+        let mut long_name = vec![0, 0, 0, 1, 0, 0, 1, 0];
+        long_name.extend([b'a'; 256]);
+        // 258 names of 254 bytes, 255 each with its NUL: 65790 bytes, over 64 KiB.
+        let mut many_names = 258u32.to_be_bytes().to_vec();
+        for _ in 0..258 {
+            many_names.extend(254u32.to_be_bytes());
+            many_names.extend([b'n'; 254]);
+        }
         #[rustfmt::skip]
         let cases: &[(&str, u16, &[u8], DecodeError)] = &[
             ("attr: file kind 0", kind::R_ATTR, &attr_kind_0,
@@ -959,6 +1120,14 @@ mod tests {
             ("listing: more is 7", kind::R_LISTING, &[0, 0, 0, 0, 7],
                 DecodeError::Invalid("boolean is neither 0 nor 1")),
             ("error: message length past the end", kind::R_ERROR, &[0, 0, 0, 2, 0, 0, 0, 1],
+                DecodeError::Truncated),
+            ("xattr: value of 64 KiB + 1", kind::R_XATTR, &big_value,
+                DecodeError::Invalid("xattr value over 64 KiB")),
+            ("xattr names: a name of 256 bytes", kind::R_XATTR_NAMES, &long_name,
+                DecodeError::Invalid("xattr name over 255 bytes")),
+            ("xattr names: over 64 KiB in all", kind::R_XATTR_NAMES, &many_names,
+                DecodeError::Invalid("xattr names over 64 KiB")),
+            ("xattr names: count beyond the payload", kind::R_XATTR_NAMES, &[0, 0, 0, 2, 0, 0, 0, 0],
                 DecodeError::Truncated),
             ("a request kind", kind::PING, &[],
                 DecodeError::UnknownKind(kind::PING)),
@@ -973,11 +1142,47 @@ mod tests {
     }
 
     #[test]
+    fn xattr_names_at_the_limit_decode() {
+        // 256 names of 255 bytes and their NULs are exactly 64 KiB: the largest list allowed.
+        let names = vec![vec![b'n'; 255]; 256];
+        assert_eq!(xattr::list_len(&names), xattr::LIST_MAX);
+        let reply = Reply::XattrNames(names);
+        let mut bytes = Vec::new();
+        reply.encode_body(&mut Writer::new(&mut bytes));
+        assert_eq!(decode::<Reply>(kind::R_XATTR_NAMES, &bytes), Ok(reply));
+    }
+
+    #[test]
+    fn set_xattr_with_create_is_not_resent() {
+        let set = |flags| Request::SetXattr {
+            path: b"f".to_vec(),
+            name: b"user.a".to_vec(),
+            value: vec![0],
+            flags,
+        };
+        assert!(set(0).is_idempotent());
+        assert!(set(xattr::REPLACE).is_idempotent());
+        assert!(!set(xattr::CREATE).is_idempotent());
+        assert!(set(0).is_change());
+        let remove = Request::RemoveXattr {
+            path: b"f".to_vec(),
+            name: b"user.a".to_vec(),
+        };
+        assert!(!remove.is_idempotent());
+        assert!(remove.is_change());
+    }
+
+    #[test]
     fn every_request_kind_is_below_every_reply_kind() {
-        for k in [kind::HELLO, kind::PUT_ABORT, kind::FSYNC] {
+        for k in [
+            kind::HELLO,
+            kind::PUT_ABORT,
+            kind::FSYNC,
+            kind::REMOVE_XATTR,
+        ] {
             assert!(k < 0x8000);
         }
-        for k in [kind::R_HELLO, kind::R_PUT_STARTED] {
+        for k in [kind::R_HELLO, kind::R_PUT_STARTED, kind::R_XATTR_NAMES] {
             assert!(k >= 0x8000);
         }
     }

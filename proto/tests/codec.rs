@@ -10,8 +10,8 @@ use std::io::{self, Read};
 use proptest::prelude::*;
 use shelf_proto::msg::kind;
 use shelf_proto::{
-    write_frame, Attr, Code, DecodeError, DirEntry, FileKind, Frame, FrameReader, Header, Hello,
-    HelloReply, Message, ReadError, Reply, Request, SetAttrs, SetTime, Statfs, Timestamp,
+    write_frame, xattr, Attr, Code, DecodeError, DirEntry, FileKind, Frame, FrameReader, Header,
+    Hello, HelloReply, Message, ReadError, Reply, Request, SetAttrs, SetTime, Statfs, Timestamp,
     DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, HEADER_LEN,
 };
 
@@ -182,6 +182,34 @@ fn request() -> impl Strategy<Value = Request> {
         (path(), path(), prop::option::of(timestamp()))
             .prop_map(|(temp, path, mtime)| Request::PutCommit { temp, path, mtime }),
         path().prop_map(|temp| Request::PutAbort { temp }),
+        (path(), xattr_name()).prop_map(|(path, name)| Request::GetXattr { path, name }),
+        (path(), xattr_name(), xattr_value(), any::<u32>()).prop_map(
+            |(path, name, value, flags)| Request::SetXattr {
+                path,
+                name,
+                value,
+                flags
+            }
+        ),
+        path().prop_map(|path| Request::ListXattr { path }),
+        (path(), xattr_name()).prop_map(|(path, name)| Request::RemoveXattr { path, name }),
+    ]
+}
+
+/// Any bytes up to the 255 a name may have, the limit itself included.
+fn xattr_name() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..40),
+        "user\\.[a-z0-9._-]{1,20}".prop_map(String::into_bytes),
+        Just(vec![b'n'; xattr::NAME_MAX]),
+    ]
+}
+
+/// Values: small ones with NULs and any bytes, and sizes around the 64 KiB limit.
+fn xattr_value() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        4 => prop::collection::vec(any::<u8>(), 0..300),
+        1 => (xattr::VALUE_MAX - 2..=xattr::VALUE_MAX).prop_map(ramp),
     ]
 }
 
@@ -238,6 +266,8 @@ fn reply() -> impl Strategy<Value = Reply> {
         path().prop_map(Reply::Target),
         statfs().prop_map(Reply::Statfs),
         path().prop_map(|temp| Reply::PutStarted { temp }),
+        xattr_value().prop_map(Reply::Xattr),
+        prop::collection::vec(xattr_name(), 0..40).prop_map(Reply::XattrNames),
     ]
 }
 
@@ -503,6 +533,10 @@ const ALL_KINDS: &[u16] = &[
     kind::PUT_BEGIN,
     kind::PUT_COMMIT,
     kind::PUT_ABORT,
+    kind::GET_XATTR,
+    kind::SET_XATTR,
+    kind::LIST_XATTR,
+    kind::REMOVE_XATTR,
     kind::R_HELLO,
     kind::R_ERROR,
     kind::R_OK,
@@ -513,6 +547,8 @@ const ALL_KINDS: &[u16] = &[
     kind::R_TARGET,
     kind::R_STATFS,
     kind::R_PUT_STARTED,
+    kind::R_XATTR,
+    kind::R_XATTR_NAMES,
 ];
 
 fn header_len(frame: &[u8]) -> usize {

@@ -152,6 +152,25 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 },
             ),
         ),
+        (
+            "seed-setxattr",
+            frame(
+                8,
+                Request::SetXattr {
+                    path: b"f".to_vec(),
+                    name: b"user.k".to_vec(),
+                    value: b"\0\xff".to_vec(),
+                    flags: 1,
+                },
+            ),
+        ),
+        (
+            "seed-r-xattr-names",
+            frame(
+                9,
+                Reply::XattrNames(vec![b"user.a".to_vec(), b"user.b".to_vec()]),
+            ),
+        ),
     ]
 }
 

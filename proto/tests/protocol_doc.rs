@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use shelf_proto::msg::kind;
 use shelf_proto::{
-    features, Attr, Code, FileKind, Frame, Hello, Message, Reply, Request, Timestamp,
+    features, xattr, Attr, Code, FileKind, Frame, Hello, Message, Reply, Request, Timestamp,
     DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, HEADER_LEN, IO_OVERHEAD, MIN_PAYLOAD,
 };
 
@@ -95,6 +95,43 @@ const STAT_ERROR_REPLY: [u8; 33] = [
     0x6e, 0x6f, 0x74, 0x20, 0x66, 0x6f, 0x75, 0x6e, 0x64, // "not found"
 ];
 
+/// GetXattr "a.txt" "user.k", id 3.
+const GETXATTR_REQUEST: [u8; 35] = [
+    0x53, 0x48, 0x4c, 0x46, 0x01, 0x00, 0x00,
+    0x30, // magic, frame version, flags, kind GetXattr
+    0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x13, // id 3, payload length 19
+    0x00, 0x00, 0x00, 0x05, 0x61, 0x2e, 0x74, 0x78, 0x74, // path "a.txt"
+    0x00, 0x00, 0x00, 0x06, 0x75, 0x73, 0x65, 0x72, 0x2e, 0x6b, // name "user.k"
+];
+
+/// Xattr [0, 255, 10], id 3.
+const XATTR_REPLY: [u8; 23] = [
+    0x53, 0x48, 0x4c, 0x46, 0x01, 0x00, 0x80, 0x0b, // magic, frame version, flags, kind Xattr
+    0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x07, // id 3, payload length 7
+    0x00, 0x00, 0x00, 0x03, 0x00, 0xff, 0x0a, // value
+];
+
+/// SetXattr "a.txt" "user.k" = "v\0", CREATE, id 4.
+const SETXATTR_REQUEST: [u8; 45] = [
+    0x53, 0x48, 0x4c, 0x46, 0x01, 0x00, 0x00,
+    0x31, // magic, frame version, flags, kind SetXattr
+    0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00, 0x1d, // id 4, payload length 29
+    0x00, 0x00, 0x00, 0x05, 0x61, 0x2e, 0x74, 0x78, 0x74, // path "a.txt"
+    0x00, 0x00, 0x00, 0x06, 0x75, 0x73, 0x65, 0x72, 0x2e, 0x6b, // name "user.k"
+    0x00, 0x00, 0x00, 0x02, 0x76, 0x00, // value "v\0"
+    0x00, 0x00, 0x00, 0x01, // flags CREATE
+];
+
+/// XattrNames ["user.a", "user.b"], id 5.
+const XATTR_NAMES_REPLY: [u8; 40] = [
+    0x53, 0x48, 0x4c, 0x46, 0x01, 0x00, 0x80,
+    0x0c, // magic, frame version, flags, kind XattrNames
+    0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x18, // id 5, payload length 24
+    0x00, 0x00, 0x00, 0x02, // count 2
+    0x00, 0x00, 0x00, 0x06, 0x75, 0x73, 0x65, 0x72, 0x2e, 0x61, // "user.a"
+    0x00, 0x00, 0x00, 0x06, 0x75, 0x73, 0x65, 0x72, 0x2e, 0x62, // "user.b"
+];
+
 /// `bytes` decode to exactly `want`, using all of them, and `want` encodes to exactly `bytes`.
 fn check_example<M: Message + std::fmt::Debug + PartialEq + Clone>(bytes: &[u8], want: Frame<M>) {
     let (got, used) = Frame::<M>::decode(bytes, DEFAULT_MAX_PAYLOAD)
@@ -136,6 +173,36 @@ fn worked_examples_decode() {
         ),
     );
     check_example(
+        &GETXATTR_REQUEST,
+        Frame::new(
+            3,
+            Request::GetXattr {
+                path: b"a.txt".to_vec(),
+                name: b"user.k".to_vec(),
+            },
+        ),
+    );
+    check_example(&XATTR_REPLY, Frame::new(3, Reply::Xattr(vec![0, 255, 10])));
+    check_example(
+        &SETXATTR_REQUEST,
+        Frame::new(
+            4,
+            Request::SetXattr {
+                path: b"a.txt".to_vec(),
+                name: b"user.k".to_vec(),
+                value: b"v\0".to_vec(),
+                flags: xattr::CREATE,
+            },
+        ),
+    );
+    check_example(
+        &XATTR_NAMES_REPLY,
+        Frame::new(
+            5,
+            Reply::XattrNames(vec![b"user.a".to_vec(), b"user.b".to_vec()]),
+        ),
+    );
+    check_example(
         &STAT_ERROR_REPLY,
         Frame::new(
             2,
@@ -153,6 +220,10 @@ fn doc_shows_the_example_bytes() {
     assert_eq!(example_bytes(&doc, "hello-request"), HELLO_REQUEST);
     assert_eq!(example_bytes(&doc, "stat-request"), STAT_REQUEST);
     assert_eq!(example_bytes(&doc, "stat-error-reply"), STAT_ERROR_REPLY);
+    assert_eq!(example_bytes(&doc, "getxattr-request"), GETXATTR_REQUEST);
+    assert_eq!(example_bytes(&doc, "xattr-reply"), XATTR_REPLY);
+    assert_eq!(example_bytes(&doc, "setxattr-request"), SETXATTR_REQUEST);
+    assert_eq!(example_bytes(&doc, "xattr-names-reply"), XATTR_NAMES_REPLY);
     // The header box in "Frames" is the Stat request's header.
     let boxed: String = STAT_REQUEST[..HEADER_LEN]
         .iter()
@@ -185,6 +256,10 @@ fn kinds_table_matches() {
         (kind::PUT_BEGIN, "PutBegin", "request"),
         (kind::PUT_COMMIT, "PutCommit", "request"),
         (kind::PUT_ABORT, "PutAbort", "request"),
+        (kind::GET_XATTR, "GetXattr", "request"),
+        (kind::SET_XATTR, "SetXattr", "request"),
+        (kind::LIST_XATTR, "ListXattr", "request"),
+        (kind::REMOVE_XATTR, "RemoveXattr", "request"),
         (kind::R_HELLO, "Hello", "reply"),
         (kind::R_ERROR, "Error", "reply"),
         (kind::R_OK, "Ok", "reply"),
@@ -195,6 +270,8 @@ fn kinds_table_matches() {
         (kind::R_TARGET, "Target", "reply"),
         (kind::R_STATFS, "Statfs", "reply"),
         (kind::R_PUT_STARTED, "PutStarted", "reply"),
+        (kind::R_XATTR, "Xattr", "reply"),
+        (kind::R_XATTR_NAMES, "XattrNames", "reply"),
     ];
     for &(k, name, dir) in kinds {
         let code = format!("`{k:#06x}`");
@@ -230,6 +307,7 @@ fn errors_table_matches() {
         (Code::IsDir, "EISDIR"),
         (Code::Invalid, "EINVAL"),
         (Code::TooManyOpen, "EMFILE"),
+        (Code::NotTty, "ENOTTY"),
         (Code::FileTooBig, "EFBIG"),
         (Code::NoSpace, "ENOSPC"),
         (Code::ReadOnly, "EROFS"),
@@ -248,6 +326,8 @@ fn errors_table_matches() {
         (Code::Quota, "EDQUOT"),
         (Code::TextBusy, "ETXTBSY"),
         (Code::Interrupted, "EINTR"),
+        (Code::NoData, "ENODATA"),
+        (Code::TooBig, "E2BIG"),
     ];
     assert_eq!(
         names.len(),

@@ -8,8 +8,13 @@
 //!    ([`ranges`](super::ranges)): split at `max_io`, up to [`WINDOW`] pieces in flight, a
 //!    piece lost with its connection resent once, and a read whose pieces saw two versions of
 //!    the file failed with `ESTALE`.
+//! 3. *Names that are ours, not the library's* (`shelf_proto::reserved`): a client made with
+//!    [`Client::for_people`] (every `shelf` command's) refuses any request naming one as if
+//!    it were absent, in the one place every request passes (`call`), so no command can
+//!    forget; the mount's core, which keeps files under those names, uses [`Client::new`].
 
-use shelf_proto::{Attr, DirEntry, Reply, Request, SetAttrs, Statfs, Timestamp};
+use shelf_proto::reserved::{is_reserved_name, is_reserved_path};
+use shelf_proto::{features, Attr, Code, DirEntry, Reply, Request, SetAttrs, Statfs, Timestamp};
 
 use super::pool::Pool;
 use super::ranges::{
@@ -22,11 +27,36 @@ pub use super::ranges::WINDOW;
 /// Typed calls to the server; see the module docs.
 pub struct Client<T: Transport = Pool> {
     t: T,
+    /// Refuse the names the implementation keeps for itself (`for_people`).
+    for_people: bool,
 }
 
 impl<T: Transport> Client<T> {
+    /// A client that may name anything in the library, the implementation's own names too
+    /// (the mount's core).
     pub fn new(t: T) -> Self {
-        Client { t }
+        Client {
+            t,
+            for_people: false,
+        }
+    }
+
+    /// A client for what a person asks (the command line): a request naming one of the
+    /// implementation's own names (`shelf_proto::reserved`) fails with ENOENT, as if the
+    /// name were absent, without reaching the server. Listings leave them out too.
+    pub fn for_people(t: T) -> Self {
+        Client {
+            t,
+            for_people: true,
+        }
+    }
+
+    /// Every request goes through here.
+    fn call(&self, req: Request) -> Result<Reply, RemoteError> {
+        if self.for_people && names_reserved(&req) {
+            return Err(RemoteError::server(Code::NotFound, ""));
+        }
+        self.t.call(req)
     }
 
     pub fn transport(&self) -> &T {
@@ -42,14 +72,14 @@ impl<T: Transport> Client<T> {
     }
 
     pub fn ping(&self) -> Result<(), RemoteError> {
-        match self.t.call(Request::Ping)? {
+        match self.call(Request::Ping)? {
             Reply::Pong => Ok(()),
             other => Err(refusal("ping", other)),
         }
     }
 
     pub fn stat(&self, path: &[u8]) -> Result<Attr, RemoteError> {
-        reply_attr("stat", self.t.call(Request::Stat { path: path.into() })?)
+        reply_attr("stat", self.call(Request::Stat { path: path.into() })?)
     }
 
     /// Every entry of a directory, asking page after page while the server says there is more.
@@ -57,7 +87,7 @@ impl<T: Transport> Client<T> {
         let mut all = Vec::new();
         let mut after = Vec::new();
         loop {
-            let reply = self.t.call(Request::List {
+            let reply = self.call(Request::List {
                 path: path.into(),
                 after: after.clone(),
                 max_entries: 0,
@@ -81,7 +111,8 @@ impl<T: Transport> Client<T> {
                 }
                 _ => {}
             }
-            all.extend(entries);
+            let ours = |e: &DirEntry| self.for_people && is_reserved_name(path.is_empty(), &e.name);
+            all.extend(entries.into_iter().filter(|e| !ours(e)));
             if !more {
                 return Ok(all);
             }
@@ -146,7 +177,7 @@ impl<T: Transport> Client<T> {
             perm,
             exclusive,
         };
-        reply_attr("create", self.t.call(req)?)
+        reply_attr("create", self.call(req)?)
     }
 
     pub fn set_attr(&self, path: &[u8], attrs: SetAttrs) -> Result<Attr, RemoteError> {
@@ -154,14 +185,11 @@ impl<T: Transport> Client<T> {
             path: path.into(),
             attrs,
         };
-        reply_attr("setattr", self.t.call(req)?)
+        reply_attr("setattr", self.call(req)?)
     }
 
     pub fn unlink(&self, path: &[u8]) -> Result<(), RemoteError> {
-        reply_ok(
-            "unlink",
-            self.t.call(Request::Unlink { path: path.into() })?,
-        )
+        reply_ok("unlink", self.call(Request::Unlink { path: path.into() })?)
     }
 
     pub fn mkdir(&self, path: &[u8], perm: u32) -> Result<Attr, RemoteError> {
@@ -169,11 +197,11 @@ impl<T: Transport> Client<T> {
             path: path.into(),
             perm,
         };
-        reply_attr("mkdir", self.t.call(req)?)
+        reply_attr("mkdir", self.call(req)?)
     }
 
     pub fn rmdir(&self, path: &[u8]) -> Result<(), RemoteError> {
-        reply_ok("rmdir", self.t.call(Request::Rmdir { path: path.into() })?)
+        reply_ok("rmdir", self.call(Request::Rmdir { path: path.into() })?)
     }
 
     /// `flags` from `shelf_proto::rename_flags`.
@@ -183,7 +211,7 @@ impl<T: Transport> Client<T> {
             to: to.into(),
             flags,
         };
-        reply_ok("rename", self.t.call(req)?)
+        reply_ok("rename", self.call(req)?)
     }
 
     pub fn symlink(&self, path: &[u8], target: &[u8]) -> Result<Attr, RemoteError> {
@@ -191,11 +219,11 @@ impl<T: Transport> Client<T> {
             path: path.into(),
             target: target.into(),
         };
-        reply_attr("symlink", self.t.call(req)?)
+        reply_attr("symlink", self.call(req)?)
     }
 
     pub fn readlink(&self, path: &[u8]) -> Result<Vec<u8>, RemoteError> {
-        match self.t.call(Request::Readlink { path: path.into() })? {
+        match self.call(Request::Readlink { path: path.into() })? {
             Reply::Target(t) => Ok(t),
             other => Err(refusal("readlink", other)),
         }
@@ -206,11 +234,11 @@ impl<T: Transport> Client<T> {
             existing: existing.into(),
             new: new.into(),
         };
-        reply_attr("link", self.t.call(req)?)
+        reply_attr("link", self.call(req)?)
     }
 
     pub fn statfs(&self) -> Result<Statfs, RemoteError> {
-        match self.t.call(Request::Statfs)? {
+        match self.call(Request::Statfs)? {
             Reply::Statfs(s) => Ok(s),
             other => Err(refusal("statfs", other)),
         }
@@ -221,7 +249,7 @@ impl<T: Transport> Client<T> {
             path: path.into(),
             data_only,
         };
-        reply_ok("fsync", self.t.call(req)?)
+        reply_ok("fsync", self.call(req)?)
     }
 
     /// Starts an atomic upload; returns the temporary's path, to be filled with `write`.
@@ -230,7 +258,7 @@ impl<T: Transport> Client<T> {
             path: path.into(),
             perm,
         };
-        match self.t.call(req)? {
+        match self.call(req)? {
             Reply::PutStarted { temp } => Ok(temp),
             other => Err(refusal("put-begin", other)),
         }
@@ -247,14 +275,77 @@ impl<T: Transport> Client<T> {
             path: path.into(),
             mtime,
         };
-        reply_attr("put-commit", self.t.call(req)?)
+        reply_attr("put-commit", self.call(req)?)
     }
 
     pub fn put_abort(&self, temp: &[u8]) -> Result<(), RemoteError> {
         reply_ok(
             "put-abort",
-            self.t.call(Request::PutAbort { temp: temp.into() })?,
+            self.call(Request::PutAbort { temp: temp.into() })?,
         )
+    }
+
+    /// The value of extended attribute `name` of `path` itself (no buffer size: the core
+    /// answers a caller's size query and ERANGE from the whole value).
+    pub fn get_xattr(&self, path: &[u8], name: &[u8]) -> Result<Vec<u8>, RemoteError> {
+        self.need_xattr("getxattr")?;
+        let req = Request::GetXattr {
+            path: path.into(),
+            name: name.into(),
+        };
+        match self.call(req)? {
+            Reply::Xattr(value) => Ok(value),
+            other => Err(refusal("getxattr", other)),
+        }
+    }
+
+    /// `flags` from `shelf_proto::xattr` (`CREATE`, `REPLACE`).
+    pub fn set_xattr(
+        &self,
+        path: &[u8],
+        name: &[u8],
+        value: &[u8],
+        flags: u32,
+    ) -> Result<(), RemoteError> {
+        self.need_xattr("setxattr")?;
+        let req = Request::SetXattr {
+            path: path.into(),
+            name: name.into(),
+            value: value.into(),
+            flags,
+        };
+        reply_ok("setxattr", self.call(req)?)
+    }
+
+    /// The names the server serves (`user.` ones), without NULs.
+    pub fn list_xattr(&self, path: &[u8]) -> Result<Vec<Vec<u8>>, RemoteError> {
+        self.need_xattr("listxattr")?;
+        match self.call(Request::ListXattr { path: path.into() })? {
+            Reply::XattrNames(names) => Ok(names),
+            other => Err(refusal("listxattr", other)),
+        }
+    }
+
+    pub fn remove_xattr(&self, path: &[u8], name: &[u8]) -> Result<(), RemoteError> {
+        self.need_xattr("removexattr")?;
+        let req = Request::RemoveXattr {
+            path: path.into(),
+            name: name.into(),
+        };
+        reply_ok("removexattr", self.call(req)?)
+    }
+
+    /// Whether the server agreed to serve extended attributes. A server that did not would
+    /// take the request for a protocol error and close the connection, so none is sent; the
+    /// answer is the one of a file system without xattrs, EOPNOTSUPP.
+    fn need_xattr(&self, req: &'static str) -> Result<(), RemoteError> {
+        if self.t.features() & features::XATTR == 0 {
+            return Err(RemoteError::server(
+                Code::NotSupported,
+                format!("{req}: the server does not serve extended attributes"),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -264,6 +355,36 @@ fn refusal(req: &'static str, reply: Reply) -> RemoteError {
     match reply {
         Reply::Error { code, message } => RemoteError::Server { code, message },
         other => RemoteError::unexpected(req, &other),
+    }
+}
+
+/// Whether a request names a path that is one of the implementation's own. A put's
+/// temporary is the one such name a person's client uses, as the server gave it: in
+/// `PutCommit`'s `temp` and `PutAbort` (the writes that fill it go through the transport).
+fn names_reserved(req: &Request) -> bool {
+    // Exhaustive: a new request decides here whether its paths are checked.
+    match req {
+        Request::Hello(_) | Request::Ping | Request::Statfs | Request::PutAbort { .. } => false,
+        Request::Stat { path }
+        | Request::List { path, .. }
+        | Request::Read { path, .. }
+        | Request::Write { path, .. }
+        | Request::Create { path, .. }
+        | Request::SetAttr { path, .. }
+        | Request::Unlink { path }
+        | Request::Mkdir { path, .. }
+        | Request::Rmdir { path }
+        | Request::Symlink { path, .. }
+        | Request::Readlink { path }
+        | Request::Fsync { path, .. }
+        | Request::PutBegin { path, .. }
+        | Request::PutCommit { path, .. }
+        | Request::GetXattr { path, .. }
+        | Request::SetXattr { path, .. }
+        | Request::ListXattr { path }
+        | Request::RemoveXattr { path, .. } => is_reserved_path(path),
+        Request::Rename { from, to, .. } => is_reserved_path(from) || is_reserved_path(to),
+        Request::Link { existing, new } => is_reserved_path(existing) || is_reserved_path(new),
     }
 }
 

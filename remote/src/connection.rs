@@ -251,12 +251,17 @@ impl Shared {
     }
 }
 
+/// Feature bits this client announces in its `Hello` (docs/PROTOCOL.md, "Features").
+pub const FEATURES: u64 = features::ATOMIC_PUT | features::LINKS | features::XATTR;
+
 /// One connection to a server, safe to share between threads; see the module docs.
 pub struct Connection {
     shared: Arc<Shared>,
     writer: Mutex<Outbox>,
     next_id: AtomicU32,
     limits: Limits,
+    /// The feature bits both sides announced.
+    features: u64,
     server: HelloReply,
     request_timeout: Duration,
     tls: Option<TlsInfo>,
@@ -378,9 +383,9 @@ impl Connection {
     /// Connects over TCP (bounded by `connect_timeout` per address), runs the TLS handshake
     /// unless `opts.tls` is `None`, and shakes hands.
     pub fn connect(opts: &ConnectOptions) -> Result<Connection, RemoteError> {
-        let unreachable = |source| RemoteError::Unreachable {
+        let unreachable = |cause| RemoteError::Unreachable {
             addr: opts.addr.clone(),
-            source,
+            cause,
         };
         let addrs = opts.addr.to_socket_addrs().map_err(unreachable)?;
         let mut last = std::io::Error::new(
@@ -421,7 +426,7 @@ impl Connection {
             .map_err(setup)?;
         let hello = Hello {
             token: opts.token.clone().unwrap_or_default(),
-            features: features::ATOMIC_PUT | features::LINKS,
+            features: FEATURES,
             ..Hello::new(opts.agent.clone())
         };
         let bytes = Frame::new(HELLO_ID, Request::Hello(hello.clone()))
@@ -441,9 +446,9 @@ impl Connection {
                 server.version
             )));
         }
-        let limits = negotiate(&hello, &server)
-            .map_err(|e| RemoteError::Protocol(format!("the server's limits: {e}")))?
-            .limits;
+        let agreed = negotiate(&hello, &server)
+            .map_err(|e| RemoteError::Protocol(format!("the server's limits: {e}")))?;
+        let limits = agreed.limits;
         stream.set_read_deadline(None).map_err(setup)?;
         stream
             .set_write_deadline(Some(opts.request_timeout))
@@ -471,6 +476,7 @@ impl Connection {
             }),
             next_id: AtomicU32::new(HELLO_ID + 1),
             limits,
+            features: agreed.features,
             server,
             request_timeout: opts.request_timeout,
             tls: None,
@@ -573,6 +579,11 @@ impl Connection {
         self.limits
     }
 
+    /// The feature bits agreed in the handshake: those both sides announced.
+    pub fn features(&self) -> u64 {
+        self.features
+    }
+
     /// What the server announced in its `Hello` reply.
     pub fn server(&self) -> &HelloReply {
         &self.server
@@ -632,6 +643,10 @@ impl Transport for Connection {
 
     fn limits(&self) -> Limits {
         self.limits
+    }
+
+    fn features(&self) -> u64 {
+        self.features
     }
 }
 

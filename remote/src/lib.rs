@@ -1,6 +1,6 @@
-//! shelf-remote, the client side of the wire: everything between a caller that wants a file operation done on the server
-//! and the bytes on a socket. The FUSE core and the CLI both use it, and nothing above it sees a
-//! socket.
+//! shelf-remote, the client side of the wire: everything between a caller that wants a file
+//! operation done on the server and the bytes on a socket. The FUSE core and the CLI both use
+//! it, and nothing above it sees a socket.
 //!
 //! What is hard, and where it is handled:
 //! 1. *Pipelining.* Many requests are in flight on one connection and replies come back in any
@@ -19,8 +19,8 @@
 //!    window, splitting at `max_io`, in-order pieces, resending a lost piece once where
 //!    allowed, and the version check across pieces.
 //!
-//! Layout: [`stream`] (the socket abstraction), [`connection`], [`pool`], [`client`], [`ranges`], `sys`
-//! (the two socket calls `std` lacks), and this file's shared types. Test transports (the
+//! Layout: [`stream`] (the socket abstraction), [`connection`], [`pool`], [`client`],
+//! [`ranges`], `sys` (the two socket calls `std` lacks), and this file's shared types. Test transports (the
 //! real server in-process, in memory, failing on cue) live in the dev-only `shelf-testkit`.
 
 use std::io;
@@ -104,18 +104,19 @@ impl Default for ConnectOptions {
 }
 
 /// Why a remote operation failed.
+///
+/// Every message here (and in the workspace's other error types) says its cause itself, so
+/// none also exposes that cause as `source()`: printed as a chain (`{:#}`, or anyhow's
+/// context) the cause would be said twice. A cause is therefore a field named `cause`, never
+/// thiserror's `source` or `#[from]`; `tests::no_message_repeats_its_source` walks the chains.
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
     /// The server carried out the request and refused it.
     #[error("{}", server_text(*.code, .message))]
     Server { code: Code, message: String },
     /// No connection could be made.
-    #[error("cannot reach server {addr}: {}", io_text(.source))]
-    Unreachable {
-        addr: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot reach server {addr}: {}", io_text(.cause))]
+    Unreachable { addr: String, cause: io::Error },
     /// The connection ended before the reply arrived.
     #[error("connection to the server lost: {0}")]
     Disconnected(String),
@@ -228,6 +229,8 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::Target(_) => "target",
         Reply::Statfs(_) => "statfs",
         Reply::PutStarted { .. } => "put-started",
+        Reply::Xattr(_) => "xattr",
+        Reply::XattrNames(_) => "xattr-names",
     }
 }
 
@@ -256,6 +259,9 @@ pub trait Transport: Send + Sync + 'static {
     /// connection after a connection failure (where the transport can reconnect).
     fn call(&self, req: Request) -> Result<Reply, RemoteError>;
     fn limits(&self) -> Limits;
+    /// The feature bits agreed with the server (`shelf_proto::features`); a request of a
+    /// feature not among them is not sent.
+    fn features(&self) -> u64;
 }
 
 /// A shared transport is a transport, so one pool can serve a core and a status reporter.
@@ -270,6 +276,9 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
     fn limits(&self) -> Limits {
         (**self).limits()
     }
+    fn features(&self) -> u64 {
+        (**self).features()
+    }
 }
 
 #[cfg(test)]
@@ -280,7 +289,7 @@ mod tests {
     fn error_texts_for_people() {
         let e = RemoteError::Unreachable {
             addr: "127.0.0.1:9".into(),
-            source: io::Error::from_raw_os_error(libc::ECONNREFUSED),
+            cause: io::Error::from_raw_os_error(libc::ECONNREFUSED),
         };
         assert_eq!(
             e.to_string(),
@@ -302,6 +311,75 @@ mod tests {
             RemoteError::server(Code::Invalid, "path contains ..").to_string(),
             "invalid argument (path contains ..)"
         );
+    }
+
+    /// Fails if a message in `err`'s chain contains the text of the error below it: printed
+    /// as a chain (`{:#}`) that cause would be said twice.
+    fn assert_said_once(err: &dyn std::error::Error) {
+        let mut cur = err;
+        while let Some(below) = cur.source() {
+            let (text, cause) = (cur.to_string(), below.to_string());
+            assert!(
+                !text.contains(&cause),
+                "{text:?} repeats its source {cause:?}"
+            );
+            cur = below;
+        }
+    }
+
+    #[test]
+    fn no_message_repeats_its_source() {
+        let io = || io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let remote = [
+            RemoteError::server(Code::NotFound, "stat a: no such file or directory"),
+            RemoteError::Unreachable {
+                addr: "127.0.0.1:1".into(),
+                cause: io(),
+            },
+            RemoteError::Disconnected("reset".into()),
+            RemoteError::TimedOut(Duration::from_secs(1)),
+            RemoteError::Protocol("bad frame".into()),
+            RemoteError::Busy("busy".into()),
+            RemoteError::Auth("bad token".into()),
+            RemoteError::UnknownServer {
+                addr: "127.0.0.1:1".into(),
+                fingerprint: "SHA256:abc".into(),
+            },
+            RemoteError::ServerKeyChanged {
+                addr: "127.0.0.1:1".into(),
+                want: "SHA256:abc".into(),
+                seen: "SHA256:def".into(),
+            },
+        ];
+        for e in &remote {
+            // Exhaustive, so a new variant is added here too.
+            match e {
+                RemoteError::Server { .. }
+                | RemoteError::Unreachable { .. }
+                | RemoteError::Disconnected(_)
+                | RemoteError::TimedOut(_)
+                | RemoteError::Protocol(_)
+                | RemoteError::Busy(_)
+                | RemoteError::Auth(_)
+                | RemoteError::UnknownServer { .. }
+                | RemoteError::ServerKeyChanged { .. } => assert_said_once(e),
+            }
+        }
+        let read = [
+            shelf_proto::ReadError::Io(io()),
+            shelf_proto::ReadError::Malformed {
+                id: None,
+                error: shelf_proto::frame::DecodeError::Truncated,
+            },
+            shelf_proto::ReadError::UnexpectedEof,
+        ];
+        for e in &read {
+            match e {
+                shelf_proto::ReadError::Io(_)
+                | shelf_proto::ReadError::Malformed { .. }
+                | shelf_proto::ReadError::UnexpectedEof => assert_said_once(e),
+            }
+        }
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub struct Pool {
     connector: Connector,
     addr: String,
     limits: Mutex<Limits>,
+    /// The features of the connection made last (a server restarted as another version may
+    /// agree others).
+    features: AtomicU64,
     /// After a connect timed out: until when to fail at once, and with which error.
     holdoff: Mutex<Option<(Instant, std::io::ErrorKind, String)>>,
     connect_timeout: Duration,
@@ -80,6 +83,7 @@ impl Pool {
     ) -> Result<Pool, RemoteError> {
         let first = connector()?;
         let limits = first.limits();
+        let features = first.features();
         let mut slots = vec![Mutex::new(Some(Arc::new(first)))];
         slots.extend((1..n.max(1)).map(|_| Mutex::new(None)));
         Ok(Pool {
@@ -87,6 +91,7 @@ impl Pool {
             connector,
             addr,
             limits: Mutex::new(limits),
+            features: AtomicU64::new(features),
             holdoff: Mutex::new(None),
             connect_timeout,
             next: AtomicUsize::new(0),
@@ -208,7 +213,7 @@ impl Pool {
             if Instant::now() < *until {
                 return Err(RemoteError::Unreachable {
                     addr: self.addr.clone(),
-                    source: std::io::Error::new(*kind, text.clone()),
+                    cause: std::io::Error::new(*kind, text.clone()),
                 });
             }
         }
@@ -216,6 +221,7 @@ impl Pool {
         match (self.connector)() {
             Ok(c) => {
                 *self.limits.lock() = c.limits();
+                self.features.store(c.features(), Ordering::Relaxed);
                 *self.holdoff.lock() = None;
                 if replacing {
                     self.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -226,12 +232,12 @@ impl Pool {
                 Ok(c)
             }
             Err(e) => {
-                if let RemoteError::Unreachable { source, .. } = &e {
-                    if source.kind() == std::io::ErrorKind::TimedOut {
+                if let RemoteError::Unreachable { cause, .. } = &e {
+                    if cause.kind() == std::io::ErrorKind::TimedOut {
                         *self.holdoff.lock() = Some((
                             Instant::now() + self.connect_timeout,
-                            source.kind(),
-                            super::io_text(source),
+                            cause.kind(),
+                            super::io_text(cause),
                         ));
                     }
                 }
@@ -276,5 +282,9 @@ impl Transport for Pool {
 
     fn limits(&self) -> Limits {
         *self.limits.lock()
+    }
+
+    fn features(&self) -> u64 {
+        self.features.load(Ordering::Relaxed)
     }
 }

@@ -1,5 +1,5 @@
 //! The byte streams a [`Connection`](super::Connection) runs over: TCP for real servers, Unix
-//! socket pairs for the in-process [`Loopback`](super::Loopback) and tests.
+//! socket pairs for the in-process `shelf_testkit::Loopback` and tests.
 //!
 //! A connection needs three views of one socket at once: the writer (behind a mutex), the
 //! reading half, and a handle that can shut the socket down from outside, which is how a

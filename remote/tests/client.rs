@@ -1,9 +1,10 @@
 //! Typed calls against the real server in-process (`shelf_testkit::Loopback`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use shelf_proto::{Code, FileKind, SetAttrs, SetTime, Timestamp};
-use shelf_remote::{Client, ConnectOptions};
+use shelf_proto::{features, xattr, Code, FileKind, Reply, Request, SetAttrs, SetTime, Timestamp};
+use shelf_remote::{Client, ConnectOptions, Limits, RemoteError, Transport};
 use shelf_server::ServeConfig;
 use shelf_testkit::Loopback;
 
@@ -124,4 +125,78 @@ fn atomic_put_commits_or_aborts() {
     c.put_abort(&temp).expect("abort");
     assert_eq!(std::fs::read(dir.path().join("p")).expect("kept"), b"new");
     assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+}
+
+#[test]
+fn xattr_calls_round_trip_any_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = small_io(dir.path());
+    assert_ne!(c.transport().features() & features::XATTR, 0, "agreed");
+    std::fs::write(dir.path().join("f"), b"").expect("seed");
+    // As large as ext4 keeps beside a file without the ea_inode feature (larger: ENOSPC).
+    let big = ramp(3000);
+    c.set_xattr(b"f", b"user.big", &big, xattr::CREATE)
+        .expect("set");
+    c.set_xattr(b"f", b"user.nul", b"\0a\0", 0).expect("set");
+    assert_eq!(c.get_xattr(b"f", b"user.big").expect("get"), big);
+    assert_eq!(c.get_xattr(b"f", b"user.nul").expect("get"), b"\0a\0");
+    let mut names = c.list_xattr(b"f").expect("list");
+    names.sort();
+    assert_eq!(names, [b"user.big".to_vec(), b"user.nul".to_vec()]);
+    let err = c
+        .set_xattr(b"f", b"user.big", b"", xattr::CREATE)
+        .expect_err("exists");
+    assert_eq!(err.code(), Code::Exists);
+    c.remove_xattr(b"f", b"user.big").expect("remove");
+    let err = c.get_xattr(b"f", b"user.big").expect_err("gone");
+    assert_eq!(err.code(), Code::NoData);
+    let err = c
+        .set_xattr(b"f", b"trusted.k", b"", 0)
+        .expect_err("refused");
+    assert_eq!(err.code(), Code::NotSupported);
+}
+
+/// A server that did not agree `XATTR`: nothing is sent, every call is EOPNOTSUPP.
+struct OldServer {
+    inner: Loopback,
+    sent: AtomicUsize,
+}
+
+impl Transport for OldServer {
+    type Pending = <Loopback as Transport>::Pending;
+    fn start(&self, req: &Request) -> Result<Self::Pending, RemoteError> {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        self.inner.start(req)
+    }
+    fn call(&self, req: Request) -> Result<Reply, RemoteError> {
+        self.sent.fetch_add(1, Ordering::SeqCst);
+        self.inner.call(req)
+    }
+    fn limits(&self) -> Limits {
+        self.inner.limits()
+    }
+    fn features(&self) -> u64 {
+        self.inner.features() & !features::XATTR
+    }
+}
+
+#[test]
+fn xattr_calls_are_not_sent_to_a_server_without_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("f"), b"").expect("seed");
+    let c = Client::new(OldServer {
+        inner: small_io(dir.path()).into_transport(),
+        sent: AtomicUsize::new(0),
+    });
+    let codes = [
+        c.get_xattr(b"f", b"user.k").map(drop),
+        c.set_xattr(b"f", b"user.k", b"v", 0),
+        c.list_xattr(b"f").map(drop),
+        c.remove_xattr(b"f", b"user.k"),
+    ]
+    .map(|r| r.expect_err("refused").code());
+    assert_eq!(codes, [Code::NotSupported; 4]);
+    assert_eq!(c.transport().sent.load(Ordering::SeqCst), 0);
+    c.stat(b"f").expect("other calls still go");
+    assert_eq!(c.transport().sent.load(Ordering::SeqCst), 1);
 }

@@ -49,7 +49,7 @@ use crate::sys::readable_now;
 /// Largest payload accepted before the handshake: a `Hello` is a token and a short name.
 const HELLO_MAX_PAYLOAD: u32 = 64 << 10;
 /// Features this server serves.
-pub const FEATURES: u64 = features::ATOMIC_PUT | features::LINKS;
+pub const FEATURES: u64 = features::ATOMIC_PUT | features::LINKS | features::XATTR;
 
 /// The server's end of one client's connection: a byte stream `serve` can split between a
 /// reading and a writing thread, shut down, and time out. (The client's own socket trait is
@@ -146,11 +146,13 @@ impl Default for ServeConfig {
     }
 }
 
-/// Why a connection ended other than by the client hanging up between frames.
+/// Why a connection ended other than by the client hanging up between frames. Each message
+/// says its cause itself, so none is exposed again as `source()` (printed as a chain it would
+/// be said twice).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("connection error: {0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("client closed the connection in the middle of a frame")]
     UnexpectedEof,
     #[error("malformed frame from client: {0}")]
@@ -161,6 +163,12 @@ pub enum ServeError {
     HandshakeTimeout(Duration),
     #[error("idle for {0:?}")]
     IdleTimeout(Duration),
+}
+
+impl From<io::Error> for ServeError {
+    fn from(e: io::Error) -> Self {
+        ServeError::Io(e)
+    }
 }
 
 /// Serves one client until it hangs up. Generic, so tests run it over `UnixStream::pair()`;
@@ -572,6 +580,15 @@ impl Session {
                     temp: temp.into_bytes(),
                 }
             }
+            Request::GetXattr { path, name } => Reply::Xattr(lib.get_xattr(&rel(path)?, &name)?),
+            Request::SetXattr {
+                path,
+                name,
+                value,
+                flags,
+            } => ok(lib.set_xattr(&rel(path)?, &name, &value, flags)?),
+            Request::ListXattr { path } => Reply::XattrNames(lib.list_xattr(&rel(path)?)?),
+            Request::RemoveXattr { path, name } => ok(lib.remove_xattr(&rel(path)?, &name)?),
             Request::PutCommit { temp, path, mtime } => {
                 let temp = rel(temp)?;
                 let attr = lib.put_commit(&temp, &rel(path)?, mtime)?;

@@ -23,9 +23,11 @@
 //! 5. **Errors.** An `io::Error` becomes a code through `Code::from_io`, the one mapping; the
 //!    few refusals that are policy (EPERM, EINVAL, EBUSY, ELOOP above) are chosen here, each
 //!    with a message that names the operation and the path.
-//! 6. **Atomic put.** `put_begin` makes `.shelf-put-<16 hex>` beside the target with
+//! 6. **Extended attributes** are in [`xattr`]: `user.` only, on the file itself.
+//! 7. **Atomic put.** `put_begin` makes `.shelf-put-<16 hex>` beside the target with
 //!    `O_CREAT | O_EXCL`; `put_commit` fsyncs it, sets its mtime, renames it over the target
-//!    and fsyncs the directory. `list` hides those names.
+//!    and fsyncs the directory. `list` hides those names, and every other name the
+//!    implementation keeps for itself (`shelf_proto::reserved`).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -37,6 +39,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps};
 use rustix::time::Timespec;
 
+use shelf_proto::reserved::is_reserved_name;
 use shelf_proto::{
     rename_flags, Attr, Code, DirEntry, FileKind, SetAttrs, SetTime, Statfs, Timestamp,
 };
@@ -44,8 +47,7 @@ use shelf_proto::{
 use crate::relpath::RelPath;
 use crate::sys;
 
-/// Names starting with this are temporaries of an atomic put, hidden from listings.
-pub const PUT_PREFIX: &[u8] = b".shelf-put-";
+pub use shelf_proto::reserved::PUT_PREFIX;
 
 /// Encoded size of an `Attr` on the wire (checked against proto in the tests).
 pub(crate) const ATTR_WIRE_LEN: usize = shelf_proto::msg::ATTR_LEN;
@@ -189,7 +191,8 @@ impl Library {
         let dir = self.open_beneath(op, path, OFlags::RDONLY | OFlags::DIRECTORY, 0)?;
         let reading = dir.try_clone().map_err(|e| Error::io(op, path, e))?;
         let mut names = sys::read_dir_names(reading).map_err(|e| Error::io(op, path, e))?;
-        names.retain(|n| !is_put_temp(n) && n.as_slice() > after);
+        // Ours, not the library's: no client lists them (`shelf_proto::reserved`).
+        names.retain(|n| !is_reserved_name(path.is_root(), n) && n.as_slice() > after);
         names.sort_unstable();
 
         let limit = match max_entries {
@@ -692,6 +695,8 @@ pub(crate) fn attr_of(st: &sys::Stat) -> Attr {
         btime: stamp(btime_secs, i64::from(btime_nanos)),
     }
 }
+
+mod xattr;
 
 #[cfg(test)]
 mod tests;

@@ -84,25 +84,29 @@ impl Config {
     }
 }
 
+/// Why the server could not start or keep serving. Each message says its cause itself, so the
+/// cause is a plain field (`cause`, not thiserror's `source`): exposed as `source()` too, it
+/// would be printed twice by `{:#}` ("No such file or directory (os error 2): No such file or
+/// directory (os error 2)").
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("cannot serve {}: {source}", path.display())]
-    Root { path: PathBuf, source: io::Error },
+    #[error("cannot serve {}: {cause}", path.display())]
+    Root { path: PathBuf, cause: io::Error },
     #[error(
-        "cannot listen on {addr}: {source} (is another server using it? pick one with --listen)"
+        "cannot listen on {addr}: {cause} (is another server using it? pick one with --listen)"
     )]
-    Bind { addr: String, source: io::Error },
+    Bind { addr: String, cause: io::Error },
     #[error("shelfd forks per connection and must run single-threaded, but this process has {0} threads")]
     Threaded(usize),
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Sys {
         what: &'static str,
-        source: io::Error,
+        cause: io::Error,
     },
 }
 
 fn sys(what: &'static str) -> impl FnOnce(io::Error) -> RunError {
-    move |source| RunError::Sys { what, source }
+    move |cause| RunError::Sys { what, cause }
 }
 
 /// Reads a token file by the one rule both sides use ([`shelf_proto::token::parse`]): its
@@ -120,13 +124,13 @@ pub fn run(cfg: &Config) -> Result<(), RunError> {
     if threads > 1 {
         return Err(RunError::Threaded(threads));
     }
-    let lib = Library::open(&cfg.root).map_err(|source| RunError::Root {
+    let lib = Library::open(&cfg.root).map_err(|cause| RunError::Root {
         path: cfg.root.clone(),
-        source,
+        cause,
     })?;
-    let listener = TcpListener::bind(&cfg.listen).map_err(|source| RunError::Bind {
+    let listener = TcpListener::bind(&cfg.listen).map_err(|cause| RunError::Bind {
         addr: cfg.listen.clone(),
-        source,
+        cause,
     })?;
     let addr = listener.local_addr().map_err(sys("local address"))?;
     // Before the address line: whoever reads it may signal us at once.
@@ -554,6 +558,83 @@ fn linger(stream: &TcpStream) {
         match (&*stream).read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::conn::ServeError;
+
+    /// Fails if a message in `err`'s chain contains the text of the error below it: printed
+    /// as a chain (`{:#}`) that cause would be said twice.
+    fn assert_said_once(err: &dyn Error) {
+        let mut cur = err;
+        while let Some(below) = cur.source() {
+            let (text, cause) = (cur.to_string(), below.to_string());
+            assert!(
+                !text.contains(&cause),
+                "{text:?} repeats its source {cause:?}"
+            );
+            cur = below;
+        }
+    }
+
+    #[test]
+    fn no_message_repeats_its_source() {
+        let io = || io::Error::from_raw_os_error(libc::ENOENT);
+        let run = [
+            RunError::Root {
+                path: "/nonexistent".into(),
+                cause: io(),
+            },
+            RunError::Bind {
+                addr: "127.0.0.1:1".into(),
+                cause: io(),
+            },
+            RunError::Threaded(2),
+            RunError::Sys {
+                what: "fork",
+                cause: io(),
+            },
+        ];
+        for e in &run {
+            // Exhaustive, so a new variant is added here too.
+            match e {
+                RunError::Root { .. }
+                | RunError::Bind { .. }
+                | RunError::Threaded(_)
+                | RunError::Sys { .. } => assert_said_once(e),
+            }
+        }
+        assert_eq!(
+            format!(
+                "{:#}",
+                anyhow::Error::new(run.into_iter().next().expect("root"))
+            ),
+            "cannot serve /nonexistent: No such file or directory (os error 2)"
+        );
+        let serve = [
+            ServeError::Io(io()),
+            ServeError::UnexpectedEof,
+            ServeError::Malformed(shelf_proto::frame::DecodeError::Truncated),
+            ServeError::Refused("bad token".into()),
+            ServeError::HandshakeTimeout(Duration::from_secs(1)),
+            ServeError::IdleTimeout(Duration::from_secs(1)),
+        ];
+        for e in &serve {
+            match e {
+                ServeError::Io(_)
+                | ServeError::UnexpectedEof
+                | ServeError::Malformed(_)
+                | ServeError::Refused(_)
+                | ServeError::HandshakeTimeout(_)
+                | ServeError::IdleTimeout(_) => assert_said_once(e),
+            }
         }
     }
 }

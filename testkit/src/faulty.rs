@@ -199,6 +199,10 @@ impl<T: Transport> Transport for Faulty<T> {
     fn limits(&self) -> Limits {
         self.inner.limits()
     }
+
+    fn features(&self) -> u64 {
+        self.inner.features()
+    }
 }
 
 fn lost(when: &str) -> RemoteError {

@@ -57,9 +57,9 @@ impl Loopback {
         opts: ConnectOptions,
         connections: usize,
     ) -> Result<Loopback, RemoteError> {
-        let lib = Library::open(root).map_err(|source| RemoteError::Unreachable {
+        let lib = Library::open(root).map_err(|cause| RemoteError::Unreachable {
             addr: root.display().to_string(),
-            source,
+            cause,
         })?;
         let control = Arc::new(Control {
             lib,
@@ -93,9 +93,9 @@ impl Loopback {
 
 /// Opens one served connection and shakes hands over it.
 fn open(control: &Arc<Control>, opts: &ConnectOptions) -> Result<Connection, RemoteError> {
-    let unreachable = |source| RemoteError::Unreachable {
+    let unreachable = |cause| RemoteError::Unreachable {
         addr: LOOPBACK_ADDR.into(),
-        source,
+        cause,
     };
     if control.down.load(Ordering::SeqCst) {
         return Err(unreachable(io::Error::from_raw_os_error(
@@ -129,5 +129,8 @@ impl Transport for Loopback {
     }
     fn limits(&self) -> Limits {
         self.pool.limits()
+    }
+    fn features(&self) -> u64 {
+        self.pool.features()
     }
 }

@@ -17,8 +17,9 @@
 //!    then fails with `Disconnected`, as on a real connection whose server did the work and
 //!    died before answering. `call` resends an idempotent request once after that, as
 //!    [`shelf_remote::Pool`] does.
-//! 3. *Limits.* The limits are what a handshake with the default client would agree with
-//!    `cfg` (the smaller of both sides, less the frame overhead for `max_io`).
+//! 3. *Limits.* The limits and features are what a handshake with the default client would
+//!    agree with `cfg` (the smaller of both sides, less the frame overhead for `max_io`; the
+//!    features both announce).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +36,7 @@ pub struct Memory {
     lib: Library,
     cfg: ServeConfig,
     limits: Limits,
+    features: u64,
     /// The connection being played, and its number (from 1).
     current: Mutex<(Arc<Session>, u64)>,
     /// The number of the connection being played, for pending replies to compare with.
@@ -67,26 +69,31 @@ impl Memory {
 
     /// Serves `root` with `cfg` (read-only, limits).
     pub fn with(root: &Path, cfg: ServeConfig) -> Result<Memory, RemoteError> {
-        let lib = Library::open(root).map_err(|source| RemoteError::Unreachable {
+        let lib = Library::open(root).map_err(|cause| RemoteError::Unreachable {
             addr: root.display().to_string(),
-            source,
+            cause,
         })?;
         // What a handshake between a default client and this server would agree.
         let server = HelloReply {
             version: PROTOCOL_VERSION,
             max_payload: cfg.max_payload,
             max_io: cfg.max_io,
-            features: 0,
+            features: shelf_server::conn::FEATURES,
             agent: String::new(),
         };
-        let limits = negotiate(&Hello::new("memory"), &server)
-            .map_err(|e| RemoteError::Protocol(e.to_string()))?
-            .limits;
+        let hello = Hello {
+            features: shelf_remote::connection::FEATURES,
+            ..Hello::new("memory")
+        };
+        let agreed =
+            negotiate(&hello, &server).map_err(|e| RemoteError::Protocol(e.to_string()))?;
+        let (limits, features) = (agreed.limits, agreed.features);
         let session = Session::new(limits);
         Ok(Memory {
             lib,
             cfg,
             limits,
+            features,
             current: Mutex::new((Arc::new(session), 1)),
             generation: Arc::new(AtomicU64::new(1)),
         })
@@ -150,6 +157,10 @@ impl Transport for Memory {
 
     fn limits(&self) -> Limits {
         self.limits
+    }
+
+    fn features(&self) -> u64 {
+        self.features
     }
 }
 

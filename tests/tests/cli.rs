@@ -1325,6 +1325,101 @@ fn errors_are_one_line_with_the_right_exit_status() {
     assert!(out.stderr_str().starts_with("shelf: get /: "), "{out}");
 }
 
+/// Nothing shelf keeps for itself in a library (the mount's `.shelf-hidden`, `.shelf-hidden-*`,
+/// put temporaries) shows in a listing or can be fetched, removed or moved: each command
+/// answers as for an absent name, and leaves them as they were.
+#[test]
+fn issue_13_the_implementations_own_names_are_absent_to_the_command_line() {
+    let (lib, server) = serve();
+    let a = addr(&server);
+    let ours = [
+        ".shelf-hidden/1-2-3",
+        "d/.shelf-hidden-1-2",
+        ".shelf-put-0123456789abcdef",
+    ];
+    std::fs::create_dir_all(lib.path().join(".shelf-hidden")).expect("mkdir");
+    std::fs::create_dir_all(lib.path().join("d")).expect("mkdir");
+    for name in ours {
+        write(lib.path().join(name), b"ours");
+    }
+    write(lib.path().join("seen.txt"), b"seen");
+    let out = shelf().args(["ls", &a]).run();
+    out.assert_ok();
+    let listed = out.stdout_str();
+    assert!(!listed.contains(".shelf"), "{out}");
+    assert!(listed.contains(" seen.txt\n"), "{out}");
+    let out = shelf().args(["ls", &a, "d"]).run();
+    out.assert_ok();
+    assert!(out.stdout.is_empty(), "{out}");
+    let out = shelf()
+        .args(["shell", &a])
+        .stdin("ls\nls d\n")
+        .timeout(Duration::from_secs(30))
+        .run();
+    out.assert_ok();
+    assert!(!out.stdout_str().contains(".shelf"), "{out}");
+
+    let local = scratch();
+    for name in [".shelf-hidden", ours[0], ours[1], ours[2]] {
+        for args in [
+            vec!["ls", name],
+            vec!["get", name],
+            vec!["rm", "-r", name],
+            vec!["mv", name, "taken"],
+        ] {
+            let out = shelf()
+                .arg(args[0])
+                .arg(&a)
+                .args(&args[1..])
+                .current_dir(local.path())
+                .run();
+            // The command and its paths, as for any absent name.
+            let said = args
+                .iter()
+                .filter(|a| **a != "-r")
+                .copied()
+                .collect::<Vec<_>>();
+            assert_eq!(
+                out.stderr_str(),
+                format!("shelf: {}: no such file or directory\n", said.join(" ")),
+                "{out}"
+            );
+            assert_code(&out, 1);
+        }
+    }
+    for name in ours {
+        assert_eq!(read(lib.path().join(name)), b"ours");
+    }
+    assert!(!lib.path().join("taken").exists());
+    assert_eq!(std::fs::read_dir(local.path()).expect("ls").count(), 0);
+}
+
+/// Every error is said once: a message that shows its cause does not also hand it on as the
+/// next link of the chain, which `{:#}` would print again ("No such file or directory (os
+/// error 2): No such file or directory (os error 2)").
+#[test]
+fn issue_13_every_error_is_said_once() {
+    let out = tool(shelfd_bin()).arg("/nonexistent").run();
+    assert_code(&out, 1);
+    assert_eq!(
+        out.stderr_str(),
+        "shelfd: cannot serve /nonexistent: No such file or directory (os error 2)\n"
+    );
+
+    let dir = shelf_tests::MountDir::new();
+    let out = shelf()
+        .arg("mount")
+        .arg("127.0.0.1:1")
+        .arg(dir.path())
+        .timeout(Duration::from_secs(20))
+        .run();
+    assert_code(&out, 1);
+    assert_eq!(
+        out.stderr_str(),
+        "shelf: mount 127.0.0.1:1: cannot reach server 127.0.0.1:1: connection refused\n"
+    );
+}
+
 #[test]
 fn rm_mkdir_and_mv_change_the_library() {
     let (lib, server) = serve();

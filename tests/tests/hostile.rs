@@ -267,7 +267,22 @@ fn requests_with_path(p: &[u8]) -> Vec<Request> {
             path: p.clone(),
             mtime: None,
         },
-        Request::PutAbort { temp: p },
+        Request::PutAbort { temp: p.clone() },
+        Request::GetXattr {
+            path: p.clone(),
+            name: b"user.k".to_vec(),
+        },
+        Request::SetXattr {
+            path: p.clone(),
+            name: b"user.k".to_vec(),
+            value: b"escaped".to_vec(),
+            flags: 0,
+        },
+        Request::ListXattr { path: p.clone() },
+        Request::RemoveXattr {
+            path: p,
+            name: b"user.k".to_vec(),
+        },
     ]
 }
 
@@ -1051,6 +1066,26 @@ fn write_errno(opened: std::io::Result<std::fs::File>) -> Option<i32> {
 }
 
 /// Every kind of change through `mnt`, each expected to fail with EROFS.
+/// The errno of setting (or removing) `user.k` on `file` in `mnt`, `None` if it worked.
+fn xattr_errno(mnt: &Path, set: bool) -> Option<i32> {
+    let path = std::ffi::CString::new(mnt.join("file").as_os_str().as_bytes()).expect("path");
+    // SAFETY: NUL-terminated path and name; the value is 1 readable byte.
+    let n = unsafe {
+        if set {
+            libc::setxattr(
+                path.as_ptr(),
+                c"user.k".as_ptr(),
+                b"v".as_ptr().cast(),
+                1,
+                0,
+            )
+        } else {
+            libc::removexattr(path.as_ptr(), c"user.k".as_ptr())
+        }
+    };
+    (n != 0).then(|| std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+}
+
 fn assert_every_change_is_erofs(mnt: &Path, what: &str) {
     use std::fs::OpenOptions;
     let erofs = Some(libc::EROFS);
@@ -1090,6 +1125,8 @@ fn assert_every_change_is_erofs(mnt: &Path, what: &str) {
             errno_of(std::os::unix::fs::symlink("file", p("sl"))),
         ),
         ("link", errno_of(std::fs::hard_link(p("file"), p("hl")))),
+        ("setxattr", xattr_errno(mnt, true)),
+        ("removexattr", xattr_errno(mnt, false)),
     ];
     for (op, got) in checks {
         assert_eq!(got, erofs, "{what}: {op} should fail with EROFS");

@@ -8,12 +8,12 @@
 //!    out. [`ChunkCache::invalidate_file`] drops them at once after our own writes.
 //! 2. **Bounding memory in bytes, not entries.** Chunks at the end of a file are short, so an
 //!    entry count says little. [`ChunkCache`] keeps a running byte total and evicts the least
-//!    recently used chunks until a new one fits ([`chunk_cache`]).
+//!    recently used chunks until a new one fits (`chunk_cache`).
 //! 3. **Dropping one file's chunks without scanning the cache.** A side index maps each file to
 //!    its keys and is updated on every insert, eviction and invalidation.
 //! 4. **Sharing across FUSE worker threads.** All methods take `&self`; one short-held mutex
 //!    guards the LRU and the index, and counters for `shelf status` are atomics
-//!    ([`stats`]).
+//!    (`stats`).
 //!
 //! [`chunk_span`] is the geometry both the cache's users and the read-ahead policy share.
 

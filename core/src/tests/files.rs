@@ -273,3 +273,59 @@ fn opening_a_small_file_starts_its_read() {
         f.core.release(o.fh).expect("release");
     }
 }
+
+/// `O_CREAT` without `O_EXCL` of a name another client made after the kernel last looked
+/// (so the kernel asks to create it) opens the file and changes nothing: not the file, and
+/// not its directory's times, which a create moves in our cache (open(2); ext4 agrees).
+#[test]
+fn o_creat_of_an_existing_file_changes_nothing() {
+    let f = fixture_with(CoreConfig {
+        chunk_size: CHUNK,
+        attr_ttl: Duration::from_secs(60),
+        ..CoreConfig::default()
+    });
+    let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0o022).expect("mkdir");
+    let old = Timestamp::new(1_262_304_000, 0);
+    let set = SetAttrRequest {
+        mtime: Some(SetTime::At(old)),
+        ..SetAttrRequest::default()
+    };
+    f.core.setattr(d.ino, set).expect("utimens dir");
+    fs::write(f.dir.path().join("d/x"), b"kept").expect("another client's file");
+    let before = fs::metadata(f.dir.path().join("d/x")).expect("stat");
+    for flags in [libc::O_WRONLY, libc::O_RDWR | libc::O_APPEND] {
+        let (e, o) = f
+            .core
+            .create(d.ino, b"x", 0o100600, 0o022, flags)
+            .expect("O_CREAT of an existing file");
+        f.core.flush(o.fh).expect("flush");
+        f.core.release(o.fh).expect("release");
+        assert_eq!(e.attr.size, 4);
+        assert_eq!(f.core.getattr(d.ino).expect("stat dir").mtime, old);
+        let after = fs::metadata(f.dir.path().join("d/x")).expect("stat");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (after.mtime_nsec(), after.ctime_nsec(), after.mode()),
+            (before.mtime_nsec(), before.ctime_nsec(), before.mode())
+        );
+    }
+    let excl = f
+        .core
+        .create(d.ino, b"x", 0o100600, 0o022, libc::O_WRONLY | libc::O_EXCL);
+    assert_eq!(errno_of(excl), Code::Exists);
+}
+
+/// Every ioctl is answered ENOTTY, as a local file system answers one it does not know
+/// (`isatty()` of a file); an unknown handle is EBADF.
+#[test]
+fn ioctls_are_not_a_terminals() {
+    let f = fixture();
+    let (_, o) = f.create("f");
+    const TCGETS: u32 = 0x5401;
+    const FS_IOC_GETFLAGS: u32 = 0x8008_6601;
+    for cmd in [TCGETS, FS_IOC_GETFLAGS] {
+        assert_eq!(errno_of(f.core.ioctl(o.fh, cmd)), Code::NotTty);
+    }
+    f.core.release(o.fh).expect("release");
+    assert_eq!(errno_of(f.core.ioctl(o.fh, TCGETS)), Code::BadHandle);
+}

@@ -111,3 +111,69 @@ fn directory_of_an_unlinked_open_file_can_be_removed_and_renamed() {
         "nothing left behind"
     );
 }
+
+/// The hidden name is ours: a program's `fstat` of an unlinked open file sees no link left,
+/// as on a local file system (ext4 answers 0), though the server's file has one.
+#[test]
+fn an_unlinked_open_file_shows_no_links() {
+    let f = fixture();
+    let (e, o) = f.create("tmp");
+    assert_eq!(f.core.getattr(e.ino).expect("stat").nlink, 1);
+    f.core.unlink(ROOT_INO, b"tmp").expect("unlink");
+    assert_eq!(f.core.getattr(e.ino).expect("fstat").nlink, 0);
+    let set = SetAttrRequest {
+        mode: Some(0o600),
+        ..SetAttrRequest::default()
+    };
+    assert_eq!(f.core.setattr(e.ino, set).expect("fchmod").nlink, 0);
+    f.core.release(o.fh).expect("release");
+    f.core.forget(e.ino, 1);
+}
+
+#[test]
+fn a_file_renamed_over_while_open_shows_no_links() {
+    let f = fixture();
+    fs::write(f.dir.path().join("doc"), b"version one").expect("seed");
+    let e = f.core.lookup(ROOT_INO, b"doc").expect("lookup");
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    let new = f.save_by_rename(b"version two");
+    assert_eq!(new, e.ino, "save_by_rename returns the replaced inode");
+    assert_eq!(f.core.getattr(e.ino).expect("fstat old").nlink, 0);
+    let now = f.core.lookup(ROOT_INO, b"doc").expect("lookup new");
+    assert_eq!(now.attr.nlink, 1);
+    f.core.release(o.fh).expect("release");
+}
+
+/// A file with three names, one renamed over while the kernel knows the file: the two left
+/// show 2 links, whatever the core keeps hidden for the kernel meanwhile; and a second name
+/// renamed over adds no second hidden name.
+#[test]
+fn hard_links_left_after_a_rename_over_one_show_their_count() {
+    let f = fixture();
+    let (e, o) = f.create("h1");
+    f.core.link(e.ino, ROOT_INO, b"h2").expect("link h2");
+    f.core.link(e.ino, ROOT_INO, b"h3").expect("link h3");
+    f.core.release(o.fh).expect("release");
+    assert_eq!(f.core.getattr(e.ino).expect("stat").nlink, 3);
+    for (name, left) in [("h2", 2), ("h3", 1)] {
+        let (other, oo) = f.create("other");
+        f.core.release(oo.fh).expect("release other");
+        f.core
+            .rename(ROOT_INO, b"other", ROOT_INO, name.as_bytes(), 0)
+            .expect("rename over a link");
+        let h1 = f.core.lookup(ROOT_INO, b"h1").expect("lookup h1");
+        assert_eq!(h1.ino, e.ino);
+        assert_eq!(h1.attr.nlink, left, "after renaming over {name}");
+        assert_eq!(f.core.getattr(e.ino).expect("stat").nlink, left);
+        let over = f
+            .core
+            .lookup(ROOT_INO, name.as_bytes())
+            .expect("lookup new");
+        assert_eq!((over.ino, over.attr.nlink), (other.ino, 1));
+    }
+    let hidden = server_names(&f)
+        .into_iter()
+        .filter(|n| n.starts_with("./.shelf-hidden/"))
+        .count();
+    assert_eq!(hidden, 1, "one hidden name at most: {:?}", server_names(&f));
+}

@@ -5,6 +5,7 @@ mod dirs;
 mod files;
 mod hidden;
 mod names;
+mod xattr;
 
 use std::fs;
 use std::time::Duration;

@@ -216,3 +216,45 @@ fn fresh_listings_answer_missing_names_without_asking() {
     std::thread::sleep(ttl);
     f.core.lookup(d.ino, b"later").expect("found after the TTL");
 }
+
+/// The names the mount keeps for itself are absent to lookups (as in listings) and cannot be
+/// made; a subdirectory's `.shelf-hidden` is the library's own.
+#[test]
+fn the_implementations_own_names_are_absent_and_cannot_be_made() {
+    let f = fixture();
+    fs::create_dir(f.dir.path().join(".shelf-hidden")).expect("mkdir");
+    fs::write(f.dir.path().join(".shelf-put-0011223344556677"), b"x").expect("write");
+    fs::create_dir(f.dir.path().join("d")).expect("mkdir d");
+    fs::write(f.dir.path().join("d/.shelf-hidden"), b"theirs").expect("write");
+    let d = f.core.lookup(ROOT_INO, b"d").expect("lookup d");
+    for (dir, name) in [
+        (ROOT_INO, &b".shelf-hidden"[..]),
+        (ROOT_INO, b".shelf-put-0011223344556677"),
+        (d.ino, b".shelf-hidden-1"),
+    ] {
+        assert_eq!(errno_of(f.core.lookup(dir, name)), Code::NotFound);
+        assert_eq!(errno_of(f.core.unlink(dir, name)), Code::NotFound);
+        assert_eq!(
+            errno_of(f.core.mkdir(dir, name, 0o755, 0o022)),
+            Code::NotPermitted
+        );
+        assert_eq!(
+            errno_of(f.core.create(dir, name, 0o100644, 0o022, libc::O_WRONLY)),
+            Code::NotPermitted
+        );
+        assert_eq!(
+            errno_of(f.core.symlink(dir, name, b"x")),
+            Code::NotPermitted
+        );
+        assert_eq!(
+            errno_of(f.core.rename(ROOT_INO, b"d", dir, name, 0)),
+            Code::NotPermitted
+        );
+    }
+    let theirs = f
+        .core
+        .lookup(d.ino, b".shelf-hidden")
+        .expect("the library's own");
+    assert_eq!(theirs.attr.size, 6);
+    assert!(f.dir.path().join(".shelf-hidden").is_dir());
+}

@@ -31,7 +31,8 @@ fn server(dir: &std::path::Path) -> Client<Loopback> {
         ..ServeConfig::default()
     };
     let opts = ConnectOptions::new("loopback");
-    Client::new(Loopback::with(dir, cfg, opts, 1).expect("loopback"))
+    // As `cli::connect` makes it: a person's client.
+    Client::for_people(Loopback::with(dir, cfg, opts, 1).expect("loopback"))
 }
 
 fn no_stop() -> AtomicBool {
@@ -176,6 +177,9 @@ impl Transport for Meddler {
     fn limits(&self) -> Limits {
         self.inner.limits()
     }
+    fn features(&self) -> u64 {
+        self.inner.features()
+    }
 }
 
 #[test]
@@ -231,6 +235,66 @@ fn rm_mkdir_mv() {
     assert_eq!(std::fs::read_dir(lib.path()).expect("dir").count(), 0);
     let err = rm::run(&c, &[os("/")], true, b"").expect_err("root");
     assert!(err.is::<UsageError>() || err.chain().any(|e| e.is::<UsageError>()));
+}
+
+/// The names shelf keeps for itself are neither listed nor reachable: each command answers
+/// as if they were absent, and leaves them as they were.
+#[test]
+fn the_implementations_own_names_are_absent_to_every_command() {
+    let lib = tempfile::tempdir().expect("tempdir");
+    let ours = [
+        ".shelf-hidden/1-2-3",
+        "d/.shelf-hidden-1-2",
+        ".shelf-put-0123456789abcdef",
+    ];
+    std::fs::create_dir_all(lib.path().join(".shelf-hidden")).expect("mkdir");
+    std::fs::create_dir_all(lib.path().join("d/.shelf-hidden")).expect("mkdir");
+    for name in ours {
+        std::fs::write(lib.path().join(name), b"ours").expect("write");
+    }
+    let c = server(lib.path());
+    let os = |s: &str| OsString::from(s);
+    let listed = |dir: &[u8]| {
+        let mut out = Vec::new();
+        ls::list(&c, dir, &mut out).expect("ls");
+        String::from_utf8(out).expect("utf8")
+    };
+    let root = listed(b"");
+    assert!(!root.contains(".shelf"), "{root}");
+    assert!(root.ends_with(" d\n"), "{root}");
+    // Only the root's `.shelf-hidden` is ours.
+    assert!(listed(b"d").ends_with(" .shelf-hidden\n"));
+    for name in [
+        ".shelf-hidden",
+        ".shelf-hidden/1-2-3",
+        "d/.shelf-hidden-1-2",
+        ".shelf-put-0123456789abcdef",
+    ] {
+        let err = ls::list(&c, name.as_bytes(), &mut Vec::new()).expect_err("ls of ours");
+        assert_eq!(
+            format!("{err:#}"),
+            format!("ls {name}: no such file or directory")
+        );
+        let err = rm::run(&c, &[os(name)], true, b"").expect_err("rm of ours");
+        assert!(
+            format!("{err:#}").ends_with("no such file or directory"),
+            "{err:#}"
+        );
+        let err = mv::run(&c, &os(name), &os("taken"), b"").expect_err("mv of ours");
+        assert!(
+            format!("{err:#}").ends_with("no such file or directory"),
+            "{err:#}"
+        );
+    }
+    let err = mkdir::run(&c, &[os(".shelf-hidden")], false, b"").expect_err("mkdir of ours");
+    assert!(
+        format!("{err:#}").ends_with("no such file or directory"),
+        "{err:#}"
+    );
+    for name in ours {
+        assert_eq!(std::fs::read(lib.path().join(name)).expect("kept"), b"ours");
+    }
+    assert!(!lib.path().join("taken").exists());
 }
 
 /// The in-memory server splitting I/O at 64 KiB, behind a fault injector; with

@@ -1,12 +1,12 @@
-//! The `shelf` command line: one module per subcommand, all over [`crate::remote`].
+//! The `shelf` command line: one module per subcommand, all over [`shelf_remote`].
 //!
 //! Each subcommand is a function over a [`Client`] and plain arguments, so `shelf shell` calls
-//! the same functions and the tests drive them against a [`shelf_remote::Loopback`].
+//! the same functions and the tests drive them against `shelf_testkit::Loopback`.
 //! [`run`] owns what only the process edge knows: parsing, connecting, printing an error once
 //! with its whole context chain, and exit codes: 0 success (a closed stdout included, so
 //! `shelf ls | head` is quiet), 1 error, 2 bad usage, 130 after Ctrl-C.
 //!
-//! Layout: [`format`] (how things are shown), [`paths`] (remote path arithmetic),
+//! Layout: [`format`](mod@format) (how things are shown), [`paths`] (remote path arithmetic),
 //! [`interrupt`] (Ctrl-C as a flag), [`progress`], then [`ls`], [`get`], [`put`], [`rm`],
 //! [`mkdir`], [`mv`] and [`shell`]; [`generate`] makes completions and man pages; [`token`]
 //! reads `--token-file` and [`units`] parses sizes and durations, for these and `shelf mount`.
@@ -214,8 +214,7 @@ pub fn report(err: &anyhow::Error) -> ExitCode {
 
 /// The context chain joined by `: `, with OS errors in the same lowercase words as remote
 /// ones ("no such file or directory", not "No such file or directory (os error 2)") and
-/// without a cause its predecessor already ends with (`RemoteError::Unreachable` shows its
-/// I/O error itself).
+/// without a cause its predecessor already ends with (an `anyhow` context that names it).
 pub fn render(err: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in err.chain() {
@@ -339,7 +338,8 @@ pub fn connect(
         ..ConnectOptions::new(addr)
     };
     let (pool, _) = trust::connect_pool(opts, 1, trust)?;
-    Ok(Client::new(pool))
+    // Every command names only what a person may see (`Client::for_people`).
+    Ok(Client::for_people(pool))
 }
 
 /// The transports the subcommands run over (a trait alias).
@@ -377,7 +377,7 @@ mod tests {
     fn rendering_errors() {
         let e = anyhow::Error::new(shelf_remote::RemoteError::Unreachable {
             addr: "127.0.0.1:9".into(),
-            source: std::io::Error::from_raw_os_error(libc::ECONNREFUSED),
+            cause: std::io::Error::from_raw_os_error(libc::ECONNREFUSED),
         });
         assert_eq!(
             render(&e),

@@ -66,7 +66,7 @@ fn serve(plan: &MountPlan, mut ready: Ready) -> anyhow::Result<()> {
     let session = match mount(plan) {
         Ok(s) => s,
         Err(e) => {
-            ready.tell(&format!("{e:#}"));
+            ready.tell(&crate::cli::render(&e));
             return Err(e);
         }
     };

@@ -147,7 +147,10 @@ fn handshake_agrees_limits_and_features() {
     assert_eq!(r.version, PROTOCOL_VERSION);
     assert_eq!(r.max_payload, DEFAULT_MAX_PAYLOAD);
     assert_eq!(r.max_io, 1 << 20, "the smaller side wins");
-    assert_eq!(r.features, features::ATOMIC_PUT | features::LINKS);
+    assert_eq!(
+        r.features,
+        features::ATOMIC_PUT | features::LINKS | features::XATTR
+    );
     assert_eq!(h.client.call(2, Request::Ping), Reply::Pong);
     assert!(h.finish().is_ok(), "clean hang-up is Ok");
 }
@@ -561,6 +564,16 @@ fn read_only_refuses_every_change() {
         },
         Request::PutAbort {
             temp: b".shelf-put-0000000000000000".to_vec(),
+        },
+        Request::SetXattr {
+            path: b"f".to_vec(),
+            name: b"user.k".to_vec(),
+            value: b"v".to_vec(),
+            flags: 0,
+        },
+        Request::RemoveXattr {
+            path: b"f".to_vec(),
+            name: b"user.k".to_vec(),
         },
     ];
     for (i, req) in changes.into_iter().enumerate() {

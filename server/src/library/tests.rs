@@ -7,6 +7,8 @@ use proptest::prelude::*;
 use shelf_proto::{Frame, Reply};
 
 use super::*;
+use rustix::fs::XattrFlags;
+use shelf_proto::xattr;
 
 fn p(s: &[u8]) -> RelPath {
     RelPath::from_bytes(s).expect("test path is valid")
@@ -621,4 +623,191 @@ fn a_stream_writes_back_the_window_two_behind_the_one_it_enters() {
     // A large write spanning windows writes back two behind where it ends.
     assert_eq!(window_behind(0, 5 * W + 1), Some(3 * W));
     assert_eq!(window_behind(u64::MAX - 1, 10), None);
+}
+
+fn xattr_code<T: std::fmt::Debug>(r: Result<T>) -> Code {
+    r.expect_err("the xattr call fails").code
+}
+
+#[test]
+fn xattrs_set_get_list_remove_on_files_and_directories() {
+    let f = Fixture::new();
+    fs::write(f.root().join("f"), b"x").expect("seed");
+    fs::create_dir(f.root().join("d")).expect("mkdir");
+    let binary: Vec<u8> = vec![0, 255, 0, 10, 13];
+    for path in [p(b"f"), p(b"d"), RelPath::root()] {
+        f.lib
+            .set_xattr(&path, b"user.bin", &binary, 0)
+            .expect("set");
+        f.lib
+            .set_xattr(&path, b"user.empty", b"", xattr::CREATE)
+            .expect("set empty");
+        assert_eq!(f.lib.get_xattr(&path, b"user.bin").expect("get"), binary);
+        assert_eq!(f.lib.get_xattr(&path, b"user.empty").expect("get"), b"");
+        let mut names = f.lib.list_xattr(&path).expect("list");
+        names.sort();
+        assert_eq!(names, [b"user.bin".to_vec(), b"user.empty".to_vec()]);
+        f.lib.remove_xattr(&path, b"user.bin").expect("remove");
+        assert_eq!(
+            xattr_code(f.lib.get_xattr(&path, b"user.bin")),
+            Code::NoData
+        );
+        assert_eq!(
+            xattr_code(f.lib.remove_xattr(&path, b"user.bin")),
+            Code::NoData
+        );
+    }
+    // Stored as the file's own attribute, where local tools see it.
+    let on_disk = rustix::fs::getxattr(f.root().join("f"), "user.empty", &mut [0u8; 8][..]);
+    assert_eq!(on_disk, Ok(0));
+}
+
+#[test]
+fn xattr_flags_sizes_and_names_give_linux_codes() {
+    let f = Fixture::new();
+    fs::write(f.root().join("f"), b"x").expect("seed");
+    let path = p(b"f");
+    let lib = &f.lib;
+    assert_eq!(xattr_code(lib.get_xattr(&path, b"user.none")), Code::NoData);
+    lib.set_xattr(&path, b"user.k", b"1", xattr::CREATE)
+        .expect("create");
+    assert_eq!(
+        xattr_code(lib.set_xattr(&path, b"user.k", b"2", xattr::CREATE)),
+        Code::Exists
+    );
+    assert_eq!(
+        xattr_code(lib.set_xattr(&path, b"user.n", b"2", xattr::REPLACE)),
+        Code::NoData
+    );
+    lib.set_xattr(&path, b"user.k", b"3", xattr::REPLACE)
+        .expect("replace");
+    assert_eq!(lib.get_xattr(&path, b"user.k").expect("get"), b"3");
+    assert_eq!(
+        xattr_code(lib.set_xattr(&path, b"user.k", b"4", 4)),
+        Code::Invalid
+    );
+    let value = ramp(xattr::VALUE_MAX + 1);
+    assert_eq!(
+        xattr_code(lib.set_xattr(&path, b"user.big", &value, 0)),
+        Code::TooBig
+    );
+    let long = [b"user.".as_slice(), &[b'a'; 251]].concat();
+    assert_eq!(xattr_code(lib.set_xattr(&path, &long, b"", 0)), Code::Range);
+    assert_eq!(xattr_code(lib.get_xattr(&path, b"")), Code::Range);
+    assert_eq!(
+        xattr_code(lib.set_xattr(&path, b"user.", b"", 0)),
+        Code::Invalid
+    );
+    // A 255-byte name is allowed.
+    lib.set_xattr(&path, &long[..255], b"v", 0)
+        .expect("255 bytes");
+    assert_eq!(lib.get_xattr(&path, &long[..255]).expect("get"), b"v");
+    assert_eq!(
+        xattr_code(lib.set_xattr(&path, b"user.a\0b", b"", 0)),
+        Code::Invalid
+    );
+    assert_eq!(
+        xattr_code(lib.get_xattr(&p(b"none"), b"user.k")),
+        Code::NotFound
+    );
+}
+
+#[test]
+fn only_user_attributes_are_served_and_listed() {
+    let f = Fixture::new();
+    let file = f.root().join("f");
+    fs::write(&file, b"x").expect("seed");
+    let path = p(b"f");
+    for name in [
+        &b"trusted.k"[..],
+        b"security.capability",
+        b"security.selinux",
+        b"system.posix_acl_access",
+        b"other.k",
+    ] {
+        assert_eq!(
+            xattr_code(f.lib.set_xattr(&path, name, b"v", 0)),
+            Code::NotSupported,
+            "{}",
+            String::from_utf8_lossy(name)
+        );
+        assert_eq!(xattr_code(f.lib.get_xattr(&path, name)), Code::NotSupported);
+        assert_eq!(
+            xattr_code(f.lib.remove_xattr(&path, name)),
+            Code::NotSupported
+        );
+    }
+    // Names the server's own system keeps (trusted.* as root, here) do not show.
+    f.lib.set_xattr(&path, b"user.k", b"v", 0).expect("set");
+    if rustix::fs::setxattr(&file, "trusted.shelf", b"x", XattrFlags::empty()).is_ok() {
+        assert_eq!(f.lib.list_xattr(&path).expect("list"), [b"user.k".to_vec()]);
+    }
+    assert_eq!(f.lib.list_xattr(&path).expect("list"), [b"user.k".to_vec()]);
+}
+
+#[test]
+fn symlinks_and_special_files_have_no_user_attributes() {
+    let f = Fixture::new();
+    fs::write(f.root().join("f"), b"x").expect("seed");
+    std::os::unix::fs::symlink("f", f.root().join("l")).expect("symlink");
+    std::os::unix::fs::symlink("../outside/secret", f.root().join("out")).expect("symlink");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        f.root().join("p"),
+        FileType::Fifo,
+        Mode::from_raw_mode(0o644),
+        0,
+    )
+    .expect("mkfifo");
+    for name in [&b"l"[..], b"out", b"p"] {
+        let path = p(name);
+        assert_eq!(xattr_code(f.lib.get_xattr(&path, b"user.k")), Code::NoData);
+        assert_eq!(
+            xattr_code(f.lib.set_xattr(&path, b"user.k", b"v", 0)),
+            Code::NotPermitted
+        );
+        assert_eq!(
+            xattr_code(f.lib.remove_xattr(&path, b"user.k")),
+            Code::NotPermitted
+        );
+        assert_eq!(
+            f.lib.list_xattr(&path).expect("list"),
+            Vec::<Vec<u8>>::new()
+        );
+    }
+    // The link's target was not touched either.
+    assert_eq!(
+        f.lib.list_xattr(&p(b"f")).expect("list"),
+        Vec::<Vec<u8>>::new()
+    );
+    f.assert_outside_untouched();
+    let outside = rustix::fs::listxattr(f.outside().join("secret"), &mut [0u8; 64][..]);
+    assert_eq!(outside, Ok(0));
+}
+
+/// The names the implementation keeps for itself (`shelf_proto::reserved`) are in no
+/// listing: the root's `.shelf-hidden`, `.shelf-hidden-*` and put temporaries anywhere. A
+/// subdirectory's `.shelf-hidden` is the library's own.
+#[test]
+fn listings_leave_out_the_implementations_names() {
+    let f = Fixture::new();
+    for dir in [&b".shelf-hidden"[..], b"d", b"d/.shelf-hidden"] {
+        f.lib.mkdir(&p(dir), 0o700).expect("mkdir");
+    }
+    for file in [
+        &b"a"[..],
+        b".shelf-hidden-1-2",
+        b".shelf-put-0011223344556677",
+        b"d/.shelf-hidden-3",
+        b"d/b",
+    ] {
+        f.lib.create(&p(file), 0o644, true).expect("create");
+    }
+    let names = |dir: &[u8]| -> Vec<Vec<u8>> {
+        let (entries, more) = f.lib.list(&p(dir), b"", 0, 1 << 20).expect("list");
+        assert!(!more);
+        entries.into_iter().map(|e| e.name).collect()
+    };
+    assert_eq!(names(b""), [b"a".to_vec(), b"d".to_vec()]);
+    assert_eq!(names(b"d"), [b".shelf-hidden".to_vec(), b"b".to_vec()]);
 }
