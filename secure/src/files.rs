@@ -138,6 +138,16 @@ mod tests {
     }
 
     #[test]
+    fn no_message_repeats_its_source() {
+        let e = LineError {
+            file: file().to_owned(),
+            line: 2,
+            why: "no fingerprint".into(),
+        };
+        crate::assert_said_once(&e);
+    }
+
+    #[test]
     fn known_servers_skip_comments_and_blank_lines() {
         let fp = KeyPair::generate().expect("key").fingerprint();
         let text = format!("# mine\n\n  host:7878 {fp}\n[::1]:1 {fp}  \n");

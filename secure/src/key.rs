@@ -29,12 +29,15 @@ pub const PUBLIC_KEY_WORD: &str = "shelf-key";
 /// Largest key file read: a PEM Ed25519 key is about 170 bytes.
 const MAX_KEY_FILE: u64 = 64 << 10;
 
+/// Why a key file could not be used. Each message says its cause itself, so the cause is a
+/// plain field (`cause`, not thiserror's `source`): exposed as `source()` too, a chain printed
+/// with `{:#}` would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("cannot read key file {}: {source}", path.display())]
-    Read { path: PathBuf, source: io::Error },
-    #[error("cannot write key file {}: {source}", path.display())]
-    Write { path: PathBuf, source: io::Error },
+    #[error("cannot read key file {}: {cause}", path.display())]
+    Read { path: PathBuf, cause: io::Error },
+    #[error("cannot write key file {}: {cause}", path.display())]
+    Write { path: PathBuf, cause: io::Error },
     #[error("key file {} already exists; remove it first or pick another name", path.display())]
     Exists { path: PathBuf },
     #[error(
@@ -119,9 +122,9 @@ impl KeyPair {
 
     /// Reads a private key file, refusing one that group or others may read.
     pub fn load(path: &Path) -> Result<KeyPair, KeyError> {
-        let read = |source| KeyError::Read {
+        let read = |cause| KeyError::Read {
             path: path.to_owned(),
-            source,
+            cause,
         };
         let meta = std::fs::metadata(path).map_err(read)?;
         let mode = meta.permissions().mode() & 0o7777;
@@ -157,7 +160,7 @@ impl KeyPair {
     pub fn load_or_create(path: &Path) -> Result<(KeyPair, bool), KeyError> {
         match KeyPair::load(path) {
             Ok(k) => Ok((k, false)),
-            Err(KeyError::Read { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Err(KeyError::Read { cause, .. }) if cause.kind() == io::ErrorKind::NotFound => {
                 let k = KeyPair::generate()?;
                 k.save(path)?;
                 Ok((k, true))
@@ -174,20 +177,20 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
         .create_new(true)
         .mode(mode)
         .open(path)
-        .map_err(|source| match source.kind() {
+        .map_err(|cause| match cause.kind() {
             io::ErrorKind::AlreadyExists => KeyError::Exists {
                 path: path.to_owned(),
             },
             _ => KeyError::Write {
                 path: path.to_owned(),
-                source,
+                cause,
             },
         })?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
-        .map_err(|source| KeyError::Write {
+        .map_err(|cause| KeyError::Write {
             path: path.to_owned(),
-            source,
+            cause,
         })
 }
 
@@ -233,6 +236,44 @@ pub fn parse_public_key(b64: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::assert_said_once;
+
+    #[test]
+    fn no_message_repeats_its_source() {
+        let io = || io::Error::from(rustix::io::Errno::NOENT);
+        let path = || PathBuf::from("/k/id_shelf");
+        let all = [
+            KeyError::Read {
+                path: path(),
+                cause: io(),
+            },
+            KeyError::Write {
+                path: path(),
+                cause: io(),
+            },
+            KeyError::Exists { path: path() },
+            KeyError::Permissions {
+                path: path(),
+                mode: 0o644,
+            },
+            KeyError::Format {
+                path: path(),
+                why: "it is not text",
+            },
+            KeyError::Random,
+        ];
+        for e in &all {
+            // Exhaustive, so a new variant is added here too.
+            match e {
+                KeyError::Read { .. }
+                | KeyError::Write { .. }
+                | KeyError::Exists { .. }
+                | KeyError::Permissions { .. }
+                | KeyError::Format { .. }
+                | KeyError::Random => assert_said_once(e),
+            }
+        }
+    }
 
     #[test]
     fn a_saved_key_loads_back_and_the_file_is_0600() {

@@ -24,3 +24,19 @@ pub use files::{AuthorizedKey, KnownServer, LineError};
 pub use key::{fingerprint, KeyError, KeyPair};
 pub use stream::TlsStream;
 pub use tls::{client_config, server_config, PinError, ServerPin, TlsSetupError};
+
+/// Fails if a message in `err`'s chain contains the text of the error below it: printed as a
+/// chain (`{:#}`) that cause would be said twice. The `no_message_repeats_its_source` test
+/// beside each error type walks every variant through this.
+#[cfg(test)]
+fn assert_said_once(err: &dyn std::error::Error) {
+    let mut cur = err;
+    while let Some(below) = cur.source() {
+        let (text, cause) = (cur.to_string(), below.to_string());
+        assert!(
+            !text.contains(&cause),
+            "{text:?} repeats its source {cause:?}"
+        );
+        cur = below;
+    }
+}

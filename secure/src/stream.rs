@@ -38,11 +38,12 @@ use rustix::net::{RecvFlags, SendFlags};
 /// small enough that a reader waiting for the lock is not held up long.
 const CHUNK: usize = 256 << 10;
 
-/// Why a TLS handshake failed.
+/// Why a TLS handshake failed. Each message says its cause itself, so none is exposed again
+/// as `source()` (printed as a chain, `{:#}`, it would be said twice).
 #[derive(Debug, thiserror::Error)]
 pub enum HandshakeError {
     #[error("{0}")]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("no TLS handshake within {0:?}")]
     TimedOut(Duration),
     #[error("the peer closed the connection during the TLS handshake")]
@@ -53,6 +54,12 @@ pub enum HandshakeError {
     /// read so far are kept so the caller can say what (a shelf frame, say).
     #[error("the peer does not speak TLS")]
     NotTls(Vec<u8>),
+}
+
+impl From<io::Error> for HandshakeError {
+    fn from(e: io::Error) -> Self {
+        HandshakeError::Io(e)
+    }
 }
 
 /// One TLS connection; see the module docs.

@@ -29,10 +29,18 @@ use rustls::{
 
 use crate::key::{fingerprint, KeyPair};
 
+/// Why a TLS configuration could not be made. The message says its cause itself, so the
+/// cause is not exposed again as `source()` (a chain printed with `{:#}` would say it twice).
 #[derive(Debug, thiserror::Error)]
 pub enum TlsSetupError {
     #[error("TLS setup: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
+}
+
+impl From<rustls::Error> for TlsSetupError {
+    fn from(e: rustls::Error) -> Self {
+        TlsSetupError::Rustls(e)
+    }
 }
 
 /// The provider: ring, TLS 1.3 suites only, AES-128-GCM first (the fastest with AES-NI).
@@ -279,5 +287,36 @@ impl ResolvesClientCert for ClientKey {
 
     fn has_certs(&self) -> bool {
         self.0.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assert_said_once;
+
+    #[test]
+    fn no_message_repeats_its_source() {
+        let setup = [TlsSetupError::Rustls(rustls::Error::HandshakeNotComplete)];
+        for e in &setup {
+            // Exhaustive, so a new variant is added here too.
+            match e {
+                TlsSetupError::Rustls(_) => assert_said_once(e),
+            }
+        }
+        let pin = [
+            PinError::Unknown {
+                seen: "SHA256:abc".into(),
+            },
+            PinError::Mismatch {
+                want: "SHA256:abc".into(),
+                seen: "SHA256:def".into(),
+            },
+        ];
+        for e in &pin {
+            match e {
+                PinError::Unknown { .. } | PinError::Mismatch { .. } => assert_said_once(e),
+            }
+        }
     }
 }

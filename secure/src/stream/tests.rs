@@ -282,3 +282,24 @@ fn everything_already_received_counts_as_readable_until_it_is_read() {
     }
     assert!(!c.readable_now(), "all read");
 }
+
+#[test]
+fn no_message_repeats_its_source() {
+    let all = [
+        HandshakeError::Io(io::Error::from(rustix::io::Errno::CONNRESET)),
+        HandshakeError::TimedOut(T),
+        HandshakeError::Closed,
+        HandshakeError::Tls(rustls::Error::HandshakeNotComplete),
+        HandshakeError::NotTls(b"SHLF".to_vec()),
+    ];
+    for e in &all {
+        // Exhaustive, so a new variant is added here too.
+        match e {
+            HandshakeError::Io(_)
+            | HandshakeError::TimedOut(_)
+            | HandshakeError::Closed
+            | HandshakeError::Tls(_)
+            | HandshakeError::NotTls(_) => crate::assert_said_once(e),
+        }
+    }
+}
