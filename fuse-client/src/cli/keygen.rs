@@ -20,6 +20,9 @@ pub struct KeygenArgs {
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     pub file: Option<PathBuf>,
     /// The comment at the end of the public key line [default: user@host]
+    // The doc comment is the help text, shown as written: the brackets are clap's way of
+    // showing a default, not a link (rustdoc would read `default: user@host` as one).
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(short = 'C', long, value_name = "TEXT")]
     pub comment: Option<String>,
 }
