@@ -1399,7 +1399,13 @@ fn issue_13_the_implementations_own_names_are_absent_to_the_command_line() {
 /// error 2): No such file or directory (os error 2)").
 #[test]
 fn issue_13_every_error_is_said_once() {
-    let out = tool(shelfd_bin()).arg("/nonexistent").run();
+    // A state directory of its own, so the test never creates the default /var/lib/shelfd.
+    let state = scratch();
+    let out = tool(shelfd_bin())
+        .arg("/nonexistent")
+        .arg("--state-dir")
+        .arg(state.path())
+        .run();
     assert_code(&out, 1);
     assert_eq!(
         out.stderr_str(),

@@ -702,6 +702,27 @@ fn a_read_only_key_gets_erofs_for_every_change_and_the_token_still_works() {
         );
         let err = std::fs::write(mount.path().join("new.txt"), b"x").expect_err("read-only");
         assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
+        // Extended attributes are changes too.
+        let path = std::ffi::CString::new(
+            mount
+                .path()
+                .join("hello.txt")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .expect("path");
+        // SAFETY: NUL-terminated path and name; the value is 1 readable byte.
+        let n = unsafe {
+            libc::setxattr(
+                path.as_ptr(),
+                c"user.k".as_ptr(),
+                b"v".as_ptr().cast(),
+                1,
+                0,
+            )
+        };
+        let err = std::io::Error::last_os_error();
+        assert_eq!((n, err.raw_os_error()), (-1, Some(libc::EROFS)), "{err}");
         assert_eq!(read(mount.path().join("hello.txt")), b"hello over tls\n");
     }
 
