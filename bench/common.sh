@@ -49,17 +49,29 @@ drop_caches() {
     echo 3 >/proc/sys/vm/drop_caches
 }
 
-# Starts shelfd on a directory in a private mount namespace; sets SHELF_ADDR.
+# Starts shelfd (TLS) on a directory in a private mount namespace; sets SHELF_ADDR, SHELF_FP
+# (its key's fingerprint) and SHELF_SEC (the client option that pins it). With
+# `start_shelfd DIR plain` it serves plaintext instead and sets SHELF_PLAIN_ADDR.
 start_shelfd() {
-    local out=$BENCH_ROOT/shelfd.out
+    local kind=${2:-tls}
+    local out=$BENCH_ROOT/shelfd-$kind.out extra=(--state-dir "$BENCH_ROOT/shelfd-state")
+    [ "$kind" = plain ] && extra=(--insecure-plaintext)
     rm -f "$out"
     setsid unshare --mount --propagation private "$BIN/shelfd" "$1" --listen 127.0.0.1:0 \
-        >"$out" 2>"$BENCH_ROOT/shelfd.log" </dev/null &
+        "${extra[@]}" >"$out" 2>"$BENCH_ROOT/shelfd-$kind.log" </dev/null &
     local pid=$!
     on_exit "kill -TERM -- -$pid; kill -TERM $pid"
-    for _ in $(seq 100); do [ -s "$out" ] && break; sleep 0.05; done
-    SHELF_ADDR=$(sed -n 's/^listening on //p' "$out" | head -n1)
-    [ -n "$SHELF_ADDR" ] || { echo "shelfd did not start" >&2; cat "$BENCH_ROOT/shelfd.log" >&2; exit 1; }
+    for _ in $(seq 100); do [ "$(wc -l <"$out" 2>/dev/null || echo 0)" -ge 2 ] && break; sleep 0.05; done
+    local addr
+    addr=$(sed -n 's/^listening on //p' "$out" | head -n1)
+    [ -n "$addr" ] || { echo "shelfd did not start" >&2; cat "$BENCH_ROOT/shelfd-$kind.log" >&2; exit 1; }
+    if [ "$kind" = plain ]; then
+        SHELF_PLAIN_ADDR=$addr
+    else
+        SHELF_ADDR=$addr
+        SHELF_FP=$(sed -n 's/^fingerprint //p' "$out" | head -n1)
+        SHELF_SEC="--fingerprint $SHELF_FP"
+    fi
 }
 
 # Builds the release binaries into $BIN (the default target dir), unless BENCH_NO_BUILD=1 says
@@ -117,7 +129,7 @@ transfer_round() {
     acc[socat-get]+=" $(echo "$(now) - $t0" | bc -l)"
 
     rm -f "$out/big"; drop_caches
-    acc[shelf-get]+=" $(seconds sh -c "'$BIN/shelf' -q get '$SHELF_ADDR' big '$out/big' && sync '$out/big'")"
+    acc[shelf-get]+=" $(seconds sh -c "'$BIN/shelf' $SHELF_SEC -q get '$SHELF_ADDR' big '$out/big' && sync '$out/big'")"
     cmp "$lib/big" "$out/big"
 
     rm -f "$lib/up"; drop_caches
@@ -130,7 +142,8 @@ transfer_round() {
     acc[socat-put]+=" $(echo "$(now) - $t0" | bc -l)"
 
     rm -f "$lib/up"; drop_caches
-    acc[shelf-put]+=" $(seconds "$BIN/shelf" -q put "$SHELF_ADDR" "$src" up)"
+    # shellcheck disable=SC2086
+    acc[shelf-put]+=" $(seconds "$BIN/shelf" $SHELF_SEC -q put "$SHELF_ADDR" "$src" up)"
     cmp "$src" "$lib/up"
     rm -f "$lib/up" "$out/big"
 }

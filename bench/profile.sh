@@ -33,7 +33,7 @@ MNT=$BENCH_ROOT/mnt
 mkdir -p "$MNT"
 on_exit "umount '$MNT' || umount -l '$MNT'"
 # shellcheck disable=SC2086
-"$BIN/shelf" mount --foreground ${SHELF_MOUNT_ARGS:-} "$SHELF_ADDR" "$MNT" </dev/null >"$BENCH_ROOT/mount.log" 2>&1 &
+"$BIN/shelf" mount --foreground -o "fingerprint=$SHELF_FP" ${SHELF_MOUNT_ARGS:-} "$SHELF_ADDR" "$MNT" </dev/null >"$BENCH_ROOT/mount.log" 2>&1 &
 MPID=$!
 on_exit "kill $MPID"
 for _ in $(seq 100); do mountpoint -q "$MNT" && break; sleep 0.05; done

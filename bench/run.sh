@@ -6,8 +6,10 @@
 # Systems, all serving the same directory on one journaled ext4 loop image:
 #   local         the directory itself (the ceiling)
 #   bindfs        a local FUSE passthrough (the FUSE ceiling)
-#   shelf         shelfd + `shelf mount` over loopback TCP
-#   sshfs         sshfs through a private sshd on a loopback port (encrypted)
+#   shelf         shelfd + `shelf mount` over loopback TCP, TLS 1.3 (the default)
+#   shelf-plain   the same with --insecure-plaintext on both sides (no TLS)
+#   sshfs         sshfs through a private sshd on a loopback port (encrypted with
+#                 aes128-gcm@openssh.com, the fastest cipher OpenSSH offers here)
 #   sshfs-direct  sshfs -o directport against sftp-server under socat (no encryption)
 # "Cold" figures remount every FUSE file system and drop the page cache first, so no layer
 # (kernel or user space) starts with the data. Medians of --runs (3) rounds; in each round
@@ -41,8 +43,8 @@ CACHE_SIZE=256M              # shelf mount's chunk cache, passed explicitly
 CACHE_BYTES=$((256 << 20))
 MEM_SLACK_MIB=64             # "small constant" over the cache size the mount may use
 BIG_BYTES=$((BIG_MIB << 20))
-SYSTEMS=(local bindfs shelf sshfs direct)
-declare -A LABEL=([local]=local [bindfs]=bindfs [shelf]=shelf [sshfs]=sshfs [direct]=sshfs-direct)
+SYSTEMS=(local bindfs shelf plain sshfs direct)
+declare -A LABEL=([local]=local [bindfs]=bindfs [shelf]=shelf [plain]=shelf-plain [sshfs]=sshfs [direct]=sshfs-direct)
 MNT=$BENCH_ROOT/mnt
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -122,6 +124,7 @@ sync
 # Servers and mounts.
 
 start_shelfd "$LIB"
+start_shelfd "$LIB" plain
 
 SSH_DIR=$BENCH_ROOT/ssh
 rm -rf "$SSH_DIR"; mkdir -p "$SSH_DIR" /run/sshd
@@ -158,8 +161,10 @@ for _ in $(seq 100); do
 done
 
 SHELF_PID=
+PLAIN_PID=
 on_exit '[ -n "$SHELF_PID" ] && kill -TERM $SHELF_PID'
-for s in bindfs shelf sshfs direct; do
+on_exit '[ -n "$PLAIN_PID" ] && kill -TERM $PLAIN_PID'
+for s in bindfs shelf plain sshfs direct; do
     mkdir -p "$MNT/$s"
     on_exit "umount '$MNT/$s' || umount -l '$MNT/$s'"
 done
@@ -172,18 +177,25 @@ mount_sys() {
         local) return 0 ;;
         bindfs) bindfs "$LIB" "$dir" ;;
         shelf)
-            "$BIN/shelf" mount --foreground --cache-size "$CACHE_SIZE" "$SHELF_ADDR" "$dir" \
-                </dev/null >>"$BENCH_ROOT/shelf-mount.log" 2>&1 &
+            "$BIN/shelf" mount --foreground --cache-size "$CACHE_SIZE" -o "fingerprint=$SHELF_FP" \
+                "$SHELF_ADDR" "$dir" </dev/null >>"$BENCH_ROOT/shelf-mount.log" 2>&1 &
             SHELF_PID=$!
+            ;;
+        plain)
+            "$BIN/shelf" mount --foreground --cache-size "$CACHE_SIZE" --insecure-plaintext \
+                "$SHELF_PLAIN_ADDR" "$dir" </dev/null >>"$BENCH_ROOT/shelf-mount.log" 2>&1 &
+            PLAIN_PID=$!
             ;;
         sshfs)
             sshfs -p "$SSH_PORT" -o "IdentityFile=$SSH_DIR/id,StrictHostKeyChecking=no" \
+                -o Ciphers=aes128-gcm@openssh.com \
                 -o UserKnownHostsFile=/dev/null,LogLevel=ERROR "root@127.0.0.1:$LIB" "$dir" ;;
         direct) sshfs -o "directport=$SFTP_PORT" "127.0.0.1:$LIB" "$dir" ;;
     esac
     for _ in $(seq 200); do
         mountpoint -q "$dir" && return 0
         if [ "$1" = shelf ] && ! kill -0 "$SHELF_PID" 2>/dev/null; then break; fi
+        if [ "$1" = plain ] && ! kill -0 "$PLAIN_PID" 2>/dev/null; then break; fi
         sleep 0.05
     done
     say "mounting $1 failed"; tail -n 20 "$BENCH_ROOT/shelf-mount.log" >&2; exit 1
@@ -199,12 +211,18 @@ umount_sys() {
         wait "$SHELF_PID" 2>/dev/null || true
         SHELF_PID=
     fi
+    if [ "$1" = plain ] && [ -n "$PLAIN_PID" ]; then
+        for _ in $(seq 100); do kill -0 "$PLAIN_PID" 2>/dev/null || break; sleep 0.05; done
+        kill -0 "$PLAIN_PID" 2>/dev/null && { say "shelf mount did not exit"; kill "$PLAIN_PID"; }
+        wait "$PLAIN_PID" 2>/dev/null || true
+        PLAIN_PID=
+    fi
 }
 
 # A cold start: a fresh mount (no user-space cache) and no page cache.
 cold() { umount_sys "$1"; mount_sys "$1"; drop_caches; }
 
-for s in bindfs shelf sshfs direct; do mount_sys "$s"; done
+for s in bindfs shelf plain sshfs direct; do mount_sys "$s"; done
 
 # ---------------------------------------------------------------------------------------------
 # Workloads. Each times one thing on the root given and prints seconds.
@@ -301,7 +319,20 @@ if [ "$STREAM_GIB" -gt 0 ]; then
     hwm_stream=$(shelf_hwm)
 fi
 
-for s in bindfs shelf sshfs direct; do umount_sys "$s"; done
+for s in bindfs shelf plain sshfs direct; do umount_sys "$s"; done
+
+say "handshake: what TLS adds to a first shelf ls and to a reconnect"
+mkdir -p "$LIB/empty"
+# shellcheck disable=SC2086
+HS_TLS=() HS_PLAIN=()
+for _ in $(seq 21); do
+    HS_TLS+=("$(seconds "$BIN/shelf" $SHELF_SEC ls "$SHELF_ADDR" empty)")
+    HS_PLAIN+=("$(seconds "$BIN/shelf" --insecure-plaintext ls "$SHELF_PLAIN_ADDR" empty)")
+done
+LS_TLS=$(median "${HS_TLS[@]}"); LS_PLAIN=$(median "${HS_PLAIN[@]}")
+HS_OUT=$(env -u CARGO_TARGET_DIR cargo run --release -q -p shelf-remote --example handshake -- \
+    "$SHELF_ADDR" "$SHELF_FP" "$SHELF_PLAIN_ADDR" 100 2>/dev/null || true)
+hs() { echo "$HS_OUT" | sed -n "s/^$1=//p"; }
 
 # ---------------------------------------------------------------------------------------------
 # The report.
@@ -367,6 +398,7 @@ machine() {
     echo "- Machine: $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)), $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(. /etc/os-release && echo "$PRETTY_NAME")"
     echo "- Load average at start / end: $load_start / $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine disturbs the figures)"
     echo "- shelf: tree $built at start, binaries in $BIN of $(date -r "$BIN/shelf" -u +%FT%TZ), mount options: --cache-size $CACHE_SIZE, defaults otherwise"
+    echo "- shelf is over TLS 1.3 unless named shelf-plain (--insecure-plaintext on both sides); sshfs uses -o Ciphers=aes128-gcm@openssh.com"
     echo "- sshfs $(sshfs --version 2>&1 | sed -n 's/^SSHFS version //p' | head -n1), OpenSSH $(ssh -V 2>&1 | sed 's/,.*//'), bindfs $(bindfs --version 2>&1 | head -n1 | awk '{print $2}'), fio $(fio --version)"
     local j="journaled ext4 on a loop image ($IMG, $IMG_SIZE)"
     if root_has_no_journal; then
@@ -396,6 +428,34 @@ report() {
         [ "$target" != - ] && met=$(yes_no target_met "$m" "$vl" "$vb" "$vsh" "$vd" "$vs" "$kind")
         echo "| $label | $unit | $(show "$unit" "$vl") | $(show "$unit" "$vb") | $(show "$unit" "$vs") | $(show "$unit" "$vsh") | $(show "$unit" "$vd") | $(fmt_ratio "$(speed "$kind" "$vs" "$vl")") | $(fmt_ratio "$(speed "$kind" "$vs" "$vd")") | $target | $met |"
     done
+
+    echo
+    echo "## shelf over TLS beside shelf in plaintext and sshfs (aes128-gcm@openssh.com)"
+    echo
+    echo "Targets of issue #12: cold sequential read and write ≥ 0.85× plaintext shelf; small-file and"
+    echo "metadata workloads within 10% of it (≥ 0.9×); every workload ≥ 2× sshfs."
+    echo
+    echo "| workload | unit | shelf-plain | shelf (TLS) | sshfs | TLS/plain | TLS/sshfs | target | met |"
+    echo "|---|---|--:|--:|--:|--:|--:|---|---|"
+    local vp rp rsh tgt ok
+    for row in "${ROWS[@]}"; do
+        IFS='|' read -r m label unit kind target <<<"$row"
+        vs=$(med "$m" shelf); vp=$(med "$m" plain); vsh=$(med "$m" sshfs)
+        rp=$(speed "$kind" "$vs" "$vp"); rsh=$(speed "$kind" "$vs" "$vsh")
+        case $m in
+            read-cold | write) tgt="≥ 0.85× plain, ≥ 2× sshfs"; ok() { ge "$rp" 0.85 && ge "$rsh" 2; } ;;
+            cp-out | cp-in | find | tar | create | delete | ls-cold)
+                tgt="≥ 0.9× plain, ≥ 2× sshfs"; ok() { ge "$rp" 0.9 && ge "$rsh" 2; } ;;
+            *) tgt="≥ 2× sshfs"; ok() { ge "$rsh" 2; } ;;
+        esac
+        echo "| $label | $unit | $(show "$unit" "$vp") | $(show "$unit" "$vs") | $(show "$unit" "$vsh") | $(fmt_ratio "$rp") | $(fmt_ratio "$rsh") | $tgt | $(yes_no ok) |"
+    done
+    echo
+    echo "What a TLS handshake adds (loopback; medians):"
+    echo
+    echo "- a first \`shelf ls\` of an empty directory, process start included: TLS $(printf '%.1f' "$(echo "1000 * $LS_TLS" | bc -l)") ms, plaintext $(printf '%.1f' "$(echo "1000 * $LS_PLAIN" | bc -l)") ms: +$(printf '%.1f' "$(echo "1000 * ($LS_TLS - $LS_PLAIN)" | bc -l)") ms (goal < 5 ms); 21 runs each"
+    echo "- a reconnect (TCP connect, TLS handshake, shelf hello, in one process; remote/examples/handshake.rs, 100 each): TLS $(hs connect_tls_us) µs, plaintext $(hs connect_plain_us) µs: +$(hs connect_tls_extra_us) µs"
+    echo "- a ping's round trip on an open connection (2000 each): TLS $(hs ping_tls_us) µs, plaintext $(hs ping_plain_us) µs"
 
     echo
     echo "## shelf get / put beside a plain TCP copy (socat), ${BIG_MIB} MiB, cold"

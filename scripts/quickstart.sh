@@ -29,9 +29,10 @@ pkill -f "shelfd $library " 2>/dev/null || true
 # see (and wait on) its own mount through a symlink.
 log=$PWD/shelfd.log
 setsid unshare --mount --propagation private \
-    "$bin/shelfd" "$library" --listen "127.0.0.1:$port" >"$log.addr" 2>"$log" </dev/null &
+    "$bin/shelfd" "$library" --listen "127.0.0.1:$port" --state-dir "$PWD/.shelfd-state" \
+    >"$log.addr" 2>"$log" </dev/null &
 for _ in $(seq 50); do
-    [ -s "$log.addr" ] && break
+    grep -q '^fingerprint ' "$log.addr" 2>/dev/null && break
     sleep 0.1
 done
 if ! [ -s "$log.addr" ]; then
@@ -40,15 +41,18 @@ if ! [ -s "$log.addr" ]; then
     exit 1
 fi
 addr=$(sed -n 's/^listening on //p' "$log.addr" | head -n1)
+# The key shelfd printed: this script saw it start, so it can pin it without asking.
+fingerprint=$(sed -n 's/^fingerprint //p' "$log.addr" | head -n1)
 
-"$bin/shelf" mount "$addr" "$mnt"
+"$bin/shelf" mount -o "fingerprint=$fingerprint" "$addr" "$mnt"
 
 cat <<MSG
 shelf is running.
   library (on the server side): $library
   server:                       shelfd on $addr (log: $log)
+  server key:                   $fingerprint (TLS 1.3)
   mounted at:                   $mnt
 
-Try:   ls -l $mnt;  cp some-file $mnt/;  $bin/shelf ls $addr
+Try:   ls -l $mnt;  cp some-file $mnt/;  $bin/shelf --fingerprint $fingerprint ls $addr
 Stop:  $bin/shelf umount $mnt; pkill shelfd
 MSG

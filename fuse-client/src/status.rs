@@ -19,6 +19,8 @@ use anyhow::Context;
 use shelf_core::Core;
 use shelf_remote::Pool;
 
+use crate::cli::trust::Secured;
+
 /// Arguments of `shelf status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -48,7 +50,7 @@ fn runtime_dir() -> PathBuf {
 }
 
 /// The status lines of a running mount.
-pub fn report(core: &Core<Pool>, mountpoint: &Path) -> String {
+pub fn report(core: &Core<Pool>, mountpoint: &Path, secured: &Secured) -> String {
     let pool = core.transport().state();
     let cache = core.cache_stats();
     let cfg = core.config();
@@ -89,12 +91,30 @@ pub fn report(core: &Core<Pool>, mountpoint: &Path) -> String {
     line("chunk_size", cfg.chunk_size.to_string());
     line("attr_ttl_ms", cfg.attr_ttl.as_millis().to_string());
     line("read_only", cfg.read_only.to_string());
+    // The suite as negotiated on a connection open now, else as on the first one.
+    let info = core.transport().tls_info();
+    match (&secured.fingerprint, info) {
+        (_, Some(info)) => {
+            line("tls_fingerprint", info.fingerprint);
+            line("tls_cipher_suite", info.cipher_suite);
+        }
+        (Some(fp), None) => {
+            line("tls_fingerprint", fp.clone());
+            line(
+                "tls_cipher_suite",
+                secured.cipher_suite.clone().unwrap_or_default(),
+            );
+        }
+        (None, None) => line("tls", "none (plaintext)".into()),
+    }
+    line("auth_key", secured.identity.clone().unwrap_or_default());
+    line("auth_token", secured.token.to_string());
     out
 }
 
 /// Serves status requests for a mount until the process ends. Failures only cost the
 /// feature, never the mount.
-pub fn serve(core: Arc<Core<Pool>>, mountpoint: PathBuf) {
+pub fn serve(core: Arc<Core<Pool>>, mountpoint: PathBuf, secured: Secured) {
     let path = socket_path(&mountpoint);
     let listener = match bind(&path) {
         Ok(l) => l,
@@ -109,7 +129,7 @@ pub fn serve(core: Arc<Core<Pool>>, mountpoint: PathBuf) {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
-                let _ = stream.write_all(report(&core, &mountpoint).as_bytes());
+                let _ = stream.write_all(report(&core, &mountpoint, &secured).as_bytes());
             }
         });
     if let Err(e) = spawned {
@@ -255,6 +275,19 @@ fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
         get("retries"),
         get("in_flight")
     )?;
+    let security = match kv.iter().find(|(k, _)| k == "tls_fingerprint") {
+        Some((_, fp)) => format!("TLS 1.3, {}, server key {fp}", get("tls_cipher_suite")),
+        None => "plaintext: not encrypted, server not verified".to_owned(),
+    };
+    writeln!(out, "  security:     {security}")?;
+    let key = get("auth_key");
+    let auth = match (key, get("auth_token")) {
+        ("" | "?", "true") => "token".to_owned(),
+        ("" | "?", _) => "none".to_owned(),
+        (key, "true") => format!("client key {key}, and token"),
+        (key, _) => format!("client key {key}"),
+    };
+    writeln!(out, "  auth:         {auth}")?;
     writeln!(
         out,
         "  xattrs:       {} sent, {} answered here",
@@ -333,6 +366,10 @@ mod tests {
             ("cache_misses", "1"),
             ("cache_bytes", "1048576"),
             ("cache_capacity", "268435456"),
+            ("tls_fingerprint", "SHA256:abc"),
+            ("tls_cipher_suite", "TLS13_AES_128_GCM_SHA256"),
+            ("auth_key", "SHA256:def (/k)"),
+            ("auth_token", "false"),
             ("xattr_sent", "5"),
             ("xattr_local", "1000"),
             ("data_received_bytes", "4096"),
@@ -352,6 +389,14 @@ mod tests {
         );
         assert!(text.contains("1.0 MiB held of 256.0 MiB"), "{text}");
         assert!(text.contains("75.0% hits"), "{text}");
+        assert!(
+            text.contains("TLS 1.3, TLS13_AES_128_GCM_SHA256, server key SHA256:abc"),
+            "{text}"
+        );
+        assert!(
+            text.contains("auth:         client key SHA256:def (/k)"),
+            "{text}"
+        );
         assert!(text.contains("5 sent, 1000 answered here"), "{text}");
     }
 }

@@ -50,8 +50,13 @@ use shelf_proto::{
     Reply, Request, DEFAULT_MAX_PAYLOAD, PROTOCOL_VERSION,
 };
 
+use shelf_secure::stream::HandshakeError;
+use shelf_secure::{fingerprint, PinError, ServerPin, TlsStream};
+
 use super::stream::Stream;
-use super::{io_text, ConnectOptions, Limits, PendingReply, RemoteError, Transport};
+use super::{
+    io_text, ConnectOptions, Limits, PendingReply, RemoteError, TlsInfo, TlsOptions, Transport,
+};
 use crate::sys::Events;
 
 /// File bytes this process received in `Data` replies and sent in `Write` requests, over
@@ -283,6 +288,7 @@ pub struct Connection {
     features: u64,
     server: HelloReply,
     request_timeout: Duration,
+    tls: Option<TlsInfo>,
 }
 
 struct Outbox {
@@ -398,7 +404,8 @@ impl Drop for Pending {
 }
 
 impl Connection {
-    /// Connects over TCP (bounded by `connect_timeout` per address) and shakes hands.
+    /// Connects over TCP (bounded by `connect_timeout` per address), runs the TLS handshake
+    /// unless `opts.tls` is `None`, and shakes hands.
     pub fn connect(opts: &ConnectOptions) -> Result<Connection, RemoteError> {
         let unreachable = |cause| RemoteError::Unreachable {
             addr: opts.addr.clone(),
@@ -414,7 +421,13 @@ impl Connection {
                 Ok(stream) => {
                     // Requests are small frames that must not wait for Nagle's timer.
                     stream.set_nodelay(true).map_err(unreachable)?;
-                    return Connection::handshake_over(stream, opts);
+                    let Some(tls) = &opts.tls else {
+                        return Connection::handshake_over(stream, opts);
+                    };
+                    let (stream, info) = tls_handshake(stream, tls, opts)?;
+                    let mut conn = Connection::handshake_over(stream, opts)?;
+                    conn.tls = Some(info);
+                    return Ok(conn);
                 }
                 Err(e) => last = e,
             }
@@ -490,6 +503,7 @@ impl Connection {
             features: agreed.features,
             server,
             request_timeout: opts.request_timeout,
+            tls: None,
         })
     }
 
@@ -553,8 +567,18 @@ impl Connection {
     fn send_frame(&self, stream: &dyn Stream, mut bytes: &[u8]) -> std::io::Result<()> {
         use std::io::ErrorKind;
         let deadline = Instant::now() + self.request_timeout;
-        while !bytes.is_empty() {
-            match crate::sys::send_now(stream.fd(), bytes) {
+        loop {
+            // Once the frame is taken, a TLS stream may still hold records to send.
+            let step = if bytes.is_empty() {
+                match stream.flush_now() {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => Err(ErrorKind::WouldBlock.into()),
+                    Err(e) => Err(e),
+                }
+            } else {
+                stream.send_now(bytes)
+            };
+            match step {
                 Ok(0) => return Err(ErrorKind::WriteZero.into()),
                 Ok(n) => bytes = &bytes[n..],
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -575,7 +599,6 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 
     /// The limits negotiated in the handshake.
@@ -591,6 +614,11 @@ impl Connection {
     /// What the server announced in its `Hello` reply.
     pub fn server(&self) -> &HelloReply {
         &self.server
+    }
+
+    /// The verified server key and the cipher suite; `None` over plain TCP.
+    pub fn tls(&self) -> Option<&TlsInfo> {
+        self.tls.as_ref()
     }
 
     /// Takes in what arrived while no one was reading, so that a server's hang-up on an idle
@@ -711,6 +739,76 @@ fn read_hello(
             }
         }
     }
+}
+
+/// Runs the TLS handshake over a fresh TCP stream, verifying the server by its pinned key.
+/// Nothing of ours is sent before that check passed: the hello goes out after.
+fn tls_handshake(
+    stream: TcpStream,
+    tls: &TlsOptions,
+    opts: &ConnectOptions,
+) -> Result<(TlsStream, TlsInfo), RemoteError> {
+    let pin = ServerPin::new(tls.fingerprint.clone());
+    let config = shelf_secure::client_config(Arc::clone(&pin), tls.identity.as_ref())
+        .map_err(|e| RemoteError::Protocol(e.to_string()))?;
+    let conn = rustls::ClientConnection::new(config, shelf_secure::tls::server_name())
+        .map_err(|e| RemoteError::Protocol(format!("TLS: {e}")))?;
+    let err = match TlsStream::handshake(stream, conn, opts.connect_timeout) {
+        Ok(s) => {
+            let info = TlsInfo {
+                fingerprint: s.peer_key().map(fingerprint).unwrap_or_default(),
+                cipher_suite: s.cipher_suite().to_owned(),
+            };
+            return Ok((s, info));
+        }
+        Err(e) => e,
+    };
+    // The verifier's finding says more than the alert it caused.
+    match pin.outcome() {
+        Some(Err(PinError::Unknown { seen })) => {
+            return Err(RemoteError::UnknownServer {
+                addr: opts.addr.clone(),
+                fingerprint: seen,
+            })
+        }
+        Some(Err(PinError::Mismatch { want, seen })) => {
+            return Err(RemoteError::ServerKeyChanged {
+                addr: opts.addr.clone(),
+                want,
+                seen,
+            })
+        }
+        Some(Ok(_)) | None => {}
+    }
+    Err(match err {
+        HandshakeError::TimedOut(after) => RemoteError::TimedOut(after),
+        HandshakeError::Closed => RemoteError::Disconnected(
+            "the server closed the connection during the TLS handshake (is it an older \
+             shelfd that speaks plaintext? then pass --insecure-plaintext)"
+                .into(),
+        ),
+        HandshakeError::Io(e) => RemoteError::Disconnected(io_text(&e)),
+        HandshakeError::Tls(e) => {
+            RemoteError::Protocol(format!("TLS handshake with the server failed: {e}"))
+        }
+        // A plaintext shelfd answers a TLS hello with one error frame (so does a busy one).
+        HandshakeError::NotTls(bytes) => {
+            match Frame::<Reply>::decode(&bytes, DEFAULT_MAX_PAYLOAD) {
+                Ok(Some((frame, _))) => match frame.msg {
+                    Reply::Error { code, message } => handshake_error(code, message),
+                    other => RemoteError::Protocol(format!(
+                    "the server speaks plaintext (answered {other:?}): pass --insecure-plaintext \
+                     to connect without TLS"
+                )),
+                },
+                Ok(None) | Err(_) => RemoteError::Protocol(
+                    "the server does not speak TLS: if it is shelfd --insecure-plaintext, pass \
+                 --insecure-plaintext too"
+                        .into(),
+                ),
+            }
+        }
+    })
 }
 
 fn handshake_error(code: Code, message: String) -> RemoteError {

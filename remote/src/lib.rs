@@ -40,6 +40,8 @@ pub(crate) mod testserver;
 pub use client::Client;
 pub use connection::{data_moved, Connection, Pending, CLIENT_FEATURES};
 pub use pool::{Pool, PoolState};
+pub use shelf_secure;
+pub use shelf_secure::KeyPair;
 pub use stream::Stream;
 
 /// Limits negotiated in the handshake ([`shelf_proto::negotiate`], the function the server
@@ -59,6 +61,26 @@ pub struct ConnectOptions {
     pub request_timeout: Duration,
     /// Names this client in the server's logs.
     pub agent: String,
+    /// TLS, and how the server is verified; `None`: plain TCP (`--insecure-plaintext`).
+    pub tls: Option<TlsOptions>,
+}
+
+/// How a client verifies the server and proves who it is.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// The server key's fingerprint (`SHA256:...`). `None` trusts no key: the connection fails
+    /// with [`RemoteError::UnknownServer`], which carries the key seen (to ask a person).
+    pub fingerprint: Option<String>,
+    /// The client's own key, offered when the server asks for one.
+    pub identity: Option<shelf_secure::KeyPair>,
+}
+
+/// What secures a connection, for `shelf status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsInfo {
+    /// The server key's fingerprint, as verified.
+    pub fingerprint: String,
+    pub cipher_suite: String,
 }
 
 impl ConnectOptions {
@@ -69,6 +91,7 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(15),
             agent: format!("shelf/{}", env!("CARGO_PKG_VERSION")),
+            tls: None,
         }
     }
 }
@@ -106,13 +129,28 @@ pub enum RemoteError {
     /// The server is at its client limit; the message is the server's.
     #[error("{0}")]
     Busy(String),
-    /// The server refused our token.
+    /// The server refused our token or key.
     #[error("authentication failed: {0}")]
     Auth(String),
     /// The server did not announce the feature this request needs (an older server), so it
     /// was not sent: EOPNOTSUPP, which lets the kernel or the program fall back.
     #[error("the server does not serve {0}")]
     Unsupported(&'static str),
+    /// No fingerprint was given for this server; `fingerprint` is the key it showed. Nothing
+    /// was sent to it.
+    #[error("the server {addr} is not known (its key's fingerprint is {fingerprint})")]
+    UnknownServer { addr: String, fingerprint: String },
+    /// The server showed another key than the one pinned: a man in the middle, or a server
+    /// whose key was replaced. Nothing was sent to it.
+    #[error(
+        "the server {addr} presented the key {seen}, not the expected {want}: someone may be \
+         intercepting the connection (a man in the middle), or the server's key was replaced"
+    )]
+    ServerKeyChanged {
+        addr: String,
+        want: String,
+        seen: String,
+    },
 }
 
 impl RemoteError {
@@ -127,7 +165,9 @@ impl RemoteError {
             RemoteError::TimedOut(_) => Code::TimedOut,
             RemoteError::Protocol(_) => Code::Io,
             RemoteError::Busy(_) => Code::Busy,
-            RemoteError::Auth(_) => Code::Access,
+            RemoteError::Auth(_)
+            | RemoteError::UnknownServer { .. }
+            | RemoteError::ServerKeyChanged { .. } => Code::Access,
             RemoteError::Unsupported(_) => Code::NotSupported,
         }
     }
@@ -310,6 +350,15 @@ mod tests {
             RemoteError::Busy("busy".into()),
             RemoteError::Auth("bad token".into()),
             RemoteError::Unsupported("fallocate"),
+            RemoteError::UnknownServer {
+                addr: "127.0.0.1:1".into(),
+                fingerprint: "SHA256:abc".into(),
+            },
+            RemoteError::ServerKeyChanged {
+                addr: "127.0.0.1:1".into(),
+                want: "SHA256:abc".into(),
+                seen: "SHA256:def".into(),
+            },
         ];
         for e in &remote {
             // Exhaustive, so a new variant is added here too.
@@ -321,7 +370,9 @@ mod tests {
                 | RemoteError::Protocol(_)
                 | RemoteError::Busy(_)
                 | RemoteError::Auth(_)
-                | RemoteError::Unsupported(_) => assert_said_once(e),
+                | RemoteError::Unsupported(_)
+                | RemoteError::UnknownServer { .. }
+                | RemoteError::ServerKeyChanged { .. } => assert_said_once(e),
             }
         }
         let read = [

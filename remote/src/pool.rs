@@ -22,7 +22,7 @@ use parking_lot::Mutex;
 use shelf_proto::{Reply, Request};
 
 use super::connection::{Connection, Pending};
-use super::{ConnectOptions, Limits, RemoteError, Transport};
+use super::{ConnectOptions, Limits, RemoteError, TlsInfo, Transport};
 
 /// Makes one new, handshaken connection.
 pub type Connector = Arc<dyn Fn() -> Result<Connection, RemoteError> + Send + Sync>;
@@ -122,6 +122,14 @@ impl Pool {
             retries: self.retries.load(Ordering::Relaxed),
             limits: *self.limits.lock(),
         }
+    }
+
+    /// How an open connection is secured: the server's verified key and the cipher suite.
+    /// `None` over plain TCP (or with no connection open).
+    pub fn tls_info(&self) -> Option<TlsInfo> {
+        self.slots
+            .iter()
+            .find_map(|slot| slot.lock().as_ref().and_then(|c| c.tls().cloned()))
     }
 
     /// The server's address, as given.

@@ -29,6 +29,7 @@ use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -38,6 +39,8 @@ use shelf_proto::{
     HelloReply, Limits, ReadError, Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD,
     HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
 };
+use shelf_secure::files::parse_authorized_keys;
+use shelf_secure::{fingerprint, TlsStream};
 use subtle::ConstantTimeEq;
 
 use crate::library::{Error, Library};
@@ -61,6 +64,27 @@ pub trait Peer: Read + Write + AsFd + Send + Sized + 'static {
     fn try_clone(&self) -> io::Result<Self>;
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
     fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Whether a read would not block now. A TLS stream also counts the plaintext it has
+    /// decrypted and holds, which `poll` on the socket cannot see.
+    fn readable_now(&self) -> bool {
+        readable_now(self.as_fd())
+    }
+}
+
+impl Peer for TlsStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        Ok(self.clone())
+    }
+    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        TlsStream::shutdown(self, how)
+    }
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+        TlsStream::set_read_timeout(self, timeout);
+        Ok(())
+    }
+    fn readable_now(&self) -> bool {
+        TlsStream::readable_now(self)
+    }
 }
 
 impl Peer for TcpStream {
@@ -104,6 +128,12 @@ pub struct ServeConfig {
     pub handshake_timeout: Duration,
     /// Worker threads for the requests of one connection.
     pub workers: usize,
+    /// The file of client keys admitted (`shelfd --authorized-keys`), read afresh for every
+    /// connection so that a key removed from it is refused from the next connection on.
+    pub authorized_keys: Option<PathBuf>,
+    /// The key this connection's client proved it holds in the TLS handshake (its
+    /// SubjectPublicKeyInfo DER); set per connection.
+    pub peer_key: Option<Vec<u8>>,
 }
 
 impl Default for ServeConfig {
@@ -116,6 +146,8 @@ impl Default for ServeConfig {
             idle_timeout: Some(Duration::from_secs(300)),
             handshake_timeout: Duration::from_secs(10),
             workers: 4,
+            authorized_keys: None,
+            peer_key: None,
         }
     }
 }
@@ -225,10 +257,12 @@ fn handshake<R: Read>(
             ),
         );
     }
-    if let Some(want) = &cfg.token {
-        if !bool::from(token.as_slice().ct_eq(want.as_slice())) {
-            tracing::warn!(agent = %agent, "refused: bad or missing token");
-            return refuse(Code::Access, "bad or missing token".to_owned());
+    match admit(cfg, token) {
+        Ok(Admitted::ReadOnlyKey) => conn.session.read_only.store(true, Ordering::Relaxed),
+        Ok(Admitted::Key | Admitted::Token | Admitted::Open) => {}
+        Err(why) => {
+            tracing::warn!(agent = %agent, "refused: {why}");
+            return refuse(Code::Access, why);
         }
     }
     let ours = HelloReply {
@@ -256,8 +290,69 @@ fn handshake<R: Read>(
     Ok(Some(agreed.limits))
 }
 
-fn request_loop<R: Read + AsFd, S: Peer>(
-    reader: &mut FrameReader<R>,
+/// How a client was let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admitted {
+    /// Neither a token nor an authorized-keys file is required.
+    Open,
+    Token,
+    Key,
+    ReadOnlyKey,
+}
+
+/// Decides whether the client may in: by its key (listed in the authorized-keys file, read
+/// now) or by the token. With neither configured, everyone may. The message of a refusal
+/// names the key, never anything secret.
+fn admit(cfg: &ServeConfig, token: &[u8]) -> Result<Admitted, String> {
+    let token_ok = cfg
+        .token
+        .as_ref()
+        .map(|want| bool::from(token.ct_eq(want.as_slice())));
+    let Some(path) = &cfg.authorized_keys else {
+        return match token_ok {
+            None => Ok(Admitted::Open),
+            Some(true) => Ok(Admitted::Token),
+            Some(false) => Err("bad or missing token".to_owned()),
+        };
+    };
+    if let Some(key) = &cfg.peer_key {
+        let listed = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| parse_authorized_keys(&text, path).map_err(|e| e.to_string()));
+        match listed {
+            Ok(keys) => {
+                if let Some(k) = keys.iter().find(|k| k.spki == *key) {
+                    return Ok(if k.read_only {
+                        Admitted::ReadOnlyKey
+                    } else {
+                        Admitted::Key
+                    });
+                }
+            }
+            // The file is the server's own: say so in its log, and to the client only that
+            // its key was not found.
+            Err(e) => tracing::error!("authorized keys: {e}"),
+        }
+    }
+    if token_ok == Some(true) {
+        return Ok(Admitted::Token);
+    }
+    Err(match &cfg.peer_key {
+        Some(key) => format!(
+            "the client key {} is not authorized on this server",
+            fingerprint(key)
+        ),
+        None if cfg.token.is_some() => {
+            "bad or missing token, and no client key (make one with `shelf keygen`)".to_owned()
+        }
+        None => "this server admits only listed client keys; make one with `shelf keygen` \
+                 and have its line added to the server's authorized keys"
+            .to_owned(),
+    })
+}
+
+fn request_loop<S: Peer>(
+    reader: &mut FrameReader<IdleRead<'_, S>>,
     conn: &Conn<'_, S>,
     in_flight: &InFlight,
 ) -> Result<(), ServeError> {
@@ -287,7 +382,7 @@ fn request_loop<R: Read + AsFd, S: Peer>(
                 in_flight.wait_idle();
                 conn.answer(frame);
             } else if !in_flight.busy()
-                && (is_quick_look(&frame.msg) || !readable_now(reader.get_ref().as_fd()))
+                && (is_quick_look(&frame.msg) || !reader.get_ref().inner.readable_now())
             {
                 // Nothing to overlap with: answering here saves waking a worker, which on a
                 // small VM costs about as much as a stat or a read of cached data. A look that
@@ -405,6 +500,9 @@ pub struct Session {
     max_io: AtomicU32,
     /// Put temporaries made on this connection and not yet committed or aborted.
     temps: Mutex<HashSet<RelPath>>,
+    /// The client came in with a read-only key: every change is refused as with
+    /// `--read-only`.
+    read_only: AtomicBool,
 }
 
 impl Session {
@@ -414,13 +512,14 @@ impl Session {
             max_payload: AtomicU32::new(limits.max_payload),
             max_io: AtomicU32::new(limits.max_io),
             temps: Mutex::new(HashSet::new()),
+            read_only: AtomicBool::new(false),
         }
     }
 
     /// Runs one request against `lib` and returns its one reply (errors become
     /// `Reply::Error`), as the connection's request loop does.
     pub fn handle(&self, lib: &Library, cfg: &ServeConfig, req: Request) -> Reply {
-        if cfg.read_only && req.is_change() {
+        if req.is_change() && (cfg.read_only || self.read_only.load(Ordering::Relaxed)) {
             return Reply::error(
                 Code::ReadOnly,
                 format!("{}: the library is served read-only", req.name()),

@@ -33,11 +33,15 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 use rustix::process::{kill_process, waitpid, Pid, Signal, WaitOptions};
+use shelf_proto::frame::MAGIC;
 use shelf_proto::{Code, Frame, Reply, DEFAULT_MAX_PAYLOAD};
+use shelf_secure::stream::HandshakeError;
+use shelf_secure::TlsStream;
 
 use crate::conn::{serve, ServeConfig, ServeError};
 use crate::library::Library;
@@ -54,6 +58,17 @@ pub struct Config {
     pub max_clients: usize,
     /// How long a stopping server waits for its connections to end by themselves.
     pub shutdown_grace: Duration,
+    /// TLS for every connection (`None`: plaintext, `--insecure-plaintext`). Only the forked
+    /// child ever runs a TLS connection; the parent holds this configuration and nothing else.
+    pub tls: Option<Tls>,
+}
+
+/// The server's TLS identity.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub config: Arc<rustls::ServerConfig>,
+    /// Its key's fingerprint, printed on the second line of stdout.
+    pub fingerprint: String,
 }
 
 impl Config {
@@ -64,6 +79,7 @@ impl Config {
             serve: ServeConfig::default(),
             max_clients: 64,
             shutdown_grace: Duration::from_secs(10),
+            tls: None,
         }
     }
 }
@@ -100,8 +116,9 @@ pub fn read_token_file(path: &Path) -> io::Result<Vec<u8>> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// Opens the library, binds, prints `listening on ADDR` as the first line on stdout, and
-/// serves until SIGTERM or SIGINT. Must be called from a single-threaded process.
+/// Opens the library, binds, prints `listening on ADDR` as the first line on stdout (and
+/// `fingerprint SHA256:...` as the second, with TLS), and serves until SIGTERM or SIGINT.
+/// Must be called from a single-threaded process.
 pub fn run(cfg: &Config) -> Result<(), RunError> {
     let threads = thread_count();
     if threads > 1 {
@@ -119,8 +136,14 @@ pub fn run(cfg: &Config) -> Result<(), RunError> {
     // Before the address line: whoever reads it may signal us at once.
     parent_signals().map_err(sys("signal handlers"))?;
     {
+        // Both lines in one write: a reader that takes the first line and closes the pipe
+        // must not make the second one fail (stdout is line-buffered).
+        let second = match &cfg.tls {
+            Some(tls) => format!("fingerprint {}", tls.fingerprint),
+            None => "plaintext (--insecure-plaintext): not encrypted".to_owned(),
+        };
         let mut out = io::stdout().lock();
-        writeln!(out, "listening on {addr}")
+        out.write_all(format!("listening on {addr}\n{second}\n").as_bytes())
             .and_then(|()| out.flush())
             .map_err(sys("write to stdout"))?;
     }
@@ -129,6 +152,7 @@ pub fn run(cfg: &Config) -> Result<(), RunError> {
         root = %lib.root_path().display(),
         read_only = cfg.serve.read_only,
         token = cfg.serve.token.is_some(),
+        tls = cfg.tls.is_some(),
         "serving"
     );
     serve_forever(listener, &lib, cfg)
@@ -274,7 +298,7 @@ pub fn serve_forever(listener: TcpListener, lib: &Library, cfg: &Config) -> Resu
                     refuse_busy(stream, children.len());
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                0 => child(listener, stream, peer, lib, &cfg.serve),
+                0 => child(listener, stream, peer, lib, cfg),
                 pid => {
                     tracing::info!(%peer, pid, "connect");
                     children.insert(pid);
@@ -382,13 +406,13 @@ fn child(
     stream: TcpStream,
     peer: SocketAddr,
     lib: &Library,
-    cfg: &ServeConfig,
+    cfg: &Config,
 ) -> ! {
     drop(listener);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         child_setup(&stream)?;
         let keep = stream.try_clone()?;
-        let result = serve(stream, lib, cfg);
+        let result = serve_child(stream, lib, cfg);
         match &result {
             Ok(()) => tracing::info!(%peer, "disconnect"),
             Err(e @ (ServeError::IdleTimeout(_) | ServeError::HandshakeTimeout(_))) => {
@@ -413,6 +437,93 @@ fn child(
     // SAFETY: ends this process without running the parent's atexit handlers or flushing
     // buffers inherited from it; everything of ours is flushed above.
     unsafe { libc::_exit(code) }
+}
+
+/// What a client's first byte says it speaks; `None`: it hung up without a word.
+fn first_byte(stream: &TcpStream, timeout: Duration) -> Result<Option<u8>, ServeError> {
+    stream.set_read_timeout(Some(timeout).filter(|d| !d.is_zero()))?;
+    let mut b = [0u8; 1];
+    let n = loop {
+        match stream.peek(&mut b) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if shelf_proto::is_timeout(&e) => {
+                return Err(ServeError::HandshakeTimeout(timeout))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    stream.set_read_timeout(None)?;
+    Ok((n == 1).then_some(b[0]))
+}
+
+/// A TLS record of type handshake begins with this byte; a shelf frame with `MAGIC`.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Tells a client that speaks the other protocol what to change, as one shelf error frame
+/// (which a TLS client recognises as not TLS and reads), then closes.
+fn refuse_mismatch(stream: &TcpStream, message: &str) -> ServeError {
+    let reply = Reply::error(Code::Protocol, message.to_owned());
+    if let Ok(bytes) = Frame::new(0, reply).to_bytes(DEFAULT_MAX_PAYLOAD) {
+        let _ = (&*stream).write_all(&bytes);
+    }
+    ServeError::Refused(message.to_owned())
+}
+
+/// Runs the TLS handshake (with TLS) and serves. The handshake and the hello share the one
+/// handshake timeout.
+fn serve_child(stream: TcpStream, lib: &Library, cfg: &Config) -> Result<(), ServeError> {
+    let timeout = cfg.serve.handshake_timeout;
+    let start = Instant::now();
+    let first = first_byte(&stream, timeout)?;
+    let Some(tls) = &cfg.tls else {
+        if first == Some(TLS_HANDSHAKE) {
+            return Err(refuse_mismatch(
+                &stream,
+                "the server speaks plaintext (shelfd --insecure-plaintext), and this client \
+                 asked for TLS: connect with --insecure-plaintext (-o insecure_plaintext)",
+            ));
+        }
+        return serve(stream, lib, &cfg.serve);
+    };
+    match first {
+        None => return Ok(()),
+        Some(TLS_HANDSHAKE) => {}
+        Some(b) if b == MAGIC[0] => {
+            return Err(refuse_mismatch(
+                &stream,
+                "this server requires TLS, and this client connected in plaintext: drop \
+                 --insecure-plaintext (-o insecure_plaintext), or start shelfd with \
+                 --insecure-plaintext too",
+            ))
+        }
+        Some(_) => {}
+    }
+    let conn = rustls::ServerConnection::new(Arc::clone(&tls.config))
+        .map_err(|e| ServeError::Io(io::Error::other(e)))?;
+    let left = if timeout.is_zero() {
+        Duration::from_secs(u64::from(u32::MAX))
+    } else {
+        timeout.saturating_sub(start.elapsed())
+    };
+    let tls_stream = match TlsStream::handshake(stream, conn, left) {
+        Ok(s) => s,
+        Err(HandshakeError::TimedOut(_)) => return Err(ServeError::HandshakeTimeout(timeout)),
+        Err(e) => return Err(ServeError::Refused(format!("TLS: {e}"))),
+    };
+    let mut serve_cfg = cfg.serve.clone();
+    serve_cfg.peer_key = tls_stream.peer_key().map(<[u8]>::to_vec);
+    if !timeout.is_zero() {
+        serve_cfg.handshake_timeout = timeout
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(1));
+    }
+    tracing::debug!(
+        suite = tls_stream.cipher_suite(),
+        client_key = ?serve_cfg.peer_key.as_deref().map(shelf_secure::fingerprint),
+        "TLS handshake done"
+    );
+    serve(tls_stream, lib, &serve_cfg)
 }
 
 fn child_setup(stream: &TcpStream) -> io::Result<()> {

@@ -10,7 +10,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Serve a directory as a shelf library over TCP.
 ///
-/// Prints `listening on HOST:PORT` as its first line on stdout; logs go to stderr.
+/// Prints `listening on HOST:PORT` as its first line on stdout and `fingerprint SHA256:...`
+/// (the server key's, for clients to pin) as its second; logs go to stderr.
 #[derive(Debug, Parser)]
 #[command(name = "shelfd", version)]
 struct Args {
@@ -19,8 +20,8 @@ struct Args {
 
     /// Address to listen on
     ///
-    /// HOST:PORT; port 0 picks a free port, shown on the first line of stdout. Listens on
-    /// loopback only unless told otherwise: the protocol is not encrypted.
+    /// HOST:PORT; port 0 picks a free port, shown on the first line of stdout. Every
+    /// connection is TLS 1.3 unless --insecure-plaintext.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:7878")]
     listen: String,
 
@@ -57,6 +58,27 @@ struct Args {
     /// removed. A second signal ends them without waiting.
     #[arg(long, value_name = "SECS", default_value_t = 10)]
     shutdown_grace: u64,
+
+    /// Where the server's key pair lives (created on first start, never inside the library)
+    ///
+    /// Default: $STATE_DIRECTORY (systemd's StateDirectory=), else /var/lib/shelfd for root,
+    /// else $XDG_STATE_HOME/shelfd or ~/.local/state/shelfd.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+
+    /// Admit the client keys listed in FILE
+    ///
+    /// One key a line: `[read-only] shelf-key BASE64 [comment]`, as `shelf keygen` prints it;
+    /// `#` comments and blank lines allowed. Re-read for every new connection, so a key removed
+    /// is refused from the next connection on. A `read-only` key gets EROFS for every change.
+    /// With --token-file too, either the key or the token admits a client.
+    #[arg(long, value_name = "FILE")]
+    authorized_keys: Option<PathBuf>,
+
+    /// Serve plain TCP without TLS: no encryption, no server key (benchmarks, trusted
+    /// loopback only). Clients must pass --insecure-plaintext as well.
+    #[arg(long)]
+    insecure_plaintext: bool,
 
     /// Log filter: error, warn, info, debug, trace, or a tracing directive
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_filter)]
@@ -97,6 +119,93 @@ fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot read token file {}", path.display()))?;
         cfg.serve.token = Some(token);
     }
+    if let Some(path) = &args.authorized_keys {
+        // Checked now so a typo shows at start, not as every client refused; it is read
+        // again for every connection.
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read authorized keys {}", path.display()))?;
+        let keys = shelf_secure::files::parse_authorized_keys(&text, path)?;
+        tracing::info!(keys = keys.len(), file = %path.display(), "authorized keys");
+        cfg.serve.authorized_keys = Some(std::path::absolute(path)?);
+    }
+    if args.insecure_plaintext {
+        if args.authorized_keys.is_some() {
+            anyhow::bail!("--authorized-keys needs TLS: drop --insecure-plaintext");
+        }
+    } else {
+        let dir = match args.state_dir {
+            Some(d) => d,
+            None => default_state_dir()?,
+        };
+        cfg.tls = Some(server_identity(&dir, &cfg.root)?);
+    }
     shelf_server::run(&cfg)?;
     Ok(())
+}
+
+/// The default state directory (see `--state-dir`).
+fn default_state_dir() -> anyhow::Result<PathBuf> {
+    let env = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = env("STATE_DIRECTORY") {
+        // systemd may list several, separated by colons: the first is ours.
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        return Ok(PathBuf::from(first));
+    }
+    if rustix::process::geteuid().is_root() {
+        return Ok(PathBuf::from("/var/lib/shelfd"));
+    }
+    if let Some(d) = env("XDG_STATE_HOME") {
+        return Ok(d.join("shelfd"));
+    }
+    match env("HOME") {
+        Some(home) => Ok(home.join(".local/state/shelfd")),
+        None => anyhow::bail!("no state directory: pass --state-dir DIR"),
+    }
+}
+
+/// Loads the server key from `dir` (creating both on first start) and makes the TLS
+/// configuration. Refuses a state directory inside the library, where clients could read the
+/// private key.
+fn server_identity(
+    dir: &std::path::Path,
+    root: &std::path::Path,
+) -> anyhow::Result<shelf_server::Tls> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+    let real_dir = dir
+        .canonicalize()
+        .with_context(|| format!("state directory {}", dir.display()))?;
+    let real_root = root
+        .canonicalize()
+        .with_context(|| format!("cannot serve {}", root.display()))?;
+    if real_dir.starts_with(&real_root) {
+        anyhow::bail!(
+            "the state directory {} is inside the library {}: clients could read the server's \
+             private key; pick another with --state-dir",
+            dir.display(),
+            root.display()
+        );
+    }
+    let path = real_dir.join("server_key");
+    let (key, created) = shelf_secure::KeyPair::load_or_create(&path)?;
+    if created {
+        tracing::info!(file = %path.display(), fingerprint = %key.fingerprint(), "created the server key");
+    }
+    Ok(shelf_server::Tls {
+        config: shelf_secure::server_config(&key)?,
+        fingerprint: key.fingerprint(),
+    })
 }

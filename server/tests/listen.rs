@@ -30,6 +30,9 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shelfd"))
             .arg(&root)
             .args(["--listen", "127.0.0.1:0", "--log-level", "debug"])
+            // These tests are about the forking parent and speak frames on bare TCP; TLS on
+            // the real binary is tests/tests/tls.rs's.
+            .arg("--insecure-plaintext")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -41,7 +41,12 @@ impl Cmd {
     pub fn new(program: impl AsRef<OsStr>) -> Cmd {
         let program = program.as_ref();
         Cmd {
-            cmd: Command::new(program),
+            cmd: {
+                let mut c = Command::new(program);
+                // The tests' own config directory: their known servers, never the user's.
+                c.env("XDG_CONFIG_HOME", crate::tls::config_home());
+                c
+            },
             desc: program.to_string_lossy().into_owned(),
             timeout: CMD_TIMEOUT,
             stdin: None,

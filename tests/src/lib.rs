@@ -15,7 +15,9 @@
 //!    private mount namespace made before its mount exists, without the other tests' mounts
 //!    (`server`).
 //! 3. **Servers listen on port 0** and the test reads the address from shelfd's first line, so
-//!    suites run in parallel without choosing ports.
+//!    suites run in parallel without choosing ports; the second line is the key's fingerprint,
+//!    which every `shelf` the tests run trusts (and only that key: [`tls`]). Each server keeps
+//!    its key in a state directory of its own, so none touches `/var/lib/shelfd`.
 //! 4. **A broken mount fails a test, it does not hang CI**: every [`Mount`] has a watchdog that
 //!    aborts its FUSE connection past its deadline (`watchdog`), and every command has a
 //!    timeout.
@@ -36,7 +38,9 @@
 //! - `fixture`: [`Fixture`], a library with its server and one mount;
 //! - `data`: ramps and seeded random bytes;
 //! - `fsutil`: a test tree, leftovers, whole-file reads and writes, byte comparisons;
-//! - [`proxy`]: a TCP proxy that stalls, cuts or half-closes on command.
+//! - [`proxy`]: a TCP proxy that stalls, cuts or half-closes on command;
+//! - [`tls`]: servers speak TLS by default; each one's fingerprint is pinned for every command
+//!   the tests run, through a known-servers file in a config directory of their own.
 
 mod cmd;
 mod data;
@@ -48,6 +52,7 @@ mod mountinfo;
 mod process;
 pub mod proxy;
 mod server;
+pub mod tls;
 mod watchdog;
 
 pub use cmd::{run, sh, shelf, tool, Cmd, Output, CMD_TIMEOUT};
@@ -59,4 +64,5 @@ pub use mount::{unmount_detach, Mount, MountDir};
 pub use mountinfo::{mount_at, mountinfo, MountInfo};
 pub use process::{children_of, poll, processes, signal, wait_timeout, ProcStat, START_TIMEOUT};
 pub use server::Server;
+pub use tls::{config_home, fingerprint_of, known_servers_file, shelf_command, RawConn};
 pub use watchdog::{abort_connection, ensure_fusectl, watchdog_secs};

@@ -126,6 +126,7 @@ impl Mount {
             .arg(dir.path())
             .arg("--foreground")
             .args(extra)
+            .env("XDG_CONFIG_HOME", crate::tls::config_home())
             .env(
                 "SHELF_LOG",
                 std::env::var("SHELF_LOG").unwrap_or("info".into()),

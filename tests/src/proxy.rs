@@ -63,6 +63,9 @@ impl Proxy {
     pub fn start(upstream: SocketAddr) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy: bind a loopback port");
         let addr = listener.local_addr().expect("proxy: local address");
+        // Bytes pass through unchanged, TLS included: clients of the proxy trust the
+        // upstream server's key.
+        crate::tls::register(addr, crate::tls::fingerprint_of(upstream).as_deref());
         listener
             .set_nonblocking(true)
             .expect("proxy: non-blocking listener");

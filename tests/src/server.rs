@@ -30,6 +30,10 @@ pub struct Server {
     root: PathBuf,
     extra: Vec<OsString>,
     log: LogFile,
+    /// The server key's fingerprint (`None`: `--insecure-plaintext`).
+    fingerprint: Option<String>,
+    /// Its own state directory (the key), kept across restarts so the key stays the same.
+    state: tempfile::TempDir,
 }
 
 impl Server {
@@ -41,6 +45,11 @@ impl Server {
             root: root.to_path_buf(),
             extra: extra.iter().map(|s| s.as_ref().to_os_string()).collect(),
             log: LogFile::new("shelfd-log-", "shelfd.log"),
+            fingerprint: None,
+            state: tempfile::Builder::new()
+                .prefix("shelfd-state-")
+                .tempdir()
+                .expect("state dir"),
         };
         if let Err(e) = server.spawn("127.0.0.1:0") {
             panic!(
@@ -64,9 +73,13 @@ impl Server {
             .open(self.log.path())
             .expect("server log file");
         let mut cmd = Command::new(shelfd_bin());
+        if !self.extra.iter().any(|a| a == "--state-dir") {
+            cmd.arg("--state-dir").arg(self.state.path());
+        }
         cmd.arg(&self.root)
             .args(["--listen", listen, "--log-level", "debug"])
             .args(&self.extra)
+            .env("XDG_CONFIG_HOME", crate::tls::config_home())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(log)
@@ -115,11 +128,17 @@ impl Server {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
             let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
+            let mut second = String::new();
+            let _ = reader.read_line(&mut second);
+            let _ = tx.send((line, second));
             // Keep draining so a later write to stdout never meets a closed pipe.
             let _ = std::io::copy(&mut reader, &mut std::io::sink());
         });
-        let line = rx.recv_timeout(START_TIMEOUT);
+        let lines = rx.recv_timeout(START_TIMEOUT);
+        let (line, second) = match lines {
+            Ok((l, s)) => (Ok(l), s),
+            Err(e) => (Err(e), String::new()),
+        };
         let addr = line
             .as_deref()
             .ok()
@@ -129,6 +148,11 @@ impl Server {
             Some(addr) => {
                 self.addr = addr;
                 self.child = Some(child);
+                self.fingerprint = second
+                    .trim_end()
+                    .strip_prefix("fingerprint ")
+                    .map(str::to_owned);
+                crate::tls::register(addr, self.fingerprint.as_deref());
                 Ok(())
             }
             None => {
@@ -144,6 +168,16 @@ impl Server {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The server key's fingerprint, from shelfd's second line; `None` for a plaintext server.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.fingerprint.as_deref()
+    }
+
+    /// The state directory holding the server's key.
+    pub fn state_dir(&self) -> &Path {
+        self.state.path()
     }
 
     /// The library directory being served.

@@ -30,7 +30,7 @@ use shelf_proto::{
 };
 use shelf_tests::{
     assert_bytes_eq, children_of, library, poll, ramp, random_bytes, read, shelf, shelfd_bin,
-    signal, tool, wait_timeout, write, Output, Rng, Server,
+    signal, tool, wait_timeout, write, Output, RawConn, Rng, Server,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -261,18 +261,17 @@ impl Drop for Tmpfs {
 
 /// A protocol-level client for requests the CLI would never send.
 struct Raw {
-    stream: TcpStream,
-    reader: FrameReader<TcpStream>,
+    stream: RawConn,
+    reader: FrameReader<RawConn>,
     next_id: u32,
     scratch: Vec<u8>,
 }
 
 impl Raw {
+    /// Connects, inside TLS when the server speaks it (the frames are the same).
     fn connect(addr: &str) -> Raw {
-        let stream = TcpStream::connect(addr).expect("connect to shelfd");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("read timeout");
+        let addr = addr.parse().expect("a socket address");
+        let stream = RawConn::connect(addr, Duration::from_secs(10)).expect("connect to shelfd");
         let reader = FrameReader::new(stream.try_clone().expect("clone"), DEFAULT_MAX_PAYLOAD);
         let mut raw = Raw {
             stream,
@@ -1237,7 +1236,7 @@ fn ls_into_a_closed_pipe_exits_zero() {
     );
 
     // The same without a shell: read one line, close the pipe, and the exit is still 0.
-    let mut child = Command::new(shelf_tests::shelf_bin())
+    let mut child = shelf_tests::shelf_command()
         .args(["ls", &addr(&server), "many"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -1400,7 +1399,13 @@ fn issue_13_the_implementations_own_names_are_absent_to_the_command_line() {
 /// error 2): No such file or directory (os error 2)").
 #[test]
 fn issue_13_every_error_is_said_once() {
-    let out = tool(shelfd_bin()).arg("/nonexistent").run();
+    // A state directory of its own, so the test never creates the default /var/lib/shelfd.
+    let state = scratch();
+    let out = tool(shelfd_bin())
+        .arg("/nonexistent")
+        .arg("--state-dir")
+        .arg(state.path())
+        .run();
     assert_code(&out, 1);
     assert_eq!(
         out.stderr_str(),
@@ -1497,7 +1502,7 @@ fn interrupted_get_leaves_no_partial_local_file() {
     sparse(&lib.path().join("big"), 200 << 20);
     let local = scratch();
     let mut get = Spawned::new(
-        Command::new(shelf_tests::shelf_bin())
+        shelf_tests::shelf_command()
             .args(["get", &addr(&server), "big", "LOCAL"])
             .current_dir(local.path()),
     );
@@ -1526,7 +1531,7 @@ fn interrupted_put_leaves_nothing_in_the_library() {
     let local = scratch();
     let src = local.path().join("big");
     sparse(&src, 200 << 20);
-    let mut put = Spawned::new(Command::new(shelf_tests::shelf_bin()).args([
+    let mut put = Spawned::new(shelf_tests::shelf_command().args([
         OsStr::new("put"),
         OsStr::new(&addr(&server)),
         src.as_os_str(),

@@ -8,7 +8,7 @@
 
 use std::ffi::OsStr;
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -29,16 +29,15 @@ use shelf_tests::*;
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 struct Raw {
-    stream: TcpStream,
-    reader: FrameReader<TcpStream>,
+    stream: RawConn,
+    reader: FrameReader<RawConn>,
     next_id: u32,
 }
 
 impl Raw {
+    /// Connects, inside TLS when the server speaks it (the frames are the same).
     fn connect(addr: SocketAddr) -> Raw {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).expect("connect to shelfd");
-        stream.set_read_timeout(Some(IO_TIMEOUT)).expect("timeout");
-        stream.set_write_timeout(Some(IO_TIMEOUT)).expect("timeout");
+        let stream = RawConn::connect(addr, IO_TIMEOUT).expect("connect to shelfd");
         let reader = FrameReader::new(stream.try_clone().expect("clone"), HARD_MAX_PAYLOAD);
         Raw {
             stream,

@@ -25,16 +25,26 @@ fn heavy() -> MutexGuard<'static, ()> {
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Raw {
-    stream: TcpStream,
-    reader: FrameReader<TcpStream>,
+    stream: RawConn,
+    reader: FrameReader<RawConn>,
     next_id: u32,
 }
 
 impl Raw {
+    /// Connects, inside TLS when the server speaks it (the frames are the same).
     fn connect(addr: SocketAddr) -> std::io::Result<Raw> {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
-        stream.set_read_timeout(Some(IO_TIMEOUT))?;
-        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        let stream = RawConn::connect(addr, IO_TIMEOUT)?;
+        let reader = FrameReader::new(stream.try_clone()?, HARD_MAX_PAYLOAD);
+        Ok(Raw {
+            stream,
+            reader,
+            next_id: 1,
+        })
+    }
+
+    /// Connects over bare TCP, whatever the server speaks.
+    fn connect_plain(addr: SocketAddr) -> std::io::Result<Raw> {
+        let stream = RawConn::connect_plain(addr, IO_TIMEOUT)?;
         let reader = FrameReader::new(stream.try_clone()?, HARD_MAX_PAYLOAD);
         Ok(Raw {
             stream,
@@ -294,7 +304,8 @@ fn clients_past_max_clients_get_a_busy_frame_not_a_silent_drop() {
         .collect();
     let mut busy = 0;
     for i in 0..20 {
-        let mut c = Raw::connect(server.addr()).expect("connect");
+        // The parent answers before any TLS, in a plain frame (a TLS client reads it as such).
+        let mut c = Raw::connect_plain(server.addr()).expect("connect");
         // The parent answers without reading the hello; send it anyway, like a real client.
         match c.hello() {
             Ok(f) => match f.msg {

@@ -24,6 +24,7 @@ pub mod format;
 pub mod generate;
 pub mod get;
 pub mod interrupt;
+pub mod keygen;
 pub mod ls;
 pub mod mkdir;
 pub mod mv;
@@ -33,6 +34,7 @@ pub mod put;
 pub mod rm;
 pub mod shell;
 pub mod token;
+pub mod trust;
 pub mod units;
 
 pub use interrupt::Interrupted;
@@ -79,6 +81,38 @@ pub struct Global {
     /// Hides the progress bar of get and put and the shell's banner.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Trust only the server whose key has this fingerprint (as shelfd prints it).
+    ///
+    /// Needs no known-servers file; for scripts, systemd and fstab (`-o fingerprint=`).
+    #[arg(long, global = true, value_name = "SHA256:...")]
+    pub fingerprint: Option<String>,
+    /// Prove who you are with the private key in FILE (made by `shelf keygen`).
+    ///
+    /// Default: ~/.config/shelf/id_shelf if it exists. Refused if group or others can read it.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// The servers trusted so far, one `HOST:PORT SHA256:...` a line.
+    ///
+    /// Default: $XDG_CONFIG_HOME/shelf/known_servers (~/.config/shelf/known_servers).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub known_servers: Option<PathBuf>,
+    /// Connect over plain TCP, without TLS: nothing is encrypted or verified.
+    ///
+    /// Only for a server started with --insecure-plaintext (benchmarks, trusted loopback).
+    #[arg(long, global = true)]
+    pub insecure_plaintext: bool,
+}
+
+impl Global {
+    /// The security options.
+    pub fn trust(&self) -> trust::Trust {
+        trust::Trust {
+            plaintext: self.insecure_plaintext,
+            fingerprint: self.fingerprint.clone(),
+            identity: self.identity.clone(),
+            known_servers: self.known_servers.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -102,6 +136,8 @@ pub enum Command {
     Umount(crate::mount::UmountArgs),
     /// Show this machine's shelf mounts: server, connections, cache statistics.
     Status(crate::status::StatusArgs),
+    /// Make a client key pair for servers that admit listed keys.
+    Keygen(keygen::KeygenArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(hide = true)]
     Completions(generate::CompletionsArgs),
@@ -245,7 +281,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(path) => Some(token::read_token(path)?),
         None => None,
     };
-    let connect = |addr: &str| connect(addr, token.clone());
+    let trust = cli.global.trust();
+    let connect = |addr: &str| connect(addr, token.clone(), &trust);
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Ls(a) => ls::run(&connect(&a.addr)?, &a, &mut stdout)?,
@@ -269,7 +306,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Mount(a) => crate::mount::run_mount(a, token)?,
+        Command::Mount(a) => crate::mount::run_mount(a, token, trust.clone())?,
+        Command::Keygen(a) => keygen::run(&a, &mut stdout)?,
         Command::Umount(a) => crate::mount::run_umount(a)?,
         Command::Status(a) => crate::status::run(a, &mut std::io::stdout().lock())?,
         Command::Completions(a) => generate::completions(a.shell, &mut stdout)?,
@@ -289,14 +327,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// One pooled connection: pipelining on it keeps a transfer's pipe full, and a replacement
 /// connection carries on after a server restart.
-pub fn connect(addr: &str, token: Option<Vec<u8>>) -> anyhow::Result<Client<Pool>> {
+pub fn connect(
+    addr: &str,
+    token: Option<Vec<u8>>,
+    trust: &trust::Trust,
+) -> anyhow::Result<Client<Pool>> {
     let opts = ConnectOptions {
         token,
         agent: format!("shelf-cli/{}", env!("CARGO_PKG_VERSION")),
         ..ConnectOptions::new(addr)
     };
+    let (pool, _) = trust::connect_pool(opts, 1, trust)?;
     // Every command names only what a person may see (`Client::for_people`).
-    Ok(Client::for_people(Pool::connect(opts, 1)?))
+    Ok(Client::for_people(pool))
 }
 
 /// The transports the subcommands run over (a trait alias).

@@ -47,8 +47,12 @@ const KEEPALIVE_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs `shelf mount`. Returns once the mount is up (detached) or unmounted (foreground).
 /// `token` is the global `--token-file`'s. Must be called while the process has one thread.
-pub fn run_mount(args: MountArgs, token: Option<Vec<u8>>) -> anyhow::Result<()> {
-    let plan = options::plan(args, token)?;
+pub fn run_mount(
+    args: MountArgs,
+    token: Option<Vec<u8>>,
+    trust: crate::cli::trust::Trust,
+) -> anyhow::Result<()> {
+    let plan = options::plan(args, token, trust)?;
     if plan.foreground {
         return serve(&plan, Ready::foreground());
     }
@@ -97,8 +101,9 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
         agent: format!("shelf-mount/{}", env!("CARGO_PKG_VERSION")),
         ..ConnectOptions::default()
     };
-    let pool = Pool::connect(opts, plan.connections as usize)
-        .with_context(|| format!("mount {}", plan.addr))?;
+    let (pool, secured) =
+        crate::cli::trust::connect_pool(opts, plan.connections as usize, &plan.trust)
+            .with_context(|| format!("mount {}", plan.addr))?;
     let core = Arc::new(Core::new(pool, plan.core.clone()));
     let mut config = fuser::Config::default();
     config.mount_options = plan.fuse_options.clone();
@@ -136,7 +141,7 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
                 }
             }
         })?;
-    crate::status::serve(core, plan.mountpoint.clone());
+    crate::status::serve(core, plan.mountpoint.clone(), secured);
     signals::unmount_on_signal(signals, plan.mountpoint.clone())?;
     Ok(session)
 }

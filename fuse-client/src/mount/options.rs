@@ -13,6 +13,7 @@ use anyhow::{bail, Context};
 use fuser::{MountOption, SessionACL};
 
 use crate::cli::token::read_token;
+use crate::cli::trust::Trust;
 use crate::cli::units::{parse_duration, parse_size};
 use shelf_core::CoreConfig;
 
@@ -50,7 +51,9 @@ pub struct MountArgs {
     #[arg(long)]
     pub read_only: bool,
     /// Mount options, comma-separated: allow_other, allow_root, ro, and the options above
-    /// as key=value (cache_size=1G, connections=8, attr_ttl=2s, token_file=PATH).
+    /// as key=value (cache_size=1G, connections=8, attr_ttl=2s, token_file=PATH), and the
+    /// security options fingerprint=SHA256:..., identity=FILE, known_servers=FILE,
+    /// insecure_plaintext.
     #[arg(short = 'o', value_delimiter = ',')]
     pub options: Vec<String>,
 }
@@ -64,6 +67,8 @@ pub(super) struct MountPlan {
     pub foreground: bool,
     pub connections: u32,
     pub token: Option<Vec<u8>>,
+    /// How the server is verified and the client known (global options, then `-o`).
+    pub trust: Trust,
     /// Includes the mounting user's uid and gid, which the files are presented as owned by.
     pub core: CoreConfig,
     /// For fuser, and read back by `kernel::mount_as_root` for the mount(2) flags.
@@ -73,9 +78,14 @@ pub(super) struct MountPlan {
 
 /// Checks the arguments and folds the `-o` options in. `token` is the global `--token-file`'s;
 /// a `token_file=` option replaces it.
-pub(super) fn plan(args: MountArgs, token: Option<Vec<u8>>) -> anyhow::Result<MountPlan> {
+pub(super) fn plan(
+    args: MountArgs,
+    token: Option<Vec<u8>>,
+    trust: Trust,
+) -> anyhow::Result<MountPlan> {
     let mut a = args;
     let mut token = token;
+    let mut trust = trust;
     let mut acl = SessionACL::Owner;
     let mut fuse_options = Vec::new();
     for opt in std::mem::take(&mut a.options) {
@@ -114,6 +124,10 @@ pub(super) fn plan(args: MountArgs, token: Option<Vec<u8>>) -> anyhow::Result<Mo
             "connections" => a.connections = need(value)?.parse().context("connections")?,
             "attr_ttl" => a.attr_ttl = parse_duration(&need(value)?).map_err(anyhow::Error::msg)?,
             "token_file" => token = Some(read_token(Path::new(&need(value)?))?),
+            "fingerprint" => trust.fingerprint = Some(need(value)?),
+            "identity" => trust.identity = Some(PathBuf::from(need(value)?)),
+            "known_servers" => trust.known_servers = Some(PathBuf::from(need(value)?)),
+            "insecure_plaintext" => trust.plaintext = true,
             other => bail!("unknown mount option {other:?} (see shelf mount --help)"),
         }
     }
@@ -147,6 +161,7 @@ pub(super) fn plan(args: MountArgs, token: Option<Vec<u8>>) -> anyhow::Result<Mo
         foreground: a.foreground,
         connections: a.connections,
         token,
+        trust,
         core: CoreConfig {
             attr_ttl: a.attr_ttl,
             chunk_size: a.chunk_size as u32,
@@ -184,13 +199,14 @@ mod tests {
         let p = plan(
             args(&["ro", "cache_size=1G", "connections=2", "_netdev"]),
             None,
+            Trust::default(),
         )
         .expect("valid options");
         assert!(p.core.read_only);
         assert_eq!(p.core.cache_bytes, 1 << 30);
         assert_eq!(p.connections, 2);
-        let err = plan(args(&["bogus"]), None).expect_err("unknown option");
+        let err = plan(args(&["bogus"]), None, Trust::default()).expect_err("unknown option");
         assert!(err.to_string().contains("bogus"));
-        assert!(plan(args(&["chunk_size=3000"]), None).is_err());
+        assert!(plan(args(&["chunk_size=3000"]), None, Trust::default()).is_err());
     }
 }
