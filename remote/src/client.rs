@@ -577,7 +577,7 @@ mod tests {
         );
         assert_eq!(
             client
-                .seek(b"d/.shelf-put-0", 0, Whence::Data)
+                .seek(b"d/.shelf-put-0123456789abcdef", 0, Whence::Data)
                 .map_err(code)
                 .err(),
             Some(Code::NotFound)
