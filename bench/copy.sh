@@ -41,7 +41,7 @@ sync
 start_shelfd "$LIB"
 MNT=$BENCH_ROOT/mnt
 mkdir -p "$MNT/shelf" "$MNT/sshfs"
-"$BIN/shelf" mount --foreground "$SHELF_ADDR" "$MNT/shelf" </dev/null \
+"$BIN/shelf" mount --foreground -o "fingerprint=$SHELF_FP" "$SHELF_ADDR" "$MNT/shelf" </dev/null \
     >>"$BENCH_ROOT/shelf-mount.log" 2>&1 &
 SHELF_PID=$!
 on_exit "umount '$MNT/shelf' || umount -l '$MNT/shelf'; kill -TERM $SHELF_PID"
