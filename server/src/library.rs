@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags, Timestamps};
 use rustix::time::Timespec;
 
-use shelf_proto::reserved::is_reserved_name;
+use shelf_proto::reserved::{is_reserved_name, HIDDEN_DIR};
 use shelf_proto::{
     rename_flags, Attr, Code, DirEntry, FileKind, SetAttrs, SetTime, Statfs, Timestamp,
 };
@@ -172,8 +172,23 @@ impl Library {
             let (dir, name) = self.parent("stat", path)?;
             sys::fstatat(dir.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW)
         };
-        st.map(|st| attr_of(&st))
+        st.map(|st| self.shown(path, attr_of(&st)))
             .map_err(|e| Error::io("stat", path, e))
+    }
+
+    /// `attr` of `path` as clients see it: the root's link count leaves out the mount's
+    /// `.shelf-hidden` directory, which no listing shows (`shelf_proto::reserved`), so `ls -ld`
+    /// and `find` count the subdirectories a person can see, as on a local disk.
+    fn shown(&self, path: &RelPath, mut attr: Attr) -> Attr {
+        if path.is_root() && attr.kind == FileKind::Dir {
+            let hidden = sys::cstr(HIDDEN_DIR).ok().and_then(|name| {
+                sys::fstatat(self.root.as_fd(), &name, AtFlags::SYMLINK_NOFOLLOW).ok()
+            });
+            if hidden.is_some_and(|st| attr_of(&st).kind == FileKind::Dir) {
+                attr.nlink = attr.nlink.saturating_sub(1);
+            }
+        }
+        attr
     }
 
     /// Entries of a directory sorted by name bytes, those after `after`, at most `max_entries`
@@ -328,7 +343,7 @@ impl Library {
             let times = timestamps(attrs.atime, attrs.mtime);
             rustix::fs::futimens(&fd, &times).map_err(|e| Error::io(op, path, e))?;
         }
-        fstat_attr(op, path, fd.as_fd())
+        fstat_attr(op, path, fd.as_fd()).map(|attr| self.shown(path, attr))
     }
 
     /// A symlink has only times of its own to set; Linux has no mode for links and no size.

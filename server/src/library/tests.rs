@@ -822,3 +822,36 @@ fn listings_leave_out_the_implementations_names() {
         ]
     );
 }
+
+/// The root's link count leaves out the mount's unlisted `.shelf-hidden`, as listings do: a
+/// person sees one subdirectory, and `st_nlink` says so (2 + subdirectories, as on ext4).
+#[test]
+fn the_roots_link_count_leaves_out_the_hidden_directory() {
+    let f = Fixture::new();
+    f.lib.mkdir(&p(b"d"), 0o755).expect("mkdir d");
+    let before = f.lib.stat(&RelPath::root()).expect("stat root").nlink;
+    assert_eq!(before, 3, "the root and d");
+    f.lib
+        .mkdir(&p(b".shelf-hidden"), 0o700)
+        .expect("mkdir hidden");
+    assert_eq!(f.lib.stat(&RelPath::root()).expect("stat").nlink, before);
+    let after_chmod = f
+        .lib
+        .set_attr(
+            &RelPath::root(),
+            &SetAttrs {
+                perm: Some(0o755),
+                ..SetAttrs::default()
+            },
+        )
+        .expect("setattr root");
+    assert_eq!(
+        after_chmod.nlink, before,
+        "setattr's reply shows it the same way"
+    );
+    // A subdirectory's `.shelf-hidden` is the library's own, and counts in its parent.
+    f.lib
+        .mkdir(&p(b"d/.shelf-hidden"), 0o755)
+        .expect("mkdir d/.shelf-hidden");
+    assert_eq!(f.lib.stat(&p(b"d")).expect("stat d").nlink, 3);
+}
