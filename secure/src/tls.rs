@@ -178,9 +178,7 @@ impl ServerCertVerifier for ServerPin {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        refuse_tls12()
     }
 
     fn verify_tls13_signature(
@@ -189,8 +187,7 @@ impl ServerCertVerifier for ServerPin {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let spki = SubjectPublicKeyInfoDer::from(cert.as_ref());
-        verify_tls13_signature_with_raw_key(message, &spki, dss, &algorithms())
+        verify_raw_key_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -200,6 +197,24 @@ impl ServerCertVerifier for ServerPin {
     fn requires_raw_public_keys(&self) -> bool {
         true
     }
+}
+
+/// Neither side speaks TLS 1.2 (the configs allow 1.3 only); a 1.2 signature is refused.
+fn refuse_tls12() -> Result<HandshakeSignatureValid, rustls::Error> {
+    Err(rustls::Error::PeerIncompatible(
+        rustls::PeerIncompatible::Tls13RequiredForQuic,
+    ))
+}
+
+/// The peer's handshake signature, checked against the raw public key it presented (RFC
+/// 7250): the same check for the server's key and a client's.
+fn verify_raw_key_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let spki = SubjectPublicKeyInfoDer::from(cert.as_ref());
+    verify_tls13_signature_with_raw_key(message, &spki, dss, &algorithms())
 }
 
 /// Accepts any client key that signs the handshake; which keys are admitted is decided after
@@ -241,9 +256,7 @@ impl ClientCertVerifier for AnyClientKey {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        refuse_tls12()
     }
 
     fn verify_tls13_signature(
@@ -252,8 +265,7 @@ impl ClientCertVerifier for AnyClientKey {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        let spki = SubjectPublicKeyInfoDer::from(cert.as_ref());
-        verify_tls13_signature_with_raw_key(message, &spki, dss, &algorithms())
+        verify_raw_key_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
