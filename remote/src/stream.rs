@@ -76,41 +76,30 @@ impl Stream for TlsStream {
     }
 }
 
-impl Stream for TcpStream {
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.as_fd()
-    }
-    fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn set_read_deadline(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(timeout)
-    }
-    fn set_write_deadline(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.set_write_timeout(timeout)
-    }
+/// Plain sockets: std gives TCP and Unix streams the same methods under the same names.
+macro_rules! plain_socket_stream {
+    ($($socket:ty),*) => {$(
+        impl Stream for $socket {
+            fn fd(&self) -> BorrowedFd<'_> {
+                self.as_fd()
+            }
+            fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
+                Ok(Box::new(self.try_clone()?))
+            }
+            fn shutdown_both(&self) {
+                let _ = self.shutdown(Shutdown::Both);
+            }
+            fn set_read_deadline(&self, timeout: Option<Duration>) -> io::Result<()> {
+                self.set_read_timeout(timeout)
+            }
+            fn set_write_deadline(&self, timeout: Option<Duration>) -> io::Result<()> {
+                self.set_write_timeout(timeout)
+            }
+        }
+    )*};
 }
 
-impl Stream for UnixStream {
-    fn fd(&self) -> BorrowedFd<'_> {
-        self.as_fd()
-    }
-    fn try_clone_stream(&self) -> io::Result<Box<dyn Stream>> {
-        Ok(Box::new(self.try_clone()?))
-    }
-    fn shutdown_both(&self) {
-        let _ = self.shutdown(Shutdown::Both);
-    }
-    fn set_read_deadline(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.set_read_timeout(timeout)
-    }
-    fn set_write_deadline(&self, timeout: Option<Duration>) -> io::Result<()> {
-        self.set_write_timeout(timeout)
-    }
-}
+plain_socket_stream!(TcpStream, UnixStream);
 
 impl Stream for Box<dyn Stream> {
     fn fd(&self) -> BorrowedFd<'_> {

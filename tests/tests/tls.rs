@@ -574,6 +574,22 @@ fn a_tls_client_hears_busy_from_a_full_server() {
 // Client keys
 // ---------------------------------------------------------------------------------------------
 
+/// A server that admits the keys of `authorized` (an authorized-keys file's text, written
+/// to `dir`), with `extra` arguments; its library and the file's path come with it.
+fn serve_authorizing(
+    dir: &Path,
+    authorized: &str,
+    extra: &[&OsStr],
+) -> (tempfile::TempDir, Server, PathBuf) {
+    let file = dir.join("authorized_keys");
+    write(&file, authorized);
+    let lib = seeded_library();
+    let mut args = vec![OsStr::new("--authorized-keys"), file.as_os_str()];
+    args.extend_from_slice(extra);
+    let server = Server::start(lib.path(), &args);
+    (lib, server, file)
+}
+
 /// `shelf keygen -f DIR/NAME`: returns the private key path and the public line.
 fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let file = dir.join(name);
@@ -624,12 +640,10 @@ fn listed_keys_get_in_unlisted_and_revoked_ones_do_not() {
     let (alice, alice_line) = keygen(dir.path(), "alice");
     let (bob, bob_line) = keygen(dir.path(), "bob");
     let (mallory, _) = keygen(dir.path(), "mallory");
-    let authorized = dir.path().join("authorized_keys");
-    write(&authorized, format!("# team\n{alice_line}\n\n{bob_line}\n"));
-    let lib = seeded_library();
-    let server = Server::start(
-        lib.path(),
-        &[OsStr::new("--authorized-keys"), authorized.as_os_str()],
+    let (_lib, server, authorized) = serve_authorizing(
+        dir.path(),
+        &format!("# team\n{alice_line}\n\n{bob_line}\n"),
+        &[],
     );
     let ls = |key: Option<&Path>| {
         let mut c = shelf();
@@ -660,19 +674,12 @@ fn listed_keys_get_in_unlisted_and_revoked_ones_do_not() {
 fn a_read_only_key_gets_erofs_for_every_change_and_the_token_still_works() {
     let dir = tempfile::tempdir().expect("dir");
     let (reader, reader_line) = keygen(dir.path(), "reader");
-    let authorized = dir.path().join("authorized_keys");
-    write(&authorized, format!("read-only {reader_line}\n"));
     let token = dir.path().join("token");
     write(&token, "t0ken\n");
-    let lib = seeded_library();
-    let server = Server::start(
-        lib.path(),
-        &[
-            OsStr::new("--authorized-keys"),
-            authorized.as_os_str(),
-            OsStr::new("--token-file"),
-            token.as_os_str(),
-        ],
+    let (lib, server, _) = serve_authorizing(
+        dir.path(),
+        &format!("read-only {reader_line}\n"),
+        &[OsStr::new("--token-file"), token.as_os_str()],
     );
     let local = dir.path().join("up.txt");
     write(&local, "new");
@@ -749,13 +756,7 @@ fn status_shows_the_fingerprint_suite_and_key_and_no_private_key_leaks() {
     }
     let dir = tempfile::tempdir().expect("dir");
     let (id, line) = keygen(dir.path(), "id");
-    let authorized = dir.path().join("authorized_keys");
-    write(&authorized, format!("{line}\n"));
-    let lib = seeded_library();
-    let server = Server::start(
-        lib.path(),
-        &[OsStr::new("--authorized-keys"), authorized.as_os_str()],
-    );
+    let (_lib, server, _) = serve_authorizing(dir.path(), &format!("{line}\n"), &[]);
     let mount = Mount::new(
         server.addr(),
         &["-o", &format!("identity={}", id.display())],
@@ -820,13 +821,7 @@ fn status_shows_the_fingerprint_suite_and_key_and_no_private_key_leaks() {
 fn an_unlisted_key_is_told_why_inside_tls() {
     let dir = tempfile::tempdir().expect("dir");
     let (_, line) = keygen(dir.path(), "listed");
-    let authorized = dir.path().join("authorized_keys");
-    write(&authorized, format!("{line}\n"));
-    let lib = seeded_library();
-    let server = Server::start(
-        lib.path(),
-        &[OsStr::new("--authorized-keys"), authorized.as_os_str()],
-    );
+    let (_lib, server, _) = serve_authorizing(dir.path(), &format!("{line}\n"), &[]);
     let stranger = KeyPair::generate().expect("key");
     let sock = TcpStream::connect(server.addr()).expect("connect");
     let mut tls = client_handshake(
