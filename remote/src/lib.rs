@@ -63,7 +63,19 @@ pub struct ConnectOptions {
     pub agent: String,
     /// TLS, and how the server is verified; `None`: plain TCP (`--insecure-plaintext`).
     pub tls: Option<TlsOptions>,
+    /// How long a client with no connection keeps trying while the server answers "busy"
+    /// (it is at `--max-clients`), with backoff and jitter, before it fails with
+    /// [`RemoteError::Busy`]. Zero fails at once. See [`pool`](crate::pool), point 5.
+    pub busy_wait: Duration,
+    /// Told once, with the server's message, when such a wait begins (the CLI says so on a
+    /// terminal). Not called when the first try succeeds.
+    pub on_busy: Option<fn(&str)>,
 }
+
+/// [`ConnectOptions::busy_wait`]'s default: long enough to outlast a burst of short
+/// commands (each holds its connection for well under a second), short enough that a server
+/// that stays full is reported while the person still waits for an answer.
+pub const DEFAULT_BUSY_WAIT: Duration = Duration::from_secs(30);
 
 /// How a client verifies the server and proves who it is.
 #[derive(Debug, Clone, Default)]
@@ -91,6 +103,8 @@ impl ConnectOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(15),
             agent: format!("shelf/{}", env!("CARGO_PKG_VERSION")),
+            busy_wait: DEFAULT_BUSY_WAIT,
+            on_busy: None,
             tls: None,
         }
     }

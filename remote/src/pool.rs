@@ -13,6 +13,13 @@
 //! 4. *Resending.* A request that certainly never left is resent whatever it is; one lost with
 //!    its connection is resent once on a fresh connection only when it is idempotent
 //!    ([`Request::is_idempotent`]).
+//! 5. *A busy server is waited out, not failed.* A server at `--max-clients` answers a new
+//!    connection with "busy" and closes it. A pool with no live connection (the CLI's, or a
+//!    mount whose connections all died) tries again with exponential backoff and jitter
+//!    ([`Patience`]) for up to `busy_wait`; what would succeed a moment later then does. A
+//!    pool that still has a live connection never waits and never fails for it: the call goes
+//!    to a connection it has, and for [`BUSY_HOLDOFF`] no call tries to open another, so a
+//!    full server is not asked for a handshake per request.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +30,12 @@ use shelf_proto::{Reply, Request};
 
 use super::connection::{Connection, Pending};
 use super::{ConnectOptions, Limits, RemoteError, TlsInfo, Transport};
+
+/// After a busy answer while other connections live: how long no call tries to open another.
+pub const BUSY_HOLDOFF: Duration = Duration::from_secs(1);
+/// The first pause before trying a busy server again; it doubles up to [`MAX_BUSY_PAUSE`].
+const FIRST_BUSY_PAUSE: Duration = Duration::from_millis(20);
+const MAX_BUSY_PAUSE: Duration = Duration::from_secs(1);
 
 /// Makes one new, handshaken connection.
 pub type Connector = Arc<dyn Fn() -> Result<Connection, RemoteError> + Send + Sync>;
@@ -56,6 +69,9 @@ pub struct Pool {
     features: AtomicU64,
     /// After a connect timed out: until when to fail at once, and with which error.
     holdoff: Mutex<Option<(Instant, std::io::ErrorKind, String)>>,
+    /// After a busy answer while other connections lived: until when to open no more.
+    busy_until: Mutex<Option<Instant>>,
+    patience: Patience,
     connect_timeout: Duration,
     next: AtomicUsize,
     reconnects: AtomicU64,
@@ -67,21 +83,26 @@ impl Pool {
     /// Opens the first of `n` connections to `opts.addr` now, so an unreachable server or a
     /// refused token is reported at once; the others open when load needs them.
     pub fn connect(opts: ConnectOptions, n: usize) -> Result<Pool, RemoteError> {
-        let addr = opts.addr.clone();
-        let timeout = opts.connect_timeout;
-        let connector: Connector = Arc::new(move || Connection::connect(&opts));
-        Pool::with_connector(connector, n, addr, timeout)
+        let for_connector = opts.clone();
+        let connector: Connector = Arc::new(move || Connection::connect(&for_connector));
+        Pool::with_connector(connector, n, &opts)
     }
 
     /// A pool whose connections come from `connector` (the loopback and tests use this).
-    /// `addr` names the server in messages.
+    /// Of `opts` it uses the address (to name the server in messages), the connect timeout
+    /// and the busy wait.
     pub fn with_connector(
         connector: Connector,
         n: usize,
-        addr: String,
-        connect_timeout: Duration,
+        opts: &ConnectOptions,
     ) -> Result<Pool, RemoteError> {
-        let first = connector()?;
+        let patience = Patience {
+            wait: opts.busy_wait,
+            on_busy: opts.on_busy,
+        };
+        let addr = opts.addr.clone();
+        let connect_timeout = opts.connect_timeout;
+        let first = patience.connect(&connector)?;
         let limits = first.limits();
         let features = first.features();
         let mut slots = vec![Mutex::new(Some(Arc::new(first)))];
@@ -93,6 +114,8 @@ impl Pool {
             limits: Mutex::new(limits),
             features: AtomicU64::new(features),
             holdoff: Mutex::new(None),
+            busy_until: Mutex::new(None),
+            patience,
             connect_timeout,
             next: AtomicUsize::new(0),
             reconnects: AtomicU64::new(0),
@@ -191,18 +214,20 @@ impl Pool {
             }
         }
         match (free, best) {
-            (Some(i), best) => match self.fill(i) {
+            // With a live connection to fall back on, a busy server is not waited for.
+            (Some(i), best) => match self.fill(i, best.is_none()) {
                 Ok(c) => Ok(c),
                 Err(e) => best.ok_or(e),
             },
             (None, Some(c)) => Ok(c),
             // Every slot was being filled by other threads: wait for one of them.
-            (None, None) => self.fill(start),
+            (None, None) => self.fill(start, true),
         }
     }
 
-    /// Returns the live connection in slot `i`, opening one if needed.
-    fn fill(&self, i: usize) -> Result<Arc<Connection>, RemoteError> {
+    /// Returns the live connection in slot `i`, opening one if needed; `patient`: wait out
+    /// a busy server (module docs, point 5).
+    fn fill(&self, i: usize, patient: bool) -> Result<Arc<Connection>, RemoteError> {
         let mut slot = self.slots[i].lock();
         if let Some(c) = &*slot {
             if c.is_alive() {
@@ -217,12 +242,25 @@ impl Pool {
                 });
             }
         }
+        if !patient {
+            if let Some(until) = *self.busy_until.lock() {
+                if Instant::now() < until {
+                    return Err(RemoteError::Busy(format!("{} is busy", self.addr)));
+                }
+            }
+        }
         let replacing = slot.take().is_some();
-        match (self.connector)() {
+        let made = if patient {
+            self.patience.connect(&self.connector)
+        } else {
+            (self.connector)()
+        };
+        match made {
             Ok(c) => {
                 *self.limits.lock() = c.limits();
                 self.features.store(c.features(), Ordering::Relaxed);
                 *self.holdoff.lock() = None;
+                *self.busy_until.lock() = None;
                 if replacing {
                     self.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
@@ -232,6 +270,9 @@ impl Pool {
                 Ok(c)
             }
             Err(e) => {
+                if let RemoteError::Busy(_) = &e {
+                    *self.busy_until.lock() = Some(Instant::now() + BUSY_HOLDOFF);
+                }
                 if let RemoteError::Unreachable { cause, .. } = &e {
                     if cause.kind() == std::io::ErrorKind::TimedOut {
                         *self.holdoff.lock() = Some((
@@ -261,6 +302,58 @@ impl Pool {
             Err((e, _)) => Err(e),
         }
     }
+}
+
+/// How a pool with no connection waits out a busy server (module docs, point 5).
+#[derive(Debug, Clone, Copy)]
+struct Patience {
+    wait: Duration,
+    on_busy: Option<fn(&str)>,
+}
+
+impl Patience {
+    /// Connects, trying again while the server answers busy, until `wait` has passed.
+    fn connect(&self, connector: &Connector) -> Result<Connection, RemoteError> {
+        let start = Instant::now();
+        let mut pause = FIRST_BUSY_PAUSE;
+        let mut told = false;
+        loop {
+            let message = match connector() {
+                Err(RemoteError::Busy(m)) => m,
+                other => return other,
+            };
+            let waited = start.elapsed();
+            if waited >= self.wait {
+                return Err(RemoteError::Busy(if told {
+                    format!("{message} (still busy after {} s)", waited.as_secs())
+                } else {
+                    message
+                }));
+            }
+            if !told {
+                told = true;
+                tracing::info!("{message}; trying again for up to {:?}", self.wait);
+                if let Some(tell) = self.on_busy {
+                    tell(&message);
+                }
+            }
+            std::thread::sleep(jittered(pause).min(self.wait - waited));
+            pause = (pause * 2).min(MAX_BUSY_PAUSE);
+        }
+    }
+}
+
+/// A pause between half and all of `pause`, at random: clients refused together must not
+/// come back together.
+fn jittered(pause: Duration) -> Duration {
+    let mut bytes = [0u8; 4];
+    // Without randomness the pause is simply the longest; still bounded, still correct.
+    let r = match rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()) {
+        Ok(4) => u32::from_ne_bytes(bytes),
+        _ => u32::MAX,
+    };
+    let half = pause / 2;
+    half + half.mul_f64(f64::from(r) / f64::from(u32::MAX))
 }
 
 impl Transport for Pool {

@@ -99,3 +99,87 @@ fn requests_spread_over_the_connections() {
     assert_eq!(state.in_flight, 0);
     assert!(state.requests >= 60);
 }
+
+fn quick_busy(dir: &std::path::Path, connections: usize, busy_wait: Duration) -> Loopback {
+    let opts = ConnectOptions {
+        busy_wait,
+        ..ConnectOptions::new("loopback")
+    };
+    Loopback::with(dir, Default::default(), opts, connections).expect("loopback")
+}
+
+#[test]
+fn a_pool_with_no_connection_waits_out_a_busy_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = Client::new(quick_busy(dir.path(), 1, Duration::from_secs(20)));
+    client.ping().expect("up");
+    client.transport().refuse_busy(4);
+    client.transport().hang_up();
+    // The connection is gone and the next four connects meet "busy": the call still
+    // succeeds, on the fifth.
+    client.ping().expect("served once the server has room");
+    assert_eq!(client.transport().refused_busy(), 4);
+    assert_eq!(client.transport().pool().state().connected, 1);
+}
+
+#[test]
+fn a_busy_server_that_stays_full_is_reported_after_the_wait() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wait = Duration::from_millis(300);
+    let client = Client::new(quick_busy(dir.path(), 1, wait));
+    client.ping().expect("up");
+    client.transport().refuse_busy(usize::MAX);
+    client.transport().hang_up();
+    let started = Instant::now();
+    let err = client.ping().expect_err("still busy");
+    assert_eq!(err.errno(), libc::EBUSY, "{err:?}");
+    assert!(err.to_string().contains("still busy after"), "{err}");
+    assert!(
+        started.elapsed() >= wait,
+        "gave up early: {:?}",
+        started.elapsed()
+    );
+    // Tried again with backoff, not in a tight loop, and more than once.
+    let tries = client.transport().refused_busy();
+    assert!((2..=20).contains(&tries), "{tries} tries in {wait:?}");
+}
+
+#[test]
+fn a_pool_with_a_live_connection_never_waits_for_a_busy_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("f"), vec![1u8; 4 << 20]).expect("write");
+    // A long wait: if any call waited for the busy server, the test would take it.
+    let client = std::sync::Arc::new(Client::new(quick_busy(
+        dir.path(),
+        4,
+        Duration::from_secs(60),
+    )));
+    client.ping().expect("up");
+    client.transport().refuse_busy(usize::MAX);
+    let started = Instant::now();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let c = std::sync::Arc::clone(&client);
+            std::thread::spawn(move || {
+                for _ in 0..20 {
+                    let (_, data) = c
+                        .read(b"f", 0, 256 << 10)
+                        .expect("read on the live connection");
+                    assert_eq!(data.len(), 256 << 10);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("reader");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "calls waited for the busy server"
+    );
+    let state = client.transport().pool().state();
+    assert_eq!(state.connected, 1, "{state:?}");
+    // The holdoff keeps calls from asking the full server for a connection each time.
+    let tries = client.transport().refused_busy();
+    assert!(tries <= 10, "{tries} connects tried against a full server");
+}

@@ -6,12 +6,13 @@
 //! tests of the client, the FUSE core and the CLI run against a real library without ports,
 //! processes or a mount. Two controls play the faults a network would: [`Loopback::hang_up`]
 //! (the server drops every connection, as a restart does) and [`Loopback::set_down`] (new
-//! connections are refused, as while the server is away).
+//! connections are refused, as while the server is away); [`Loopback::refuse_busy`] answers
+//! the next connections "busy", as a server at `--max-clients` does.
 
 use std::io;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -28,6 +29,10 @@ struct Control {
     lib: Library,
     cfg: ServeConfig,
     down: AtomicBool,
+    /// How many more connections to refuse as busy.
+    busy: AtomicUsize,
+    /// Connections refused as busy so far.
+    refused_busy: AtomicUsize,
     /// The server ends of the connections, to hang them up.
     served: Mutex<Vec<UnixStream>>,
 }
@@ -65,12 +70,18 @@ impl Loopback {
             lib,
             cfg,
             down: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+            refused_busy: AtomicUsize::new(0),
             served: Mutex::new(Vec::new()),
         });
         let for_pool = Arc::clone(&control);
-        let timeout = opts.connect_timeout;
+        // The pool names the server "loopback" in its messages; the handshake sees `opts`.
+        let for_pool_opts = ConnectOptions {
+            addr: LOOPBACK_ADDR.into(),
+            ..opts.clone()
+        };
         let connector: Connector = Arc::new(move || open(&for_pool, &opts));
-        let pool = Pool::with_connector(connector, connections, LOOPBACK_ADDR.into(), timeout)?;
+        let pool = Pool::with_connector(connector, connections, &for_pool_opts)?;
         Ok(Loopback { pool, control })
     }
 
@@ -84,6 +95,16 @@ impl Loopback {
     /// While `down`, new connections are refused (ECONNREFUSED), as while a server is away.
     pub fn set_down(&self, down: bool) {
         self.control.down.store(down, Ordering::SeqCst);
+    }
+
+    /// The next `n` connections are refused with the server's "busy" answer.
+    pub fn refuse_busy(&self, n: usize) {
+        self.control.busy.store(n, Ordering::SeqCst);
+    }
+
+    /// How many connections were refused as busy so far.
+    pub fn refused_busy(&self) -> usize {
+        self.control.refused_busy.load(Ordering::SeqCst)
     }
 
     pub fn pool(&self) -> &Pool {
@@ -101,6 +122,15 @@ fn open(control: &Arc<Control>, opts: &ConnectOptions) -> Result<Connection, Rem
         return Err(unreachable(io::Error::from_raw_os_error(
             libc::ECONNREFUSED,
         )));
+    }
+    let busy = control
+        .busy
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    if busy.is_ok() {
+        control.refused_busy.fetch_add(1, Ordering::SeqCst);
+        return Err(RemoteError::Busy(
+            "server busy: loopback is full, try again later".into(),
+        ));
     }
     let (near, far) = UnixStream::pair().map_err(unreachable)?;
     {

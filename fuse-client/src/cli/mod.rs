@@ -15,6 +15,7 @@ use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -101,6 +102,13 @@ pub struct Global {
     /// Only for a server started with --insecure-plaintext (benchmarks, trusted loopback).
     #[arg(long, global = true)]
     pub insecure_plaintext: bool,
+    /// While the server is full (at its --max-clients), keep trying this long (e.g. 30s, 2m, 0).
+    ///
+    /// A command with no connection tries again with growing pauses (20 ms doubling to 1 s,
+    /// with jitter) and says so once on a terminal; past this it fails with "server busy".
+    /// A mount never fails a call for it while it has a connection (`-o busy_wait=`).
+    #[arg(long, global = true, value_name = "DURATION", default_value = "30s", value_parser = units::parse_duration)]
+    pub busy_wait: Duration,
 }
 
 impl Global {
@@ -282,7 +290,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let trust = cli.global.trust();
-    let connect = |addr: &str| connect(addr, token.clone(), &trust);
+    let busy_wait = cli.global.busy_wait;
+    let on_busy = (!cli.global.quiet).then_some(tell_busy as fn(&str));
+    let connect = |addr: &str| connect(addr, token.clone(), &trust, busy_wait, on_busy);
     let mut stdout = std::io::stdout().lock();
     match cli.command {
         Command::Ls(a) => ls::run(&connect(&a.addr)?, &a, &mut stdout)?,
@@ -306,7 +316,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Mount(a) => crate::mount::run_mount(a, token, trust.clone())?,
+        Command::Mount(a) => crate::mount::run_mount(a, token, trust.clone(), busy_wait)?,
         Command::Keygen(a) => keygen::run(&a, &mut stdout)?,
         Command::Umount(a) => crate::mount::run_umount(a)?,
         Command::Status(a) => crate::status::run(a, &mut std::io::stdout().lock())?,
@@ -331,15 +341,26 @@ pub fn connect(
     addr: &str,
     token: Option<Vec<u8>>,
     trust: &trust::Trust,
+    busy_wait: Duration,
+    on_busy: Option<fn(&str)>,
 ) -> anyhow::Result<Client<Pool>> {
     let opts = ConnectOptions {
         token,
         agent: format!("shelf-cli/{}", env!("CARGO_PKG_VERSION")),
+        busy_wait,
+        on_busy,
         ..ConnectOptions::new(addr)
     };
     let (pool, _) = trust::connect_pool(opts, 1, trust)?;
     // Every command names only what a person may see (`Client::for_people`).
     Ok(Client::for_people(pool))
+}
+
+/// Says once, on a terminal, that a command waits for a full server (`--busy-wait`).
+fn tell_busy(message: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("shelf: {message}; waiting for room (--busy-wait)");
+    }
 }
 
 /// The transports the subcommands run over (a trait alias).

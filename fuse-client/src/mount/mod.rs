@@ -51,8 +51,9 @@ pub fn run_mount(
     args: MountArgs,
     token: Option<Vec<u8>>,
     trust: crate::cli::trust::Trust,
+    busy_wait: Duration,
 ) -> anyhow::Result<()> {
-    let plan = options::plan(args, token, trust)?;
+    let plan = options::plan(args, token, trust, busy_wait)?;
     if plan.foreground {
         return serve(&plan, Ready::foreground());
     }
@@ -99,6 +100,7 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
         addr: plan.addr.clone(),
         token: plan.token.clone(),
         agent: format!("shelf-mount/{}", env!("CARGO_PKG_VERSION")),
+        busy_wait: plan.busy_wait,
         ..ConnectOptions::default()
     };
     let (pool, secured) =

@@ -51,7 +51,7 @@ pub struct MountArgs {
     #[arg(long)]
     pub read_only: bool,
     /// Mount options, comma-separated: allow_other, allow_root, ro, and the options above
-    /// as key=value (cache_size=1G, connections=8, attr_ttl=2s, token_file=PATH), and the
+    /// as key=value (cache_size=1G, connections=8, attr_ttl=2s, busy_wait=1m, token_file=PATH), and the
     /// security options fingerprint=SHA256:..., identity=FILE, known_servers=FILE,
     /// insecure_plaintext.
     #[arg(short = 'o', value_delimiter = ',')]
@@ -67,6 +67,8 @@ pub(super) struct MountPlan {
     pub foreground: bool,
     pub connections: u32,
     pub token: Option<Vec<u8>>,
+    /// How long a pool with no connection waits out a busy server (`--busy-wait`).
+    pub busy_wait: Duration,
     /// How the server is verified and the client known (global options, then `-o`).
     pub trust: Trust,
     /// Includes the mounting user's uid and gid, which the files are presented as owned by.
@@ -82,7 +84,9 @@ pub(super) fn plan(
     args: MountArgs,
     token: Option<Vec<u8>>,
     trust: Trust,
+    busy_wait: Duration,
 ) -> anyhow::Result<MountPlan> {
+    let mut busy_wait = busy_wait;
     let mut a = args;
     let mut token = token;
     let mut trust = trust;
@@ -123,6 +127,7 @@ pub(super) fn plan(
             "chunk_size" => a.chunk_size = parse_size(&need(value)?).map_err(anyhow::Error::msg)?,
             "connections" => a.connections = need(value)?.parse().context("connections")?,
             "attr_ttl" => a.attr_ttl = parse_duration(&need(value)?).map_err(anyhow::Error::msg)?,
+            "busy_wait" => busy_wait = parse_duration(&need(value)?).map_err(anyhow::Error::msg)?,
             "token_file" => token = Some(read_token(Path::new(&need(value)?))?),
             "fingerprint" => trust.fingerprint = Some(need(value)?),
             "identity" => trust.identity = Some(PathBuf::from(need(value)?)),
@@ -161,6 +166,7 @@ pub(super) fn plan(
         foreground: a.foreground,
         connections: a.connections,
         token,
+        busy_wait,
         trust,
         core: CoreConfig {
             attr_ttl: a.attr_ttl,
@@ -196,17 +202,29 @@ mod tests {
 
     #[test]
     fn options_override_flags_and_unknown_ones_fail() {
+        let wait = Duration::from_secs(30);
         let p = plan(
-            args(&["ro", "cache_size=1G", "connections=2", "_netdev"]),
+            args(&[
+                "ro",
+                "cache_size=1G",
+                "connections=2",
+                "_netdev",
+                "busy_wait=2m",
+            ]),
             None,
             Trust::default(),
+            wait,
         )
         .expect("valid options");
         assert!(p.core.read_only);
         assert_eq!(p.core.cache_bytes, 1 << 30);
         assert_eq!(p.connections, 2);
-        let err = plan(args(&["bogus"]), None, Trust::default()).expect_err("unknown option");
+        assert_eq!(p.busy_wait, Duration::from_secs(120));
+        let p = plan(args(&[]), None, Trust::default(), wait).expect("no options");
+        assert_eq!(p.busy_wait, wait, "the global --busy-wait stands");
+        let err = plan(args(&["bogus"]), None, Trust::default(), wait).expect_err("unknown option");
         assert!(err.to_string().contains("bogus"));
-        assert!(plan(args(&["chunk_size=3000"]), None, Trust::default()).is_err());
+        assert!(plan(args(&["chunk_size=3000"]), None, Trust::default(), wait).is_err());
+        assert!(plan(args(&["busy_wait=soon"]), None, Trust::default(), wait).is_err());
     }
 }
