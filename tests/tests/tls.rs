@@ -565,9 +565,24 @@ fn a_tls_client_hears_busy_from_a_full_server() {
         (live_children(&server) == 1).then_some(())
     });
     assert!(up.is_some());
-    let out = shelf().args(["ls", &addr(&server)]).run();
+    let out = shelf()
+        .args(["--busy-wait", "1s", "ls", &addr(&server)])
+        .run();
     out.assert_fail();
     out.assert_stderr_contains("busy");
+    out.assert_stderr_contains("still busy after");
+    // A client that waits is served once the first one leaves.
+    let waiting = std::thread::spawn({
+        let a = addr(&server);
+        move || shelf().args(["--busy-wait", "60s", "ls", &a]).run()
+    });
+    // Only once it has been refused at least once (the failed client above was the first).
+    let refused = poll(Duration::from_secs(20), || {
+        (server.log().matches("busy: refusing").count() >= 2).then_some(())
+    });
+    assert!(refused.is_some(), "{}", server.log());
+    drop(_held);
+    waiting.join().expect("waiting client").assert_ok();
 }
 
 // ---------------------------------------------------------------------------------------------
