@@ -47,6 +47,7 @@ mod data;
 mod environment;
 mod fixture;
 mod fsutil;
+pub mod loadgen;
 mod mount;
 mod mountinfo;
 mod process;

@@ -538,3 +538,59 @@ fn clients_past_the_cap_wait_their_turn_and_the_mount_keeps_working() {
     wait_no_children(pid, Duration::from_secs(20), &server);
     assert_no_panic(&server);
 }
+
+/// The load benchmark's workload (`bench/load.sh`), short and small, for correctness only:
+/// CLI clients and two mounts at once against a server whose cap they exceed, every byte
+/// and every listing checked.
+#[test]
+fn the_mixed_workload_of_the_load_benchmark_loses_and_corrupts_nothing() {
+    let _heavy = heavy();
+    let lib = library();
+    let server = Server::start(lib.path(), &["--max-clients", "8"]);
+    let pid = server.pid().expect("running");
+    let mounts = [
+        Mount::new(server.addr(), &["--connections", "2"]),
+        Mount::new(server.addr(), &["--connections", "2"]),
+    ];
+    let scratch = tempfile::Builder::new()
+        .prefix("shelf-loadgen-")
+        .tempdir()
+        .expect("scratch");
+    let cfg = shelf_tests::loadgen::LoadConfig {
+        addr: server.addr().to_string(),
+        cli_options: vec![
+            "--busy-wait".into(),
+            "120s".into(),
+            "--fingerprint".into(),
+            server.fingerprint().expect("a TLS server").into(),
+        ],
+        clients: 24,
+        mounts: mounts.iter().map(|m| m.path().to_path_buf()).collect(),
+        workers_per_mount: 2,
+        duration: Duration::from_secs(4),
+        scratch: scratch.path().to_path_buf(),
+        run_id: "t".into(),
+        command_timeout: Duration::from_secs(150),
+    };
+    let report = shelf_tests::loadgen::run(&cfg);
+    eprint!("{}", report.table());
+    assert_eq!(
+        (report.failed, report.wrong),
+        (0, 0),
+        "{:#?}\n--- log tail ---\n{}",
+        report.problems,
+        tail(&server.log(), 30)
+    );
+    for kind in ["put", "get", "ls", "write", "pread", "read"] {
+        let n = report.kinds.get(kind).map_or(0, |k| k.latencies.len());
+        assert!(n > 0, "no {kind} ran: the test proves nothing of it");
+    }
+    assert!(report.bytes_checked > 0);
+    assert!(
+        server.log().contains("busy: refusing"),
+        "the cap was never met"
+    );
+    drop(mounts);
+    wait_no_children(pid, Duration::from_secs(20), &server);
+    assert_no_panic(&server);
+}
