@@ -81,6 +81,7 @@ start_relays() {
     one_way=$(echo "$1 / 2" | bc -l)
     for kind in shelf sftp; do
         out=$BENCH_ROOT/relay-$kind.out
+        rm -f "$out"   # else the wait below could read the last relay's address
         local to=$SHELF_PLAIN_ADDR
         [ "$kind" = sftp ] && to=127.0.0.1:$SFTP_PORT
         setsid "$BIN/shelf-delay" --to "$to" --delay-ms "$one_way" --rate-mbs "$rate" >"$out" 2>&1 </dev/null &
