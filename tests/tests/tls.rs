@@ -292,6 +292,116 @@ fn a_mount_pins_the_server_with_o_fingerprint() {
     assert!(err.contains("-o fingerprint="), "{err}");
 }
 
+/// `shelf mount` that detaches (no `-f`) with its own config directory.
+fn detached_mount(cfg: &Path, server: &Server, dir: &Path, extra: &[&str]) -> Output {
+    shelf_in(cfg)
+        .arg("mount")
+        .arg(addr(server))
+        .arg(dir)
+        .args(extra)
+        .timeout(Duration::from_secs(20))
+        .run()
+}
+
+/// Unmounts a detached mount and waits until it is gone from mountinfo.
+fn umount(dir: &Path) {
+    shelf()
+        .arg("umount")
+        .arg(dir)
+        .timeout(Duration::from_secs(20))
+        .run()
+        .assert_ok();
+    assert!(mount_at(dir).is_none(), "still mounted after shelf umount");
+}
+
+/// Trust on first use for a mount that detaches: without a terminal (fstab, systemd) an
+/// unknown server is refused, before anything is mounted, with the message that says what
+/// to pass; with `-o fingerprint=` it mounts.
+#[test]
+fn a_detaching_mount_of_an_unknown_server_is_refused_without_a_terminal_and_pinned_mounts() {
+    if !fuse_available() {
+        return;
+    }
+    let lib = seeded_library();
+    let server = Server::plain(lib.path());
+    let (a, f) = (addr(&server), fp(&server));
+    let cfg = fresh_config();
+    let known = cfg.path().join("shelf/known_servers");
+    let dir = MountDir::new();
+    let out = detached_mount(cfg.path(), &server, dir.path(), &[]);
+    out.assert_fail();
+    let text = out
+        .stderr_str()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let want = format!(
+        "the server {a} is not known, and there is no terminal to ask whether to trust it. \
+         Its key's fingerprint is {f}. If shelfd printed that same fingerprint when it \
+         started, pass --fingerprint {f} (for shelf mount and fstab: -o fingerprint={f}), or \
+         add the line `{a} {f}` to {}. Nothing was sent to it.",
+        known.display()
+    );
+    assert!(text.contains(&want), "want {want:?} in:\n{out}");
+    assert!(mount_at(dir.path()).is_none(), "nothing is mounted");
+    assert!(!known.exists(), "nothing is recorded without a yes");
+    assert!(
+        !server.log().contains("handshake done"),
+        "no hello reached the server:\n{}",
+        server.log()
+    );
+
+    let out = detached_mount(
+        cfg.path(),
+        &server,
+        dir.path(),
+        &["-o", &format!("fingerprint={f}")],
+    );
+    out.assert_ok();
+    assert_eq!(read(dir.path().join("hello.txt")), b"hello over tls\n");
+    assert!(!known.exists(), "a pinned fingerprint records nothing");
+    umount(dir.path());
+}
+
+/// On a terminal, a detaching mount asks before it detaches (the parent asks; the child,
+/// in a session of its own, never does): no means refused and nothing mounted, yes records
+/// the server and mounts.
+#[test]
+fn a_detaching_mount_asks_on_the_terminal_before_it_detaches() {
+    if !fuse_available() {
+        return;
+    }
+    let lib = seeded_library();
+    let server = Server::plain(lib.path());
+    let f = fp(&server);
+    let cfg = fresh_config();
+    let known = cfg.path().join("shelf/known_servers");
+    let dir = MountDir::new();
+    let dir_arg = dir.path().to_str().expect("a UTF-8 temp path");
+    let args = ["mount", &addr(&server), dir_arg];
+
+    let (screen, code) = on_terminal(cfg.path(), &args, "n\n");
+    assert!(screen.contains(&f), "the fingerprint is shown: {screen}");
+    assert!(screen.contains("[y/N]"), "{screen}");
+    assert_eq!(code, Some(1), "no means no: {screen}");
+    assert!(
+        mount_at(dir.path()).is_none(),
+        "nothing is mounted: {screen}"
+    );
+    assert!(!known.exists());
+
+    let (screen, code) = on_terminal(cfg.path(), &args, "y\n");
+    assert_eq!(code, Some(0), "{screen}");
+    assert_eq!(screen.matches("[y/N]").count(), 1, "asked once: {screen}");
+    let recorded = std::fs::read_to_string(&known).expect("recorded");
+    assert!(
+        recorded.contains(&format!("{} {f}", addr(&server))),
+        "{recorded}"
+    );
+    assert_eq!(read(dir.path().join("hello.txt")), b"hello over tls\n");
+    umount(dir.path());
+}
+
 // ---------------------------------------------------------------------------------------------
 // A man in the middle
 // ---------------------------------------------------------------------------------------------
