@@ -718,6 +718,32 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     (file, line)
 }
 
+/// Client keys are proved inside TLS: a server asked for both authorized keys and plaintext
+/// refuses to start, saying which option to drop, before it listens.
+#[test]
+fn shelfd_refuses_authorized_keys_with_insecure_plaintext() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_, line) = keygen(dir.path(), "id");
+    let file = dir.path().join("authorized_keys");
+    write(&file, format!("{line}\n"));
+    let lib = seeded_library();
+    let out = Cmd::new(shelfd_bin())
+        .arg(lib.path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-plaintext",
+            "--authorized-keys",
+        ])
+        .arg(&file)
+        .timeout(Duration::from_secs(20))
+        .run();
+    out.assert_fail();
+    out.assert_stderr_contains("--authorized-keys needs TLS: drop --insecure-plaintext");
+    assert!(out.status.is_some(), "it exited rather than served: {out}");
+    assert!(!out.stdout_str().contains("listening on"), "{out}");
+}
+
 #[test]
 fn keygen_writes_a_private_key_0600_and_its_public_line() {
     let dir = tempfile::tempdir().expect("dir");
