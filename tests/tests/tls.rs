@@ -951,6 +951,57 @@ fn status_shows_the_fingerprint_suite_and_key_and_no_private_key_leaks() {
     }
 }
 
+/// `shelf status` says what the server accepted (the Hello reply's `admitted`), not what the
+/// mount offered: a listed key beside a token is the key; an unlisted key beside the token
+/// is the token; a read-only key says so; a server that asks for nothing needs nothing.
+#[test]
+fn status_shows_what_the_server_accepted_not_what_was_offered() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let (listed, listed_line) = keygen(dir.path(), "listed");
+    let (reader, reader_line) = keygen(dir.path(), "reader");
+    let (unlisted, _) = keygen(dir.path(), "unlisted");
+    let token = dir.path().join("token");
+    write(&token, "t0ken\n");
+    let (_lib, server, _) = serve_authorizing(
+        dir.path(),
+        &format!("{listed_line}\nread-only {reader_line}\n"),
+        &[OsStr::new("--token-file"), token.as_os_str()],
+    );
+    let auth_of = |server: &Server, key: &Path, with_token: bool| {
+        let mut opts = format!("identity={}", key.display());
+        if with_token {
+            opts.push_str(&format!(",token_file={}", token.display()));
+        }
+        let mount = Mount::new(server.addr(), &["-o", &opts]);
+        let status = shelf().arg("status").arg(mount.path()).run();
+        status.assert_ok();
+        let text = status.stdout_str();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("auth:"))
+            .unwrap_or_else(|| panic!("no auth line: {text}"))
+            .trim()
+            .to_owned()
+    };
+    let fp_of = |key: &Path| KeyPair::load(key).expect("load").fingerprint();
+    let shown = |key: &Path| format!("client key {} ({})", fp_of(key), key.display());
+
+    assert_eq!(auth_of(&server, &listed, true), shown(&listed));
+    assert_eq!(auth_of(&server, &unlisted, true), "token");
+    assert_eq!(
+        auth_of(&server, &reader, false),
+        format!("{}, read-only", shown(&reader))
+    );
+    let lib = seeded_library();
+    let open = Server::plain(lib.path());
+    assert_eq!(
+        auth_of(&open, &listed, false),
+        "none needed (the server admits every client)"
+    );
+}
+
 /// A TLS client that offers a key the server does not list gets an error frame inside TLS,
 /// never a bare hang-up.
 #[test]

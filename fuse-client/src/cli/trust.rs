@@ -14,6 +14,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use shelf_proto::Admission;
 use shelf_remote::{ConnectOptions, Connection, KeyPair, Pool, RemoteError, TlsOptions};
 use shelf_secure::files::{known_server_line, parse_known_servers, KnownServer};
 use shelf_secure::key::is_fingerprint;
@@ -90,7 +91,10 @@ pub struct Secured {
     pub cipher_suite: Option<String>,
     /// The client key offered (its fingerprint and file).
     pub identity: Option<String>,
+    /// A token was offered.
     pub token: bool,
+    /// What the server said let the client in (`None`: a server too old to say).
+    pub admitted: Option<Admission>,
 }
 
 /// Opens a pool to `opts.addr` as `trust` says: TLS with the server's key pinned (asking a
@@ -178,6 +182,7 @@ pub fn connect_pool(
         secured.fingerprint = Some(info.fingerprint);
         secured.cipher_suite = Some(info.cipher_suite);
     }
+    secured.admitted = pool.admitted();
     Ok((pool, secured))
 }
 
