@@ -7,25 +7,35 @@ use std::sync::Arc;
 use shelf_remote::Transport;
 
 use crate::error::FsResult;
-use crate::ids::Ino;
+use crate::ids::{Fh, Ino};
 use crate::write::Drained;
 use crate::Core;
+
+/// Which report a drain makes of a write-behind failure through a handle (`write.rs`,
+/// `Errors`, says what each moves and why).
+#[derive(Clone, Copy)]
+pub(crate) enum Report {
+    /// `flush`: a failure the handle has not seen, left for every handle to see.
+    Flush(Fh),
+    /// `fsync`: a failure the handle has not seen, which it then has.
+    Fsync(Fh),
+}
 
 impl<T: Transport> Core<T> {
     /// Sends a file's buffered writes and waits for them, so the server's size and bytes are
     /// the ones the program wrote. Cheap when nothing is buffered. A write-behind failure
-    /// stays for the file's own `write`, `flush` or `fsync` to report
+    /// stays for each handle's own `write`, `flush` or `fsync` to report
     /// (`drain_writes_reporting`): a `stat` must neither fail for it nor swallow it before
     /// `close()` could say so.
     pub(crate) fn drain_writes(&self, ino: Ino) -> FsResult<()> {
-        self.drain_with(ino, false)
+        self.drain_with(ino, None)
     }
 
-    pub(crate) fn drain_writes_reporting(&self, ino: Ino) -> FsResult<()> {
-        self.drain_with(ino, true)
+    pub(crate) fn drain_writes_reporting(&self, ino: Ino, report: Report) -> FsResult<()> {
+        self.drain_with(ino, Some(report))
     }
 
-    fn drain_with(&self, ino: Ino, report: bool) -> FsResult<()> {
+    fn drain_with(&self, ino: Ino, report: Option<Report>) -> FsResult<()> {
         let Some(io) = self.open.lock().get(&ino).map(|s| Arc::clone(&s.io)) else {
             return Ok(());
         };
@@ -36,7 +46,7 @@ impl<T: Transport> Core<T> {
         if !wb.is_clean() {
             let path = match self.path_of(ino) {
                 Ok(p) => p,
-                Err(e) if report => return Err(e),
+                Err(e) if report.is_some() => return Err(e),
                 Err(_) => return Ok(()),
             };
             let known = match wb.drain(&self.client, &path, self.write_limits) {
@@ -53,10 +63,10 @@ impl<T: Transport> Core<T> {
                 None => self.inodes.invalidate_attr(ino),
             }
         }
-        if report {
-            wb.take_error()
-        } else {
-            Ok(())
+        match report {
+            None => Ok(()),
+            Some(Report::Flush(fh)) => wb.check(fh),
+            Some(Report::Fsync(fh)) => wb.check_and_advance(fh),
         }
     }
 

@@ -7,6 +7,7 @@ use shelf_remote::Transport;
 
 use crate::attrs::create_perm;
 use crate::cache::ChunkKey;
+use crate::drain::Report;
 use crate::error::{FsError, FsResult};
 use crate::fetch::EARLY_MAX_BYTES;
 use crate::handles::{OpenState, Opened};
@@ -27,7 +28,8 @@ impl<T: Transport> Core<T> {
         }
         self.drain_writes(ino)?;
         // Lock order (`Core`): `names` comes first; under it `attr` may drain (`writes`, then
-        // `open` and `kept`) and `new_handle` takes `open`, then `kept`, all below it.
+        // `open` and `kept`) and `new_handle` takes `open` (`kept` inside it) and, once it
+        // let go, `writes`, all below it.
         let _names = self.names.read();
         // A node that lost its name before this open got the lock (a rename over it raced
         // with the kernel's path walk) is stale here, where the kernel retries the walk, not at
@@ -101,6 +103,11 @@ impl<T: Transport> Core<T> {
             self.dir_changed(parent, 0);
         }
         let entry = self.enter(parent, name, attr)?;
+        if !created {
+            // As `open` does: the new handle's cursor (`new_handle`) then starts after every
+            // write sent before it, so it is told of no failure of theirs.
+            self.drain_writes(entry.ino)?;
+        }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let held = self.held_pages(entry.ino);
         Ok((entry, self.new_handle(entry.ino, attr, writable, held)))
@@ -229,26 +236,30 @@ impl<T: Transport> Core<T> {
         let path = self.path_of(ino)?;
         io.writes
             .lock()
-            .write(&self.client, &path, offset, data, self.write_limits)?;
+            .write(&self.client, fh, &path, offset, data, self.write_limits)?;
         self.cache.invalidate_file(ino);
         Ok(data.len() as u32)
     }
 
-    /// Called on every `close()` of a descriptor (the `close()` of a handle): its writes reach the server and their failure, if any, is
-    /// reported here. A read-only handle has nothing to report, and must not take the
-    /// failure a writing handle of the same file is to report (the kernel does not even ask,
+    /// Called on every `close()` of a descriptor of the handle (a `dup` or a forked child's
+    /// copy shares it): the file's writes reach the server and a failure the handle has not
+    /// seen is reported here, yet stays for the handle's `fsync` and every other handle
+    /// (`write.rs`, `Errors`: a child's close must not hide it from the parent's `fsync`). A
+    /// read-only handle has nothing to report (the kernel does not even ask,
     /// `FOPEN_NOFLUSH`, unless it caches writes itself).
     pub fn flush(&self, fh: Fh) -> FsResult<()> {
         let (ino, writable) = self.handle(fh)?;
         if !writable {
             return Ok(());
         }
-        self.drain_writes_reporting(ino)
+        self.drain_writes_reporting(ino, Report::Flush(fh))
     }
 
+    /// Reports a write-behind failure this handle has not seen, once per handle, as
+    /// `fsync(2)` does for each open file description.
     pub fn fsync(&self, fh: Fh, data_only: bool) -> FsResult<()> {
         let (ino, _) = self.handle(fh)?;
-        self.drain_writes_reporting(ino)?;
+        self.drain_writes_reporting(ino, Report::Fsync(fh))?;
         Ok(self.client.fsync(&self.path_of(ino)?, data_only)?)
     }
 
@@ -266,6 +277,11 @@ impl<T: Transport> Core<T> {
             return Err(Code::BadHandle.into());
         };
         let drained = self.drain_writes(file.ino);
+        // A failure left unreported here is lost with the handle, as the kernel ignores what
+        // a release answers: the close's flush, just before, was the handle's last word.
+        if let Ok(io) = self.open_io(file.ino) {
+            io.writes.lock().closed(fh);
+        }
         let last_of_hidden =
             |open: &mut HashMap<Ino, OpenState<T::Pending>>| match open.get_mut(&file.ino) {
                 Some(state) if state.handles > 1 => {

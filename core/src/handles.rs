@@ -64,12 +64,11 @@ impl<T: Transport> Core<T> {
     ) -> Opened {
         let keep_cache = self.keep_pages(ino, held, attr.version());
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
-        // Lock order (`Core`): `open`, then `kept` inside it; both are released before
-        // `files`, a leaf.
-        self.open
-            .lock()
-            .entry(ino)
-            .or_insert_with(|| OpenState {
+        // Lock order (`Core`): `open`, then `kept` inside it; both are released before the
+        // file's `writes` and `files`, a leaf.
+        let io = {
+            let mut open = self.open.lock();
+            let state = open.entry(ino).or_insert_with(|| OpenState {
                 handles: 0,
                 io: Arc::new(OpenIo {
                     writes: Mutex::default(),
@@ -77,8 +76,13 @@ impl<T: Transport> Core<T> {
                 }),
                 // Kept names now live as long as the handles do.
                 hidden: self.kept.lock().remove(&ino).unwrap_or_default(),
-            })
-            .handles += 1;
+            });
+            state.handles += 1;
+            Arc::clone(&state.io)
+        };
+        // The handle's cursor into the file's write-behind failures: it sees those from now
+        // on (`write.rs`, `Errors`). The handle counted above keeps `io` the file's.
+        io.writes.lock().opened(fh);
         self.files.lock().insert(fh, OpenFile { ino, writable });
         Opened {
             fh,

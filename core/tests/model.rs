@@ -15,9 +15,10 @@
 //! operations, and faults are injected through `shelf_testkit::Faulty` ([`Op::Fault`]):
 //! losses of idempotent requests (read, write, stat, list; before the server saw them or
 //! after it answered), which the core or the pool resends, so the program must see nothing
-//! of them; and refused writes (EIO), which the program must be told of on the file's next
-//! write, flush, fsync or close, after which the file's bytes are unknown for the rest of
-//! the run (its names are still checked). What is hard there: a request lost twice is not
+//! of them; and refused writes (EIO), after which the file's bytes are unknown for the rest
+//! of the run (its names are still checked) and of which each handle open then must be told
+//! by its own next fsync or close, may be by its next write or flush, and keeps being told at
+//! a flush until its fsync or write has told it (the core's error sequence, `write.rs`). What is hard there: a request lost twice is not
 //! resent again, so a loss is scheduled only while nothing is in flight, no other loss
 //! waits (`Wire::outstanding`) and no request lost before it was sent waits to be sent
 //! again (`Run::schedule` drains every file first).
@@ -310,6 +311,11 @@ enum Op {
     },
     /// `close()`: flush, then release.
     Close {
+        h: usize,
+    },
+    /// The `close()` of another descriptor of the handle (a `dup`, or a child's copy after a
+    /// `fork`): a flush, and the handle stays open.
+    Flush {
         h: usize,
     },
     Fstat {
@@ -723,6 +729,15 @@ impl Kernel {
         Ok(self.core.fsync(fh, data_only)?)
     }
 
+    /// The `close()` of a descriptor that leaves others of the handle open: the kernel
+    /// flushes a handle that may have written.
+    fn flush(&mut self, fh: Fh) -> KResult<()> {
+        match self.handles.get(&fh) {
+            Some(h) if h.acc.writable() => Ok(self.core.flush(fh)?),
+            _ => Ok(()),
+        }
+    }
+
     /// `close()`: the kernel flushes a handle that may have written, then releases it.
     fn close(&mut self, fh: Fh) -> KResult<()> {
         let h = self.handles.remove(&fh).expect("closing an open handle");
@@ -954,12 +969,6 @@ enum Node {
         hidden: bool,
         /// A write of it was refused: its bytes (and size) are unknown from then on.
         unknown: bool,
-        /// A refused write's error that the program has not been told yet.
-        error: bool,
-        /// Another write was refused before the program was told of the first: the core
-        /// keeps the first failure until it is told, so the second may be told with it or
-        /// on its own later.
-        extra: bool,
     },
     Dir {
         entries: BTreeMap<String, Id>,
@@ -971,6 +980,13 @@ struct MHandle {
     id: Id,
     acc: Acc,
     append: bool,
+    /// A refused write of the file, since the handle was opened or last told by its fsync
+    /// or write, that the handle must be told of.
+    error: bool,
+    /// Another write was refused before this handle was told of the first, or while the
+    /// one it was told of was answered: one telling may cover both, or the second may come
+    /// later, so this handle may be told again.
+    extra: bool,
 }
 
 /// A file system as Linux on ext4 behaves for one process.
@@ -1086,42 +1102,27 @@ impl Model {
         matches!(self.nodes.get(&id), Some(Node::File { unknown: true, .. }))
     }
 
-    /// Whether the program must and may yet be told of a refused write of `id`.
-    fn error(&self, id: Id) -> (bool, bool) {
-        match self.nodes.get(&id) {
-            Some(Node::File { error, extra, .. }) => (*error, *error || *extra),
-            _ => (false, false),
-        }
+    /// Whether handle `i` must and may yet be told of a refused write of its file.
+    fn error(&self, i: usize) -> (bool, bool) {
+        let h = &self.handles[i];
+        (h.error, h.error || h.extra)
     }
 
-    /// A write of `id` was refused: its bytes are unknown, and the error is to be told.
+    /// A write of `id` was refused: its bytes are unknown, and every handle open on it is
+    /// to be told; a handle opened later is not.
     fn refused(&mut self, id: Id) {
-        if let Some(Node::File {
-            unknown,
-            error,
-            extra,
-            ..
-        }) = self.nodes.get_mut(&id)
-        {
+        if let Some(Node::File { unknown, .. }) = self.nodes.get_mut(&id) {
             *unknown = true;
-            *extra |= *error;
-            *error = true;
+        }
+        for h in self.handles.iter_mut().filter(|h| h.id == id) {
+            h.extra |= h.error;
+            h.error = true;
         }
     }
 
-    /// The program was told of a refused write.
-    fn told(&mut self, id: Id) {
-        if let Some(Node::File { error, .. }) = self.nodes.get_mut(&id) {
-            *error = false;
-        }
-    }
-
-    /// The file's last handle closed: nothing can tell the program any more.
-    fn untold(&mut self, id: Id) {
-        if let Some(Node::File { error, extra, .. }) = self.nodes.get_mut(&id) {
-            *error = false;
-            *extra = false;
-        }
+    /// Handle `i` was told of a refused write by its fsync or write; no other handle was.
+    fn told(&mut self, i: usize) {
+        self.handles[i].error = false;
     }
 
     /// The core drops a hidden name at the last close, or when the kernel forgets the file.
@@ -1168,8 +1169,6 @@ impl Model {
                     dirty: false,
                     hidden: false,
                     unknown: false,
-                    error: false,
-                    extra: false,
                 });
                 self.entries_mut(parent).insert(name.to_owned(), id);
                 id
@@ -1188,7 +1187,13 @@ impl Model {
                 id
             }
         };
-        self.handles.push(MHandle { id, acc, append });
+        self.handles.push(MHandle {
+            id,
+            acc,
+            append,
+            error: false,
+            extra: false,
+        });
         Ok(true)
     }
 
@@ -1638,7 +1643,8 @@ impl Run {
                 h,
                 data_only: rng.chance(50),
             },
-            50..=58 => Op::Close { h },
+            50..=57 => Op::Close { h },
+            58 => Op::Flush { h },
             59 => Op::Fstat { h },
             60..=61 => Op::Truncate {
                 path: file(rng),
@@ -1727,9 +1733,8 @@ impl Run {
         }
         let stat_of = self.stat_of(&op);
         // The model file of a handle operation, and whether the handle may write.
-        let handle_of = op_handle(&op)
-            .and_then(|h| self.handle(h))
-            .map(|x| (x.2.id, x.2.acc.writable()));
+        let handle_at = op_handle(&op).and_then(|h| self.handle(h));
+        let handle_of = handle_at.map(|x| (x.2.id, x.2.acc.writable()));
         let of_open = match op {
             Op::Unlink { path } | Op::Rename { to: path, .. } => {
                 let m = &self.model;
@@ -1741,11 +1746,11 @@ impl Run {
         let mut got = self.on_core(&op);
         self.check_seen(&op, false);
         self.note_refused(&op);
-        // Before the model runs it: a close may drop the file.
-        let error = handle_of.map(|(id, _)| self.model.error(id));
+        // Before the model runs it: a close drops the handle.
+        let error = handle_at.map(|(i, _, _)| (i, self.model.error(i)));
         let mut want = self.on_model(&op);
-        if let (Some((id, writable)), Some(error)) = (handle_of, error) {
-            self.check_told(&op, id, writable, error, &got, &mut want);
+        if let (Some((id, writable)), Some((i, error))) = (handle_of, error) {
+            self.check_told(&op, i, id, writable, error, &got, &mut want);
         }
         self.unknown_not_compared(stat_of, handle_of, &mut got, &mut want);
         if got != want {
@@ -1844,12 +1849,16 @@ impl Run {
         }
     }
 
-    /// A refused write's error reaches the program on the file's next write, flush or
-    /// fsync (a close flushes a handle that may write); a write may still succeed before
-    /// the refused one is answered, a flush or fsync may not.
+    /// A refused write's error reaches each handle (`i`, of file `id`) open when it was
+    /// refused, on its next write, flush or fsync (a close flushes a handle that may write);
+    /// a write may still succeed before the refused one is answered, a flush or fsync may
+    /// not. Only a write or an fsync tells the handle for good: a flush, which may be the
+    /// close of a forked child's copy, leaves it to be told again.
+    #[allow(clippy::too_many_arguments)]
     fn check_told(
         &mut self,
         op: &Op,
+        i: usize,
         id: Id,
         writable: bool,
         (must_tell, may_tell): (bool, bool),
@@ -1859,15 +1868,17 @@ impl Run {
         if !may_tell {
             return;
         }
-        let (may, must) = match op {
-            Op::Write { .. } => (writable, false),
-            Op::Fsync { .. } => (true, true),
-            Op::Close { .. } => (writable, writable),
-            _ => (false, false),
+        let (may, must, advances) = match op {
+            Op::Write { .. } => (writable, false, true),
+            Op::Fsync { .. } => (true, true, true),
+            Op::Close { .. } | Op::Flush { .. } => (writable, writable, false),
+            _ => (false, false, false),
         };
         if may && *got == Out::Err(EIO) {
             *want = got.clone();
-            self.model.told(id);
+            if advances {
+                self.model.told(i);
+            }
             *self
                 .stats
                 .entry("(told of a refused write)".into())
@@ -1877,9 +1888,6 @@ impl Run {
                 op,
                 format!("[lost error] a refused write of file {id} was not told: {got:?}"),
             );
-        }
-        if !self.model.handles.iter().any(|h| h.id == id) {
-            self.model.untold(id);
         }
     }
 
@@ -1969,6 +1977,7 @@ impl Run {
                 self.fhs.retain(|&f| f != fh);
                 out(k.close(fh), |()| Out::Ok)
             }
+            Op::Flush { .. } => out(k.flush(fh()), |()| Out::Ok),
             Op::Fstat { .. } => out(k.fstat(fh()), core_attr),
             Op::Truncate { path, size } => out(k.truncate(path, size), |()| Out::Ok),
             Op::Stat { path } => out(k.stat(path), core_attr),
@@ -2060,6 +2069,13 @@ impl Run {
                 }
                 m.unhide(h.id);
                 m.collect(h.id);
+                Out::Ok
+            }
+            Op::Flush { .. } => {
+                let h = m.handles[handle];
+                if h.acc.writable() {
+                    *m.file(h.id).2 = false;
+                }
                 Out::Ok
             }
             Op::Fstat { .. } => m.attr(m.handles[handle].id),
@@ -2162,7 +2178,9 @@ impl Run {
     /// The server's side, after the answers agreed.
     fn after(&mut self, op: &Op, got: &Out) {
         let flushed = match *op {
-            Op::Fsync { .. } | Op::Ftruncate { .. } | Op::Close { .. } => *got == Out::Ok,
+            Op::Fsync { .. } | Op::Ftruncate { .. } | Op::Close { .. } | Op::Flush { .. } => {
+                *got == Out::Ok
+            }
             _ => false,
         };
         if flushed {
@@ -2189,7 +2207,9 @@ impl Run {
     fn last_file(&self, op: &Op) -> Option<Id> {
         match op {
             Op::Close { .. } => self.closed,
-            Op::Fsync { h, .. } | Op::Ftruncate { h, .. } => self.handle(*h).map(|x| x.2.id),
+            Op::Fsync { h, .. } | Op::Ftruncate { h, .. } | Op::Flush { h } => {
+                self.handle(*h).map(|x| x.2.id)
+            }
             _ => None,
         }
     }
@@ -2363,6 +2383,7 @@ fn op_handle(op: &Op) -> Option<usize> {
         | Op::Ftruncate { h, .. }
         | Op::Fsync { h, .. }
         | Op::Close { h }
+        | Op::Flush { h }
         | Op::Fstat { h } => Some(h),
         _ => None,
     }
@@ -2714,6 +2735,51 @@ fn lost_requests_are_unseen_and_a_refused_write_is_told() {
     let fired = run.kernel.core.transport().faulty.fired();
     assert_eq!(fired.len(), 4, "every fault fired: {fired:?}");
     assert_eq!(run.stats.get("(told of a refused write)"), Some(&1));
+    run.finish();
+}
+
+/// A refused write is told to each handle open on the file: a flush of one (the close of a
+/// forked child's copy) leaves it for the fsync of another, and for its own; a handle opened
+/// after it is not told. It was one error per file, taken by the first flush, and the other
+/// handle's fsync said the lost write was durable.
+#[test]
+fn a_refused_write_is_told_to_each_handle_and_a_flush_takes_it_from_none() {
+    let mut run = Run::new(0, small(), Server::Memory);
+    let fsync = |h| Op::Fsync {
+        h,
+        data_only: false,
+    };
+    for op in [
+        open("a", Acc::RW),
+        open("a", Acc::W),
+        Op::Fault {
+            kind: "write",
+            nth: 1,
+            fault: Injected::RefuseIo,
+        },
+        Op::Write {
+            h: 0,
+            off: 0,
+            len: 10,
+            fill: 1,
+        },
+        Op::Flush { h: 0 },
+        Op::Flush { h: 0 },
+        fsync(1),
+        fsync(1),
+        fsync(0),
+        open("a", Acc::RW),
+        fsync(2),
+        Op::Close { h: 0 },
+        Op::Close { h: 0 },
+        Op::Close { h: 0 },
+    ] {
+        run.run_op(op);
+    }
+    assert_eq!(run.kernel.core.transport().faulty.fired().len(), 1);
+    // The two flushes and one fsync of the first handle, one fsync of the second.
+    assert_eq!(run.stats.get("(told of a refused write)"), Some(&4));
+    assert_eq!(run.stats.get("Fsync EIO"), Some(&2));
     run.finish();
 }
 

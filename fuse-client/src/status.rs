@@ -17,6 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use shelf_core::Core;
+use shelf_proto::Admission;
 use shelf_remote::Pool;
 
 use crate::cli::trust::Secured;
@@ -109,6 +110,20 @@ pub fn report(core: &Core<Pool>, mountpoint: &Path, secured: &Secured) -> String
     }
     line("auth_key", secured.identity.clone().unwrap_or_default());
     line("auth_token", secured.token.to_string());
+    // What the server accepted, as a connection open now heard it, else as the first did:
+    // the key and token above are only what this client offered.
+    let admitted = core.transport().admitted().or(secured.admitted);
+    line(
+        "auth_admitted",
+        match admitted {
+            Some(Admission::Open) => "open",
+            Some(Admission::Token) => "token",
+            Some(Admission::Key) => "key",
+            Some(Admission::ReadOnlyKey) => "read-only key",
+            None => "?",
+        }
+        .to_owned(),
+    );
     out
 }
 
@@ -281,11 +296,22 @@ fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
     };
     writeln!(out, "  security:     {security}")?;
     let key = get("auth_key");
-    let auth = match (key, get("auth_token")) {
-        ("" | "?", "true") => "token".to_owned(),
-        ("" | "?", _) => "none".to_owned(),
-        (key, "true") => format!("client key {key}, and token"),
-        (key, _) => format!("client key {key}"),
+    // What the server accepted; what was offered only from a server too old to say.
+    let auth = match (get("auth_admitted"), key, get("auth_token")) {
+        ("key", key, _) => format!("client key {key}"),
+        ("read-only key", key, _) => format!("client key {key}, read-only"),
+        ("token", _, _) => "token".to_owned(),
+        ("open", _, _) => "none needed (the server admits every client)".to_owned(),
+        (_, "" | "?", "true") => {
+            "token offered (the server does not say what it accepted)".to_owned()
+        }
+        (_, "" | "?", _) => "none".to_owned(),
+        (_, key, "true") => {
+            format!("client key {key} and token offered (the server does not say what it accepted)")
+        }
+        (_, key, _) => {
+            format!("client key {key} offered (the server does not say what it accepted)")
+        }
     };
     writeln!(out, "  auth:         {auth}")?;
     writeln!(
@@ -369,7 +395,8 @@ mod tests {
             ("tls_fingerprint", "SHA256:abc"),
             ("tls_cipher_suite", "TLS13_AES_128_GCM_SHA256"),
             ("auth_key", "SHA256:def (/k)"),
-            ("auth_token", "false"),
+            ("auth_token", "true"),
+            ("auth_admitted", "key"),
             ("xattr_sent", "5"),
             ("xattr_local", "1000"),
             ("data_received_bytes", "4096"),

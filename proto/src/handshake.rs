@@ -141,6 +141,7 @@ mod tests {
             max_io,
             features,
             agent: "server".into(),
+            admitted: None,
         }
     }
 

@@ -31,6 +31,45 @@ pub mod features {
     pub const SEEK_HOLES: u64 = 1 << 5;
     /// `CopyRange` (a copy done by the server) is served.
     pub const COPY_RANGE: u64 = 1 << 6;
+    /// The `Hello` reply ends with `admitted`: how the server let the client in (which of
+    /// its key and its token counted). Sent only to a client that announced this bit, since
+    /// an older client's decoder refuses bytes after `agent`.
+    pub const ADMITTED: u64 = 1 << 7;
+}
+
+/// How the server let a client in: the trailing `admitted` byte of the `Hello` reply
+/// (`features::ADMITTED`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The server asks for neither a key nor a token.
+    Open,
+    /// By the shared token.
+    Token,
+    /// By the client key the TLS handshake proved, listed in the authorized keys.
+    Key,
+    /// By such a key, listed read-only: every change is refused (EROFS).
+    ReadOnlyKey,
+}
+
+impl Admission {
+    pub fn to_wire(self) -> u8 {
+        match self {
+            Admission::Open => 0,
+            Admission::Token => 1,
+            Admission::Key => 2,
+            Admission::ReadOnlyKey => 3,
+        }
+    }
+
+    pub fn from_wire(v: u8) -> Result<Admission, DecodeError> {
+        Ok(match v {
+            0 => Admission::Open,
+            1 => Admission::Token,
+            2 => Admission::Key,
+            3 => Admission::ReadOnlyKey,
+            _ => return Err(DecodeError::Invalid("unknown admission")),
+        })
+    }
 }
 
 /// Extended attributes: the `SetXattr.flags` bits and the sizes the codec enforces.
@@ -309,6 +348,9 @@ pub struct HelloReply {
     pub max_io: u32,
     pub features: u64,
     pub agent: String,
+    /// How the client was let in; on the wire only when `features` has
+    /// `features::ADMITTED` (`None`: an older server, which did not say).
+    pub admitted: Option<Admission>,
 }
 
 /// Messages from client to server. Each gets exactly one reply with the same request id.
@@ -948,6 +990,9 @@ impl Message for Reply {
                 w.u32(h.max_io);
                 w.u64(h.features);
                 w.string(&h.agent);
+                if let Some(a) = h.admitted {
+                    w.u8(a.to_wire());
+                }
             }
             Reply::Error { code, message } => {
                 w.u32(code.to_wire());
@@ -1002,6 +1047,11 @@ impl Message for Reply {
                 max_io: r.u32()?,
                 features: r.u64()?,
                 agent: r.string()?,
+                // A trailing field: present only after `features::ADMITTED` was agreed.
+                admitted: match r.remaining() {
+                    0 => None,
+                    _ => Some(Admission::from_wire(r.u8()?)?),
+                },
             }),
             kind::R_ERROR => Reply::Error {
                 code: Code::from_wire(r.u32()?),
@@ -1239,6 +1289,39 @@ mod tests {
         seek.encode_body(&mut Writer::new(&mut got));
         assert_eq!(got, want);
         assert_eq!(decode::<Request>(kind::SEEK, want), Ok(seek));
+    }
+
+    /// `admitted` trails the Hello reply: absent (an older server) is `None`, present is one
+    /// byte, an unknown value or a second byte is malformed.
+    #[test]
+    fn the_hello_replys_trailing_admitted_byte() {
+        let mut reply = HelloReply {
+            version: 1,
+            max_payload: 1 << 16,
+            max_io: 1 << 12,
+            features: features::ADMITTED,
+            agent: "s".into(),
+            admitted: None,
+        };
+        let mut old = Vec::new();
+        Reply::Hello(reply.clone()).encode_body(&mut Writer::new(&mut old));
+        assert_eq!(
+            decode::<Reply>(kind::R_HELLO, &old),
+            Ok(Reply::Hello(reply.clone()))
+        );
+        reply.admitted = Some(Admission::ReadOnlyKey);
+        let mut new = Vec::new();
+        Reply::Hello(reply.clone()).encode_body(&mut Writer::new(&mut new));
+        assert_eq!(new.len(), old.len() + 1);
+        assert_eq!(new.last(), Some(&3));
+        assert_eq!(
+            decode::<Reply>(kind::R_HELLO, &new),
+            Ok(Reply::Hello(reply))
+        );
+        let bad = [old.as_slice(), &[4]].concat();
+        assert!(decode::<Reply>(kind::R_HELLO, &bad).is_err());
+        let long = [new.as_slice(), &[0]].concat();
+        assert!(decode::<Reply>(kind::R_HELLO, &long).is_err());
     }
 
     #[test]

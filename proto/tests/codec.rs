@@ -10,9 +10,9 @@ use std::io::{self, Read};
 use proptest::prelude::*;
 use shelf_proto::msg::kind;
 use shelf_proto::{
-    write_frame, xattr, Attr, Code, DecodeError, DirEntry, FileKind, Frame, FrameReader, Header,
-    Hello, HelloReply, Message, ReadError, Reply, Request, SetAttrs, SetTime, Statfs, Timestamp,
-    Whence, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, HEADER_LEN,
+    write_frame, xattr, Admission, Attr, Code, DecodeError, DirEntry, FileKind, Frame, FrameReader,
+    Header, Hello, HelloReply, Message, ReadError, Reply, Request, SetAttrs, SetTime, Statfs,
+    Timestamp, Whence, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, HEADER_LEN,
 };
 
 const MAX: u32 = DEFAULT_MAX_PAYLOAD;
@@ -266,16 +266,25 @@ fn reply() -> impl Strategy<Value = Reply> {
             any::<u32>(),
             any::<u32>(),
             any::<u64>(),
-            text()
+            text(),
+            prop::option::of(prop_oneof![
+                Just(Admission::Open),
+                Just(Admission::Token),
+                Just(Admission::Key),
+                Just(Admission::ReadOnlyKey),
+            ])
         )
             .prop_map(
-                |(version, max_payload, max_io, features, agent)| Reply::Hello(HelloReply {
-                    version,
-                    max_payload,
-                    max_io,
-                    features,
-                    agent,
-                })
+                |(version, max_payload, max_io, features, agent, admitted)| Reply::Hello(
+                    HelloReply {
+                        version,
+                        max_payload,
+                        max_io,
+                        features,
+                        agent,
+                        admitted,
+                    }
+                )
             ),
         (code(), text()).prop_map(|(code, message)| Reply::Error { code, message }),
         Just(Reply::Ok),

@@ -110,6 +110,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                     max_io: 1 << 20,
                     features: 1,
                     agent: "shelfd".into(),
+                    admitted: None,
                 }),
             ),
         ),

@@ -81,7 +81,8 @@ pub const CLIENT_FEATURES: u64 = features::ATOMIC_PUT
     | features::XATTR
     | features::FALLOCATE
     | features::SEEK_HOLES
-    | features::COPY_RANGE;
+    | features::COPY_RANGE
+    | features::ADMITTED;
 
 /// The id of the `Hello` request; ids of later requests start after it.
 const HELLO_ID: u32 = 1;

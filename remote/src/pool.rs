@@ -155,6 +155,14 @@ impl Pool {
             .find_map(|slot| slot.lock().as_ref().and_then(|c| c.tls().cloned()))
     }
 
+    /// How the server let this client in, as an open connection's `Hello` reply said;
+    /// `None` from a server too old to say (or with no connection open).
+    pub fn admitted(&self) -> Option<shelf_proto::Admission> {
+        self.slots
+            .iter()
+            .find_map(|slot| slot.lock().as_ref().and_then(|c| c.server().admitted))
+    }
+
     /// The server's address, as given.
     pub fn addr(&self) -> &str {
         &self.addr

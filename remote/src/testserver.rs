@@ -49,6 +49,7 @@ pub(crate) fn hello_reply() -> HelloReply {
         max_io: DEFAULT_MAX_IO,
         features: 0,
         agent: "fake".into(),
+        admitted: None,
     }
 }
 

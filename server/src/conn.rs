@@ -35,8 +35,8 @@ use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shelf_proto::{
-    features, is_timeout, negotiate, write_parts, Code, DecodeError, Frame, FrameReader, Hello,
-    HelloReply, Limits, ReadError, Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD,
+    features, is_timeout, negotiate, write_parts, Admission, Code, DecodeError, Frame, FrameReader,
+    Hello, HelloReply, Limits, ReadError, Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD,
     HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
 };
 use shelf_secure::files::parse_authorized_keys;
@@ -55,7 +55,8 @@ pub const FEATURES: u64 = features::ATOMIC_PUT
     | features::XATTR
     | features::FALLOCATE
     | features::SEEK_HOLES
-    | features::COPY_RANGE;
+    | features::COPY_RANGE
+    | features::ADMITTED;
 
 /// The server's end of one client's connection: a byte stream `serve` can split between a
 /// reading and a writing thread, shut down, and time out. (The client's own socket trait is
@@ -257,13 +258,15 @@ fn handshake<R: Read>(
             ),
         );
     }
-    match admit(cfg, token) {
-        Ok(Admitted::ReadOnlyKey) => conn.session.read_only.store(true, Ordering::Relaxed),
-        Ok(Admitted::Key | Admitted::Token | Admitted::Open) => {}
+    let admitted = match admit(cfg, token) {
+        Ok(a) => a,
         Err(why) => {
             tracing::warn!(agent = %agent, "refused: {why}");
             return refuse(Code::Access, why);
         }
+    };
+    if admitted == Admitted::ReadOnlyKey {
+        conn.session.read_only.store(true, Ordering::Relaxed);
     }
     let ours = HelloReply {
         version: PROTOCOL_VERSION,
@@ -271,6 +274,7 @@ fn handshake<R: Read>(
         max_io: cfg.max_io,
         features: FEATURES,
         agent: concat!("shelfd/", env!("CARGO_PKG_VERSION")).to_owned(),
+        admitted: None,
     };
     let agreed = match negotiate(&hello, &ours) {
         Ok(n) => n,
@@ -285,7 +289,17 @@ fn handshake<R: Read>(
         .store(max_payload, Ordering::Relaxed);
     conn.session.max_io.store(max_io, Ordering::Relaxed);
     // The agreed values, not our own: the client's `negotiate` over them agrees with ours.
-    conn.send(frame.id, Reply::Hello(ours.agreed(&agreed)));
+    let mut reply = ours.agreed(&agreed);
+    // Only a client that asked can decode the trailing field.
+    if agreed.features & features::ADMITTED != 0 {
+        reply.admitted = Some(match admitted {
+            Admitted::Open => Admission::Open,
+            Admitted::Token => Admission::Token,
+            Admitted::Key => Admission::Key,
+            Admitted::ReadOnlyKey => Admission::ReadOnlyKey,
+        });
+    }
+    conn.send(frame.id, Reply::Hello(reply));
     tracing::info!(agent = %agent, max_payload, max_io, "handshake done");
     Ok(Some(agreed.limits))
 }

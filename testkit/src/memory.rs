@@ -81,6 +81,7 @@ impl Memory {
             max_io: cfg.max_io,
             features: shelf_server::conn::FEATURES,
             agent: String::new(),
+            admitted: None,
         };
         let hello = Hello {
             features: CLIENT_FEATURES,

@@ -1200,6 +1200,45 @@ fn assert_every_change_is_erofs(mnt: &Path, what: &str) {
     );
 }
 
+/// A program that starts another while it has a file open for writing hands the child a
+/// copy of the descriptor, which the child's `exec` closes (Rust opens every file
+/// `O_CLOEXEC`): FUSE gets a FLUSH of the same handle. That flush must not take the failure
+/// of the write from the program's own fsync (it did, one error per file, and the fsync
+/// said the refused write was durable: a flake of the test below whenever another test
+/// thread spawned a tool between its write and its fsync).
+#[test]
+fn a_childs_close_on_exec_leaves_a_failed_write_for_the_parents_fsync() {
+    use std::io::Write as _;
+    if !fuse_available() {
+        return;
+    }
+    let lib = library();
+    write(lib.path().join("file"), b"keep");
+    // A read-only server: the open for writing is allowed, the write-behind is refused.
+    let server = Server::start(lib.path(), &["--read-only"]);
+    let m = Mount::plain(server.addr());
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(m.join("file"))
+        .expect("open for append");
+    f.write_all(b"changed").expect("buffered");
+    // The child's exec closes its copy; `status` returns once it has exited, so after that
+    // close (and its flush) ended.
+    let status = std::process::Command::new("true")
+        .status()
+        .expect("run true");
+    assert!(status.success());
+    assert_eq!(
+        errno_of(f.sync_all()),
+        Some(libc::EROFS),
+        "the fsync after a child's close must report the refused write"
+    );
+    // The fsync told this handle; its own close has nothing more to say.
+    drop(f);
+    assert_eq!(read(lib.path().join("file")), b"keep");
+    assert_no_panic(&server);
+}
+
 #[test]
 fn a_read_only_server_and_a_read_only_mount_refuse_every_change_with_erofs() {
     if !fuse_available() {

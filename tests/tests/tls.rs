@@ -292,6 +292,116 @@ fn a_mount_pins_the_server_with_o_fingerprint() {
     assert!(err.contains("-o fingerprint="), "{err}");
 }
 
+/// `shelf mount` that detaches (no `-f`) with its own config directory.
+fn detached_mount(cfg: &Path, server: &Server, dir: &Path, extra: &[&str]) -> Output {
+    shelf_in(cfg)
+        .arg("mount")
+        .arg(addr(server))
+        .arg(dir)
+        .args(extra)
+        .timeout(Duration::from_secs(20))
+        .run()
+}
+
+/// Unmounts a detached mount and waits until it is gone from mountinfo.
+fn umount(dir: &Path) {
+    shelf()
+        .arg("umount")
+        .arg(dir)
+        .timeout(Duration::from_secs(20))
+        .run()
+        .assert_ok();
+    assert!(mount_at(dir).is_none(), "still mounted after shelf umount");
+}
+
+/// Trust on first use for a mount that detaches: without a terminal (fstab, systemd) an
+/// unknown server is refused, before anything is mounted, with the message that says what
+/// to pass; with `-o fingerprint=` it mounts.
+#[test]
+fn a_detaching_mount_of_an_unknown_server_is_refused_without_a_terminal_and_pinned_mounts() {
+    if !fuse_available() {
+        return;
+    }
+    let lib = seeded_library();
+    let server = Server::plain(lib.path());
+    let (a, f) = (addr(&server), fp(&server));
+    let cfg = fresh_config();
+    let known = cfg.path().join("shelf/known_servers");
+    let dir = MountDir::new();
+    let out = detached_mount(cfg.path(), &server, dir.path(), &[]);
+    out.assert_fail();
+    let text = out
+        .stderr_str()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    let want = format!(
+        "the server {a} is not known, and there is no terminal to ask whether to trust it. \
+         Its key's fingerprint is {f}. If shelfd printed that same fingerprint when it \
+         started, pass --fingerprint {f} (for shelf mount and fstab: -o fingerprint={f}), or \
+         add the line `{a} {f}` to {}. Nothing was sent to it.",
+        known.display()
+    );
+    assert!(text.contains(&want), "want {want:?} in:\n{out}");
+    assert!(mount_at(dir.path()).is_none(), "nothing is mounted");
+    assert!(!known.exists(), "nothing is recorded without a yes");
+    assert!(
+        !server.log().contains("handshake done"),
+        "no hello reached the server:\n{}",
+        server.log()
+    );
+
+    let out = detached_mount(
+        cfg.path(),
+        &server,
+        dir.path(),
+        &["-o", &format!("fingerprint={f}")],
+    );
+    out.assert_ok();
+    assert_eq!(read(dir.path().join("hello.txt")), b"hello over tls\n");
+    assert!(!known.exists(), "a pinned fingerprint records nothing");
+    umount(dir.path());
+}
+
+/// On a terminal, a detaching mount asks before it detaches (the parent asks; the child,
+/// in a session of its own, never does): no means refused and nothing mounted, yes records
+/// the server and mounts.
+#[test]
+fn a_detaching_mount_asks_on_the_terminal_before_it_detaches() {
+    if !fuse_available() {
+        return;
+    }
+    let lib = seeded_library();
+    let server = Server::plain(lib.path());
+    let f = fp(&server);
+    let cfg = fresh_config();
+    let known = cfg.path().join("shelf/known_servers");
+    let dir = MountDir::new();
+    let dir_arg = dir.path().to_str().expect("a UTF-8 temp path");
+    let args = ["mount", &addr(&server), dir_arg];
+
+    let (screen, code) = on_terminal(cfg.path(), &args, "n\n");
+    assert!(screen.contains(&f), "the fingerprint is shown: {screen}");
+    assert!(screen.contains("[y/N]"), "{screen}");
+    assert_eq!(code, Some(1), "no means no: {screen}");
+    assert!(
+        mount_at(dir.path()).is_none(),
+        "nothing is mounted: {screen}"
+    );
+    assert!(!known.exists());
+
+    let (screen, code) = on_terminal(cfg.path(), &args, "y\n");
+    assert_eq!(code, Some(0), "{screen}");
+    assert_eq!(screen.matches("[y/N]").count(), 1, "asked once: {screen}");
+    let recorded = std::fs::read_to_string(&known).expect("recorded");
+    assert!(
+        recorded.contains(&format!("{} {f}", addr(&server))),
+        "{recorded}"
+    );
+    assert_eq!(read(dir.path().join("hello.txt")), b"hello over tls\n");
+    umount(dir.path());
+}
+
 // ---------------------------------------------------------------------------------------------
 // A man in the middle
 // ---------------------------------------------------------------------------------------------
@@ -623,6 +733,32 @@ fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     (file, line)
 }
 
+/// Client keys are proved inside TLS: a server asked for both authorized keys and plaintext
+/// refuses to start, saying which option to drop, before it listens.
+#[test]
+fn shelfd_refuses_authorized_keys_with_insecure_plaintext() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_, line) = keygen(dir.path(), "id");
+    let file = dir.path().join("authorized_keys");
+    write(&file, format!("{line}\n"));
+    let lib = seeded_library();
+    let out = Cmd::new(shelfd_bin())
+        .arg(lib.path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--insecure-plaintext",
+            "--authorized-keys",
+        ])
+        .arg(&file)
+        .timeout(Duration::from_secs(20))
+        .run();
+    out.assert_fail();
+    out.assert_stderr_contains("--authorized-keys needs TLS: drop --insecure-plaintext");
+    assert!(out.status.is_some(), "it exited rather than served: {out}");
+    assert!(!out.stdout_str().contains("listening on"), "{out}");
+}
+
 #[test]
 fn keygen_writes_a_private_key_0600_and_its_public_line() {
     let dir = tempfile::tempdir().expect("dir");
@@ -828,6 +964,57 @@ fn status_shows_the_fingerprint_suite_and_key_and_no_private_key_leaks() {
             "a private key in an error: {out}"
         );
     }
+}
+
+/// `shelf status` says what the server accepted (the Hello reply's `admitted`), not what the
+/// mount offered: a listed key beside a token is the key; an unlisted key beside the token
+/// is the token; a read-only key says so; a server that asks for nothing needs nothing.
+#[test]
+fn status_shows_what_the_server_accepted_not_what_was_offered() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let (listed, listed_line) = keygen(dir.path(), "listed");
+    let (reader, reader_line) = keygen(dir.path(), "reader");
+    let (unlisted, _) = keygen(dir.path(), "unlisted");
+    let token = dir.path().join("token");
+    write(&token, "t0ken\n");
+    let (_lib, server, _) = serve_authorizing(
+        dir.path(),
+        &format!("{listed_line}\nread-only {reader_line}\n"),
+        &[OsStr::new("--token-file"), token.as_os_str()],
+    );
+    let auth_of = |server: &Server, key: &Path, with_token: bool| {
+        let mut opts = format!("identity={}", key.display());
+        if with_token {
+            opts.push_str(&format!(",token_file={}", token.display()));
+        }
+        let mount = Mount::new(server.addr(), &["-o", &opts]);
+        let status = shelf().arg("status").arg(mount.path()).run();
+        status.assert_ok();
+        let text = status.stdout_str();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("auth:"))
+            .unwrap_or_else(|| panic!("no auth line: {text}"))
+            .trim()
+            .to_owned()
+    };
+    let fp_of = |key: &Path| KeyPair::load(key).expect("load").fingerprint();
+    let shown = |key: &Path| format!("client key {} ({})", fp_of(key), key.display());
+
+    assert_eq!(auth_of(&server, &listed, true), shown(&listed));
+    assert_eq!(auth_of(&server, &unlisted, true), "token");
+    assert_eq!(
+        auth_of(&server, &reader, false),
+        format!("{}, read-only", shown(&reader))
+    );
+    let lib = seeded_library();
+    let open = Server::plain(lib.path());
+    assert_eq!(
+        auth_of(&open, &listed, false),
+        "none needed (the server admits every client)"
+    );
 }
 
 /// A TLS client that offers a key the server does not list gets an error frame inside TLS,

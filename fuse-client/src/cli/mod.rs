@@ -119,6 +119,7 @@ impl Global {
             fingerprint: self.fingerprint.clone(),
             identity: self.identity.clone(),
             known_servers: self.known_servers.clone(),
+            never_ask: false,
         }
     }
 }

@@ -14,7 +14,8 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use shelf_remote::{ConnectOptions, KeyPair, Pool, RemoteError, TlsOptions};
+use shelf_proto::Admission;
+use shelf_remote::{ConnectOptions, Connection, KeyPair, Pool, RemoteError, TlsOptions};
 use shelf_secure::files::{known_server_line, parse_known_servers, KnownServer};
 use shelf_secure::key::is_fingerprint;
 
@@ -31,6 +32,9 @@ pub struct Trust {
     /// The known-servers file (`--known-servers`); default `known_servers` in the config
     /// directory.
     pub known_servers: Option<PathBuf>,
+    /// Never ask on a terminal: a detached mount's child, whose parent asked before the fork
+    /// ([`ask_before_detaching`]).
+    pub never_ask: bool,
 }
 
 /// shelf's directory under the user's config directory: `$XDG_CONFIG_HOME/shelf`, else
@@ -87,7 +91,10 @@ pub struct Secured {
     pub cipher_suite: Option<String>,
     /// The client key offered (its fingerprint and file).
     pub identity: Option<String>,
+    /// A token was offered.
     pub token: bool,
+    /// What the server said let the client in (`None`: a server too old to say).
+    pub admitted: Option<Admission>,
 }
 
 /// Opens a pool to `opts.addr` as `trust` says: TLS with the server's key pinned (asking a
@@ -140,7 +147,7 @@ pub fn connect_pool(
             let Some(file) = known_file else {
                 bail!(unknown_text(&addr, &fingerprint, None));
             };
-            if !ask_to_trust(&addr, &fingerprint, &file)? {
+            if trust.never_ask || !ask_to_trust(&addr, &fingerprint, &file)? {
                 bail!(unknown_text(&addr, &fingerprint, Some(&file)));
             }
             record(&file, &addr, &fingerprint)?;
@@ -175,7 +182,50 @@ pub fn connect_pool(
         secured.fingerprint = Some(info.fingerprint);
         secured.cipher_suite = Some(info.cipher_suite);
     }
+    secured.admitted = pool.admitted();
     Ok((pool, secured))
+}
+
+/// Trust on first use for a mount that detaches, asked in the process the person started,
+/// before it forks. The child starts a new session, so the terminal is no longer its own: a
+/// question from there would race the shell for the person's input, and a ^C would stop the
+/// waiting parent, not the child. So when the server's key is pinned nowhere and a person is
+/// there, one connection (no thread: the fork must come later) learns the key, the person is
+/// asked, and a yes is recorded in the known-servers file, where the child then finds it; a
+/// no is the refusal. Without a terminal nothing is asked and the child's refusal says what
+/// to pass. Anything else about the server (unreachable, a changed key) is left for the
+/// child's connection to report. Nothing is sent to an unknown server.
+pub fn ask_before_detaching(addr: &str, trust: &Trust) -> anyhow::Result<()> {
+    if trust.plaintext || trust.fingerprint.is_some() || !has_terminal() {
+        return Ok(());
+    }
+    let Some(file) = trust.known_servers_file() else {
+        return Ok(());
+    };
+    if known_entry(&file, addr)?.is_some() {
+        return Ok(());
+    }
+    let opts = ConnectOptions {
+        tls: Some(TlsOptions {
+            fingerprint: None,
+            identity: None,
+        }),
+        ..ConnectOptions::new(addr)
+    };
+    match Connection::connect(&opts) {
+        Err(RemoteError::UnknownServer { fingerprint, .. }) => {
+            if !ask_to_trust(addr, &fingerprint, &file)? {
+                bail!(unknown_text(addr, &fingerprint, Some(&file)));
+            }
+            record(&file, addr, &fingerprint)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A person to ask: standard input and standard error both terminals.
+fn has_terminal() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
 /// What to do about an unknown server, for a refusal without a terminal.
@@ -209,10 +259,10 @@ fn known_entry(file: &Path, addr: &str) -> anyhow::Result<Option<KnownServer>> {
 
 /// Shows the key and asks, when a person is there to answer; false otherwise or on no.
 fn ask_to_trust(addr: &str, fingerprint: &str, file: &Path) -> anyhow::Result<bool> {
-    let stdin = std::io::stdin();
-    if !stdin.is_terminal() || !std::io::stderr().is_terminal() {
+    if !has_terminal() {
         return Ok(false);
     }
+    let stdin = std::io::stdin();
     let mut err = std::io::stderr().lock();
     write!(
         err,

@@ -3,9 +3,10 @@
 //! The flow of `shelf mount`, top to bottom in this file:
 //! 1. [`options`]: the arguments and `-o` options become a checked `MountPlan` (mount point is a
 //!    directory, sizes in range, token read) before any work starts.
-//! 2. Unless `--foreground`, [`daemon`] forks while the process still has one thread; the
-//!    parent waits on a pipe and exits 0 only once the child has mounted, else prints the
-//!    child's error.
+//! 2. Unless `--foreground`, trust on first use asks on the terminal
+//!    (`trust::ask_before_detaching`), then [`daemon`] forks while the process still has one
+//!    thread; the parent waits on a pipe and exits 0 only once the child has mounted, else
+//!    prints the child's error.
 //! 3. `mount`: block the unmounting signals ([`signals`]) before any thread exists, connect the
 //!    pool, and mount: as root with our own mount(2) ([`kernel`], type "fuse.shelf"), else
 //!    through fusermount3. fuser's session has answered the kernel's INIT when this returns.
@@ -53,10 +54,13 @@ pub fn run_mount(
     trust: crate::cli::trust::Trust,
     busy_wait: Duration,
 ) -> anyhow::Result<()> {
-    let plan = options::plan(args, token, trust, busy_wait)?;
+    let mut plan = options::plan(args, token, trust, busy_wait)?;
     if plan.foreground {
         return serve(&plan, Ready::foreground());
     }
+    // On the terminal, before the fork; the child then never asks.
+    crate::cli::trust::ask_before_detaching(&plan.addr, &plan.trust)?;
+    plan.trust.never_ask = true;
     daemon::detach(|ready| serve(&plan, ready))
 }
 

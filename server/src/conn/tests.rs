@@ -134,6 +134,39 @@ fn error_code(reply: &Reply) -> Code {
     }
 }
 
+/// The trailing `admitted` byte goes only to a client that announced `ADMITTED`: an older
+/// client's decoder would find it malformed. (Ours reads it whenever it is there, so `None`
+/// here means it was not sent.)
+#[test]
+fn the_hello_reply_says_how_the_client_was_admitted_only_when_asked() {
+    let cfg = || ServeConfig {
+        token: Some(b"s3cret".to_vec()),
+        ..ServeConfig::default()
+    };
+    let mut h = Harness::start(cfg());
+    let Reply::Hello(r) = h.client.call(1, hello(b"s3cret")) else {
+        panic!("handshake failed");
+    };
+    assert_eq!(r.admitted, Some(Admission::Token));
+    assert!(h.finish().is_ok());
+
+    let mut h = Harness::start(cfg());
+    let old = Request::Hello(Hello {
+        token: b"s3cret".to_vec(),
+        features: FEATURES & !features::ADMITTED,
+        ..Hello::new("an older client")
+    });
+    let Reply::Hello(r) = h.client.call(1, old) else {
+        panic!("handshake failed");
+    };
+    assert_eq!(r.features & features::ADMITTED, 0);
+    assert_eq!(
+        r.admitted, None,
+        "no trailing byte for a client that did not ask"
+    );
+    assert!(h.finish().is_ok());
+}
+
 #[test]
 fn handshake_agrees_limits_and_features() {
     let cfg = ServeConfig {
@@ -155,7 +188,9 @@ fn handshake_agrees_limits_and_features() {
             | features::FALLOCATE
             | features::SEEK_HOLES
             | features::COPY_RANGE
+            | features::ADMITTED
     );
+    assert_eq!(r.admitted, Some(Admission::Open), "no token, no keys: open");
     assert_eq!(h.client.call(2, Request::Ping), Reply::Pong);
     assert!(h.finish().is_ok(), "clean hang-up is Ok");
 }
