@@ -65,7 +65,7 @@ pub struct ConnectOptions {
     pub tls: Option<TlsOptions>,
     /// How long a client with no connection keeps trying while the server answers "busy"
     /// (it is at `--max-clients`), with backoff and jitter, before it fails with
-    /// [`RemoteError::Busy`]. Zero fails at once. See [`pool`](crate::pool), point 5.
+    /// [`RemoteError::Busy`]. Zero fails at once. See [`pool`], point 5.
     pub busy_wait: Duration,
     /// Told once, with the server's message, when such a wait begins (the CLI says so on a
     /// terminal). Not called when the first try succeeds.

@@ -42,6 +42,7 @@
 //! - [`tls`]: servers speak TLS by default; each one's fingerprint is pinned for every command
 //!   the tests run, through a known-servers file in a config directory of their own.
 
+pub mod chaos;
 mod cmd;
 mod data;
 mod environment;
