@@ -497,7 +497,16 @@ fn mount_worker(
             if to == name {
                 continue;
             }
+            let from_want = model.get(&name).cloned().unwrap_or_default();
             match std::fs::rename(dir.join(&name), dir.join(&to)) {
+                // Nothing to move: right when the name may be absent, a loss when it may not.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    if let Err(v) = from_want.check(me, None) {
+                        r.violations
+                            .push(format!("rename of {me}/{name}: ENOENT, but {v}"));
+                    }
+                    *r.ok.entry("rename of an absent name").or_default() += 1;
+                }
                 Ok(()) => {
                     let moved = model.remove(&name).unwrap_or_default();
                     model.insert(name, Want::certain(None));
@@ -521,10 +530,13 @@ fn mount_worker(
                     model.insert(name, Want::certain(None));
                     *r.ok.entry("unlink").or_default() += 1;
                 }
-                Err(e)
-                    if e.raw_os_error() == Some(libc::ENOENT) && model[&name].acked.is_none() =>
-                {
-                    *r.ok.entry("unlink").or_default() += 1;
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    if let Err(v) = model[&name].check(me, None) {
+                        r.violations
+                            .push(format!("unlink of {me}/{name}: ENOENT, but {v}"));
+                    }
+                    model.insert(name, Want::certain(None));
+                    *r.ok.entry("unlink of an absent name").or_default() += 1;
                 }
                 Err(e) => {
                     model.entry(name).or_default().may_be_absent = true;
@@ -657,6 +669,13 @@ fn cli_worker(
                 continue;
             }
             match shelf(&["mv", via, &remote, &format!("{dir}/{to}")]) {
+                Err(e) if e.contains("no such file or directory") => {
+                    if let Err(v) = model[&name].check(me, None) {
+                        r.violations
+                            .push(format!("shelf mv {remote}: {e}, but {v}"));
+                    }
+                    *r.ok.entry("mv of an absent name").or_default() += 1;
+                }
                 Ok(()) => {
                     let moved = model.remove(&name).unwrap_or_default();
                     model.insert(name, Want::certain(None));
@@ -674,6 +693,14 @@ fn cli_worker(
             }
         } else {
             match shelf(&["rm", via, &remote]) {
+                Err(e) if e.contains("no such file or directory") => {
+                    if let Err(v) = model[&name].check(me, None) {
+                        r.violations
+                            .push(format!("shelf rm {remote}: {e}, but {v}"));
+                    }
+                    model.insert(name, Want::certain(None));
+                    *r.ok.entry("rm of an absent name").or_default() += 1;
+                }
                 Ok(()) => {
                     model.insert(name, Want::certain(None));
                     *r.ok.entry("rm").or_default() += 1;
