@@ -21,7 +21,7 @@ mod sys;
 
 pub use conn::{serve, Peer, ServeConfig, ServeError, Session};
 pub use library::{Library, PUT_PREFIX};
-pub use listen::{read_token_file, run, Config, RunError, Tls};
+pub use listen::{read_token_file, run, Config, RunError, Tls, DEFAULT_MAX_CLIENTS, QUEUE_MAX};
 pub use relpath::{PathError, RelPath};
 /// The limits a connection agreed on (one type for both sides, from the protocol crate).
 pub use shelf_proto::Limits;

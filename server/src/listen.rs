@@ -10,9 +10,15 @@
 //!    counters. So a signal can never slip in between checking a flag and going to sleep, and
 //!    no other system call of the parent is ever interrupted.
 //! 3. **No zombies.** Every wake-up reaps with `waitpid(-1, WNOHANG)` until none is left.
-//! 4. **Surviving overload.** Accept errors such as EMFILE back off (10 ms doubling to 1 s)
-//!    and retry rather than end the server. Past `max_clients` live children, a new client
-//!    gets one `Busy` error frame with request id 0 (written non-blocking) and is closed.
+//! 4. **Surviving overload.** Accept errors such as EMFILE back off (10 ms doubling to 1 s,
+//!    waiting in `ppoll` so signals and reaping go on) and retry rather than end the server.
+//!    Past `max_clients` live children a new connection waits, accepted but unserved, in a
+//!    first-in first-out queue for up to `queue_wait` (default 1 s, well inside a client's
+//!    3 s connect timeout); the first child to exit makes room for the oldest one. One still
+//!    waiting at its deadline, or one that finds the queue full (`QUEUE_MAX`), gets one `Busy`
+//!    error frame with request id 0 (written non-blocking) and is closed; clients retry with
+//!    backoff. The parent never blocks on a client: a flood only lengthens the queue, which
+//!    is bounded, and never slows the children serving the connections already admitted.
 //! 5. **Stopping.** On the first SIGTERM or SIGINT the parent closes the listener and waits up
 //!    to `shutdown_grace` (default 10 s) for its children; a second signal cuts the wait
 //!    short. Children still running then get SIGTERM, which in a child shuts the reading half
@@ -27,7 +33,7 @@
 //!    ones only as unsafe `runtime` calls, and `poll` without a mask), so they are `libc`
 //!    calls, each with the reason it is sound beside it.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -50,6 +56,9 @@ use crate::library::Library;
 /// and 5 threads idle, at most 10 MB streaming) against small machines' limits.
 pub const DEFAULT_MAX_CLIENTS: u32 = 256;
 
+/// Most connections waiting for room at once: each holds one descriptor of the parent's.
+pub const QUEUE_MAX: usize = 256;
+
 /// Everything `run` needs.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -58,8 +67,11 @@ pub struct Config {
     /// `HOST:PORT` to listen on; port 0 picks a free port.
     pub listen: String,
     pub serve: ServeConfig,
-    /// Live connections allowed; more get a `Busy` reply.
+    /// Live connections allowed; more wait in the queue, then get a `Busy` reply.
     pub max_clients: usize,
+    /// How long a connection past `max_clients` may wait for room before it is refused
+    /// (zero: refused at once).
+    pub queue_wait: Duration,
     /// How long a stopping server waits for its connections to end by themselves.
     pub shutdown_grace: Duration,
     /// TLS for every connection (`None`: plaintext, `--insecure-plaintext`). Only the forked
@@ -82,6 +94,7 @@ impl Config {
             listen: "127.0.0.1:7878".to_owned(),
             serve: ServeConfig::default(),
             max_clients: DEFAULT_MAX_CLIENTS as usize,
+            queue_wait: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
             tls: None,
         }
@@ -266,10 +279,18 @@ pub fn serve_forever(listener: TcpListener, lib: &Library, cfg: &Config) -> Resu
         .map_err(sys("non-blocking listener"))?;
 
     let mut children = HashSet::new();
+    let mut queue = VecDeque::new();
     let mut backoff = Duration::ZERO;
     while STOP_SIGNALS.load(Ordering::SeqCst) == 0 {
         reap(&mut children);
-        if !wait(Some(&listener), Duration::from_secs(1)) {
+        admit(&mut queue, &mut children, &listener, lib, cfg);
+        // Wake for the oldest waiting connection's deadline too.
+        let timeout = queue.front().map_or(Duration::from_secs(1), |w: &Waiting| {
+            (w.since + cfg.queue_wait)
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_secs(1))
+        });
+        if !wait(Some(&listener), timeout) {
             continue;
         }
         // Drain the accept queue, but go back to reaping and signals now and then.
@@ -282,38 +303,80 @@ pub fn serve_forever(listener: TcpListener, lib: &Library, cfg: &Config) -> Resu
                     backoff =
                         (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
                     tracing::warn!("accept failed, retrying in {backoff:?}: {e}");
-                    std::thread::sleep(backoff);
+                    wait(None, backoff);
                     break;
                 }
             };
             backoff = Duration::ZERO;
             reap(&mut children);
-            if children.len() >= cfg.max_clients {
-                tracing::warn!(%peer, clients = children.len(), "busy: refusing connection");
+            if children.len() >= cfg.max_clients && queue.len() >= QUEUE_MAX {
+                tracing::warn!(%peer, clients = children.len(), "busy, queue full: refusing connection");
                 refuse_busy(stream, children.len());
                 continue;
             }
-            // SAFETY: the parent is single-threaded (checked in `run`), so the child is a
-            // complete copy and may run any code; it never returns (`child` ends in _exit).
-            match unsafe { libc::fork() } {
-                -1 => {
-                    let e = io::Error::last_os_error();
-                    tracing::error!(%peer, "fork failed: {e}");
-                    refuse_busy(stream, children.len());
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                0 => child(listener, stream, peer, lib, cfg),
-                pid => {
-                    tracing::info!(%peer, pid, "connect");
-                    children.insert(pid);
-                }
-            }
+            queue.push_back(Waiting {
+                stream,
+                peer,
+                since: Instant::now(),
+            });
+            admit(&mut queue, &mut children, &listener, lib, cfg);
         }
     }
     drop(listener);
+    // Connections still waiting are closed unserved; their clients retry elsewhere or later.
+    drop(queue);
     stop_children(&mut children, cfg.shutdown_grace);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A connection accepted while the server was at its cap, waiting for room.
+struct Waiting {
+    stream: TcpStream,
+    peer: SocketAddr,
+    since: Instant,
+}
+
+/// Serves waiting connections, oldest first, while there is room; refuses those past their
+/// deadline (module docs, point 4).
+fn admit(
+    queue: &mut VecDeque<Waiting>,
+    children: &mut HashSet<libc::pid_t>,
+    listener: &TcpListener,
+    lib: &Library,
+    cfg: &Config,
+) {
+    while children.len() < cfg.max_clients {
+        let Some(w) = queue.pop_front() else {
+            return;
+        };
+        // SAFETY: the parent is single-threaded (checked in `run`), so the child is a
+        // complete copy and may run any code; it never returns (`child` ends in _exit).
+        match unsafe { libc::fork() } {
+            -1 => {
+                let e = io::Error::last_os_error();
+                tracing::error!(peer = %w.peer, "fork failed: {e}");
+                refuse_busy(w.stream, children.len());
+                // Give exiting children a moment (their SIGCHLD ends the wait early).
+                wait(None, Duration::from_millis(100));
+                return;
+            }
+            0 => child(listener, queue, w.stream, w.peer, lib, cfg),
+            pid => {
+                tracing::info!(peer = %w.peer, pid, "connect");
+                children.insert(pid);
+            }
+        }
+    }
+    let now = Instant::now();
+    while let Some(w) = queue.front() {
+        if now.saturating_duration_since(w.since) < cfg.queue_wait {
+            break;
+        }
+        let w = queue.pop_front().expect("front exists");
+        tracing::warn!(peer = %w.peer, clients = children.len(), "busy: refusing connection");
+        refuse_busy(w.stream, children.len());
+    }
 }
 
 /// Errors that concern one connection that never properly arrived.
@@ -406,13 +469,19 @@ fn refuse_busy(stream: TcpStream, clients: usize) {
 
 /// The forked child: serves its one connection and exits. Never returns.
 fn child(
-    listener: TcpListener,
+    listener: &TcpListener,
+    queue: &mut VecDeque<Waiting>,
     stream: TcpStream,
     peer: SocketAddr,
     lib: &Library,
     cfg: &Config,
 ) -> ! {
-    drop(listener);
+    // This process's copies of the listener and of the other waiting connections must go:
+    // a refused client would otherwise wait for this child to close its copy too.
+    // SAFETY: the listener's fd is this forked process's own copy, closed once here and never
+    // used again (the child never returns into the accept loop).
+    unsafe { libc::close(listener.as_raw_fd()) };
+    queue.clear();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         child_setup(&stream)?;
         let keep = stream.try_clone()?;

@@ -38,14 +38,21 @@ struct Args {
 
     /// Most connections served at once
     ///
-    /// Each connection is one child process. Clients past the limit get a "server busy"
-    /// error and are disconnected; shelf clients then try again for a while (--busy-wait).
+    /// Each connection is one child process. A connection past the limit waits up to
+    /// --queue-wait for a child to exit; then it gets a "server busy" error and is
+    /// disconnected, and shelf clients try again with backoff (shelf --busy-wait).
     /// A child costs about 1.6 MB (PSS) and 5 threads idle, up to 10 MB while streaming:
     /// the default 256 stays within 2.5 GB and 1,280 threads at worst (README, "The server").
     /// A mount holds up to 4 connections (--connections).
     #[arg(long, value_name = "N", default_value_t = shelf_server::listen::DEFAULT_MAX_CLIENTS,
           value_parser = clap::value_parser!(u32).range(1..))]
     max_clients: u32,
+
+    /// Milliseconds a connection past --max-clients waits for room before it is refused
+    ///
+    /// At most 256 wait at once; more are refused at once. 0: refuse at once.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    queue_wait: u64,
 
     /// Close connections idle this long (0: never)
     ///
@@ -111,6 +118,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut cfg = shelf_server::Config::new(args.root);
     cfg.listen = args.listen;
     cfg.max_clients = args.max_clients as usize;
+    cfg.queue_wait = Duration::from_millis(args.queue_wait);
     cfg.serve.read_only = args.read_only;
     cfg.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     cfg.serve.idle_timeout = match args.idle_timeout {

@@ -297,7 +297,8 @@ fn two_hundred_concurrent_clients_get_correct_answers_and_leave_no_leak() {
 fn clients_past_max_clients_get_a_busy_frame_not_a_silent_drop() {
     let _heavy = heavy();
     let lib = library();
-    let server = Server::start(lib.path(), &["--max-clients", "20"]);
+    // Refused at once, not queued: this test is about the refusal itself.
+    let server = Server::start(lib.path(), &["--max-clients", "20", "--queue-wait", "0"]);
     let pid = server.pid().expect("running");
     let held: Vec<Raw> = (0..20)
         .map(|i| Raw::ready(server.addr()).unwrap_or_else(|e| panic!("client {i}: {e}")))
@@ -337,6 +338,78 @@ fn clients_past_max_clients_get_a_busy_frame_not_a_silent_drop() {
         c.call(Request::Ping).expect("ping").msg,
         Reply::Pong
     ));
+}
+
+#[test]
+fn a_connection_past_the_cap_waits_for_room_then_is_served() {
+    let _heavy = heavy();
+    let lib = library();
+    // A queue wait far longer than the test needs: the client is served when room frees,
+    // whatever the machine's speed, never by a deadline.
+    let server = Server::start(lib.path(), &["--max-clients", "2", "--queue-wait", "60000"]);
+    let pid = server.pid().expect("running");
+    let mut held: Vec<Raw> = (0..2)
+        .map(|i| Raw::ready(server.addr()).unwrap_or_else(|e| panic!("client {i}: {e}")))
+        .collect();
+    let waiting = std::thread::spawn({
+        let addr = server.addr();
+        move || Raw::ready(addr)
+    });
+    // It is queued, not served: the parent still has only the two children.
+    wait_children(pid, 2, Duration::from_secs(10), &server);
+    assert!(!waiting.is_finished(), "served past the cap");
+    drop(held.pop());
+    let mut c = waiting
+        .join()
+        .expect("client thread")
+        .expect("the queued client is served once a child exits");
+    assert!(matches!(
+        c.call(Request::Ping).expect("ping").msg,
+        Reply::Pong
+    ));
+    assert_no_panic(&server);
+}
+
+#[test]
+fn a_queued_connection_gets_busy_at_its_deadline_and_the_served_go_on() {
+    let _heavy = heavy();
+    let lib = library();
+    let server = Server::start(lib.path(), &["--max-clients", "2", "--queue-wait", "200"]);
+    let mut held: Vec<Raw> = (0..2)
+        .map(|i| Raw::ready(server.addr()).unwrap_or_else(|e| panic!("client {i}: {e}")))
+        .collect();
+    // A flood past the cap: each is held, then refused; the served never notice.
+    let flood: Vec<_> = (0..40)
+        .map(|_| {
+            let addr = server.addr();
+            std::thread::spawn(move || {
+                let mut c = Raw::connect_plain(addr).expect("connect");
+                c.hello()
+            })
+        })
+        .collect();
+    for c in &mut held {
+        for _ in 0..20 {
+            assert!(matches!(
+                c.call(Request::Ping).expect("ping during the flood").msg,
+                Reply::Pong
+            ));
+        }
+    }
+    for t in flood {
+        match t.join().expect("flood thread").map(|f| f.msg) {
+            Ok(Reply::Error {
+                code: Code::Busy, ..
+            }) => {}
+            other => panic!(
+                "a connection past the cap: {other:?}\n{}",
+                tail(&server.log(), 60)
+            ),
+        }
+    }
+    // Held to the end, so the flood never found room.
+    drop(held);
+    assert_no_panic(&server);
 }
 
 #[test]
@@ -441,7 +514,8 @@ fn clients_past_the_cap_wait_their_turn_and_the_mount_keeps_working() {
     let _heavy = heavy();
     let lib = library();
     // Room for the mount's four connections and two more: the 64 clients share the two.
-    let server = Server::start(lib.path(), &["--max-clients", "6"]);
+    // No queue: the clients' own waiting is what is under test here.
+    let server = Server::start(lib.path(), &["--max-clients", "6", "--queue-wait", "0"]);
     let pid = server.pid().expect("running");
     let mount = Mount::new(server.addr(), &["--connections", "4"]);
     let addr = server.addr().to_string();
@@ -546,7 +620,8 @@ fn clients_past_the_cap_wait_their_turn_and_the_mount_keeps_working() {
 fn the_mixed_workload_of_the_load_benchmark_loses_and_corrupts_nothing() {
     let _heavy = heavy();
     let lib = library();
-    let server = Server::start(lib.path(), &["--max-clients", "8"]);
+    // No queue: the clients' own waiting is what is under test here.
+    let server = Server::start(lib.path(), &["--max-clients", "8", "--queue-wait", "0"]);
     let pid = server.pid().expect("running");
     let mounts = [
         Mount::new(server.addr(), &["--connections", "2"]),
