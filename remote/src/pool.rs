@@ -102,7 +102,7 @@ impl Pool {
         };
         let addr = opts.addr.clone();
         let connect_timeout = opts.connect_timeout;
-        let first = patience.connect(&connector)?;
+        let first = patience.connect(&connector, &|| false)?;
         let limits = first.limits();
         let features = first.features();
         let mut slots = vec![Mutex::new(Some(Arc::new(first)))];
@@ -259,7 +259,15 @@ impl Pool {
         }
         let replacing = slot.take().is_some();
         let made = if patient {
-            self.patience.connect(&self.connector)
+            // Another thread may meanwhile have connected (or this one was sent here only
+            // because every slot was locked for a moment): then there is no need to wait.
+            let made = self
+                .patience
+                .connect(&self.connector, &|| self.live_elsewhere(i).is_some());
+            if let (Err(RemoteError::Busy(_)), Some(c)) = (&made, self.live_elsewhere(i)) {
+                return Ok(c);
+            }
+            made
         } else {
             (self.connector)()
         };
@@ -296,6 +304,20 @@ impl Pool {
         }
     }
 
+    /// A live connection in a slot other than `i`, if one can be had without waiting.
+    fn live_elsewhere(&self, i: usize) -> Option<Arc<Connection>> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|&(k, _)| k != i)
+            .find_map(|(_, slot)| {
+                slot.try_lock()?
+                    .as_ref()
+                    .filter(|c| c.is_alive())
+                    .map(Arc::clone)
+            })
+    }
+
     /// Sends `req` on some connection, resending once if it certainly never left.
     fn start_ref(&self, req: &Request) -> Result<Pending, RemoteError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -320,8 +342,13 @@ struct Patience {
 }
 
 impl Patience {
-    /// Connects, trying again while the server answers busy, until `wait` has passed.
-    fn connect(&self, connector: &Connector) -> Result<Connection, RemoteError> {
+    /// Connects, trying again while the server answers busy, until `wait` has passed or
+    /// `needless()` says another connection has come up.
+    fn connect(
+        &self,
+        connector: &Connector,
+        needless: &dyn Fn() -> bool,
+    ) -> Result<Connection, RemoteError> {
         let start = Instant::now();
         let mut pause = FIRST_BUSY_PAUSE;
         let mut told = false;
@@ -331,11 +358,13 @@ impl Patience {
                 other => return other,
             };
             let waited = start.elapsed();
-            if waited >= self.wait {
-                return Err(RemoteError::Busy(if told {
-                    format!("{message} (still busy after {} s)", waited.as_secs())
-                } else {
+            if waited >= self.wait || needless() {
+                // Said whenever the client was willing to wait: a server that queues
+                // connections may have used the whole wait on the first try.
+                return Err(RemoteError::Busy(if self.wait.is_zero() {
                     message
+                } else {
+                    format!("{message} (still busy after {:.1} s)", waited.as_secs_f64())
                 }));
             }
             if !told {
