@@ -148,6 +148,17 @@ fn an_unknown_server_without_a_terminal_is_refused_with_what_to_pass() {
 /// Runs `shelf ARGS` with a pty as stdin, stdout and stderr, answering `answer` once the
 /// prompt shows. Returns what the terminal showed and the exit code.
 fn on_terminal(cfg: &Path, args: &[&str], answer: &str) -> (String, Option<i32>) {
+    on_terminal_with(cfg, args, answer, |_| {})
+}
+
+/// [`on_terminal`], calling `at_prompt` with the pid of the `shelf` it started once the
+/// prompt shows and before it is answered, while the question waits.
+fn on_terminal_with(
+    cfg: &Path,
+    args: &[&str],
+    answer: &str,
+    mut at_prompt: impl FnMut(u32),
+) -> (String, Option<i32>) {
     let (mut master, slave) = {
         let (mut m, mut s) = (0, 0);
         // SAFETY: openpty writes two fds into the provided ints; the name and settings
@@ -197,6 +208,7 @@ fn on_terminal(cfg: &Path, args: &[&str], answer: &str) -> (String, Option<i32>)
             Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
         if !answered && String::from_utf8_lossy(&seen).contains("[y/N]") {
+            at_prompt(child.id());
             master.write_all(answer.as_bytes()).expect("answer");
             answered = true;
         }
@@ -365,7 +377,9 @@ fn a_detaching_mount_of_an_unknown_server_is_refused_without_a_terminal_and_pinn
 
 /// On a terminal, a detaching mount asks before it detaches (the parent asks; the child,
 /// in a session of its own, never does): no means refused and nothing mounted, yes records
-/// the server and mounts.
+/// the server and mounts. Who asks is checked while the question waits: the `shelf` on the
+/// terminal has no child yet. (Asked from the detached child, the question would find its
+/// parent waiting for it.)
 #[test]
 fn a_detaching_mount_asks_on_the_terminal_before_it_detaches() {
     if !fuse_available() {
@@ -380,7 +394,9 @@ fn a_detaching_mount_asks_on_the_terminal_before_it_detaches() {
     let dir_arg = dir.path().to_str().expect("a UTF-8 temp path");
     let args = ["mount", &addr(&server), dir_arg];
 
-    let (screen, code) = on_terminal(cfg.path(), &args, "n\n");
+    let mut forked_before_asking = Vec::new();
+    let mut note_children = |pid| forked_before_asking.push(children_of(pid));
+    let (screen, code) = on_terminal_with(cfg.path(), &args, "n\n", &mut note_children);
     assert!(screen.contains(&f), "the fingerprint is shown: {screen}");
     assert!(screen.contains("[y/N]"), "{screen}");
     assert_eq!(code, Some(1), "no means no: {screen}");
@@ -390,9 +406,14 @@ fn a_detaching_mount_asks_on_the_terminal_before_it_detaches() {
     );
     assert!(!known.exists());
 
-    let (screen, code) = on_terminal(cfg.path(), &args, "y\n");
+    let (screen, code) = on_terminal_with(cfg.path(), &args, "y\n", &mut note_children);
     assert_eq!(code, Some(0), "{screen}");
     assert_eq!(screen.matches("[y/N]").count(), 1, "asked once: {screen}");
+    assert_eq!(
+        forked_before_asking,
+        [vec![], vec![]],
+        "asked by the process on the terminal, before it forked: {screen}"
+    );
     let recorded = std::fs::read_to_string(&known).expect("recorded");
     assert!(
         recorded.contains(&format!("{} {f}", addr(&server))),
