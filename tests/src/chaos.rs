@@ -508,19 +508,11 @@ fn mount_worker(
                     *r.ok.entry("rename of an absent name").or_default() += 1;
                 }
                 Ok(()) => {
-                    let moved = model.remove(&name).unwrap_or_default();
-                    model.insert(name, Want::certain(None));
-                    model.insert(to, moved);
+                    renamed(&mut model, name, to);
                     *r.ok.entry("rename").or_default() += 1;
                 }
                 Err(e) => {
-                    // Either name may hold either state now.
-                    let a = model.get(&name).cloned().unwrap_or_default();
-                    let b = model.get(&to).cloned().unwrap_or_default();
-                    for n in [&name, &to] {
-                        let w = model.entry(n.clone()).or_default();
-                        *w = merge_uncertain(&a, &b);
-                    }
+                    rename_unknown(&mut model, &name, &to);
                     fail(&mut r, &e);
                 }
             }
@@ -547,6 +539,22 @@ fn mount_worker(
         shared.tick(i);
     }
     (r, model)
+}
+
+/// An acknowledged rename: `to` holds what `from` held, `from` is gone.
+fn renamed(model: &mut BTreeMap<String, Want>, from: String, to: String) {
+    let moved = model.remove(&from).unwrap_or_default();
+    model.insert(from, Want::certain(None));
+    model.insert(to, moved);
+}
+
+/// A rename that failed may or may not have happened: either name may hold either state.
+fn rename_unknown(model: &mut BTreeMap<String, Want>, from: &str, to: &str) {
+    let a = model.get(from).cloned().unwrap_or_default();
+    let b = model.get(to).cloned().unwrap_or_default();
+    for n in [from, to] {
+        model.insert(n.to_owned(), merge_uncertain(&a, &b));
+    }
 }
 
 /// Either of two uncertain states, or absent.
@@ -677,17 +685,11 @@ fn cli_worker(
                     *r.ok.entry("mv of an absent name").or_default() += 1;
                 }
                 Ok(()) => {
-                    let moved = model.remove(&name).unwrap_or_default();
-                    model.insert(name, Want::certain(None));
-                    model.insert(to, moved);
+                    renamed(&mut model, name, to);
                     *r.ok.entry("mv").or_default() += 1;
                 }
                 Err(e) => {
-                    let a = model.get(&name).cloned().unwrap_or_default();
-                    let b = model.get(&to).cloned().unwrap_or_default();
-                    for n in [&name, &to] {
-                        *model.entry(n.clone()).or_default() = merge_uncertain(&a, &b);
-                    }
+                    rename_unknown(&mut model, &name, &to);
                     fail(&mut r, &e);
                 }
             }
