@@ -21,18 +21,16 @@
 //! them (`loadgen::content`), so every version is told from every other.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::loadgen::content;
+use crate::loadgen::{content, run_bounded};
 use crate::proxy::Proxy;
-use crate::{children_of, shelf_bin, signal, Mount, Rng, Server};
+use crate::{children_of, shelf_bin, signal, Mount, Rng, Server, Tmpfs};
 
 /// A worker that has not finished an operation for this long is hung.
 pub const HANG_AFTER: Duration = Duration::from_secs(90);
@@ -202,45 +200,11 @@ impl Shared {
 /// the final check's input.
 type Model = (String, PathBuf, BTreeMap<String, Want>);
 
-/// A size-limited tmpfs, unmounted (lazily) on drop.
-struct Tmpfs(tempfile::TempDir);
-
-impl Tmpfs {
-    fn new(mib: u64) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("shelf-chaos-disk-")
-            .tempdir()
-            .expect("tmpfs mount point");
-        let target = CString::new(dir.path().as_os_str().as_bytes()).expect("path");
-        let data = CString::new(format!("size={mib}m,mode=0755")).expect("options");
-        // SAFETY: valid NUL-terminated strings for the duration of the call.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                data.as_ptr().cast(),
-            )
-        };
-        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
-        Tmpfs(dir)
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let target = CString::new(self.0.path().as_os_str().as_bytes()).expect("path");
-        // SAFETY: a valid path.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-    }
-}
-
 /// Runs the chaos: sets up a server on a tmpfs library, a fault proxy, two mounts through it,
 /// the workers and the fault injector, then checks the library. Cleans everything up.
 pub fn run(cfg: &ChaosConfig) -> ChaosReport {
-    let disk = Tmpfs::new(cfg.disk_mib);
-    let lib = disk.0.path().join("lib");
+    let disk = Tmpfs::new(&format!("{}m", cfg.disk_mib));
+    let lib = disk.path().join("lib");
     std::fs::create_dir(&lib).expect("library dir");
     let mut server = Server::start(&lib, &[] as &[&str]);
     let fp = server.fingerprint().expect("TLS").to_owned();
@@ -484,11 +448,7 @@ fn mount_worker(
                     *r.ok.entry("read").or_default() += 1;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    if let Err(v) = want.check(me, None) {
-                        r.violations
-                            .push(format!("read of {me}/{name}: ENOENT, but {v}"));
-                    }
-                    *r.ok.entry("read").or_default() += 1;
+                    found_absent(&mut r, want, me, &format!("read of {me}/{name}"), "read");
                 }
                 Err(e) => fail(&mut r, &e),
             }
@@ -501,11 +461,8 @@ fn mount_worker(
             match std::fs::rename(dir.join(&name), dir.join(&to)) {
                 // Nothing to move: right when the name may be absent, a loss when it may not.
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    if let Err(v) = from_want.check(me, None) {
-                        r.violations
-                            .push(format!("rename of {me}/{name}: ENOENT, but {v}"));
-                    }
-                    *r.ok.entry("rename of an absent name").or_default() += 1;
+                    let what = format!("rename of {me}/{name}");
+                    found_absent(&mut r, &from_want, me, &what, "rename of an absent name");
                 }
                 Ok(()) => {
                     renamed(&mut model, name, to);
@@ -523,12 +480,9 @@ fn mount_worker(
                     *r.ok.entry("unlink").or_default() += 1;
                 }
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    if let Err(v) = model[&name].check(me, None) {
-                        r.violations
-                            .push(format!("unlink of {me}/{name}: ENOENT, but {v}"));
-                    }
+                    let what = format!("unlink of {me}/{name}");
+                    found_absent(&mut r, &model[&name], me, &what, "unlink of an absent name");
                     model.insert(name, Want::certain(None));
-                    *r.ok.entry("unlink of an absent name").or_default() += 1;
                 }
                 Err(e) => {
                     model.entry(name).or_default().may_be_absent = true;
@@ -539,6 +493,14 @@ fn mount_worker(
         shared.tick(i);
     }
     (r, model)
+}
+
+/// An operation found `name` absent: right when the model allows it, a loss when not.
+fn found_absent(r: &mut ChaosReport, want: &Want, me: &str, what: &str, kind: &'static str) {
+    if let Err(v) = want.check(me, None) {
+        r.violations.push(format!("{what}: absent, but {v}"));
+    }
+    *r.ok.entry(kind).or_default() += 1;
 }
 
 /// An acknowledged rename: `to` holds what `from` held, `from` is gone.
@@ -606,11 +568,9 @@ fn cli_worker(
         let mut cmd = std::process::Command::new(shelf_bin());
         cmd.args(["--fingerprint", fp, "--busy-wait", "10s", "-q"])
             .args(args)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped());
-        let child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            .stdin(std::process::Stdio::null());
+        // A command that hangs is killed and counted as a hang, never waited on for ever.
+        let out = run_bounded(cmd, HANG_AFTER)?;
         if out.status.success() {
             Ok(())
         } else {
@@ -625,6 +585,10 @@ fn cli_worker(
         std::thread::sleep(Duration::from_millis(200));
     }
     let fail = |r: &mut ChaosReport, e: &str| {
+        if e.starts_with("hung") {
+            r.violations.push(format!("a shelf command of {me}: {e}"));
+            return;
+        }
         // The message's last words name the cause; count by a short form of it.
         let short: String = e
             .rsplit(": ")
@@ -678,11 +642,8 @@ fn cli_worker(
             }
             match shelf(&["mv", via, &remote, &format!("{dir}/{to}")]) {
                 Err(e) if e.contains("no such file or directory") => {
-                    if let Err(v) = model[&name].check(me, None) {
-                        r.violations
-                            .push(format!("shelf mv {remote}: {e}, but {v}"));
-                    }
-                    *r.ok.entry("mv of an absent name").or_default() += 1;
+                    let what = format!("shelf mv {remote}");
+                    found_absent(&mut r, &model[&name], me, &what, "mv of an absent name");
                 }
                 Ok(()) => {
                     renamed(&mut model, name, to);
@@ -696,12 +657,9 @@ fn cli_worker(
         } else {
             match shelf(&["rm", via, &remote]) {
                 Err(e) if e.contains("no such file or directory") => {
-                    if let Err(v) = model[&name].check(me, None) {
-                        r.violations
-                            .push(format!("shelf rm {remote}: {e}, but {v}"));
-                    }
+                    let what = format!("shelf rm {remote}");
+                    found_absent(&mut r, &model[&name], me, &what, "rm of an absent name");
                     model.insert(name, Want::certain(None));
-                    *r.ok.entry("rm of an absent name").or_default() += 1;
                 }
                 Ok(()) => {
                     model.insert(name, Want::certain(None));

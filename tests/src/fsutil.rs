@@ -115,3 +115,54 @@ pub fn read_all(mut r: impl Read) -> std::io::Result<Vec<u8>> {
     r.read_to_end(&mut v)?;
     Ok(v)
 }
+
+/// A size-limited tmpfs on a fresh temp directory (needs root), unmounted lazily on drop, so
+/// a test that failed with files open still leaves no mount behind. Mount it before starting
+/// a server that should see it: servers run in a private mount namespace copied at start.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// `size` as mount(8) takes it: `8m`, `256m`.
+    pub fn new(size: &str) -> Tmpfs {
+        let dir = tempfile::Builder::new()
+            .prefix("shelf-tmpfs-")
+            .tempdir()
+            .expect("tmpfs mount point");
+        let target = std::ffi::CString::new(dir.path().as_os_str().as_encoded_bytes())
+            .expect("path without NUL");
+        let data = std::ffi::CString::new(format!("size={size},mode=0755")).expect("options");
+        // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+        let rc = unsafe {
+            libc::mount(
+                c"tmpfs".as_ptr(),
+                target.as_ptr(),
+                c"tmpfs".as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mount -t tmpfs on {} (needs root): {}",
+            dir.path().display(),
+            std::io::Error::last_os_error()
+        );
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        if let Ok(target) = std::ffi::CString::new(self.dir.path().as_os_str().as_encoded_bytes()) {
+            // SAFETY: `target` is a valid NUL-terminated path.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}

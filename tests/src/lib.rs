@@ -61,7 +61,7 @@ pub use cmd::{run, sh, shelf, tool, Cmd, Output, CMD_TIMEOUT};
 pub use data::{ramp, random_bytes, Rng};
 pub use environment::{bin_dir, fuse_available, have_tool, require_tool, shelf_bin, shelfd_bin};
 pub use fixture::{library, Fixture};
-pub use fsutil::{assert_bytes_eq, make_tree, read, read_all, shelf_leftovers, write};
+pub use fsutil::{assert_bytes_eq, make_tree, read, read_all, shelf_leftovers, write, Tmpfs};
 pub use mount::{unmount_detach, Mount, MountDir};
 pub use mountinfo::{mount_at, mountinfo, MountInfo};
 pub use process::{children_of, poll, processes, signal, wait_timeout, ProcStat, START_TIMEOUT};

@@ -512,7 +512,7 @@ fn mount_worker(cfg: &LoadConfig, mount: &Path, m: usize, w: usize, deadline: In
 }
 
 /// Runs `cmd`, killing it past `timeout` (a hung command is a failure, never a hung run).
-fn run_bounded(
+pub(crate) fn run_bounded(
     mut cmd: std::process::Command,
     timeout: Duration,
 ) -> Result<std::process::Output, String> {

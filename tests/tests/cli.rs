@@ -30,7 +30,7 @@ use shelf_proto::{
 };
 use shelf_tests::{
     assert_bytes_eq, children_of, library, poll, ramp, random_bytes, read, shelf, shelfd_bin,
-    signal, tool, wait_timeout, write, Output, RawConn, Rng, Server,
+    signal, tool, wait_timeout, write, Output, RawConn, Rng, Server, Tmpfs,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -210,52 +210,6 @@ impl Drop for Spawned {
             let _ = c.kill();
             let _ = c.wait();
         }
-    }
-}
-
-/// A small tmpfs, lazily unmounted on drop (also while a failed test unwinds).
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn new(size: &str) -> Tmpfs {
-        let dir = tempfile::Builder::new()
-            .prefix("shelf-tmpfs-")
-            .tempdir()
-            .expect("tmpfs mount point");
-        let target = cstring(dir.path());
-        let data = CString::new(format!("size={size},mode=0755")).expect("options");
-        // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                data.as_ptr().cast(),
-            )
-        };
-        assert_eq!(
-            rc,
-            0,
-            "mount -t tmpfs on {} (needs root): {}",
-            dir.path().display(),
-            std::io::Error::last_os_error()
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let target = cstring(self.dir.path());
-        // SAFETY: `target` is a valid NUL-terminated path.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
     }
 }
 
