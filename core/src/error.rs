@@ -25,6 +25,12 @@ impl FsError {
     pub fn errno(&self) -> i32 {
         self.code().errno()
     }
+
+    /// Whether the server may have done what was asked although the call failed
+    /// ([`RemoteError::outcome_unknown`]).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, FsError::Remote(e) if e.outcome_unknown())
+    }
 }
 
 impl From<Code> for FsError {

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use shelf_proto::{rename_flags, Attr, Code, FileKind};
 use shelf_remote::Transport;
 
-use crate::error::FsResult;
+use crate::error::{FsError, FsResult};
 use crate::ids::Ino;
+use crate::namespace::Outcome;
 use crate::Core;
 
 /// Where open files that lost their name are kept until closed: a directory at the library
@@ -102,10 +103,10 @@ impl<T: Transport> Core<T> {
             .map_or(0, |d| d.subsec_nanos());
         let unique = format!("{:x}-{}-{seq}-{nanos:x}", ino.0, std::process::id());
         let mut hidden = [HIDDEN_DIR, b"/", unique.as_bytes()].concat();
-        let first = self.hide_as(path, &hidden, by_link);
+        let first = self.hide_as(ino, path, &hidden, by_link);
         let moved = match first {
             Err(e) if e.code() == Code::NotFound && self.make_hidden_dir() => {
-                self.hide_as(path, &hidden, by_link)
+                self.hide_as(ino, path, &hidden, by_link)
             }
             Err(e) if e.code() == Code::CrossDevice => {
                 let dir = path
@@ -113,7 +114,7 @@ impl<T: Transport> Core<T> {
                     .rposition(|&b| b == b'/')
                     .map_or(&b""[..], |i| &path[..=i]);
                 hidden = [dir, HIDDEN_PREFIX, unique.as_bytes()].concat();
-                self.hide_as(path, &hidden, by_link)
+                self.hide_as(ino, path, &hidden, by_link)
             }
             other => other,
         };
@@ -142,13 +143,23 @@ impl<T: Transport> Core<T> {
         Ok(())
     }
 
-    fn hide_as(&self, path: &[u8], hidden: &[u8], by_link: bool) -> FsResult<()> {
-        if by_link {
-            self.client.link(path, hidden)?;
+    /// Gives the file at `path` (the inode `ino`) the name `hidden`. A reply lost on the way
+    /// is not a failure if the hidden name now holds the file: else an unlinked open file
+    /// would be left without any name we know, and its handles without a file.
+    fn hide_as(&self, ino: Ino, path: &[u8], hidden: &[u8], by_link: bool) -> FsResult<()> {
+        let sent = if by_link {
+            self.client.link(path, hidden).map(drop)
         } else {
-            self.client.rename(path, hidden, rename_flags::NOREPLACE)?;
+            self.client.rename(path, hidden, rename_flags::NOREPLACE)
+        };
+        let Err(e) = sent else {
+            return Ok(());
+        };
+        let e = FsError::from(e);
+        match self.outcome(&e, Some(ino), hidden, path) {
+            Outcome::Done => Ok(()),
+            Outcome::NotDone | Outcome::Unknown => Err(e),
         }
-        Ok(())
     }
 
     /// Makes the root's hidden directory; true if it exists afterwards.

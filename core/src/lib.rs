@@ -76,7 +76,7 @@ pub use handles::Opened;
 pub use ids::{Fh, Ino, ROOT_INO};
 pub use namespace::Entry;
 pub use time::{system_time, timestamp};
-pub use versions::PageInvalidator;
+pub use versions::{Invalidate, Invalidator};
 pub use xattr::{XattrReply, XattrStats};
 
 use crate::cache::{CacheStats, ChunkCache};
@@ -111,7 +111,7 @@ const WRITES_IN_FLIGHT: usize = 8;
 ///    `page_versions`, `OpenIo::readahead`, and the locks inside `inodes`, `listings`, `cache`
 ///    and `fetcher`, whose methods never call back into `Core`.
 ///
-/// The `page_invalidator` only queues (the mount's thread tells the kernel), so calling it
+/// The `invalidator` only queues (the mount's thread tells the kernel), so calling it
 /// under `names` cannot wait on the kernel, which may be waiting on one of our replies.
 pub struct Core<T: Transport> {
     /// Typed calls to the server over the transport; shared with `fetcher`.
@@ -147,8 +147,9 @@ pub struct Core<T: Transport> {
     /// open's check of the inode and the registration of its handle, so an open file always
     /// gets hidden, and an open that comes later sees ESTALE and the kernel looks again.
     names: RwLock<()>,
-    /// Tells the kernel to drop an inode's pages (fuser's `Notifier`, from the mount).
-    page_invalidator: OnceLock<PageInvalidator>,
+    /// Tells the kernel to drop an inode's pages or a name's entry (fuser's `Notifier`, from
+    /// the mount).
+    invalidator: OnceLock<Invalidator>,
     /// When write-behind sends and how much it keeps in flight, from the chunk size and the
     /// server's announced `max_io`.
     write_limits: WriteLimits,
@@ -183,7 +184,7 @@ impl<T: Transport> Core<T> {
             hidden_seq: AtomicU64::new(0),
             kept: Mutex::new(HashMap::new()),
             names: RwLock::new(()),
-            page_invalidator: OnceLock::new(),
+            invalidator: OnceLock::new(),
             xattr_stats: XattrStats::default(),
             cfg,
         }

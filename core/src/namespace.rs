@@ -6,10 +6,20 @@ use shelf_proto::{rename_flags, Attr, Code};
 use shelf_remote::Transport;
 
 use crate::attrs::create_perm;
-use crate::error::FsResult;
+use crate::error::{FsError, FsResult};
 use crate::ids::Ino;
 use crate::time::timestamp;
-use crate::Core;
+use crate::versions::same_file;
+use crate::{Core, Invalidate};
+
+/// What a change whose reply never came did on the server, as far as a look afterwards tells.
+pub(crate) enum Outcome {
+    Done,
+    NotDone,
+    /// The server could not be asked, or the names hold neither what it would have left
+    /// nor what was there before (another client acted meanwhile).
+    Unknown,
+}
 
 /// A name resolved to an inode, with its attributes.
 #[derive(Debug, Clone, Copy)]
@@ -75,13 +85,14 @@ impl<T: Transport> Core<T> {
         // and takes `open`, then `kept`: all below it.
         let _names = self.names.write();
         let path = self.child_path(parent, name)?;
-        match self
-            .inodes
-            .child(parent, name)
-            .filter(|ino| self.is_open(*ino))
-        {
+        let known = self.inodes.child(parent, name);
+        match known.filter(|ino| self.is_open(*ino)) {
+            // `hide` settles a lost reply itself.
             Some(ino) => self.hide(ino, &path, false)?,
-            None => self.client.unlink(&path)?,
+            None => {
+                let removed = self.client.unlink(&path);
+                self.settle_removal(removed, known, parent, name, &path)?;
+            }
         }
         self.listings.removed(parent, name);
         let gone = self.inodes.unlink(parent, name);
@@ -93,7 +104,9 @@ impl<T: Transport> Core<T> {
     pub fn rmdir(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
-        self.client.rmdir(&path)?;
+        let removed = self.client.rmdir(&path);
+        let known = self.inodes.child(parent, name);
+        self.settle_removal(removed, known, parent, name, &path)?;
         self.listings.removed(parent, name);
         if let Some(gone) = self.inodes.unlink(parent, name) {
             self.listings.forget(gone);
@@ -148,10 +161,20 @@ impl<T: Transport> Core<T> {
                 }
             }
         }
+        let moving = self.inodes.child(parent, name);
         if let Err(e) = self.client.rename(&from, &to, wire_flags) {
             self.listings.forget(parent);
             self.listings.forget(new_parent);
-            return Err(e.into());
+            let e = FsError::from(e);
+            match self.outcome(&e, moving, &to, &from) {
+                // The reply was lost, not the rename: record it as done, and say so.
+                Outcome::Done => {}
+                Outcome::NotDone => return Err(e),
+                Outcome::Unknown => {
+                    self.lose_track(&[(parent, name), (new_parent, new_name)]);
+                    return Err(e);
+                }
+            }
         }
         if wire_flags & rename_flags::EXCHANGE == 0 {
             self.listings.removed(parent, name);
@@ -190,6 +213,97 @@ impl<T: Transport> Core<T> {
         self.inodes.set_attr(ino, &attr);
         self.dir_changed(new_parent, 0);
         self.enter(new_parent, new_name, attr)
+    }
+
+    /// What a change that failed with `e` did: if the server may have done it although no
+    /// reply came (`outcome_unknown`), it is asked whether `done` now holds the file `ino`
+    /// (it was done) or else `before` still does (it was not). Any other failure was not done.
+    pub(crate) fn outcome(
+        &self,
+        e: &FsError,
+        ino: Option<Ino>,
+        done: &[u8],
+        before: &[u8],
+    ) -> Outcome {
+        if !e.outcome_unknown() {
+            return Outcome::NotDone;
+        }
+        let Some(ino) = ino else {
+            return Outcome::Unknown;
+        };
+        if self.holds(done, ino) {
+            Outcome::Done
+        } else if self.holds(before, ino) {
+            Outcome::NotDone
+        } else {
+            Outcome::Unknown
+        }
+    }
+
+    /// Settles a removal of `name` in `dir` (`path`, the inode `ino` if known) that may have
+    /// failed: `Ok` if it was done, lost reply or not; the error if not; and if that cannot
+    /// be told, the error after the name is forgotten (`lose_track`).
+    fn settle_removal(
+        &self,
+        removed: Result<(), shelf_remote::RemoteError>,
+        ino: Option<Ino>,
+        dir: Ino,
+        name: &[u8],
+        path: &[u8],
+    ) -> FsResult<()> {
+        let Err(e) = removed else {
+            return Ok(());
+        };
+        let e = FsError::from(e);
+        if !e.outcome_unknown() {
+            return Err(e);
+        }
+        match self.client.stat(path) {
+            Err(gone) if gone.code() == Code::NotFound => Ok(()),
+            Ok(now) if ino.is_some_and(|ino| self.is_as_seen(ino, &now)) => Err(e),
+            _ => {
+                self.lose_track(&[(dir, name)]);
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the server's `path` is the file the inode was when last seen.
+    pub(crate) fn holds(&self, path: &[u8], ino: Ino) -> bool {
+        self.client
+            .stat(path)
+            .is_ok_and(|now| self.is_as_seen(ino, &now))
+    }
+
+    /// Whether `now` describes the file the inode was when last seen.
+    fn is_as_seen(&self, ino: Ino, now: &Attr) -> bool {
+        self.inodes
+            .last_attr(ino)
+            .is_some_and(|known| same_file(now, &known))
+    }
+
+    /// After a change of names whose outcome is unknown: what each of `names` holds on the
+    /// server is no longer known, so it goes from the table and the kernel is told to look it
+    /// up again. A kernel entry kept in the meantime leads to a node without a path (ESTALE,
+    /// and the kernel walks again), never to the file the name held before: a write through
+    /// it would land where the program no longer looks. The hidden name kept for a file the
+    /// kernel knew but had not open (renamed over, `hide`) goes with it for the same reason.
+    pub(crate) fn lose_track(&self, names: &[(Ino, &[u8])]) {
+        for &(dir, name) in names {
+            self.listings.forget(dir);
+            if let Some(ino) = self.inodes.unlink(dir, name) {
+                let kept = self.kept.lock().remove(&ino);
+                if let Some(hidden) = kept {
+                    self.remove_hidden(ino, &hidden);
+                }
+                self.changed(&[Some(ino)]);
+            }
+            self.changed(&[Some(dir)]);
+            self.invalidate(Invalidate::Entry {
+                parent: dir,
+                name: name.to_vec(),
+            });
+        }
     }
 
     /// Drops cached attributes an entry change made stale: a directory's mtime, ctime and

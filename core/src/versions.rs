@@ -8,16 +8,33 @@ use shelf_remote::Transport;
 use crate::ids::Ino;
 use crate::Core;
 
-/// Asks the kernel to drop the cached pages of an inode. It must not block on the kernel
-/// from a request's own thread (the kernel may hold a page lock until that request answers):
-/// the mount hands the inode to a thread of its own.
-pub type PageInvalidator = Box<dyn Fn(Ino) + Send + Sync>;
+/// What the core asks the kernel to forget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidate {
+    /// Every cached page of the inode, and its cached attributes.
+    Pages(Ino),
+    /// The kernel's entry for `name` in directory `parent`, so its next use looks it up.
+    Entry { parent: Ino, name: Vec<u8> },
+}
+
+/// Tells the kernel what to forget ([`Invalidate`]). It must not block on the kernel from a
+/// request's own thread (the kernel may hold a page lock, or a directory's lock, until that
+/// request answers): the mount hands each to a thread of its own.
+pub type Invalidator = Box<dyn Fn(Invalidate) + Send + Sync>;
 
 impl<T: Transport> Core<T> {
-    /// Installs the hook that drops the kernel's pages of a file whose content changed on the
-    /// server; without one (tests) only the core's own cache is dropped.
-    pub fn set_page_invalidator(&self, f: PageInvalidator) {
-        let _ = self.page_invalidator.set(f);
+    /// Installs the hook that tells the kernel to drop pages of a file whose content changed
+    /// on the server, and entries whose name may now hold another file; without one (tests)
+    /// only the core's own caches are dropped.
+    pub fn set_invalidator(&self, f: Invalidator) {
+        let _ = self.invalidator.set(f);
+    }
+
+    /// Passes `what` to the mount's invalidator, if there is one.
+    pub(crate) fn invalidate(&self, what: Invalidate) {
+        if let Some(invalidate) = self.invalidator.get() {
+            invalidate(what);
+        }
     }
 
     /// The version of the pages the kernel may hold of `ino`, if it may hold any.
@@ -60,9 +77,7 @@ impl<T: Transport> Core<T> {
         };
         if stale {
             self.cache.invalidate_file(ino);
-            if let Some(invalidate) = self.page_invalidator.get() {
-                invalidate(ino);
-            }
+            self.invalidate(Invalidate::Pages(ino));
         }
     }
 }

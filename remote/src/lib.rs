@@ -196,6 +196,17 @@ impl RemoteError {
         matches!(self, RemoteError::Disconnected(_))
     }
 
+    /// Whether the server may have carried out the request although no answer came: the
+    /// connection was lost after it was sent, the reply did not come in time, or it could not
+    /// be read. A change that fails so must be checked on the server before anything is
+    /// assumed about it; any other error means it was not done.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::Disconnected(_) | RemoteError::TimedOut(_) | RemoteError::Protocol(_)
+        )
+    }
+
     pub(crate) fn server(code: Code, message: impl Into<String>) -> RemoteError {
         RemoteError::Server {
             code,

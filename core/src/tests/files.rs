@@ -182,7 +182,7 @@ fn a_version_change_seen_by_the_core_drops_the_kernels_pages() {
     let dropped = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&dropped);
     f.core
-        .set_page_invalidator(Box::new(move |ino| seen.lock().push(ino)));
+        .set_invalidator(Box::new(move |what| seen.lock().push(what)));
     let path = f.dir.path().join("p");
     fs::write(&path, ramp(2 * CHUNK as usize, 0)).expect("seed");
     let e = f.core.lookup(ROOT_INO, b"p").expect("lookup");
@@ -194,7 +194,7 @@ fn a_version_change_seen_by_the_core_drops_the_kernels_pages() {
     assert_eq!(f.read_all(o.fh, 2 * CHUNK), ramp(2 * CHUNK as usize, 3));
     assert_eq!(
         *dropped.lock(),
-        [e.ino],
+        [Invalidate::Pages(e.ino)],
         "the kernel is told to drop the old pages"
     );
     f.core.release(o.fh).expect("release");

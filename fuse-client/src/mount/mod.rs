@@ -19,13 +19,14 @@
 //! mount(8) and fstab reach the same flow through [`helper`], which rewrites
 //! `mount.fuse.shelf ADDR DIR -o OPTS` into `shelf mount ADDR DIR -o OPTS`.
 
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::fs::ShelfFs;
-use shelf_core::Core;
+use shelf_core::{Core, Invalidate};
 use shelf_remote::{ConnectOptions, Pool};
 
 mod daemon;
@@ -133,17 +134,23 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
             keepalive.transport().keepalive();
         })?;
     let notifier = session.notifier();
-    let (stale_tx, stale_rx) = std::sync::mpsc::channel::<u64>();
-    core.set_page_invalidator(Box::new(move |ino| {
-        let _ = stale_tx.send(ino.0);
+    let (stale_tx, stale_rx) = std::sync::mpsc::channel::<Invalidate>();
+    core.set_invalidator(Box::new(move |what| {
+        let _ = stale_tx.send(what);
     }));
     std::thread::Builder::new()
         .name("shelf-invalidate".into())
         .spawn(move || {
-            for ino in stale_rx {
-                // Offset 0, length 0: every page of the inode (and its cached attributes).
-                if let Err(e) = notifier.inval_inode(fuser::INodeNo(ino), 0, 0) {
-                    tracing::debug!("invalidating inode {ino}: {e}");
+            for what in stale_rx {
+                let told = match &what {
+                    // Offset 0, length 0: every page of the inode (and its cached attributes).
+                    Invalidate::Pages(ino) => notifier.inval_inode(fuser::INodeNo(ino.0), 0, 0),
+                    Invalidate::Entry { parent, name } => notifier
+                        .inval_entry(fuser::INodeNo(parent.0), std::ffi::OsStr::from_bytes(name)),
+                };
+                // ENOENT: the kernel holds nothing of it, which is what we asked for.
+                if let Err(e) = told {
+                    tracing::debug!("invalidating {what:?}: {e}");
                 }
             }
         })?;
