@@ -112,6 +112,11 @@ codes! {
     TooBig = E2BIG, "argument list too long";
     /// ENXIO: a `Seek` for data or a hole at or past the end of the file.
     NoDeviceOrAddress = ENXIO, "no such device or address";
+    /// EDEADLK: a lock wait that would deadlock.
+    Deadlock = EDEADLK, "resource deadlock avoided";
+    /// ENOLCK: no room for another lock; also a lock lost with the server process that held
+    /// it (docs/PROTOCOL.md, "Locks").
+    NoLocks = ENOLCK, "no locks available";
 }
 
 impl Code {

@@ -7,6 +7,7 @@
 
 use crate::errno::Code;
 use crate::frame::DecodeError;
+use crate::lock::{check_range, HeldLock, LockFlavor, LockKind};
 use crate::wire::{Reader, Writer};
 
 /// A path relative to the library root, as raw bytes.
@@ -35,6 +36,8 @@ pub mod features {
     /// its key and its token counted). Sent only to a client that announced this bit, since
     /// an older client's decoder refuses bytes after `agent`.
     pub const ADMITTED: u64 = 1 << 7;
+    /// `Lock`, `TestLock`, `CancelLockWait` and `ReleaseLocks` are served.
+    pub const LOCKS: u64 = 1 << 8;
 }
 
 /// How the server let a client in: the trailing `admitted` byte of the `Hello` reply
@@ -462,6 +465,43 @@ pub enum Request {
         to_offset: u64,
         len: u64,
     },
+    /// Takes, changes or drops a lock of `owner` over bytes `start..=end` of the file at `path`
+    /// (docs/PROTOCOL.md, "Locks"). `file` is the client's own number for the file: later
+    /// requests about the lock name it, not the path, which may have changed meanwhile.
+    /// A flock lock covers the whole file whatever the range. Reply: `Ok`; `TryAgain` when
+    /// another holder's lock is in the way and not `wait`. With `wait` the reply comes once
+    /// the lock is granted, or `Interrupted` after a `CancelLockWait` for it; the connection's
+    /// other requests go on meanwhile.
+    Lock {
+        path: WirePath,
+        file: u64,
+        owner: u64,
+        flavor: LockFlavor,
+        kind: LockKind,
+        start: u64,
+        end: u64,
+        wait: bool,
+    },
+    /// The first lock of another holder that would stand in the way of a POSIX lock of `kind`
+    /// over `start..=end` (`F_GETLK`). Reply: `Lock`.
+    TestLock {
+        path: WirePath,
+        file: u64,
+        owner: u64,
+        kind: LockKind,
+        start: u64,
+        end: u64,
+    },
+    /// Ends `owner`'s waits for locks on `file`: each such `Lock` is answered `Interrupted`.
+    /// Reply: `Ok`, also when nothing waited.
+    CancelLockWait { file: u64, owner: u64 },
+    /// Drops every lock of `flavor` that `owner` holds on `file` and ends its waits, as a
+    /// close does. Reply: `Ok`, also when it held none.
+    ReleaseLocks {
+        file: u64,
+        owner: u64,
+        flavor: LockFlavor,
+    },
 }
 
 /// Messages from server to client.
@@ -497,6 +537,8 @@ pub enum Reply {
     XattrNames(Vec<Vec<u8>>),
     /// The offset a `Seek` found.
     Offset(u64),
+    /// What a `TestLock` found in the way, if anything.
+    Lock(Option<HeldLock>),
     /// How many bytes a `CopyRange` copied, and the destination's attributes after it.
     Copied {
         copied: u64,
@@ -545,6 +587,10 @@ pub mod kind {
     pub const FALLOCATE: u16 = 0x0040;
     pub const SEEK: u16 = 0x0041;
     pub const COPY_RANGE: u16 = 0x0042;
+    pub const LOCK: u16 = 0x0050;
+    pub const TEST_LOCK: u16 = 0x0051;
+    pub const CANCEL_LOCK_WAIT: u16 = 0x0052;
+    pub const RELEASE_LOCKS: u16 = 0x0053;
 
     pub const R_HELLO: u16 = 0x8001;
     pub const R_ERROR: u16 = 0x8002;
@@ -560,6 +606,7 @@ pub mod kind {
     pub const R_XATTR_NAMES: u16 = 0x800c;
     pub const R_OFFSET: u16 = 0x800d;
     pub const R_COPIED: u16 = 0x800e;
+    pub const R_LOCK: u16 = 0x800f;
 }
 
 /// A message that can travel in a frame.
@@ -591,7 +638,10 @@ impl Request {
             | Request::Seek { .. }
             // The same bytes copied again to the same place (the kernel refuses overlapping
             // ranges of one file).
-            | Request::CopyRange { .. } => true,
+            | Request::CopyRange { .. }
+            | Request::TestLock { .. }
+            | Request::CancelLockWait { .. }
+            | Request::ReleaseLocks { .. } => true,
             Request::Create { exclusive, .. } => !exclusive,
             // Setting the same value twice is setting it once, but a second create fails.
             Request::SetXattr { flags, .. } => flags & xattr::CREATE == 0,
@@ -604,7 +654,10 @@ impl Request {
             | Request::PutBegin { .. }
             | Request::PutCommit { .. }
             | Request::PutAbort { .. }
-            | Request::RemoveXattr { .. } => false,
+            | Request::RemoveXattr { .. }
+            // A lock lives in the server process of one connection: on a fresh one it would
+            // be another lock (`Transport::call_pinned` never resends).
+            | Request::Lock { .. } => false,
         }
     }
 
@@ -621,7 +674,12 @@ impl Request {
             | Request::Fsync { .. }
             | Request::GetXattr { .. }
             | Request::ListXattr { .. }
-            | Request::Seek { .. } => false,
+            | Request::Seek { .. }
+            // Locks change no file; a read-only library may be locked, as a local one may.
+            | Request::Lock { .. }
+            | Request::TestLock { .. }
+            | Request::CancelLockWait { .. }
+            | Request::ReleaseLocks { .. } => false,
             Request::Fallocate { .. } | Request::CopyRange { .. } => true,
             Request::Write { .. }
             | Request::Create { .. }
@@ -670,6 +728,10 @@ impl Request {
             Request::Fallocate { .. } => "fallocate",
             Request::Seek { .. } => "seek",
             Request::CopyRange { .. } => "copy-range",
+            Request::Lock { .. } => "lock",
+            Request::TestLock { .. } => "test-lock",
+            Request::CancelLockWait { .. } => "cancel-lock-wait",
+            Request::ReleaseLocks { .. } => "release-locks",
         }
     }
 }
@@ -704,6 +766,10 @@ impl Message for Request {
             Request::Fallocate { .. } => kind::FALLOCATE,
             Request::Seek { .. } => kind::SEEK,
             Request::CopyRange { .. } => kind::COPY_RANGE,
+            Request::Lock { .. } => kind::LOCK,
+            Request::TestLock { .. } => kind::TEST_LOCK,
+            Request::CancelLockWait { .. } => kind::CANCEL_LOCK_WAIT,
+            Request::ReleaseLocks { .. } => kind::RELEASE_LOCKS,
         }
     }
 
@@ -840,6 +906,53 @@ impl Message for Request {
                 w.u64(*to_offset);
                 w.u64(*len);
             }
+            Request::Lock {
+                path,
+                file,
+                owner,
+                flavor,
+                kind,
+                start,
+                end,
+                wait,
+            } => {
+                w.bytes(path);
+                w.u64(*file);
+                w.u64(*owner);
+                w.u8(flavor.to_wire());
+                w.u8(kind.to_wire());
+                w.u64(*start);
+                w.u64(*end);
+                w.bool(*wait);
+            }
+            Request::TestLock {
+                path,
+                file,
+                owner,
+                kind,
+                start,
+                end,
+            } => {
+                w.bytes(path);
+                w.u64(*file);
+                w.u64(*owner);
+                w.u8(kind.to_wire());
+                w.u64(*start);
+                w.u64(*end);
+            }
+            Request::CancelLockWait { file, owner } => {
+                w.u64(*file);
+                w.u64(*owner);
+            }
+            Request::ReleaseLocks {
+                file,
+                owner,
+                flavor,
+            } => {
+                w.u64(*file);
+                w.u64(*owner);
+                w.u8(flavor.to_wire());
+            }
         }
     }
 
@@ -957,6 +1070,45 @@ impl Message for Request {
                 to_offset: r.u64()?,
                 len: r.u64()?,
             },
+            kind::LOCK => {
+                let lock = Request::Lock {
+                    path: r.bytes()?,
+                    file: r.u64()?,
+                    owner: r.u64()?,
+                    flavor: LockFlavor::from_wire(r.u8()?)?,
+                    kind: LockKind::from_wire(r.u8()?)?,
+                    start: r.u64()?,
+                    end: r.u64()?,
+                    wait: r.bool()?,
+                };
+                if let Request::Lock { start, end, .. } = lock {
+                    check_range(start, end)?;
+                }
+                lock
+            }
+            kind::TEST_LOCK => {
+                let test = Request::TestLock {
+                    path: r.bytes()?,
+                    file: r.u64()?,
+                    owner: r.u64()?,
+                    kind: LockKind::from_wire(r.u8()?)?,
+                    start: r.u64()?,
+                    end: r.u64()?,
+                };
+                if let Request::TestLock { start, end, .. } = test {
+                    check_range(start, end)?;
+                }
+                test
+            }
+            kind::CANCEL_LOCK_WAIT => Request::CancelLockWait {
+                file: r.u64()?,
+                owner: r.u64()?,
+            },
+            kind::RELEASE_LOCKS => Request::ReleaseLocks {
+                file: r.u64()?,
+                owner: r.u64()?,
+                flavor: LockFlavor::from_wire(r.u8()?)?,
+            },
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }
@@ -978,6 +1130,7 @@ impl Message for Reply {
             Reply::Xattr(_) => kind::R_XATTR,
             Reply::XattrNames(_) => kind::R_XATTR_NAMES,
             Reply::Offset(_) => kind::R_OFFSET,
+            Reply::Lock(_) => kind::R_LOCK,
             Reply::Copied { .. } => kind::R_COPIED,
         }
     }
@@ -1032,6 +1185,15 @@ impl Message for Reply {
                 }
             }
             Reply::Offset(offset) => w.u64(*offset),
+            Reply::Lock(held) => {
+                w.bool(held.is_some());
+                if let Some(h) = held {
+                    w.u8(h.kind.to_wire());
+                    w.u64(h.start);
+                    w.u64(h.end);
+                    w.u32(h.pid);
+                }
+            }
             Reply::Copied { copied, attr } => {
                 w.u64(*copied);
                 put_attr(w, attr);
@@ -1108,6 +1270,21 @@ impl Message for Reply {
                 Reply::XattrNames(names)
             }
             kind::R_OFFSET => Reply::Offset(r.u64()?),
+            kind::R_LOCK => Reply::Lock(if r.bool()? {
+                let held = HeldLock {
+                    kind: LockKind::from_wire(r.u8()?)?,
+                    start: r.u64()?,
+                    end: r.u64()?,
+                    pid: r.u32()?,
+                };
+                check_range(held.start, held.end)?;
+                if held.kind == LockKind::Unlock {
+                    return Err(DecodeError::Invalid("a held lock is not an unlock"));
+                }
+                Some(held)
+            } else {
+                None
+            }),
             kind::R_COPIED => Reply::Copied {
                 copied: r.u64()?,
                 attr: get_attr(r)?,

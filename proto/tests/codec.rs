@@ -11,8 +11,9 @@ use proptest::prelude::*;
 use shelf_proto::msg::kind;
 use shelf_proto::{
     write_frame, xattr, Admission, Attr, Code, DecodeError, DirEntry, FileKind, Frame, FrameReader,
-    Header, Hello, HelloReply, Message, ReadError, Reply, Request, SetAttrs, SetTime, Statfs,
-    Timestamp, Whence, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, HEADER_LEN,
+    Header, HeldLock, Hello, HelloReply, LockFlavor, LockKind, Message, ReadError, Reply, Request,
+    SetAttrs, SetTime, Statfs, Timestamp, Whence, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD,
+    HEADER_LEN,
 };
 
 const MAX: u32 = DEFAULT_MAX_PAYLOAD;
@@ -220,6 +221,72 @@ fn request() -> impl Strategy<Value = Request> {
                 len,
             }
         ),
+        (
+            path(),
+            (any::<u64>(), any::<u64>()),
+            lock_flavor(),
+            lock_kind(),
+            lock_range(),
+            any::<bool>()
+        )
+            .prop_map(|(path, (file, owner), flavor, kind, (start, end), wait)| {
+                Request::Lock {
+                    path,
+                    file,
+                    owner,
+                    flavor,
+                    kind,
+                    start,
+                    end,
+                    wait,
+                }
+            }),
+        (
+            path(),
+            any::<u64>(),
+            any::<u64>(),
+            lock_kind(),
+            lock_range()
+        )
+            .prop_map(
+                |(path, file, owner, kind, (start, end))| Request::TestLock {
+                    path,
+                    file,
+                    owner,
+                    kind,
+                    start,
+                    end,
+                }
+            ),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(file, owner)| Request::CancelLockWait { file, owner }),
+        (any::<u64>(), any::<u64>(), lock_flavor()).prop_map(|(file, owner, flavor)| {
+            Request::ReleaseLocks {
+                file,
+                owner,
+                flavor,
+            }
+        }),
+    ]
+}
+
+fn lock_flavor() -> impl Strategy<Value = LockFlavor> {
+    prop_oneof![Just(LockFlavor::Posix), Just(LockFlavor::Flock)]
+}
+
+fn lock_kind() -> impl Strategy<Value = LockKind> {
+    prop_oneof![
+        Just(LockKind::Read),
+        Just(LockKind::Write),
+        Just(LockKind::Unlock)
+    ]
+}
+
+/// Ranges as the kernel sends them: `start <= end`, to the end of the file included.
+fn lock_range() -> impl Strategy<Value = (u64, u64)> {
+    prop_oneof![
+        (any::<u64>(), any::<u64>()).prop_map(|(a, b)| (a.min(b), a.max(b))),
+        any::<u64>().prop_map(|a| (a, u64::MAX)),
     ]
 }
 
@@ -306,6 +373,20 @@ fn reply() -> impl Strategy<Value = Reply> {
         prop::collection::vec(xattr_name(), 0..40).prop_map(Reply::XattrNames),
         any::<u64>().prop_map(Reply::Offset),
         (any::<u64>(), attr()).prop_map(|(copied, attr)| Reply::Copied { copied, attr }),
+        prop::option::of(
+            (
+                prop_oneof![Just(LockKind::Read), Just(LockKind::Write)],
+                lock_range(),
+                any::<u32>()
+            )
+                .prop_map(|(kind, (start, end), pid)| HeldLock {
+                    kind,
+                    start,
+                    end,
+                    pid
+                })
+        )
+        .prop_map(Reply::Lock),
     ]
 }
 

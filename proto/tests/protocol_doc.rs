@@ -327,6 +327,10 @@ fn kinds_table_matches() {
         (kind::FALLOCATE, "Fallocate", "request"),
         (kind::SEEK, "Seek", "request"),
         (kind::COPY_RANGE, "CopyRange", "request"),
+        (kind::LOCK, "Lock", "request"),
+        (kind::TEST_LOCK, "TestLock", "request"),
+        (kind::CANCEL_LOCK_WAIT, "CancelLockWait", "request"),
+        (kind::RELEASE_LOCKS, "ReleaseLocks", "request"),
         (kind::R_HELLO, "Hello", "reply"),
         (kind::R_ERROR, "Error", "reply"),
         (kind::R_OK, "Ok", "reply"),
@@ -341,6 +345,7 @@ fn kinds_table_matches() {
         (kind::R_XATTR_NAMES, "XattrNames", "reply"),
         (kind::R_OFFSET, "Offset", "reply"),
         (kind::R_COPIED, "Copied", "reply"),
+        (kind::R_LOCK, "Lock", "reply"),
     ];
     for &(k, name, dir) in kinds {
         let code = format!("`{k:#06x}`");
@@ -438,6 +443,8 @@ fn errors_table_matches() {
         (Code::NoData, "ENODATA"),
         (Code::TooBig, "E2BIG"),
         (Code::NoDeviceOrAddress, "ENXIO"),
+        (Code::Deadlock, "EDEADLK"),
+        (Code::NoLocks, "ENOLCK"),
     ];
     assert_eq!(
         names.len(),
