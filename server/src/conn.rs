@@ -31,19 +31,20 @@ use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{mpsc, Condvar, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shelf_proto::{
     features, is_timeout, negotiate, write_parts, Admission, Code, DecodeError, Frame, FrameReader,
-    Hello, HelloReply, Limits, ReadError, Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD,
-    HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
+    Hello, HelloReply, Limits, LockFlavor, LockKind, ReadError, Reply, Request, DEFAULT_MAX_IO,
+    DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
 };
 use shelf_secure::files::parse_authorized_keys;
 use shelf_secure::{fingerprint, TlsStream};
 use subtle::ConstantTimeEq;
 
 use crate::library::{Error, Library};
+use crate::locks::{LockAsk, Locks, Wait};
 use crate::relpath::RelPath;
 use crate::sys::readable_now;
 
@@ -56,7 +57,8 @@ pub const FEATURES: u64 = features::ATOMIC_PUT
     | features::FALLOCATE
     | features::SEEK_HOLES
     | features::COPY_RANGE
-    | features::ADMITTED;
+    | features::ADMITTED
+    | features::LOCKS;
 
 /// The server's end of one client's connection: a byte stream `serve` can split between a
 /// reading and a writing thread, shut down, and time out. (The client's own socket trait is
@@ -392,7 +394,9 @@ fn request_loop<S: Peer>(
             if conn.broken.load(Ordering::Relaxed) {
                 break Err(ServeError::Io(io::ErrorKind::BrokenPipe.into()));
             }
-            if frame.msg.is_change() {
+            if matches!(frame.msg, Request::Lock { wait: true, .. }) {
+                conn.lock_or_wait(frame, scope);
+            } else if frame.msg.is_change() {
                 in_flight.wait_idle();
                 conn.answer(frame);
             } else if !in_flight.busy()
@@ -414,6 +418,8 @@ fn request_loop<S: Peer>(
             }
         };
         drop(tx);
+        // Waiting locks run on threads of this scope, which ends only once they have.
+        conn.session.end_locks();
         result
     })
 }
@@ -474,6 +480,35 @@ impl<S: Peer> Conn<'_, S> {
         self.session.handle(self.lib, self.cfg, req)
     }
 
+    /// A `Lock` that may wait: taken at once if it can be, else waited for on a thread of
+    /// the connection's scope, which replies when the lock is granted or the wait cancelled,
+    /// so the requests behind it go on meanwhile.
+    fn lock_or_wait<'scope>(
+        &'scope self,
+        frame: Frame<Request>,
+        scope: &'scope std::thread::Scope<'scope, '_>,
+    ) {
+        let id = frame.id;
+        let wait = match self.session.lock_or_wait(self.lib, &frame.msg) {
+            Ok(Some(wait)) => wait,
+            Ok(None) => return self.send(id, Reply::Ok),
+            Err(e) => return self.send(id, error_reply(e)),
+        };
+        let spawned = std::thread::Builder::new()
+            .name("shelfd-lock-wait".into())
+            .spawn_scoped(scope, move || {
+                let reply = wait.run().map_or_else(error_reply, |()| Reply::Ok);
+                self.send(id, reply);
+            });
+        if let Err(e) = spawned {
+            // The wait was dropped with the closure: nothing waits any more.
+            self.send(
+                id,
+                Reply::error(Code::NoLocks, format!("lock: cannot wait: {e}")),
+            );
+        }
+    }
+
     /// Encodes outside the lock, then writes the whole frame at once. A reply that will not
     /// encode (larger than the agreed payload) becomes an EIO reply instead.
     fn send(&self, id: u32, reply: Reply) {
@@ -517,6 +552,8 @@ pub struct Session {
     /// The client came in with a read-only key: every change is refused as with
     /// `--read-only`.
     read_only: AtomicBool,
+    /// The locks taken on this connection (`locks.rs`); they go with it.
+    locks: Arc<Locks>,
 }
 
 impl Session {
@@ -527,11 +564,14 @@ impl Session {
             max_io: AtomicU32::new(limits.max_io),
             temps: Mutex::new(HashSet::new()),
             read_only: AtomicBool::new(false),
+            locks: Arc::new(Locks::default()),
         }
     }
 
     /// Runs one request against `lib` and returns its one reply (errors become
-    /// `Reply::Error`), as the connection's request loop does.
+    /// `Reply::Error`), as the connection's request loop does. A `Lock` that would have to
+    /// wait is answered EAGAIN here: waiting is the connection's, which runs it on a thread
+    /// ([`Session::lock_or_wait`]).
     pub fn handle(&self, lib: &Library, cfg: &ServeConfig, req: Request) -> Reply {
         if req.is_change() && (cfg.read_only || self.read_only.load(Ordering::Relaxed)) {
             return Reply::error(
@@ -632,6 +672,47 @@ impl Session {
                 offset,
                 whence,
             } => Reply::Offset(lib.seek(&rel(path)?, offset, whence)?),
+            mut req @ Request::Lock { .. } => {
+                // In-process: no thread to wait on (see `handle`), so a wait is EAGAIN.
+                if let Request::Lock { wait, .. } = &mut req {
+                    *wait = false;
+                }
+                match self.lock_or_wait(lib, &req)? {
+                    None => Reply::Ok,
+                    // Not reached: a lock that may not wait never makes a wait.
+                    Some(_) => Reply::error(Code::TryAgain, "lock: it would have to wait"),
+                }
+            }
+            Request::TestLock {
+                path,
+                file,
+                owner,
+                kind,
+                start,
+                end,
+            } => {
+                let ask = LockAsk {
+                    file,
+                    owner,
+                    flavor: LockFlavor::Posix,
+                    kind,
+                    start,
+                    end,
+                };
+                Reply::Lock(self.locks.test(lib, &rel(path)?, ask)?)
+            }
+            Request::CancelLockWait { file, owner } => {
+                self.locks.cancel(file, owner);
+                Reply::Ok
+            }
+            Request::ReleaseLocks {
+                file,
+                owner,
+                flavor,
+            } => {
+                self.locks.release(file, owner, flavor);
+                Reply::Ok
+            }
             Request::CopyRange {
                 from,
                 from_offset,
@@ -648,7 +729,46 @@ impl Session {
 
     /// Ends the session as a hang-up does: the put temporaries it made and did not commit or
     /// abort are removed.
+    /// Takes the lock a `Lock` request asks for, or, if it must wait, hands back the wait to
+    /// be run on a thread of its own, whose result is the request's reply.
+    pub fn lock_or_wait(&self, lib: &Library, req: &Request) -> Result<Option<Wait>, Error> {
+        let Request::Lock {
+            path,
+            file,
+            owner,
+            flavor,
+            kind,
+            start,
+            end,
+            wait,
+        } = req
+        else {
+            return Err(Error::new(Code::Invalid, "lock: not a lock request"));
+        };
+        let ask = LockAsk {
+            file: *file,
+            owner: *owner,
+            flavor: *flavor,
+            kind: *kind,
+            start: *start,
+            end: *end,
+        };
+        let path = rel(path.clone())?;
+        if *wait && *kind != LockKind::Unlock {
+            self.locks.set_or_wait(lib, &path, ask)
+        } else {
+            self.locks.set(lib, &path, ask).map(|()| None)
+        }
+    }
+
+    /// Ends the connection's lock waits (their requests are answered EINTR) and drops its
+    /// locks, as the end of the connection does.
+    pub fn end_locks(&self) {
+        self.locks.end();
+    }
+
     pub fn end(&self, lib: &Library) {
+        self.end_locks();
         let temps = std::mem::take(&mut *lock(&self.temps));
         for temp in temps {
             match lib.put_abort(&temp) {
@@ -661,6 +781,13 @@ impl Session {
 
 fn rel(path: Vec<u8>) -> Result<RelPath, Error> {
     RelPath::new(path).map_err(|e| Error::new(e.code(), e.to_string()))
+}
+
+fn error_reply(e: Error) -> Reply {
+    Reply::Error {
+        code: e.code,
+        message: e.message,
+    }
 }
 
 fn ok((): ()) -> Reply {

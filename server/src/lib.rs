@@ -16,6 +16,7 @@
 pub mod conn;
 pub mod library;
 pub mod listen;
+pub mod locks;
 pub mod relpath;
 mod sys;
 

@@ -273,6 +273,25 @@ impl Library {
         Ok((attr_of(&st), buf))
     }
 
+    /// Opens `path` to hold locks on it (`locks.rs`): read-write where the server may, else
+    /// read-only (enough for a read lock; a write lock on it is EBADF, as locally). Regular
+    /// files and directories only.
+    pub fn open_for_lock(&self, path: &RelPath) -> Result<OwnedFd> {
+        let op = "lock";
+        let rdwr = OFlags::RDWR.union(OFlags::NONBLOCK).union(OFlags::NOCTTY);
+        let fd = match self.open_beneath(op, path, rdwr, 0) {
+            Err(e) if matches!(e.code, Code::Access | Code::ReadOnly | Code::IsDir) => {
+                self.open_beneath(op, path, LOOK, 0)?
+            }
+            other => other?,
+        };
+        let st = sys::fstat(fd.as_fd()).map_err(|e| Error::io(op, path, e))?;
+        match FileType::from_raw_mode(st.stx_mode.into()) {
+            FileType::RegularFile | FileType::Directory => Ok(fd),
+            _ => Err(Error::policy(Code::Invalid, op, path, "not a regular file")),
+        }
+    }
+
     /// Writes all of `data` at `offset` into an existing regular file.
     pub fn write(&self, path: &RelPath, offset: u64, data: &[u8]) -> Result<Attr> {
         let op = "write";

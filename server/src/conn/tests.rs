@@ -786,3 +786,101 @@ fn space_and_copy_requests_are_served() {
     );
     assert!(h.finish().is_ok());
 }
+
+fn lock_req(owner: u64, flavor: LockFlavor, kind: LockKind, wait: bool) -> Request {
+    Request::Lock {
+        path: b"l".to_vec(),
+        file: 1,
+        owner,
+        flavor,
+        kind,
+        start: 0,
+        end: u64::MAX,
+        wait,
+    }
+}
+
+/// A lock that waits holds up none of the requests behind it, is answered when the holder
+/// lets go, and a second wait is ended by `CancelLockWait`.
+#[test]
+fn a_waiting_lock_holds_up_nothing_and_is_answered_when_granted_or_cancelled() {
+    let mut h = Harness::ready(ServeConfig::default());
+    std::fs::write(h.dir.path().join("l"), b"x").expect("file");
+    let (flock, write) = (LockFlavor::Flock, LockKind::Write);
+    assert_eq!(
+        h.client.call(2, lock_req(1, flock, write, false)),
+        Reply::Ok
+    );
+    let busy = h.client.call(3, lock_req(2, flock, write, false));
+    assert_eq!(error_code(&busy), Code::TryAgain);
+    h.client.send(4, lock_req(2, flock, write, true));
+    // Behind the wait: a stat is answered, then the holder lets go.
+    attr(h.client.call(
+        5,
+        Request::Stat {
+            path: b"l".to_vec(),
+        },
+    ));
+    assert_eq!(
+        h.client
+            .call(6, lock_req(1, flock, LockKind::Unlock, false)),
+        Reply::Ok
+    );
+    let granted = h.client.recv();
+    assert_eq!((granted.id, granted.msg), (4, Reply::Ok));
+    // Owner 1 waits now, and is cancelled.
+    h.client.send(7, lock_req(1, flock, write, true));
+    attr(h.client.call(
+        8,
+        Request::Stat {
+            path: b"l".to_vec(),
+        },
+    ));
+    h.client
+        .send(9, Request::CancelLockWait { file: 1, owner: 1 });
+    let mut answers = HashMap::new();
+    for _ in 0..2 {
+        let f = h.client.recv();
+        answers.insert(f.id, f.msg);
+    }
+    assert_eq!(error_code(&answers[&7]), Code::Interrupted);
+    assert_eq!(answers[&9], Reply::Ok);
+    assert!(h.finish().is_ok());
+}
+
+/// Hanging up with a lock waiting ends the wait and `serve` returns; the locks are gone.
+#[test]
+fn hanging_up_ends_lock_waits_and_drops_locks() {
+    let mut h = Harness::ready(ServeConfig::default());
+    let path = h.dir.path().join("l");
+    std::fs::write(&path, b"x").expect("file");
+    let (posix, write) = (LockFlavor::Posix, LockKind::Write);
+    assert_eq!(
+        h.client.call(2, lock_req(1, posix, write, false)),
+        Reply::Ok
+    );
+    h.client.send(3, lock_req(2, posix, write, true));
+    attr(h.client.call(
+        4,
+        Request::Stat {
+            path: b"l".to_vec(),
+        },
+    ));
+    assert!(h.finish().is_ok(), "serve returns with a wait pending");
+    let local = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    // SAFETY: all-zero is a valid flock; it lives through the call.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = libc::F_WRLCK as libc::c_short;
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::fcntl(
+            std::os::fd::AsRawFd::as_raw_fd(&local),
+            libc::F_OFD_SETLK,
+            &fl,
+        )
+    };
+    assert_eq!(r, 0, "the connection's locks went with it");
+}
