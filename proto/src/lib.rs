@@ -35,5 +35,5 @@ pub use lock::{HeldLock, LockFlavor, LockKind};
 pub use msg::{
     falloc_mode, features, rename_flags, xattr, Admission, Attr, DirEntry, FileKind, Hello,
     HelloReply, Message, Reply, Request, SetAttrs, SetTime, Statfs, Timestamp, Version, Whence,
-    WirePath, PROTOCOL_VERSION,
+    WirePath, MAX_LOCK_WAIT_MS, PROTOCOL_VERSION,
 };

@@ -36,7 +36,7 @@ pub mod features {
     /// its key and its token counted). Sent only to a client that announced this bit, since
     /// an older client's decoder refuses bytes after `agent`.
     pub const ADMITTED: u64 = 1 << 7;
-    /// `Lock`, `TestLock`, `CancelLockWait` and `ReleaseLocks` are served.
+    /// `Lock`, `TestLock` and `ReleaseLocks` are served.
     pub const LOCKS: u64 = 1 << 8;
 }
 
@@ -168,6 +168,10 @@ impl Whence {
         }
     }
 }
+
+/// The longest a `Lock` waits on the server before it answers EAGAIN: a client wanting longer
+/// asks again, and sees to its program's signals in between.
+pub const MAX_LOCK_WAIT_MS: u32 = 5000;
 
 /// `Rename.flags` bits (our own numbering; see docs/PROTOCOL.md).
 pub mod rename_flags {
@@ -469,9 +473,9 @@ pub enum Request {
     /// (docs/PROTOCOL.md, "Locks"). `file` is the client's own number for the file: later
     /// requests about the lock name it, not the path, which may have changed meanwhile.
     /// A flock lock covers the whole file whatever the range. Reply: `Ok`; `TryAgain` when
-    /// another holder's lock is in the way and not `wait`. With `wait` the reply comes once
-    /// the lock is granted, or `Interrupted` after a `CancelLockWait` for it; the connection's
-    /// other requests go on meanwhile.
+    /// another holder's lock is in the way. With `wait_ms` the server first waits that long
+    /// (at most `MAX_LOCK_WAIT_MS`) for it to go, the connection's other requests going on
+    /// meanwhile; a wait ended by a `ReleaseLocks` of the owner is `Interrupted`.
     Lock {
         path: WirePath,
         file: u64,
@@ -480,7 +484,7 @@ pub enum Request {
         kind: LockKind,
         start: u64,
         end: u64,
-        wait: bool,
+        wait_ms: u32,
     },
     /// The first lock of another holder that would stand in the way of a POSIX lock of `kind`
     /// over `start..=end` (`F_GETLK`). Reply: `Lock`.
@@ -492,9 +496,6 @@ pub enum Request {
         start: u64,
         end: u64,
     },
-    /// Ends `owner`'s waits for locks on `file`: each such `Lock` is answered `Interrupted`.
-    /// Reply: `Ok`, also when nothing waited.
-    CancelLockWait { file: u64, owner: u64 },
     /// Drops every lock of `flavor` that `owner` holds on `file` and ends its waits, as a
     /// close does. Reply: `Ok`, also when it held none.
     ReleaseLocks {
@@ -589,8 +590,7 @@ pub mod kind {
     pub const COPY_RANGE: u16 = 0x0042;
     pub const LOCK: u16 = 0x0050;
     pub const TEST_LOCK: u16 = 0x0051;
-    pub const CANCEL_LOCK_WAIT: u16 = 0x0052;
-    pub const RELEASE_LOCKS: u16 = 0x0053;
+    pub const RELEASE_LOCKS: u16 = 0x0052;
 
     pub const R_HELLO: u16 = 0x8001;
     pub const R_ERROR: u16 = 0x8002;
@@ -640,7 +640,6 @@ impl Request {
             // ranges of one file).
             | Request::CopyRange { .. }
             | Request::TestLock { .. }
-            | Request::CancelLockWait { .. }
             | Request::ReleaseLocks { .. } => true,
             Request::Create { exclusive, .. } => !exclusive,
             // Setting the same value twice is setting it once, but a second create fails.
@@ -678,7 +677,6 @@ impl Request {
             // Locks change no file; a read-only library may be locked, as a local one may.
             | Request::Lock { .. }
             | Request::TestLock { .. }
-            | Request::CancelLockWait { .. }
             | Request::ReleaseLocks { .. } => false,
             Request::Fallocate { .. } | Request::CopyRange { .. } => true,
             Request::Write { .. }
@@ -730,7 +728,6 @@ impl Request {
             Request::CopyRange { .. } => "copy-range",
             Request::Lock { .. } => "lock",
             Request::TestLock { .. } => "test-lock",
-            Request::CancelLockWait { .. } => "cancel-lock-wait",
             Request::ReleaseLocks { .. } => "release-locks",
         }
     }
@@ -768,7 +765,6 @@ impl Message for Request {
             Request::CopyRange { .. } => kind::COPY_RANGE,
             Request::Lock { .. } => kind::LOCK,
             Request::TestLock { .. } => kind::TEST_LOCK,
-            Request::CancelLockWait { .. } => kind::CANCEL_LOCK_WAIT,
             Request::ReleaseLocks { .. } => kind::RELEASE_LOCKS,
         }
     }
@@ -914,7 +910,7 @@ impl Message for Request {
                 kind,
                 start,
                 end,
-                wait,
+                wait_ms,
             } => {
                 w.bytes(path);
                 w.u64(*file);
@@ -923,7 +919,7 @@ impl Message for Request {
                 w.u8(kind.to_wire());
                 w.u64(*start);
                 w.u64(*end);
-                w.bool(*wait);
+                w.u32(*wait_ms);
             }
             Request::TestLock {
                 path,
@@ -939,10 +935,6 @@ impl Message for Request {
                 w.u8(kind.to_wire());
                 w.u64(*start);
                 w.u64(*end);
-            }
-            Request::CancelLockWait { file, owner } => {
-                w.u64(*file);
-                w.u64(*owner);
             }
             Request::ReleaseLocks {
                 file,
@@ -1079,7 +1071,7 @@ impl Message for Request {
                     kind: LockKind::from_wire(r.u8()?)?,
                     start: r.u64()?,
                     end: r.u64()?,
-                    wait: r.bool()?,
+                    wait_ms: r.u32()?,
                 };
                 if let Request::Lock { start, end, .. } = lock {
                     check_range(start, end)?;
@@ -1100,10 +1092,6 @@ impl Message for Request {
                 }
                 test
             }
-            kind::CANCEL_LOCK_WAIT => Request::CancelLockWait {
-                file: r.u64()?,
-                owner: r.u64()?,
-            },
             kind::RELEASE_LOCKS => Request::ReleaseLocks {
                 file: r.u64()?,
                 owner: r.u64()?,

@@ -227,20 +227,22 @@ fn request() -> impl Strategy<Value = Request> {
             lock_flavor(),
             lock_kind(),
             lock_range(),
-            any::<bool>()
+            any::<u32>()
         )
-            .prop_map(|(path, (file, owner), flavor, kind, (start, end), wait)| {
-                Request::Lock {
-                    path,
-                    file,
-                    owner,
-                    flavor,
-                    kind,
-                    start,
-                    end,
-                    wait,
+            .prop_map(
+                |(path, (file, owner), flavor, kind, (start, end), wait_ms)| {
+                    Request::Lock {
+                        path,
+                        file,
+                        owner,
+                        flavor,
+                        kind,
+                        start,
+                        end,
+                        wait_ms,
+                    }
                 }
-            }),
+            ),
         (
             path(),
             any::<u64>(),
@@ -258,8 +260,6 @@ fn request() -> impl Strategy<Value = Request> {
                     end,
                 }
             ),
-        (any::<u64>(), any::<u64>())
-            .prop_map(|(file, owner)| Request::CancelLockWait { file, owner }),
         (any::<u64>(), any::<u64>(), lock_flavor()).prop_map(|(file, owner, flavor)| {
             Request::ReleaseLocks {
                 file,

@@ -329,7 +329,6 @@ fn kinds_table_matches() {
         (kind::COPY_RANGE, "CopyRange", "request"),
         (kind::LOCK, "Lock", "request"),
         (kind::TEST_LOCK, "TestLock", "request"),
-        (kind::CANCEL_LOCK_WAIT, "CancelLockWait", "request"),
         (kind::RELEASE_LOCKS, "ReleaseLocks", "request"),
         (kind::R_HELLO, "Hello", "reply"),
         (kind::R_ERROR, "Error", "reply"),

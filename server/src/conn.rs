@@ -37,7 +37,7 @@ use std::time::Duration;
 use shelf_proto::{
     features, is_timeout, negotiate, write_parts, Admission, Code, DecodeError, Frame, FrameReader,
     Hello, HelloReply, Limits, LockFlavor, LockKind, ReadError, Reply, Request, DEFAULT_MAX_IO,
-    DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, PROTOCOL_VERSION,
+    DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, MAX_LOCK_WAIT_MS, PROTOCOL_VERSION,
 };
 use shelf_secure::files::parse_authorized_keys;
 use shelf_secure::{fingerprint, TlsStream};
@@ -394,7 +394,7 @@ fn request_loop<S: Peer>(
             if conn.broken.load(Ordering::Relaxed) {
                 break Err(ServeError::Io(io::ErrorKind::BrokenPipe.into()));
             }
-            if matches!(frame.msg, Request::Lock { wait: true, .. }) {
+            if matches!(frame.msg, Request::Lock { wait_ms: 1.., .. }) {
                 conn.lock_or_wait(frame, scope);
             } else if frame.msg.is_change() {
                 in_flight.wait_idle();
@@ -489,6 +489,7 @@ impl<S: Peer> Conn<'_, S> {
         scope: &'scope std::thread::Scope<'scope, '_>,
     ) {
         let id = frame.id;
+        let limit = lock_wait(&frame.msg);
         let wait = match self.session.lock_or_wait(self.lib, &frame.msg) {
             Ok(Some(wait)) => wait,
             Ok(None) => return self.send(id, Reply::Ok),
@@ -497,7 +498,7 @@ impl<S: Peer> Conn<'_, S> {
         let spawned = std::thread::Builder::new()
             .name("shelfd-lock-wait".into())
             .spawn_scoped(scope, move || {
-                let reply = wait.run().map_or_else(error_reply, |()| Reply::Ok);
+                let reply = wait.run(limit).map_or_else(error_reply, |()| Reply::Ok);
                 self.send(id, reply);
             });
         if let Err(e) = spawned {
@@ -674,8 +675,8 @@ impl Session {
             } => Reply::Offset(lib.seek(&rel(path)?, offset, whence)?),
             mut req @ Request::Lock { .. } => {
                 // In-process: no thread to wait on (see `handle`), so a wait is EAGAIN.
-                if let Request::Lock { wait, .. } = &mut req {
-                    *wait = false;
+                if let Request::Lock { wait_ms, .. } = &mut req {
+                    *wait_ms = 0;
                 }
                 match self.lock_or_wait(lib, &req)? {
                     None => Reply::Ok,
@@ -700,10 +701,6 @@ impl Session {
                     end,
                 };
                 Reply::Lock(self.locks.test(lib, &rel(path)?, ask)?)
-            }
-            Request::CancelLockWait { file, owner } => {
-                self.locks.cancel(file, owner);
-                Reply::Ok
             }
             Request::ReleaseLocks {
                 file,
@@ -730,7 +727,8 @@ impl Session {
     /// Ends the session as a hang-up does: the put temporaries it made and did not commit or
     /// abort are removed.
     /// Takes the lock a `Lock` request asks for, or, if it must wait, hands back the wait to
-    /// be run on a thread of its own, whose result is the request's reply.
+    /// be run on a thread of its own for the request's `wait_ms` ([`lock_wait`]), whose
+    /// result is the request's reply.
     pub fn lock_or_wait(&self, lib: &Library, req: &Request) -> Result<Option<Wait>, Error> {
         let Request::Lock {
             path,
@@ -740,7 +738,7 @@ impl Session {
             kind,
             start,
             end,
-            wait,
+            wait_ms,
         } = req
         else {
             return Err(Error::new(Code::Invalid, "lock: not a lock request"));
@@ -754,7 +752,7 @@ impl Session {
             end: *end,
         };
         let path = rel(path.clone())?;
-        if *wait && *kind != LockKind::Unlock {
+        if *wait_ms > 0 && *kind != LockKind::Unlock {
             self.locks.set_or_wait(lib, &path, ask)
         } else {
             self.locks.set(lib, &path, ask).map(|()| None)
@@ -781,6 +779,16 @@ impl Session {
 
 fn rel(path: Vec<u8>) -> Result<RelPath, Error> {
     RelPath::new(path).map_err(|e| Error::new(e.code(), e.to_string()))
+}
+
+/// How long a `Lock` may wait on the server: what it asks, at most `MAX_LOCK_WAIT_MS`.
+pub fn lock_wait(req: &Request) -> Duration {
+    match req {
+        Request::Lock { wait_ms, .. } => {
+            Duration::from_millis(u64::from((*wait_ms).min(MAX_LOCK_WAIT_MS)))
+        }
+        _ => Duration::ZERO,
+    }
 }
 
 fn error_reply(e: Error) -> Reply {

@@ -13,16 +13,17 @@
 //!    thread of its own ([`Wait::run`]), blocked in `F_OFD_SETLKW` or `flock`; the reading
 //!    thread goes on with other requests.
 //! 3. **Ending a wait.** A blocked `fcntl` or `flock` returns only when granted or
-//!    interrupted by a signal. [`Locks::cancel`] marks the wait and sends its thread SIGURG
-//!    (handled, without `SA_RESTART`), again every few milliseconds until the thread has
-//!    seen it: a signal that lands just before the thread enters the call is not lost.
+//!    interrupted by a signal. To end one (its time is up, its owner released, the connection
+//!    ends) the wait is marked and its thread sent SIGURG (handled, without `SA_RESTART`),
+//!    again every few milliseconds until the thread has seen it: a signal that lands just
+//!    before the thread enters the call is not lost.
 //! 4. **Bounds.** At most [`MAX_HOLDERS`] holders and [`MAX_WAITS`] waits per connection;
 //!    beyond, ENOLCK. Files are opened beneath the library root like every other access.
 
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{mpsc, Arc, Mutex, Once};
 use std::time::Duration;
 
 use shelf_proto::{Code, HeldLock, LockFlavor, LockKind};
@@ -81,8 +82,10 @@ pub struct Wait {
 struct WaitState {
     file: u64,
     owner: u64,
-    /// Set by `cancel`; the waiting thread gives up when it sees it.
+    /// Set by `cancel`; the waiting thread gives up when it sees it (EINTR).
     cancelled: AtomicBool,
+    /// Set when the wait's time is up; the waiting thread gives up when it sees it (EAGAIN).
+    expired: AtomicBool,
     /// Set by the waiting thread once it no longer waits.
     done: AtomicBool,
     /// The waiting thread, once it runs (for the signal).
@@ -117,6 +120,7 @@ impl Locks {
             file: ask.file,
             owner: ask.owner,
             cancelled: AtomicBool::new(false),
+            expired: AtomicBool::new(false),
             done: AtomicBool::new(false),
             thread: Mutex::new(None),
         });
@@ -178,7 +182,7 @@ impl Locks {
     }
 
     /// Ends the waits of `owner` on `file`: each answers EINTR.
-    pub fn cancel(&self, file: u64, owner: u64) {
+    fn cancel(&self, file: u64, owner: u64) {
         let waits: Vec<_> = lock(&self.inner)
             .waits
             .iter()
@@ -239,14 +243,35 @@ impl Locks {
 }
 
 impl Wait {
-    /// Waits for the lock; returns when it is granted, or EINTR once cancelled.
-    pub fn run(self) -> Result<()> {
+    /// Waits for the lock for at most `limit`: `Ok` once granted, EAGAIN when the time is
+    /// up, EINTR once cancelled.
+    pub fn run(self, limit: Duration) -> Result<()> {
         install_wake_handler();
         // SAFETY: pthread_self has no preconditions.
         *lock(&self.state.thread) = Some(unsafe { libc::pthread_self() });
+        let (stop_timer, timer) = mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            let state = &self.state;
+            scope.spawn(move || {
+                if let Err(mpsc::RecvTimeoutError::Timeout) = timer.recv_timeout(limit) {
+                    state.expired.store(true, Ordering::SeqCst);
+                    state.interrupt_until_done();
+                }
+            });
+            let result = self.block();
+            self.state.done.store(true, Ordering::SeqCst);
+            drop(stop_timer);
+            result
+        })
+    }
+
+    fn block(&self) -> Result<()> {
         let result = loop {
             if self.state.cancelled.load(Ordering::SeqCst) {
                 break Err(interrupted());
+            }
+            if self.state.expired.load(Ordering::SeqCst) {
+                break Err(Error::new(Code::TryAgain, "lock: still held by another"));
             }
             match apply(&self.fd, self.ask, true) {
                 Ok(()) => break Ok(()),
@@ -256,6 +281,7 @@ impl Wait {
         };
         // Granted after all, but cancelled meanwhile: nobody will be told it holds the
         // lock, so it goes (only what this wait asked for; the holder's other locks stay).
+        // One whose time ran out is granted: its reply says so.
         if result.is_ok() && self.state.cancelled.load(Ordering::SeqCst) {
             let undo = LockAsk {
                 kind: LockKind::Unlock,
@@ -280,6 +306,11 @@ impl Drop for Wait {
 impl WaitState {
     fn cancel(&self) {
         self.cancelled.store(true, Ordering::SeqCst);
+        self.interrupt_until_done();
+    }
+
+    /// Signals the waiting thread until it no longer waits (module docs, point 3).
+    fn interrupt_until_done(&self) {
         while !self.done.load(Ordering::SeqCst) {
             if let Some(thread) = *lock(&self.thread) {
                 // SAFETY: the thread is one of ours, alive until `done` (it sets `done`

@@ -788,6 +788,7 @@ fn space_and_copy_requests_are_served() {
 }
 
 fn lock_req(owner: u64, flavor: LockFlavor, kind: LockKind, wait: bool) -> Request {
+    let wait_ms = if wait { MAX_LOCK_WAIT_MS } else { 0 };
     Request::Lock {
         path: b"l".to_vec(),
         file: 1,
@@ -796,14 +797,14 @@ fn lock_req(owner: u64, flavor: LockFlavor, kind: LockKind, wait: bool) -> Reque
         kind,
         start: 0,
         end: u64::MAX,
-        wait,
+        wait_ms,
     }
 }
 
-/// A lock that waits holds up none of the requests behind it, is answered when the holder
-/// lets go, and a second wait is ended by `CancelLockWait`.
+/// A lock that waits holds up none of the requests behind it and is answered when the holder
+/// lets go; a second wait is ended by the owner's release (EINTR), a third by its time (EAGAIN).
 #[test]
-fn a_waiting_lock_holds_up_nothing_and_is_answered_when_granted_or_cancelled() {
+fn a_waiting_lock_holds_up_nothing_and_is_answered_when_granted_released_or_timed_out() {
     let mut h = Harness::ready(ServeConfig::default());
     std::fs::write(h.dir.path().join("l"), b"x").expect("file");
     let (flock, write) = (LockFlavor::Flock, LockKind::Write);
@@ -828,7 +829,7 @@ fn a_waiting_lock_holds_up_nothing_and_is_answered_when_granted_or_cancelled() {
     );
     let granted = h.client.recv();
     assert_eq!((granted.id, granted.msg), (4, Reply::Ok));
-    // Owner 1 waits now, and is cancelled.
+    // Owner 1 waits now, and releases (as its close would).
     h.client.send(7, lock_req(1, flock, write, true));
     attr(h.client.call(
         8,
@@ -836,8 +837,14 @@ fn a_waiting_lock_holds_up_nothing_and_is_answered_when_granted_or_cancelled() {
             path: b"l".to_vec(),
         },
     ));
-    h.client
-        .send(9, Request::CancelLockWait { file: 1, owner: 1 });
+    h.client.send(
+        9,
+        Request::ReleaseLocks {
+            file: 1,
+            owner: 1,
+            flavor: flock,
+        },
+    );
     let mut answers = HashMap::new();
     for _ in 0..2 {
         let f = h.client.recv();
@@ -845,6 +852,12 @@ fn a_waiting_lock_holds_up_nothing_and_is_answered_when_granted_or_cancelled() {
     }
     assert_eq!(error_code(&answers[&7]), Code::Interrupted);
     assert_eq!(answers[&9], Reply::Ok);
+    // A short wait runs out.
+    let mut short = lock_req(3, flock, write, true);
+    if let Request::Lock { wait_ms, .. } = &mut short {
+        *wait_ms = 50;
+    }
+    assert_eq!(error_code(&h.client.call(10, short)), Code::TryAgain);
     assert!(h.finish().is_ok());
 }
 

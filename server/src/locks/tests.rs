@@ -67,7 +67,7 @@ impl Fixture {
             .expect("it has to wait");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let _ = tx.send(wait.run());
+            let _ = tx.send(wait.run(PATIENCE));
         });
         rx
     }
@@ -245,7 +245,10 @@ fn a_cancel_before_the_wait_runs_is_not_lost() {
     let locks = Arc::clone(&fx.locks);
     let canceller = std::thread::spawn(move || locks.cancel(7, 2));
     std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(wait.run().map_err(|e| e.code), Err(Code::Interrupted));
+    assert_eq!(
+        wait.run(PATIENCE).map_err(|e| e.code),
+        Err(Code::Interrupted)
+    );
     canceller
         .join()
         .expect("cancel returns once the wait has ended");
@@ -299,4 +302,28 @@ fn holders_are_bounded() {
         fx.code(posix(u64::MAX, LockKind::Read, 0, 0)),
         Some(Code::NoLocks)
     );
+}
+
+#[test]
+fn a_wait_whose_time_is_up_answers_eagain_and_holds_nothing() {
+    let fx = fixture();
+    fx.set(whole(1, LockFlavor::Posix, LockKind::Write))
+        .expect("hold");
+    let wait = fx
+        .locks
+        .set_or_wait(&fx.lib, &f(), whole(2, LockFlavor::Posix, LockKind::Read))
+        .expect("lock or wait")
+        .expect("it has to wait");
+    let started = Instant::now();
+    let got = wait.run(Duration::from_millis(100));
+    assert_eq!(got.map_err(|e| e.code), Err(Code::TryAgain));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(100),
+        "waited its time: {took:?}"
+    );
+    fx.set(whole(1, LockFlavor::Posix, LockKind::Unlock))
+        .expect("unlock");
+    fx.set(whole(3, LockFlavor::Posix, LockKind::Write))
+        .expect("the expired waiter holds nothing");
 }
