@@ -44,8 +44,13 @@ impl<T: Transport> Core<T> {
     }
 
     pub(crate) fn attr(&self, ino: Ino) -> FsResult<Attr> {
+        self.attr_within(ino, self.cfg.attr_ttl)
+    }
+
+    /// The attributes, asked of the server unless fetched less than `max_age` ago.
+    pub(crate) fn attr_within(&self, ino: Ino, max_age: std::time::Duration) -> FsResult<Attr> {
         self.drain_writes(ino)?;
-        match self.inodes.cached_attr(ino, self.cfg.attr_ttl) {
+        match self.inodes.cached_attr(ino, max_age.min(self.cfg.attr_ttl)) {
             Some(a) => Ok(a),
             None => self.refresh(ino),
         }

@@ -16,6 +16,10 @@ use crate::namespace::Entry;
 use crate::versions::same_file;
 use crate::Core;
 
+/// Attributes younger than this serve an `open` without asking the server: those of the
+/// lookup the kernel sends just before it.
+const OPEN_FRESH: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// How many versions one `read` tries before it reports ESTALE (see `read`).
 const READ_ATTEMPTS: usize = 4;
 
@@ -37,9 +41,15 @@ impl<T: Transport> Core<T> {
         let path = self.path_of(ino)?;
         // The version of the pages the kernel holds, before this open learns anything new.
         let held = self.held_pages(ino);
-        // Close-to-open consistency, as NFS keeps it: an open sees the server's file as of at
-        // most one TTL ago (the lookup that precedes most opens has just asked).
-        let mut attr = self.attr(ino)?;
+        // Close-to-open consistency, as NFS keeps it: an open asks the server unless the
+        // lookup just before it did. A name whose file went or was replaced on the server
+        // (another client's unlink, sqlite's journal) is ESTALE: the kernel looks the name
+        // up again, and an `O_CREAT` then makes the file, instead of this open handing out
+        // a file that is not there.
+        let mut attr = match self.attr_within(ino, OPEN_FRESH) {
+            Err(e) if e.code() == Code::NotFound => return Err(Code::Stale.into()),
+            other => other?,
+        };
         if attr.kind == FileKind::Dir {
             return Err(Code::IsDir.into());
         }
@@ -277,6 +287,8 @@ impl<T: Transport> Core<T> {
             return Err(Code::BadHandle.into());
         };
         let drained = self.drain_writes(file.ino);
+        // After the writes: whoever takes a lock this handle held next sees them.
+        self.release_locks(fh);
         // A failure left unreported here is lost with the handle, as the kernel ignores what
         // a release answers: the close's flush, just before, was the handle's last word.
         if let Ok(io) = self.open_io(file.ino) {

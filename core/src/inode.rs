@@ -301,6 +301,25 @@ impl InodeTable {
         Some(ino)
     }
 
+    /// The names of the node: each parent directory and the name in it.
+    pub fn names_of(&self, ino: Ino) -> Vec<(Ino, Vec<u8>)> {
+        let inner = self.inner.read();
+        inner.nodes.get(&ino).map_or_else(Vec::new, |n| {
+            n.names.iter().map(|l| (l.parent, l.name.clone())).collect()
+        })
+    }
+
+    /// The attached children of directory `dir`, by name.
+    pub fn children_of(&self, dir: Ino) -> Vec<(Vec<u8>, Ino)> {
+        let inner = self.inner.read();
+        inner.nodes.get(&dir).map_or_else(Vec::new, |n| {
+            n.children
+                .iter()
+                .map(|(name, ino)| (name.clone(), *ino))
+                .collect()
+        })
+    }
+
     /// Caches `attr` as fetched now, for every name of the node. Unknown inodes are ignored.
     pub fn set_attr(&self, ino: Ino, attr: &Attr) {
         if let Some(node) = self.inner.write().nodes.get_mut(&ino) {

@@ -51,6 +51,7 @@ mod hidden;
 mod ids;
 pub mod inode;
 pub mod listing;
+mod locks;
 mod namespace;
 mod paths;
 pub mod readahead;
@@ -74,6 +75,7 @@ pub use dirs::DirSink;
 pub use error::{FsError, FsResult};
 pub use handles::Opened;
 pub use ids::{Fh, Ino, ROOT_INO};
+pub use locks::{LockRequest, WAIT_STEP};
 pub use namespace::Entry;
 pub use time::{system_time, timestamp};
 pub use versions::{Invalidate, Invalidator};
@@ -108,7 +110,7 @@ const WRITES_IN_FLIGHT: usize = 8;
 /// 3. `open`.
 /// 4. `kept`.
 /// 5. Leaves, held only for a map operation and taking nothing else: `files`, `dirs`,
-///    `page_versions`, `OpenIo::readahead`, and the locks inside `inodes`, `listings`, `cache`
+///    `page_versions`, `OpenIo::readahead`, `locks`, and the locks inside `inodes`, `listings`, `cache`
 ///    and `fetcher`, whose methods never call back into `Core`.
 ///
 /// The `invalidator` only queues (the mount's thread tells the kernel), so calling it
@@ -153,6 +155,10 @@ pub struct Core<T: Transport> {
     /// When write-behind sends and how much it keeps in flight, from the chunk size and the
     /// server's announced `max_io`.
     write_limits: WriteLimits,
+    /// Which lock holders hold locks through this mount (`locks.rs`). A leaf.
+    locks: Mutex<locks::HeldLocks>,
+    /// Lock holders told that their locks were lost with the server connection.
+    locks_lost: AtomicU64,
     /// How extended attribute requests were answered (`xattr.rs`).
     xattr_stats: XattrStats,
     cfg: CoreConfig,
@@ -185,6 +191,8 @@ impl<T: Transport> Core<T> {
             kept: Mutex::new(HashMap::new()),
             names: RwLock::new(()),
             invalidator: OnceLock::new(),
+            locks: Mutex::new(locks::HeldLocks::default()),
+            locks_lost: AtomicU64::new(0),
             xattr_stats: XattrStats::default(),
             cfg,
         }

@@ -13,8 +13,14 @@ use crate::Core;
 pub enum Invalidate {
     /// Every cached page of the inode, and its cached attributes.
     Pages(Ino),
+    /// The same, done before the hook returns: asked only from requests that hold no page
+    /// of the file (a lock's), for which the kernel must have dropped them before it answers
+    /// the program.
+    PagesNow(Ino),
     /// The kernel's entry for `name` in directory `parent`, so its next use looks it up.
     Entry { parent: Ino, name: Vec<u8> },
+    /// The same, done before the hook returns (as `PagesNow`).
+    EntryNow { parent: Ino, name: Vec<u8> },
 }
 
 /// Tells the kernel what to forget ([`Invalidate`]). It must not block on the kernel from a

@@ -11,14 +11,16 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
     Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
-    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock,
+    ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
-use shelf_proto::{Attr, FileKind, SetTime};
+use shelf_proto::{Attr, Code, FileKind, SetTime};
+
+use crate::locks;
 
 use shelf_core::{
-    system_time, timestamp, Core, DirSink, Entry, Fh, FsError, Ino, Opened, SetAttrRequest,
-    XattrReply,
+    system_time, timestamp, Core, DirSink, Entry, Fh, FsError, Ino, LockRequest, Opened,
+    SetAttrRequest, XattrReply,
 };
 use shelf_remote::Transport;
 
@@ -30,6 +32,20 @@ pub struct ShelfFs<T: Transport> {
 impl<T: Transport> ShelfFs<T> {
     pub fn new(core: Arc<Core<T>>) -> Self {
         ShelfFs { core }
+    }
+
+    fn fopen_flags(&self, o: &Opened) -> FopenFlags {
+        let mut flags = FopenFlags::empty();
+        if o.keep_cache {
+            flags |= FopenFlags::FOPEN_KEEP_CACHE;
+        }
+        // A read-only handle has nothing to flush; each close saves a kernel round trip (cp
+        // -r and tar out of the mount close thousands). Unless the server keeps locks: a
+        // close must then drop the process's locks, a read lock on a read-only file too.
+        if !o.writable && !self.core.serves_locks() {
+            flags |= FopenFlags::FOPEN_NOFLUSH;
+        }
+        flags
     }
 
     fn ttl(&self) -> Duration {
@@ -184,7 +200,14 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
             | InitFlags::FUSE_DO_READDIRPLUS
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_MAX_PAGES;
-        let _ = config.add_capabilities(wanted & config.capabilities());
+        // Locks go to the server, so they hold across mounts; an older server keeps none,
+        // and the kernel then keeps them for this mount alone, as before.
+        let locks = if self.core.serves_locks() {
+            InitFlags::FUSE_POSIX_LOCKS | InitFlags::FUSE_FLOCK_LOCKS
+        } else {
+            InitFlags::empty()
+        };
+        let _ = config.add_capabilities((wanted | locks) & config.capabilities());
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);
@@ -345,7 +368,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         match self.core.open(ino_of(ino), flags.0) {
-            Ok(o) => reply.opened(kernel_fh(o.fh), fopen_flags(&o)),
+            Ok(o) => reply.opened(kernel_fh(o.fh), self.fopen_flags(&o)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -385,15 +408,83 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         }
     }
 
+    /// Every close of a descriptor: its writes, then (after them, so the next holder sees
+    /// them) the closing process's POSIX locks on the file, as `close(2)` drops them.
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        empty(self.core.flush(fh_of(fh)), reply);
+        let flushed = self.core.flush(fh_of(fh));
+        self.core.close_locks(ino_of(ino), lock_owner.0);
+        empty(flushed, reply);
+    }
+
+    fn getlk(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        reply: ReplyLock,
+    ) {
+        let Some(kind) = locks::kind_of(typ) else {
+            return reply.error(Errno::EINVAL);
+        };
+        match self.core.getlk(ino_of(ino), lock_owner.0, kind, start, end) {
+            // The kernel refuses offsets past its OFFSET_MAX (EIO), "to the end" included.
+            Ok(Some(held)) => reply.locked(
+                held.start.min(locks::OFFSET_MAX),
+                held.end.min(locks::OFFSET_MAX),
+                locks::typ_of(held.kind),
+                held.pid,
+            ),
+            Ok(None) => reply.locked(start, end, libc::F_UNLCK, 0),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// Tried at once on this thread; a lock that must wait waits on a thread of its own
+    /// (`locks::wait`), so waiting programs never hold up the mount's request threads.
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        _pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let Some(kind) = locks::kind_of(typ) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let tid = req.pid();
+        let asked = LockRequest {
+            ino: ino_of(ino),
+            fh: fh_of(fh),
+            owner: lock_owner.0,
+            flavor: locks::flavor_of(tid),
+            kind,
+            start,
+            end,
+        };
+        match self.core.setlk(asked, false, &|| false) {
+            Err(e) if sleep && e.code() == Code::TryAgain => {
+                locks::wait(Arc::clone(&self.core), asked, tid, reply)
+            }
+            other => empty(other, reply),
+        }
     }
 
     fn release(
@@ -634,7 +725,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
                 &self.file_attr(e.ino, &e.attr),
                 Generation(0),
                 kernel_fh(o.fh),
-                fopen_flags(&o),
+                self.fopen_flags(&o),
             ),
             Err(e) => reply.error(errno(&e)),
         }
@@ -647,17 +738,4 @@ fn xattr(r: Result<XattrReply, FsError>, reply: ReplyXattr) {
         Ok(XattrReply::Data(d)) => reply.data(&d),
         Err(e) => reply.error(errno(&e)),
     }
-}
-
-fn fopen_flags(o: &Opened) -> FopenFlags {
-    let mut flags = FopenFlags::empty();
-    if o.keep_cache {
-        flags |= FopenFlags::FOPEN_KEEP_CACHE;
-    }
-    if !o.writable {
-        // A read-only handle has nothing to flush; each close saves a kernel round trip
-        // (cp -r and tar out of the mount close thousands).
-        flags |= FopenFlags::FOPEN_NOFLUSH;
-    }
-    flags
 }

@@ -18,5 +18,6 @@
 pub mod cli;
 pub mod fs;
 pub mod heap;
+pub mod locks;
 pub mod mount;
 pub mod status;

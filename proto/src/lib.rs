@@ -31,7 +31,7 @@ pub use frame::{
 };
 pub use handshake::{negotiate, Limits, NegotiateError, Negotiated, IO_OVERHEAD, MIN_PAYLOAD};
 pub use io::{is_timeout, write_frame, write_parts, FrameReader, ReadError};
-pub use lock::{HeldLock, LockFlavor, LockKind};
+pub use lock::{HeldLock, LockAsk, LockFlavor, LockKind};
 pub use msg::{
     falloc_mode, features, rename_flags, xattr, Admission, Attr, DirEntry, FileKind, Hello,
     HelloReply, Message, Reply, Request, SetAttrs, SetTime, Statfs, Timestamp, Version, Whence,

@@ -22,6 +22,18 @@ pub enum LockKind {
     Unlock,
 }
 
+/// What a lock request asks of one holder: `owner`'s lock of `flavor` and `kind` on the
+/// client's file `file`, over bytes `start..=end` (`u64::MAX`: to the end of the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LockAsk {
+    pub file: u64,
+    pub owner: u64,
+    pub flavor: LockFlavor,
+    pub kind: LockKind,
+    pub start: u64,
+    pub end: u64,
+}
+
 /// A lock that stands in the way of a `TestLock`'s: its kind (never `Unlock`), its byte
 /// range (`end` inclusive; `u64::MAX` to the end of the file, however long it grows) and the
 /// holder's process id on the server's machine (0 when the holder has none there, as for

@@ -14,8 +14,11 @@
 //!    forget; the mount's core, which keeps files under those names, uses [`Client::new`].
 
 use shelf_proto::reserved::{is_reserved_name, is_reserved_path};
+use std::time::Duration;
+
 use shelf_proto::{
-    features, Attr, Code, DirEntry, Reply, Request, SetAttrs, Statfs, Timestamp, Whence,
+    features, Attr, Code, DirEntry, HeldLock, LockAsk, LockFlavor, Reply, Request, SetAttrs,
+    Statfs, Timestamp, Whence, MAX_LOCK_WAIT_MS,
 };
 
 use super::pool::Pool;
@@ -352,6 +355,79 @@ impl<T: Transport> Client<T> {
         }
     }
 
+    /// Takes, changes or drops a lock (docs/PROTOCOL.md, "Locks"), waiting on the server up
+    /// to `wait` for a conflicting lock to go (then EAGAIN). Sent on the pinned connection,
+    /// where the lock lives: returns that connection's epoch ([`Transport::call_pinned`]).
+    pub fn lock(&self, path: &[u8], ask: LockAsk, wait: Duration) -> Result<u64, RemoteError> {
+        self.require(features::LOCKS, "lock")?;
+        let wait_ms = u32::try_from(wait.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(MAX_LOCK_WAIT_MS);
+        let req = Request::Lock {
+            path: path.into(),
+            file: ask.file,
+            owner: ask.owner,
+            flavor: ask.flavor,
+            kind: ask.kind,
+            start: ask.start,
+            end: ask.end,
+            wait_ms,
+        };
+        match self.call_pinned(req)? {
+            (Reply::Ok, epoch) => Ok(epoch),
+            (other, _) => Err(refusal("lock", other)),
+        }
+    }
+
+    /// The first POSIX lock of another holder in the way of `ask` (`F_GETLK`), with the
+    /// pinned connection's epoch.
+    pub fn test_lock(
+        &self,
+        path: &[u8],
+        ask: LockAsk,
+    ) -> Result<(Option<HeldLock>, u64), RemoteError> {
+        self.require(features::LOCKS, "test-lock")?;
+        let req = Request::TestLock {
+            path: path.into(),
+            file: ask.file,
+            owner: ask.owner,
+            kind: ask.kind,
+            start: ask.start,
+            end: ask.end,
+        };
+        match self.call_pinned(req)? {
+            (Reply::Lock(held), epoch) => Ok((held, epoch)),
+            (other, _) => Err(refusal("test-lock", other)),
+        }
+    }
+
+    /// Drops every lock of `flavor` the owner holds on `file`, and ends its waits; returns
+    /// the pinned connection's epoch.
+    pub fn release_locks(
+        &self,
+        file: u64,
+        owner: u64,
+        flavor: LockFlavor,
+    ) -> Result<u64, RemoteError> {
+        self.require(features::LOCKS, "release-locks")?;
+        let req = Request::ReleaseLocks {
+            file,
+            owner,
+            flavor,
+        };
+        match self.call_pinned(req)? {
+            (Reply::Ok, epoch) => Ok(epoch),
+            (other, _) => Err(refusal("release-locks", other)),
+        }
+    }
+
+    fn call_pinned(&self, req: Request) -> Result<(Reply, u64), RemoteError> {
+        if self.for_people && names_reserved(&req) {
+            return Err(RemoteError::server(Code::NotFound, ""));
+        }
+        self.t.call_pinned(req)
+    }
+
     /// EOPNOTSUPP, without asking, when the server lacks `bit` (an older server would close
     /// the connection over a kind it does not know).
     fn require(&self, bit: u64, what: &'static str) -> Result<(), RemoteError> {
@@ -448,7 +524,10 @@ fn names_reserved(req: &Request) -> bool {
         | Request::ListXattr { path }
         | Request::RemoveXattr { path, .. }
         | Request::Fallocate { path, .. }
-        | Request::Seek { path, .. } => is_reserved_path(path),
+        | Request::Seek { path, .. }
+        | Request::Lock { path, .. }
+        | Request::TestLock { path, .. } => is_reserved_path(path),
+        Request::ReleaseLocks { .. } => false,
         Request::Rename { from, to, .. } | Request::CopyRange { from, to, .. } => {
             is_reserved_path(from) || is_reserved_path(to)
         }

@@ -82,7 +82,8 @@ pub const CLIENT_FEATURES: u64 = features::ATOMIC_PUT
     | features::FALLOCATE
     | features::SEEK_HOLES
     | features::COPY_RANGE
-    | features::ADMITTED;
+    | features::ADMITTED
+    | features::LOCKS;
 
 /// The id of the `Hello` request; ids of later requests start after it.
 const HELLO_ID: u32 = 1;

@@ -263,6 +263,7 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::XattrNames(_) => "xattr-names",
         Reply::Offset(_) => "offset",
         Reply::Copied { .. } => "copied",
+        Reply::Lock(_) => "lock",
     }
 }
 
@@ -295,6 +296,14 @@ pub trait Transport: Send + Sync + 'static {
     /// request whose bit is missing must not be sent, an older server would close the
     /// connection over a kind it does not know.
     fn features(&self) -> u64;
+    /// Sends a request whose effect lives in the server process of one connection (a lock)
+    /// on the transport's *pinned* connection, always the same one while it lives, and never
+    /// resends it. Returns the reply and the pinned connection's epoch: a different epoch
+    /// than before means that connection, and whatever lived in it, is gone. A transport
+    /// that is one connection answers epoch 0.
+    fn call_pinned(&self, req: Request) -> Result<(Reply, u64), RemoteError> {
+        self.call(req).map(|reply| (reply, 0))
+    }
 }
 
 /// A shared transport is a transport, so one pool can serve a core and a status reporter.
@@ -311,6 +320,9 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
     }
     fn features(&self) -> u64 {
         (**self).features()
+    }
+    fn call_pinned(&self, req: Request) -> Result<(Reply, u64), RemoteError> {
+        (**self).call_pinned(req)
     }
 }
 

@@ -20,6 +20,10 @@
 //!    pool that still has a live connection never waits and never fails for it: the call goes
 //!    to a connection it has, and for [`BUSY_HOLDOFF`] no call tries to open another, so a
 //!    full server is not asked for a handshake per request.
+//! 6. *Requests that belong to one connection.* A lock lives in the server process of the
+//!    connection that took it, so lock requests ([`Transport::call_pinned`]) all go to slot
+//!    0, the pinned connection, and are never resent. Each connection slot 0 gets has a new
+//!    epoch: a caller that sees the epoch change knows its locks died with the old one.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -74,6 +78,8 @@ pub struct Pool {
     patience: Patience,
     connect_timeout: Duration,
     next: AtomicUsize,
+    /// The epoch of the connection in slot 0 (point 6); changed only under slot 0's lock.
+    pinned_epoch: AtomicU64,
     reconnects: AtomicU64,
     requests: AtomicU64,
     retries: AtomicU64,
@@ -118,6 +124,7 @@ impl Pool {
             patience,
             connect_timeout,
             next: AtomicUsize::new(0),
+            pinned_epoch: AtomicU64::new(1),
             reconnects: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             retries: AtomicU64::new(0),
@@ -283,6 +290,9 @@ impl Pool {
                 tracing::debug!(slot = i, replacing, "connected to {}", self.addr);
                 let c = Arc::new(c);
                 *slot = Some(Arc::clone(&c));
+                if i == 0 {
+                    self.pinned_epoch.fetch_add(1, Ordering::SeqCst);
+                }
                 Ok(c)
             }
             Err(e) => {
@@ -301,6 +311,20 @@ impl Pool {
                 tracing::debug!("connecting to {} failed: {e}", self.addr);
                 Err(e)
             }
+        }
+    }
+
+    /// The pinned connection (point 6), opened if needed, and its epoch.
+    fn pinned(&self) -> Result<(Arc<Connection>, u64), RemoteError> {
+        loop {
+            let c = self.fill(0, true)?;
+            // The epoch of exactly this connection: both are read under the slot's lock,
+            // under which `fill` sets them.
+            let slot = self.slots[0].lock();
+            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, &c)) {
+                return Ok((c, self.pinned_epoch.load(Ordering::SeqCst)));
+            }
+            // Replaced meanwhile: take the new one.
         }
     }
 
@@ -416,5 +440,11 @@ impl Transport for Pool {
 
     fn features(&self) -> u64 {
         self.features.load(Ordering::Relaxed)
+    }
+
+    fn call_pinned(&self, req: Request) -> Result<(Reply, u64), RemoteError> {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let (conn, epoch) = self.pinned()?;
+        Ok((conn.start_ref(&req)?.wait()?, epoch))
     }
 }

@@ -36,15 +36,15 @@ use std::time::Duration;
 
 use shelf_proto::{
     features, is_timeout, negotiate, write_parts, Admission, Code, DecodeError, Frame, FrameReader,
-    Hello, HelloReply, Limits, LockFlavor, LockKind, ReadError, Reply, Request, DEFAULT_MAX_IO,
-    DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, MAX_LOCK_WAIT_MS, PROTOCOL_VERSION,
+    Hello, HelloReply, Limits, LockAsk, LockFlavor, LockKind, ReadError, Reply, Request,
+    DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, MAX_LOCK_WAIT_MS, PROTOCOL_VERSION,
 };
 use shelf_secure::files::parse_authorized_keys;
 use shelf_secure::{fingerprint, TlsStream};
 use subtle::ConstantTimeEq;
 
 use crate::library::{Error, Library};
-use crate::locks::{LockAsk, Locks, Wait};
+use crate::locks::{Locks, Wait};
 use crate::relpath::RelPath;
 use crate::sys::readable_now;
 

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, Once};
 use std::time::Duration;
 
-use shelf_proto::{Code, HeldLock, LockFlavor, LockKind};
+use shelf_proto::{Code, HeldLock, LockAsk, LockFlavor, LockKind};
 
 use crate::library::{Error, Library, Result};
 use crate::relpath::RelPath;
@@ -58,17 +58,6 @@ pub struct Locks {
 struct Inner {
     holders: HashMap<HolderKey, Arc<OwnedFd>>,
     waits: Vec<Arc<WaitState>>,
-}
-
-/// What a lock request asks of one holder.
-#[derive(Debug, Clone, Copy)]
-pub struct LockAsk {
-    pub file: u64,
-    pub owner: u64,
-    pub flavor: LockFlavor,
-    pub kind: LockKind,
-    pub start: u64,
-    pub end: u64,
 }
 
 /// A lock that must wait, to be run on a thread of its own ([`Wait::run`]).

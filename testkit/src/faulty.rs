@@ -196,6 +196,27 @@ impl<T: Transport> Transport for Faulty<T> {
         }
     }
 
+    /// Faults as for `call`, then the inner transport's pinned connection.
+    fn call_pinned(&self, req: Request) -> Result<(Reply, u64), RemoteError> {
+        match self.take(&req) {
+            None => self.inner.call_pinned(req),
+            Some(Fault::Refuse(code)) => Ok((refusal(code), 0)),
+            Some(Fault::LostBefore) => {
+                self.hang_up();
+                Err(lost("before the request was sent"))
+            }
+            Some(Fault::LostAfter) => {
+                let _ = self.inner.call_pinned(req);
+                self.hang_up();
+                Err(lost("after the server answered"))
+            }
+            Some(Fault::Delay(d)) => {
+                std::thread::sleep(d);
+                self.inner.call_pinned(req)
+            }
+        }
+    }
+
     fn limits(&self) -> Limits {
         self.inner.limits()
     }

@@ -163,4 +163,7 @@ impl Transport for Loopback {
     fn features(&self) -> u64 {
         self.pool.features()
     }
+    fn call_pinned(&self, req: Request) -> Result<(shelf_proto::Reply, u64), RemoteError> {
+        self.pool.call_pinned(req)
+    }
 }

@@ -161,6 +161,13 @@ impl Transport for Memory {
         self.limits
     }
 
+    /// The one connection played is the pinned one; its number is the epoch.
+    fn call_pinned(&self, req: Request) -> Result<(Reply, u64), RemoteError> {
+        let pending = self.run(req);
+        let epoch = pending.generation;
+        Ok((pending.wait()?, epoch))
+    }
+
     fn features(&self) -> u64 {
         self.features
     }

@@ -134,9 +134,24 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
             keepalive.transport().keepalive();
         })?;
     let notifier = session.notifier();
+    let now = session.notifier();
     let (stale_tx, stale_rx) = std::sync::mpsc::channel::<Invalidate>();
-    core.set_invalidator(Box::new(move |what| {
-        let _ = stale_tx.send(what);
+    core.set_invalidator(Box::new(move |what| match what {
+        Invalidate::PagesNow(ino) => {
+            if let Err(e) = now.inval_inode(fuser::INodeNo(ino.0), 0, 0) {
+                tracing::debug!("invalidating inode {}: {e}", ino.0);
+            }
+        }
+        Invalidate::EntryNow { parent, name } => {
+            let told =
+                now.inval_entry(fuser::INodeNo(parent.0), std::ffi::OsStr::from_bytes(&name));
+            if let Err(e) = told {
+                tracing::debug!("invalidating an entry of inode {}: {e}", parent.0);
+            }
+        }
+        other => {
+            let _ = stale_tx.send(other);
+        }
     }));
     std::thread::Builder::new()
         .name("shelf-invalidate".into())
@@ -144,9 +159,15 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
             for what in stale_rx {
                 let told = match &what {
                     // Offset 0, length 0: every page of the inode (and its cached attributes).
-                    Invalidate::Pages(ino) => notifier.inval_inode(fuser::INodeNo(ino.0), 0, 0),
-                    Invalidate::Entry { parent, name } => notifier
-                        .inval_entry(fuser::INodeNo(parent.0), std::ffi::OsStr::from_bytes(name)),
+                    Invalidate::Pages(ino) | Invalidate::PagesNow(ino) => {
+                        notifier.inval_inode(fuser::INodeNo(ino.0), 0, 0)
+                    }
+                    Invalidate::Entry { parent, name } | Invalidate::EntryNow { parent, name } => {
+                        notifier.inval_entry(
+                            fuser::INodeNo(parent.0),
+                            std::ffi::OsStr::from_bytes(name),
+                        )
+                    }
                 };
                 // ENOENT: the kernel holds nothing of it, which is what we asked for.
                 if let Err(e) = told {

@@ -189,6 +189,7 @@ fn handshake_agrees_limits_and_features() {
             | features::SEEK_HOLES
             | features::COPY_RANGE
             | features::ADMITTED
+            | features::LOCKS
     );
     assert_eq!(r.admitted, Some(Admission::Open), "no token, no keys: open");
     assert_eq!(h.client.call(2, Request::Ping), Reply::Pong);
