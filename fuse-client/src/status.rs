@@ -80,6 +80,10 @@ pub fn report(core: &Core<Pool>, mountpoint: &Path, secured: &Secured) -> String
         "xattr_local",
         xattrs.local.load(Ordering::Relaxed).to_string(),
     );
+    let (held, lost) = core.lock_stats();
+    line("locks_served", core.serves_locks().to_string());
+    line("lock_holders", held.to_string());
+    line("locks_lost", lost.to_string());
     let (received, sent) = shelf_remote::data_moved();
     line("data_received_bytes", received.to_string());
     line("data_sent_bytes", sent.to_string());
@@ -328,6 +332,16 @@ fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
         get("data_received_bytes"),
         get("data_sent_bytes")
     )?;
+    let locks = if get("locks_served") == "true" {
+        format!(
+            "on the server (across mounts), {} holders now, {} told of a loss",
+            get("lock_holders"),
+            get("locks_lost")
+        )
+    } else {
+        "this machine's only (the server keeps none)".to_owned()
+    };
+    writeln!(out, "  locks:        {locks}")?;
     let (hits, misses) = (num("cache_hits"), num("cache_misses"));
     let rate = if hits + misses == 0 {
         0.0
@@ -401,6 +415,9 @@ mod tests {
             ("xattr_local", "1000"),
             ("data_received_bytes", "4096"),
             ("data_sent_bytes", "0"),
+            ("locks_served", "true"),
+            ("lock_holders", "2"),
+            ("locks_lost", "0"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -415,6 +432,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("1.0 MiB held of 256.0 MiB"), "{text}");
+        assert!(
+            text.contains("locks:        on the server (across mounts), 2 holders now"),
+            "{text}"
+        );
         assert!(text.contains("75.0% hits"), "{text}");
         assert!(
             text.contains("TLS 1.3, TLS13_AES_128_GCM_SHA256, server key SHA256:abc"),
