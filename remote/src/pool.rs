@@ -445,6 +445,17 @@ impl Transport for Pool {
     fn call_pinned(&self, req: Request) -> Result<(Reply, u64), RemoteError> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let (conn, epoch) = self.pinned()?;
-        Ok((conn.start_ref(&req)?.wait()?, epoch))
+        let pending = match conn.try_start(&req) {
+            Ok(p) => (p, epoch),
+            // The pinned connection had died (the server hung up, restarted): nothing was
+            // sent, so the request goes on its successor, whose new epoch says the loss.
+            Err((_, false)) if !conn.is_alive() => {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+                let (conn, epoch) = self.pinned()?;
+                (conn.start_ref(&req)?, epoch)
+            }
+            Err((e, _)) => return Err(e),
+        };
+        Ok((pending.0.wait()?, pending.1))
     }
 }

@@ -183,3 +183,49 @@ fn a_pool_with_a_live_connection_never_waits_for_a_busy_server() {
     let tries = client.transport().refused_busy();
     assert!(tries <= 10, "{tries} connects tried against a full server");
 }
+
+/// Lock requests all go to one connection, whatever the load on the others, and its epoch
+/// changes only when that connection does; a lock taken there is gone with it.
+#[test]
+fn pinned_requests_keep_to_one_connection_and_its_epoch_says_when_it_changed() {
+    use shelf_proto::{LockAsk, LockFlavor, LockKind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("f"), b"x").expect("file");
+    let client = Client::new(loopback(dir.path(), 4));
+    let ask = |owner, kind| LockAsk {
+        file: 1,
+        owner,
+        flavor: LockFlavor::Posix,
+        kind,
+        start: 0,
+        end: u64::MAX,
+    };
+    let first = client
+        .lock(b"f", ask(1, LockKind::Write), Duration::ZERO)
+        .expect("lock");
+    // Busy the pool so other slots fill, then lock again: same connection, same epoch, and
+    // the owner's own lock is no conflict (it would be on another server process).
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..20 {
+                    client.ping().expect("ping");
+                }
+            });
+        }
+        for _ in 0..20 {
+            let epoch = client
+                .lock(b"f", ask(1, LockKind::Write), Duration::ZERO)
+                .expect("the owner re-locks on the same connection");
+            assert_eq!(epoch, first);
+        }
+    });
+    assert!(client.transport().pool().state().connected > 1);
+    let refused = client.lock(b"f", ask(2, LockKind::Read), Duration::ZERO);
+    assert!(refused.is_err(), "another owner is refused");
+    client.transport().hang_up();
+    let after = client
+        .lock(b"f", ask(2, LockKind::Read), Duration::ZERO)
+        .expect("the lock went with its connection");
+    assert_ne!(after, first, "a new connection, a new epoch");
+}

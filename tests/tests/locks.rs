@@ -322,3 +322,40 @@ fn two_sqlite_writers_on_two_mounts_lose_no_row() {
         "every committed row of both writers is there, and the database is intact"
     );
 }
+
+/// A server restart loses the locks (no reclaim): another client may take them, and the
+/// program that held one is told at its next lock request (ENOLCK), then may lock again.
+#[test]
+fn a_server_restart_loses_the_locks_and_the_holder_is_told() {
+    let mut f = fixture!();
+    let a = open_rw(&f.mount.join("f"));
+    let mut w = range(libc::F_WRLCK, 0, 0);
+    assert_eq!(fcntl_lock(&a, libc::F_SETLK, &mut w), 0);
+    f.server.restart();
+    let local = open_rw(&f.lib().join("f"));
+    let mut theirs = range(libc::F_WRLCK, 0, 0);
+    assert_eq!(
+        fcntl_lock(&local, libc::F_OFD_SETLK, &mut theirs),
+        0,
+        "the restarted server holds nothing for the mount"
+    );
+    drop(local);
+    let mut un = range(libc::F_UNLCK, 0, 0);
+    assert_eq!(
+        fcntl_lock(&a, libc::F_SETLK, &mut un),
+        libc::ENOLCK,
+        "the holder is told its lock was lost"
+    );
+    let mut again = range(libc::F_WRLCK, 0, 0);
+    assert_eq!(
+        fcntl_lock(&a, libc::F_SETLK, &mut again),
+        0,
+        "and may lock again"
+    );
+    let status = shelf().arg("status").run();
+    status.assert_ok();
+    assert!(
+        status.stdout_str().contains("1 told of a loss"),
+        "status counts the loss\n{status}"
+    );
+}
