@@ -42,12 +42,15 @@ impl<T: Transport> Core<T> {
         // The version of the pages the kernel holds, before this open learns anything new.
         let held = self.held_pages(ino);
         // Close-to-open consistency, as NFS keeps it: an open asks the server unless the
-        // lookup just before it did. A name whose file went or was replaced on the server
-        // (another client's unlink, sqlite's journal) is ESTALE: the kernel looks the name
-        // up again, and an `O_CREAT` then makes the file, instead of this open handing out
-        // a file that is not there.
+        // lookup just before it did. A file gone from the server (another client's unlink,
+        // sqlite's journal) is ESTALE: the kernel looks the name up again, and an `O_CREAT`
+        // then makes the file, instead of this open handing out a file that is not there.
+        // One replaced meanwhile is opened as before, within the TTL (the kernel retries an
+        // ESTALE once only, and a name replaced faster than that would fail the open); its
+        // reads find the new version.
         let mut attr = match self.attr_within(ino, OPEN_FRESH) {
             Err(e) if e.code() == Code::NotFound => return Err(Code::Stale.into()),
+            Err(e) if e.code() == Code::Stale => self.attr(ino)?,
             other => other?,
         };
         if attr.kind == FileKind::Dir {
