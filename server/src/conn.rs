@@ -376,14 +376,18 @@ fn request_loop<S: Peer>(
     let (tx, rx) = mpsc::sync_channel::<Frame<Request>>(workers);
     let rx = Mutex::new(rx);
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let job = lock(&rx).recv();
-                let Ok(frame) = job else { break };
-                conn.answer(frame);
-                in_flight.finish();
-            });
-        }
+        // Threads of lock waits, joined with the workers (below).
+        let mut lock_waits: Vec<std::thread::ScopedJoinHandle<'_, ()>> = Vec::new();
+        let pool: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| loop {
+                    let job = lock(&rx).recv();
+                    let Ok(frame) = job else { break };
+                    conn.answer(frame);
+                    in_flight.finish();
+                })
+            })
+            .collect();
         let idle = ServeError::IdleTimeout(conn.cfg.idle_timeout.unwrap_or_default());
         let result = loop {
             let frame = match reader.read_frame::<Request>() {
@@ -395,7 +399,17 @@ fn request_loop<S: Peer>(
                 break Err(ServeError::Io(io::ErrorKind::BrokenPipe.into()));
             }
             if matches!(frame.msg, Request::Lock { wait_ms: 1.., .. }) {
-                conn.lock_or_wait(frame, scope);
+                if let Some(waiting) = conn.lock_or_wait(frame, scope) {
+                    // Those that ended are joined now, so the list stays short.
+                    let (done, running) = std::mem::take(&mut lock_waits)
+                        .into_iter()
+                        .partition::<Vec<_>, _>(|w| w.is_finished());
+                    lock_waits = running;
+                    lock_waits.push(waiting);
+                    for w in done {
+                        let _ = w.join();
+                    }
+                }
             } else if frame.msg.is_change() {
                 in_flight.wait_idle();
                 conn.answer(frame);
@@ -418,8 +432,22 @@ fn request_loop<S: Peer>(
             }
         };
         drop(tx);
-        // Waiting locks run on threads of this scope, which ends only once they have.
+        // Waiting locks run on threads of this scope: ended here, joined below.
         conn.session.end_locks();
+        // Joined by hand: the scope's own join returns once each closure has returned, while
+        // the thread may still be running its thread-local destructors (std's channel context
+        // among them) and exiting (rust-lang/rust#116179, documented by #149482). An explicit
+        // join waits for the thread's end, so nothing `serve` started outlives it.
+        let mut panicked = None;
+        for worker in pool.into_iter().chain(lock_waits) {
+            if let Err(payload) = worker.join() {
+                panicked.get_or_insert(payload);
+            }
+        }
+        // As the scope would have: a worker that panicked outside `answer`'s catch is a bug.
+        if let Some(payload) = panicked {
+            std::panic::resume_unwind(payload);
+        }
         result
     })
 }
@@ -483,17 +511,24 @@ impl<S: Peer> Conn<'_, S> {
     /// A `Lock` that may wait: taken at once if it can be, else waited for on a thread of
     /// the connection's scope, which replies when the lock is granted or the wait cancelled,
     /// so the requests behind it go on meanwhile.
+    /// Returns the waiting thread, for the caller to join.
     fn lock_or_wait<'scope>(
         &'scope self,
         frame: Frame<Request>,
         scope: &'scope std::thread::Scope<'scope, '_>,
-    ) {
+    ) -> Option<std::thread::ScopedJoinHandle<'scope, ()>> {
         let id = frame.id;
         let limit = lock_wait(&frame.msg);
         let wait = match self.session.lock_or_wait(self.lib, &frame.msg) {
             Ok(Some(wait)) => wait,
-            Ok(None) => return self.send(id, Reply::Ok),
-            Err(e) => return self.send(id, error_reply(e)),
+            Ok(None) => {
+                self.send(id, Reply::Ok);
+                return None;
+            }
+            Err(e) => {
+                self.send(id, error_reply(e));
+                return None;
+            }
         };
         let spawned = std::thread::Builder::new()
             .name("shelfd-lock-wait".into())
@@ -501,12 +536,16 @@ impl<S: Peer> Conn<'_, S> {
                 let reply = wait.run(limit).map_or_else(error_reply, |()| Reply::Ok);
                 self.send(id, reply);
             });
-        if let Err(e) = spawned {
-            // The wait was dropped with the closure: nothing waits any more.
-            self.send(
-                id,
-                Reply::error(Code::NoLocks, format!("lock: cannot wait: {e}")),
-            );
+        match spawned {
+            Ok(thread) => Some(thread),
+            Err(e) => {
+                // The wait was dropped with the closure: nothing waits any more.
+                self.send(
+                    id,
+                    Reply::error(Code::NoLocks, format!("lock: cannot wait: {e}")),
+                );
+                None
+            }
         }
     }
 

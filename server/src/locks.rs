@@ -241,7 +241,7 @@ impl Wait {
         let (stop_timer, timer) = mpsc::channel::<()>();
         std::thread::scope(|scope| {
             let state = &self.state;
-            scope.spawn(move || {
+            let timer = scope.spawn(move || {
                 if let Err(mpsc::RecvTimeoutError::Timeout) = timer.recv_timeout(limit) {
                     state.expired.store(true, Ordering::SeqCst);
                     state.interrupt_until_done();
@@ -250,6 +250,9 @@ impl Wait {
             let result = self.block();
             self.state.done.store(true, Ordering::SeqCst);
             drop(stop_timer);
+            // Joined by hand, as `request_loop` joins its threads: the thread's end, its
+            // thread-local destructors included, not only its closure's.
+            let _ = timer.join();
             result
         })
     }
