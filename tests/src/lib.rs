@@ -9,8 +9,8 @@
 //!    failed assertion unwinds: [`Server`] stops (SIGTERM, then SIGKILL of its whole process
 //!    group) and reaps its process, [`Mount`] detaches the mount and reaps `shelf mount`,
 //!    [`MountDir`] removes a mount point only once nothing is mounted on it, [`Cmd`] kills a
-//!    command that outlives its timeout, and [`proxy::Proxy`] joins its threads. No process,
-//!    mount or zombie outlives its test.
+//!    command that outlives its timeout, [`OnTerminal`] kills and reaps its command, and
+//!    [`proxy::Proxy`] joins its threads. No process, mount or zombie outlives its test.
 //! 2. **No server ever sees a mount of itself** (DESIGN.md, "Server rules"): `shelfd` runs in a
 //!    private mount namespace made before its mount exists, without the other tests' mounts
 //!    (`server`).
@@ -39,6 +39,7 @@
 //! - `data`: ramps and seeded random bytes;
 //! - `fsutil`: a test tree, leftovers, whole-file reads and writes, byte comparisons;
 //! - [`proxy`]: a TCP proxy that stalls, cuts or half-closes on command;
+//! - `pty`: [`OnTerminal`], a command on a pseudo-terminal of its own (prompts, notices);
 //! - [`tls`]: servers speak TLS by default; each one's fingerprint is pinned for every command
 //!   the tests run, through a known-servers file in a config directory of their own.
 
@@ -53,6 +54,7 @@ mod mount;
 mod mountinfo;
 mod process;
 pub mod proxy;
+mod pty;
 mod server;
 pub mod tls;
 mod watchdog;
@@ -65,6 +67,7 @@ pub use fsutil::{assert_bytes_eq, make_tree, read, read_all, shelf_leftovers, wr
 pub use mount::{unmount_detach, Mount, MountDir};
 pub use mountinfo::{mount_at, mountinfo, MountInfo};
 pub use process::{children_of, poll, processes, signal, wait_timeout, ProcStat, START_TIMEOUT};
+pub use pty::OnTerminal;
 pub use server::Server;
 pub use tls::{config_home, fingerprint_of, known_servers_file, shelf_command, RawConn};
 pub use watchdog::{abort_connection, ensure_fusectl, watchdog_secs};

@@ -30,7 +30,7 @@ use shelf_proto::{
 };
 use shelf_tests::{
     assert_bytes_eq, children_of, library, poll, ramp, random_bytes, read, shelf, shelfd_bin,
-    signal, tool, wait_timeout, write, Output, RawConn, Rng, Server, Tmpfs,
+    signal, tool, wait_timeout, write, OnTerminal, Output, RawConn, Rng, Server, Tmpfs,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -1518,4 +1518,96 @@ fn interrupted_put_leaves_nothing_in_the_library() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(names, [OsString::from("big")]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A full server
+// ---------------------------------------------------------------------------------------------
+
+/// What a command says, once, on a terminal while it waits for a full server
+/// (`tell_busy` in fuse-client/src/cli/mod.rs; remote/src/pool.rs, point 5).
+const BUSY_NOTICE: &str = "waiting for room (--busy-wait)";
+
+/// A server with room for one client, that room taken by a connection past its hello (so
+/// its child exists), and a file to list. Refused at once rather than queued
+/// (`--queue-wait 0`), so a waiting command meets many refusals and must still say so once.
+fn full_server() -> (tempfile::TempDir, Server, Raw) {
+    let lib = library();
+    write(lib.path().join("hello.txt"), b"hello\n");
+    let server = Server::start(lib.path(), &["--max-clients", "1", "--queue-wait", "0"]);
+    let held = Raw::connect(&addr(&server));
+    (lib, server, held)
+}
+
+/// `shelf ARGS` on a terminal of its own: stdin, stdout and stderr.
+fn on_terminal(args: &[&str]) -> OnTerminal {
+    let mut cmd = shelf_tests::shelf_command();
+    cmd.env("LC_ALL", "C").args(args);
+    OnTerminal::spawn(cmd)
+}
+
+fn refusals(server: &Server) -> usize {
+    server.log().matches("busy: refusing").count()
+}
+
+#[test]
+fn a_command_waiting_for_a_full_server_says_so_once_on_a_terminal() {
+    let (_lib, server, held) = full_server();
+    let a = addr(&server);
+
+    // Still full when its wait ends: the notice once, then the busy error.
+    let before = refusals(&server);
+    let (screen, status) =
+        on_terminal(&["--busy-wait", "3s", "ls", &a]).finish(Duration::from_secs(120));
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{screen}");
+    assert_eq!(screen.matches(BUSY_NOTICE).count(), 1, "{screen}");
+    let notice = screen.find(BUSY_NOTICE).expect("the notice");
+    let failure = screen.find("still busy after").expect("the busy error");
+    assert!(notice < failure, "the notice comes first: {screen}");
+    assert!(screen.contains("server busy"), "{screen}");
+    assert!(
+        refusals(&server) - before >= 2,
+        "the command was refused more than once, and said so once\n{}",
+        server.log()
+    );
+
+    // Room frees while it waits: the notice once, then the listing.
+    let mut ls = on_terminal(&["--busy-wait", "120s", "ls", &a]);
+    assert!(
+        ls.wait_for(BUSY_NOTICE, Duration::from_secs(60)),
+        "no notice while waiting: {}",
+        ls.screen()
+    );
+    drop(held);
+    let (screen, status) = ls.finish(Duration::from_secs(120));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{screen}");
+    assert!(screen.contains("hello.txt"), "{screen}");
+    assert_eq!(screen.matches(BUSY_NOTICE).count(), 1, "{screen}");
+    assert!(!screen.contains("still busy"), "{screen}");
+}
+
+#[test]
+fn a_command_waiting_for_a_full_server_is_silent_with_q_or_off_a_terminal() {
+    let (_lib, server, _held) = full_server();
+    let a = addr(&server);
+
+    // `-q` on a terminal: waits just the same, says only the final error.
+    let started = Instant::now();
+    let (screen, status) =
+        on_terminal(&["-q", "--busy-wait", "2s", "ls", &a]).finish(Duration::from_secs(120));
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{screen}");
+    assert!(started.elapsed() >= Duration::from_secs(2), "it waited");
+    assert!(screen.contains("still busy after"), "{screen}");
+    assert!(!screen.contains(BUSY_NOTICE), "{screen}");
+
+    // Standard error a file (a script, a log): no notice either.
+    let out = shelf().args(["--busy-wait", "2s", "ls", &a]).run();
+    assert_error(&out, "still busy after");
+    assert!(out.elapsed >= Duration::from_secs(2), "it waited\n{out}");
+    assert!(!out.stderr_str().contains(BUSY_NOTICE), "{out}");
+    assert_eq!(
+        out.stderr_str().lines().count(),
+        1,
+        "one line, the error\n{out}"
+    );
 }
