@@ -8,10 +8,8 @@
 use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -159,76 +157,16 @@ fn on_terminal_with(
     answer: &str,
     mut at_prompt: impl FnMut(u32),
 ) -> (String, Option<i32>) {
-    let (mut master, slave) = {
-        let (mut m, mut s) = (0, 0);
-        // SAFETY: openpty writes two fds into the provided ints; the name and settings
-        // pointers may be null.
-        let rc = unsafe {
-            libc::openpty(
-                &mut m,
-                &mut s,
-                std::ptr::null_mut(),
-                std::ptr::null(),
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // SAFETY: both fds were just returned by openpty and are owned by nobody else.
-        unsafe {
-            (
-                std::fs::File::from(OwnedFd::from_raw_fd(m)),
-                OwnedFd::from_raw_fd(s),
-            )
-        }
-    };
-    let mut child = shelf_command()
-        .env("XDG_CONFIG_HOME", cfg)
-        .args(args)
-        .stdin(Stdio::from(slave.try_clone().expect("dup")))
-        .stdout(Stdio::from(slave.try_clone().expect("dup")))
-        .stderr(Stdio::from(slave))
-        .spawn()
-        .expect("spawn shelf on a pty");
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let fd = {
-        use std::os::fd::AsRawFd;
-        master.as_raw_fd()
-    };
-    // SAFETY: fcntl on our own open fd.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
-    let mut answered = false;
-    loop {
-        let mut buf = [0u8; 4096];
-        match master.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => seen.extend_from_slice(&buf[..n]),
-            // EIO: the child closed its side of the pty.
-            Err(e) if e.raw_os_error() == Some(libc::EIO) => break,
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-        if !answered && String::from_utf8_lossy(&seen).contains("[y/N]") {
-            at_prompt(child.id());
-            master.write_all(answer.as_bytes()).expect("answer");
-            answered = true;
-        }
-        if let Ok(Some(_)) = child.try_wait() {
-            // Take what is still buffered.
-            while let Ok(n) = master.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                seen.extend_from_slice(&buf[..n]);
-            }
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break;
-        }
+    let mut cmd = shelf_command();
+    cmd.env("XDG_CONFIG_HOME", cfg).args(args);
+    let mut terminal = OnTerminal::spawn(cmd);
+    // No prompt within the wait (or an exit without one): nothing is typed.
+    if terminal.wait_for("[y/N]", Duration::from_secs(20)) {
+        at_prompt(terminal.pid());
+        terminal.type_in(answer);
     }
-    let status = child.wait().expect("wait");
-    (String::from_utf8_lossy(&seen).into_owned(), status.code())
+    let (screen, status) = terminal.finish(Duration::from_secs(20));
+    (screen, status.and_then(|s| s.code()))
 }
 
 #[test]
