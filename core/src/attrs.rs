@@ -6,7 +6,6 @@ use shelf_remote::Transport;
 
 use crate::error::FsResult;
 use crate::ids::Ino;
-use crate::versions::same_file;
 use crate::{Core, ROOT_INO};
 
 /// The permission bits of a mode (with setuid, setgid and sticky); the rest is the file type.
@@ -34,10 +33,8 @@ impl<T: Transport> Core<T> {
     fn refresh(&self, ino: Ino) -> FsResult<Attr> {
         let path = self.path_of(ino)?;
         let attr = self.client.stat(&path)?;
-        if let Some(old) = self.inodes.last_attr(ino) {
-            if ino != ROOT_INO && !same_file(&old, &attr) {
-                return Err(Code::Stale.into());
-            }
+        if ino != ROOT_INO && self.inodes.is_same_file(ino, &attr) == Some(false) {
+            return Err(Code::Stale.into());
         }
         self.saw_version(ino, &attr);
         Ok(attr)

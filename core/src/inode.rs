@@ -340,6 +340,16 @@ impl InodeTable {
         Some(inner.nodes.get(&ino)?.attr?.0)
     }
 
+    /// Whether `attr` describes the server file the node was made for; `None` for the root
+    /// and unknown inodes. Unlike `last_attr`, this outlives `invalidate_attr`: a node whose
+    /// attributes were dropped (another client changed the file) must still not take on
+    /// another file that now has its name.
+    pub fn is_same_file(&self, ino: Ino, attr: &Attr) -> Option<bool> {
+        let inner = self.inner.read();
+        let identity = inner.nodes.get(&ino)?.identity?;
+        Some(identity == Identity::of(attr))
+    }
+
     /// Records whether the core keeps the node's file under a hidden name on the server (it
     /// lost its names while open or known to the kernel); while it does, a new name of the
     /// file joins the node even if it is detached. Unknown inodes are ignored.

@@ -133,8 +133,9 @@ pub struct Core<T: Transport> {
     files: Mutex<HashMap<Fh, OpenFile>>,
     /// Open directory handles, each with the listing snapshotted at `opendir`.
     dirs: Mutex<HashMap<Fh, Arc<OpenDir>>>,
-    /// The version of each file whose pages the kernel may hold (`Opened::keep_cache`).
-    page_versions: Mutex<HashMap<Ino, Version>>,
+    /// The version of each file whose pages the kernel may hold (`Opened::keep_cache`);
+    /// `None` where they may be of a version not known (`versions.rs`, `pages_unknown`).
+    page_versions: Mutex<HashMap<Ino, Option<Version>>>,
     /// The next file or directory handle; handles are never reused within a mount.
     next_fh: AtomicU64,
     /// Makes each hidden name unique within this process (`hidden.rs`).

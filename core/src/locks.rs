@@ -142,7 +142,7 @@ impl<T: Transport> Core<T> {
     fn revalidate(&self, ino: Ino) {
         self.inodes.invalidate_attr(ino);
         self.cache.invalidate_file(ino);
-        self.page_versions.lock().remove(&ino);
+        self.pages_unknown(ino);
         self.invalidate(Invalidate::PagesNow(ino));
         for (dir, _) in self.inodes.names_of(ino) {
             self.listings.forget(dir);

@@ -45,13 +45,24 @@ impl<T: Transport> Core<T> {
 
     /// The version of the pages the kernel may hold of `ino`, if it may hold any.
     pub(crate) fn held_pages(&self, ino: Ino) -> Option<Version> {
-        self.page_versions.lock().get(&ino).copied()
+        self.page_versions.lock().get(&ino).copied().flatten()
+    }
+
+    /// Records that the kernel may hold pages of `ino` of a version we cannot name (another
+    /// client changed the file, or may have): the next open drops them, and so does the
+    /// next read that learns the file's version. The entry must stay: without it a read
+    /// meeting a new version would think the kernel holds no pages and keep the old ones
+    /// beside new bytes.
+    pub(crate) fn pages_unknown(&self, ino: Ino) {
+        if let Some(held) = self.page_versions.lock().get_mut(&ino) {
+            *held = None;
+        }
     }
 
     /// Records that the kernel's pages of `ino` are of version `v` from now on: after a change
     /// of our own (drained writes, a truncate, times set) that the kernel saw happen.
     pub(crate) fn pages_are(&self, ino: Ino, v: Version) {
-        self.page_versions.lock().insert(ino, v);
+        self.page_versions.lock().insert(ino, Some(v));
     }
 
     /// Whether an open may keep the kernel's pages of `ino` (`Opened::keep_cache`): only if
@@ -75,8 +86,8 @@ impl<T: Transport> Core<T> {
         // `page_versions` is a leaf (lock order, `Core`): the guard lives through the match,
         // whose arms take nothing; the cache and the kernel are told after it is let go.
         let stale = match self.page_versions.lock().get_mut(&ino) {
-            Some(held) if *held != v => {
-                *held = v;
+            Some(held) if *held != Some(v) => {
+                *held = Some(v);
                 true
             }
             _ => false,

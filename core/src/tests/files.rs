@@ -65,6 +65,34 @@ fn file_replaced_by_another_inode_is_stale_for_open_handle() {
 }
 
 #[test]
+fn file_replaced_after_its_attributes_were_dropped_is_still_stale() {
+    // A change notice (push.rs) or a lock's revalidation drops a node's attributes; the node
+    // must still refuse to become whatever file has its name now, or an open descriptor would
+    // read on in another file (a blend of two versions).
+    let f = fixture_with(CoreConfig {
+        chunk_size: CHUNK,
+        attr_ttl: Duration::from_secs(60),
+        ..CoreConfig::default()
+    });
+    fs::write(f.dir.path().join("g"), ramp(3 * CHUNK as usize, 0)).expect("seed");
+    let e = f.core.lookup(ROOT_INO, b"g").expect("lookup");
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(
+        f.core.read(o.fh, 0, CHUNK).expect("read"),
+        ramp(CHUNK as usize, 0)
+    );
+    fs::write(f.dir.path().join("g.new"), ramp(3 * CHUNK as usize, 9)).expect("new");
+    fs::rename(f.dir.path().join("g.new"), f.dir.path().join("g")).expect("replace");
+    f.core.inodes.invalidate_attr(e.ino);
+    assert_eq!(
+        errno_of(f.core.read(o.fh, CHUNK as u64, CHUNK)),
+        Code::Stale
+    );
+    assert_eq!(errno_of(f.core.getattr(e.ino)), Code::Stale);
+    f.core.release(o.fh).expect("release");
+}
+
+#[test]
 fn times_set_while_writes_are_buffered_survive_flush() {
     let f = fixture();
     let (e, o) = f.create("t");
