@@ -79,8 +79,10 @@ max_z=$(sort -n "$BENCH_ROOT/zombies" | tail -n1 || true)
 
 for dir in $(seq "$mounts"); do umount "$BENCH_ROOT/mnt$dir" || umount -l "$BENCH_ROOT/mnt$dir"; done
 wait "${MPIDS[@]}" 2>/dev/null || true
-for _ in $(seq 100); do [ -z "$(pgrep -P "$PARENT")" ] && break; sleep 0.1; done
-left=$( (pgrep -P "$PARENT" || true) | wc -l)
+# The connection processes, not the change watcher (which lives as long as the server).
+conns() { ps -o comm= --ppid "$1" 2>/dev/null | grep -vc '^shelfd-watch$' || true; }
+for _ in $(seq 100); do [ "$(conns "$PARENT")" = 0 ] && break; sleep 0.1; done
+left=$(conns "$PARENT")
 rss1=$(rss "$PARENT") fds1=$(fds "$PARENT")
 
 echo "## Load: $clients CLI clients + $mounts mounts, ${secs} s, $(date -u +%Y-%m-%dT%H:%MZ), $(git describe --always --dirty)"

@@ -35,5 +35,5 @@ pub use lock::{HeldLock, LockAsk, LockFlavor, LockKind};
 pub use msg::{
     falloc_mode, features, rename_flags, xattr, Admission, Attr, DirEntry, FileKind, Hello,
     HelloReply, Message, Reply, Request, SetAttrs, SetTime, Statfs, Timestamp, Version, Whence,
-    WirePath, MAX_LOCK_WAIT_MS, PROTOCOL_VERSION,
+    WirePath, MAX_CHANGES_WAIT_MS, MAX_LOCK_WAIT_MS, PROTOCOL_VERSION,
 };

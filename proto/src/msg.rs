@@ -22,7 +22,7 @@ pub mod features {
     pub const ATOMIC_PUT: u64 = 1 << 0;
     /// Hard links and symlinks are served.
     pub const LINKS: u64 = 1 << 1;
-    /// Unasked change notifications (request id 0) may be sent. Reserved; not yet served.
+    /// `Watch` and `Changes` are served: the server says which names changed.
     pub const CHANGE_NOTIFY: u64 = 1 << 2;
     /// `GetXattr`, `SetXattr`, `ListXattr` and `RemoveXattr` are served.
     pub const XATTR: u64 = 1 << 3;
@@ -172,6 +172,9 @@ impl Whence {
 /// The longest a `Lock` waits on the server before it answers EAGAIN: a client wanting longer
 /// asks again, and sees to its program's signals in between.
 pub const MAX_LOCK_WAIT_MS: u32 = 5000;
+
+/// The longest a `Changes` waits for a change before it answers with none.
+pub const MAX_CHANGES_WAIT_MS: u32 = 5000;
 
 /// `Rename.flags` bits (our own numbering; see docs/PROTOCOL.md).
 pub mod rename_flags {
@@ -503,6 +506,13 @@ pub enum Request {
         owner: u64,
         flavor: LockFlavor,
     },
+    /// Asks to be told of changes to the entries of these directories (docs/PROTOCOL.md,
+    /// "Change notices"), on this connection. Reply: `Watched`, one flag per path.
+    Watch { paths: Vec<WirePath> },
+    /// The names changed since the last `Changes` in the directories watched on this
+    /// connection, waiting up to `wait_ms` (at most `MAX_CHANGES_WAIT_MS`) for one. Reply:
+    /// `Changes`.
+    Changes { wait_ms: u32 },
 }
 
 /// Messages from server to client.
@@ -540,6 +550,16 @@ pub enum Reply {
     Offset(u64),
     /// What a `TestLock` found in the way, if anything.
     Lock(Option<HeldLock>),
+    /// For each path of a `Watch`, whether it is watched now (false: not a directory, gone,
+    /// or past the server's budget of watches; the client then relies on its TTL there).
+    Watched(Vec<bool>),
+    /// Paths whose entry changed (made, removed, renamed from or to, written, attributes
+    /// changed; a watched directory's own path when it went or moved); `lost` when the server
+    /// may have missed some, so the client should forget everything it caches.
+    Changes {
+        paths: Vec<WirePath>,
+        lost: bool,
+    },
     /// How many bytes a `CopyRange` copied, and the destination's attributes after it.
     Copied {
         copied: u64,
@@ -591,6 +611,8 @@ pub mod kind {
     pub const LOCK: u16 = 0x0050;
     pub const TEST_LOCK: u16 = 0x0051;
     pub const RELEASE_LOCKS: u16 = 0x0052;
+    pub const WATCH: u16 = 0x0060;
+    pub const CHANGES: u16 = 0x0061;
 
     pub const R_HELLO: u16 = 0x8001;
     pub const R_ERROR: u16 = 0x8002;
@@ -607,6 +629,8 @@ pub mod kind {
     pub const R_OFFSET: u16 = 0x800d;
     pub const R_COPIED: u16 = 0x800e;
     pub const R_LOCK: u16 = 0x800f;
+    pub const R_WATCHED: u16 = 0x8010;
+    pub const R_CHANGES: u16 = 0x8011;
 }
 
 /// A message that can travel in a frame.
@@ -640,7 +664,8 @@ impl Request {
             // ranges of one file).
             | Request::CopyRange { .. }
             | Request::TestLock { .. }
-            | Request::ReleaseLocks { .. } => true,
+            | Request::ReleaseLocks { .. }
+            | Request::Watch { .. } => true,
             Request::Create { exclusive, .. } => !exclusive,
             // Setting the same value twice is setting it once, but a second create fails.
             Request::SetXattr { flags, .. } => flags & xattr::CREATE == 0,
@@ -656,7 +681,9 @@ impl Request {
             | Request::RemoveXattr { .. }
             // A lock lives in the server process of one connection: on a fresh one it would
             // be another lock (`Transport::call_pinned` never resends).
-            | Request::Lock { .. } => false,
+            | Request::Lock { .. }
+            // Changes are taken as they are told: on a fresh connection they would be lost.
+            | Request::Changes { .. } => false,
         }
     }
 
@@ -677,7 +704,9 @@ impl Request {
             // Locks change no file; a read-only library may be locked, as a local one may.
             | Request::Lock { .. }
             | Request::TestLock { .. }
-            | Request::ReleaseLocks { .. } => false,
+            | Request::ReleaseLocks { .. }
+            | Request::Watch { .. }
+            | Request::Changes { .. } => false,
             Request::Fallocate { .. } | Request::CopyRange { .. } => true,
             Request::Write { .. }
             | Request::Create { .. }
@@ -729,6 +758,8 @@ impl Request {
             Request::Lock { .. } => "lock",
             Request::TestLock { .. } => "test-lock",
             Request::ReleaseLocks { .. } => "release-locks",
+            Request::Watch { .. } => "watch",
+            Request::Changes { .. } => "changes",
         }
     }
 }
@@ -766,6 +797,8 @@ impl Message for Request {
             Request::Lock { .. } => kind::LOCK,
             Request::TestLock { .. } => kind::TEST_LOCK,
             Request::ReleaseLocks { .. } => kind::RELEASE_LOCKS,
+            Request::Watch { .. } => kind::WATCH,
+            Request::Changes { .. } => kind::CHANGES,
         }
     }
 
@@ -945,6 +978,13 @@ impl Message for Request {
                 w.u64(*owner);
                 w.u8(flavor.to_wire());
             }
+            Request::Watch { paths } => {
+                w.count(paths.len());
+                for p in paths {
+                    w.bytes(p);
+                }
+            }
+            Request::Changes { wait_ms } => w.u32(*wait_ms),
         }
     }
 
@@ -1097,6 +1137,10 @@ impl Message for Request {
                 owner: r.u64()?,
                 flavor: LockFlavor::from_wire(r.u8()?)?,
             },
+            kind::WATCH => Request::Watch {
+                paths: get_paths(r)?,
+            },
+            kind::CHANGES => Request::Changes { wait_ms: r.u32()? },
             other => return Err(DecodeError::UnknownKind(other)),
         })
     }
@@ -1119,6 +1163,8 @@ impl Message for Reply {
             Reply::XattrNames(_) => kind::R_XATTR_NAMES,
             Reply::Offset(_) => kind::R_OFFSET,
             Reply::Lock(_) => kind::R_LOCK,
+            Reply::Watched(_) => kind::R_WATCHED,
+            Reply::Changes { .. } => kind::R_CHANGES,
             Reply::Copied { .. } => kind::R_COPIED,
         }
     }
@@ -1173,6 +1219,19 @@ impl Message for Reply {
                 }
             }
             Reply::Offset(offset) => w.u64(*offset),
+            Reply::Watched(flags) => {
+                w.count(flags.len());
+                for f in flags {
+                    w.bool(*f);
+                }
+            }
+            Reply::Changes { paths, lost } => {
+                w.count(paths.len());
+                for p in paths {
+                    w.bytes(p);
+                }
+                w.bool(*lost);
+            }
             Reply::Lock(held) => {
                 w.bool(held.is_some());
                 if let Some(h) = held {
@@ -1258,6 +1317,18 @@ impl Message for Reply {
                 Reply::XattrNames(names)
             }
             kind::R_OFFSET => Reply::Offset(r.u64()?),
+            kind::R_WATCHED => {
+                let n = r.count(1)?;
+                let mut flags = Vec::with_capacity(n);
+                for _ in 0..n {
+                    flags.push(r.bool()?);
+                }
+                Reply::Watched(flags)
+            }
+            kind::R_CHANGES => Reply::Changes {
+                paths: get_paths(r)?,
+                lost: r.bool()?,
+            },
             kind::R_LOCK => Reply::Lock(if r.bool()? {
                 let held = HeldLock {
                     kind: LockKind::from_wire(r.u8()?)?,
@@ -1283,6 +1354,17 @@ impl Message for Reply {
 }
 
 /// An extended attribute name: at most `xattr::NAME_MAX` bytes, as Linux allows.
+/// A count, then that many paths; each at least its 4-byte length, so the count is bounded by
+/// what remains before anything is reserved.
+fn get_paths(r: &mut Reader<'_>) -> Result<Vec<WirePath>, DecodeError> {
+    let n = r.count(4)?;
+    let mut paths = Vec::with_capacity(n);
+    for _ in 0..n {
+        paths.push(r.bytes()?);
+    }
+    Ok(paths)
+}
+
 fn get_xattr_name(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
     let name = r.bytes()?;
     if name.len() > xattr::NAME_MAX {

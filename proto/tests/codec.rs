@@ -267,6 +267,8 @@ fn request() -> impl Strategy<Value = Request> {
                 flavor,
             }
         }),
+        prop::collection::vec(path(), 0..10).prop_map(|paths| Request::Watch { paths }),
+        any::<u32>().prop_map(|wait_ms| Request::Changes { wait_ms }),
     ]
 }
 
@@ -387,6 +389,9 @@ fn reply() -> impl Strategy<Value = Reply> {
                 })
         )
         .prop_map(Reply::Lock),
+        prop::collection::vec(any::<bool>(), 0..20).prop_map(Reply::Watched),
+        (prop::collection::vec(path(), 0..20), any::<bool>())
+            .prop_map(|(paths, lost)| Reply::Changes { paths, lost }),
     ]
 }
 

@@ -330,6 +330,8 @@ fn kinds_table_matches() {
         (kind::LOCK, "Lock", "request"),
         (kind::TEST_LOCK, "TestLock", "request"),
         (kind::RELEASE_LOCKS, "ReleaseLocks", "request"),
+        (kind::WATCH, "Watch", "request"),
+        (kind::CHANGES, "Changes", "request"),
         (kind::R_HELLO, "Hello", "reply"),
         (kind::R_ERROR, "Error", "reply"),
         (kind::R_OK, "Ok", "reply"),
@@ -345,6 +347,8 @@ fn kinds_table_matches() {
         (kind::R_OFFSET, "Offset", "reply"),
         (kind::R_COPIED, "Copied", "reply"),
         (kind::R_LOCK, "Lock", "reply"),
+        (kind::R_WATCHED, "Watched", "reply"),
+        (kind::R_CHANGES, "Changes", "reply"),
     ];
     for &(k, name, dir) in kinds {
         let code = format!("`{k:#06x}`");

@@ -26,7 +26,7 @@
 use std::collections::HashSet;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
@@ -37,7 +37,8 @@ use std::time::Duration;
 use shelf_proto::{
     features, is_timeout, negotiate, write_parts, Admission, Code, DecodeError, Frame, FrameReader,
     Hello, HelloReply, Limits, LockAsk, LockFlavor, LockKind, ReadError, Reply, Request,
-    DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, MAX_LOCK_WAIT_MS, PROTOCOL_VERSION,
+    DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, MAX_CHANGES_WAIT_MS, MAX_LOCK_WAIT_MS,
+    PROTOCOL_VERSION,
 };
 use shelf_secure::files::parse_authorized_keys;
 use shelf_secure::{fingerprint, TlsStream};
@@ -47,6 +48,7 @@ use crate::library::{Error, Library};
 use crate::locks::{Locks, Wait};
 use crate::relpath::RelPath;
 use crate::sys::readable_now;
+use crate::watch::Watches;
 
 /// Largest payload accepted before the handshake: a `Hello` is a token and a short name.
 const HELLO_MAX_PAYLOAD: u32 = 64 << 10;
@@ -58,7 +60,8 @@ pub const FEATURES: u64 = features::ATOMIC_PUT
     | features::SEEK_HOLES
     | features::COPY_RANGE
     | features::ADMITTED
-    | features::LOCKS;
+    | features::LOCKS
+    | features::CHANGE_NOTIFY;
 
 /// The server's end of one client's connection: a byte stream `serve` can split between a
 /// reading and a writing thread, shut down, and time out. (The client's own socket trait is
@@ -137,6 +140,11 @@ pub struct ServeConfig {
     /// The key this connection's client proved it holds in the TLS handshake (its
     /// SubjectPublicKeyInfo DER); set per connection.
     pub peer_key: Option<Vec<u8>>,
+    /// Directories one connection may watch for change push (`watch.rs`); 0: none.
+    pub max_watches: usize,
+    /// This connection's socket to the server's watcher (`watch/watcher.rs`); `None`: the
+    /// connection watches on an inotify instance of its own (an in-process server).
+    pub watcher: Option<Arc<OwnedFd>>,
 }
 
 impl Default for ServeConfig {
@@ -151,6 +159,8 @@ impl Default for ServeConfig {
             workers: 4,
             authorized_keys: None,
             peer_key: None,
+            max_watches: crate::watch::MAX_WATCHES,
+            watcher: None,
         }
     }
 }
@@ -191,7 +201,8 @@ pub fn serve<S: Peer>(stream: S, lib: &Library, cfg: &ServeConfig) -> Result<(),
         session: Session::new(Limits {
             max_payload: cfg.max_payload.min(HARD_MAX_PAYLOAD),
             max_io: 0,
-        }),
+        })
+        .with_watcher(cfg.watcher.as_ref().and_then(|fd| fd.try_clone().ok())),
         broken: AtomicBool::new(false),
     };
     let in_flight = InFlight::default();
@@ -398,7 +409,23 @@ fn request_loop<S: Peer>(
             if conn.broken.load(Ordering::Relaxed) {
                 break Err(ServeError::Io(io::ErrorKind::BrokenPipe.into()));
             }
-            if matches!(frame.msg, Request::Lock { wait_ms: 1.., .. }) {
+            if let Request::Changes {
+                wait_ms: wait @ 1..,
+            } = frame.msg
+            {
+                // A wait for changes: on a thread of its own, as a lock's.
+                let id = frame.id;
+                let spawned = std::thread::Builder::new()
+                    .name("shelfd-changes".into())
+                    .spawn_scoped(scope, move || conn.send(id, conn.session.changes(wait)));
+                match spawned {
+                    Ok(t) => lock_waits.push(t),
+                    Err(e) => conn.send(
+                        id,
+                        Reply::error(Code::TryAgain, format!("changes: cannot wait: {e}")),
+                    ),
+                }
+            } else if matches!(frame.msg, Request::Lock { wait_ms: 1.., .. }) {
                 if let Some(waiting) = conn.lock_or_wait(frame, scope) {
                     // Those that ended are joined now, so the list stays short.
                     let (done, running) = std::mem::take(&mut lock_waits)
@@ -594,6 +621,8 @@ pub struct Session {
     read_only: AtomicBool,
     /// The locks taken on this connection (`locks.rs`); they go with it.
     locks: Arc<Locks>,
+    /// The directories this connection watches for its client (`watch.rs`).
+    watches: Watches,
 }
 
 impl Session {
@@ -605,7 +634,16 @@ impl Session {
             temps: Mutex::new(HashSet::new()),
             read_only: AtomicBool::new(false),
             locks: Arc::new(Locks::default()),
+            watches: Watches::default(),
         }
+    }
+
+    /// The session asks the server's watcher over `socket` (`watch.rs`), if given.
+    pub fn with_watcher(mut self, socket: Option<OwnedFd>) -> Session {
+        if let Some(socket) = socket {
+            self.watches = Watches::linked(socket);
+        }
+        self
     }
 
     /// Runs one request against `lib` and returns its one reply (errors become
@@ -619,13 +657,14 @@ impl Session {
                 format!("{}: the library is served read-only", req.name()),
             );
         }
-        self.dispatch(lib, req).unwrap_or_else(|e| Reply::Error {
-            code: e.code,
-            message: e.message,
-        })
+        self.dispatch(lib, cfg, req)
+            .unwrap_or_else(|e| Reply::Error {
+                code: e.code,
+                message: e.message,
+            })
     }
 
-    fn dispatch(&self, lib: &Library, req: Request) -> Result<Reply, Error> {
+    fn dispatch(&self, lib: &Library, cfg: &ServeConfig, req: Request) -> Result<Reply, Error> {
         let max_io = self.max_io.load(Ordering::Relaxed);
         Ok(match req {
             Request::Hello(_) => {
@@ -723,6 +762,12 @@ impl Session {
                     Some(_) => Reply::error(Code::TryAgain, "lock: it would have to wait"),
                 }
             }
+            Request::Watch { paths } => {
+                let paths = paths.into_iter().map(rel).collect::<Result<Vec<_>, _>>()?;
+                Reply::Watched(self.watches.watch(lib, &paths, cfg.max_watches))
+            }
+            // In-process: no thread to wait on, so only what is there now.
+            Request::Changes { .. } => self.changes(0),
             Request::TestLock {
                 path,
                 file,
@@ -802,6 +847,15 @@ impl Session {
     /// locks, as the end of the connection does.
     pub fn end_locks(&self) {
         self.locks.end();
+        self.watches.end();
+    }
+
+    /// The changes a `Changes` asks for, waiting as long as it says (at most
+    /// `MAX_CHANGES_WAIT_MS`); the connection runs it on a thread of its own.
+    pub fn changes(&self, wait_ms: u32) -> Reply {
+        let wait = Duration::from_millis(u64::from(wait_ms.min(MAX_CHANGES_WAIT_MS)));
+        let (paths, lost) = self.watches.changes(wait);
+        Reply::Changes { paths, lost }
     }
 
     pub fn end(&self, lib: &Library) {

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod locks;
 pub mod relpath;
 mod sys;
+pub mod watch;
 
 pub use conn::{serve, Peer, ServeConfig, ServeError, Session};
 pub use library::{Library, PUT_PREFIX};

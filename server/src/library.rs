@@ -273,6 +273,11 @@ impl Library {
         Ok((attr_of(&st), buf))
     }
 
+    /// Opens the directory `path` (`O_PATH`) for a watch on it (`watch.rs`).
+    pub fn open_dir_to_watch(&self, path: &RelPath) -> Result<OwnedFd> {
+        self.open_beneath("watch", path, OFlags::PATH | OFlags::DIRECTORY, 0)
+    }
+
     /// Opens `path` to hold locks on it (`locks.rs`): read-write where the server may, else
     /// read-only (enough for a read lock; a write lock on it is EBADF, as locally). Regular
     /// files and directories only.

@@ -36,7 +36,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -51,6 +51,7 @@ use shelf_secure::TlsStream;
 
 use crate::conn::{serve, ServeConfig, ServeError};
 use crate::library::Library;
+use crate::watch::watcher::Watcher;
 
 /// `--max-clients`' default, from what a child costs (README, "The server": about 1.6 MB
 /// and 5 threads idle, at most 10 MB streaming) against small machines' limits.
@@ -278,12 +279,40 @@ pub fn serve_forever(listener: TcpListener, lib: &Library, cfg: &Config) -> Resu
         .set_nonblocking(true)
         .map_err(sys("non-blocking listener"))?;
 
+    // The one watcher for change push (`watch.rs`), forked while we are single-threaded.
+    let start_watcher = || {
+        if cfg.serve.max_watches == 0 {
+            return None;
+        }
+        match Watcher::spawn(lib, &[listener.as_raw_fd()], watcher_signals) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!("cannot start the change watcher: {e}; clients keep their TTL");
+                None
+            }
+        }
+    };
+    let mut watcher = start_watcher();
+    let mut watcher_started = Instant::now();
     let mut children = HashSet::new();
     let mut queue = VecDeque::new();
     let mut backoff = Duration::ZERO;
     while STOP_SIGNALS.load(Ordering::SeqCst) == 0 {
         reap(&mut children);
-        admit(&mut queue, &mut children, &listener, lib, cfg);
+        let gone = REAPED_OTHER.swap(0, Ordering::SeqCst);
+        if watcher.as_ref().is_some_and(|w| w.pid() == gone) {
+            // Its connections were told they lost changes and keep their TTL; new ones get
+            // the new watcher. At most one start a second, should it keep dying.
+            tracing::warn!(pid = gone, "the change watcher exited; starting another");
+            wait(
+                None,
+                Duration::from_secs(1).saturating_sub(watcher_started.elapsed()),
+            );
+            watcher = start_watcher();
+            watcher_started = Instant::now();
+        }
+        let watcher = watcher.as_ref();
+        admit(&mut queue, &mut children, &listener, watcher, lib, cfg);
         // Wake for the oldest waiting connection's deadline too.
         let timeout = queue.front().map_or(Duration::from_secs(1), |w: &Waiting| {
             (w.since + cfg.queue_wait)
@@ -319,13 +348,16 @@ pub fn serve_forever(listener: TcpListener, lib: &Library, cfg: &Config) -> Resu
                 peer,
                 since: Instant::now(),
             });
-            admit(&mut queue, &mut children, &listener, lib, cfg);
+            admit(&mut queue, &mut children, &listener, watcher, lib, cfg);
         }
     }
     drop(listener);
     // Connections still waiting are closed unserved; their clients retry elsewhere or later.
     drop(queue);
     stop_children(&mut children, cfg.shutdown_grace);
+    if let Some(w) = &watcher {
+        stop_watcher(w);
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -343,6 +375,7 @@ fn admit(
     queue: &mut VecDeque<Waiting>,
     children: &mut HashSet<libc::pid_t>,
     listener: &TcpListener,
+    watcher: Option<&Watcher>,
     lib: &Library,
     cfg: &Config,
 ) {
@@ -350,6 +383,8 @@ fn admit(
         let Some(w) = queue.pop_front() else {
             return;
         };
+        // The connection's socket to the watcher; the parent's copy closes below.
+        let link = watcher.and_then(Watcher::connect);
         // SAFETY: the parent is single-threaded (checked in `run`), so the child is a
         // complete copy and may run any code; it never returns (`child` ends in _exit).
         match unsafe { libc::fork() } {
@@ -361,7 +396,12 @@ fn admit(
                 wait(None, Duration::from_millis(100));
                 return;
             }
-            0 => child(listener, queue, w.stream, w.peer, lib, cfg),
+            0 => {
+                let inherited = [listener.as_raw_fd()]
+                    .into_iter()
+                    .chain(watcher.map(Watcher::channel_fd));
+                child(inherited, queue, w.stream, w.peer, link, lib, cfg)
+            }
             pid => {
                 tracing::info!(peer = %w.peer, pid, "connect");
                 children.insert(pid);
@@ -387,12 +427,18 @@ fn transient_accept_error(e: &io::Error) -> bool {
     )
 }
 
+/// The last child reaped that was not a connection's (the change watcher), for the loop to
+/// start a new one. The parent is single-threaded: an atomic only for `static`'s sake.
+static REAPED_OTHER: AtomicI32 = AtomicI32::new(0);
+
 fn reap(children: &mut HashSet<libc::pid_t>) {
     loop {
         match waitpid(None, WaitOptions::NOHANG) {
             Ok(Some((pid, status))) => {
                 let pid = pid.as_raw_pid();
-                children.remove(&pid);
+                if !children.remove(&pid) {
+                    REAPED_OTHER.store(pid, Ordering::SeqCst);
+                }
                 if let Some(signal) = status.terminating_signal() {
                     tracing::warn!(pid, signal, "child killed by signal");
                 }
@@ -448,6 +494,22 @@ fn stop_children(children: &mut HashSet<libc::pid_t>, grace: Duration) {
     }
 }
 
+/// Ends the watcher: its channel closes with the parent, but a stopping parent waits for it.
+fn stop_watcher(w: &Watcher) {
+    let Some(pid) = Pid::from_raw(w.pid()) else {
+        return;
+    };
+    let _ = kill_process(pid, Signal::TERM);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match waitpid(Some(pid), WaitOptions::NOHANG) {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => wait(None, Duration::from_millis(50)),
+        };
+    }
+    let _ = kill_process(pid, Signal::KILL);
+}
+
 /// Tells a client over the limit that the server is busy, without ever blocking the parent.
 fn refuse_busy(stream: TcpStream, clients: usize) {
     let reply = Reply::error(
@@ -469,19 +531,26 @@ fn refuse_busy(stream: TcpStream, clients: usize) {
 
 /// The forked child: serves its one connection and exits. Never returns.
 fn child(
-    listener: &TcpListener,
+    inherited: impl Iterator<Item = RawFd>,
     queue: &mut VecDeque<Waiting>,
     stream: TcpStream,
     peer: SocketAddr,
+    link: Option<OwnedFd>,
     lib: &Library,
     cfg: &Config,
 ) -> ! {
-    // This process's copies of the listener and of the other waiting connections must go:
-    // a refused client would otherwise wait for this child to close its copy too.
-    // SAFETY: the listener's fd is this forked process's own copy, closed once here and never
-    // used again (the child never returns into the accept loop).
-    unsafe { libc::close(listener.as_raw_fd()) };
+    // This process's copies of the listener, the watcher's channel and the other waiting
+    // connections must go: a refused client would otherwise wait for this child to close its
+    // copy too, and the watcher would outlive a parent that died.
+    for fd in inherited {
+        // SAFETY: the forked process's own copies of the parent's listener and channel,
+        // closed once here and never used again (the child never returns into the loop).
+        unsafe { libc::close(fd) };
+    }
     queue.clear();
+    let mut cfg = cfg.clone();
+    cfg.serve.watcher = link.map(Arc::new);
+    let cfg = &cfg;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         child_setup(&stream)?;
         let keep = stream.try_clone()?;
@@ -597,6 +666,14 @@ fn serve_child(stream: TcpStream, lib: &Library, cfg: &Config) -> Result<(), Ser
         "TLS handshake done"
     );
     serve(tls_stream, lib, &serve_cfg)
+}
+
+/// The watcher ends at the first stop signal, as any plain process (it holds nothing to save).
+fn watcher_signals() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
+        let _ = set_handler(sig, None);
+    }
+    let _ = set_mask(libc::SIG_UNBLOCK, &signal_set(&PARENT_SIGNALS));
 }
 
 fn child_setup(stream: &TcpStream) -> io::Result<()> {

@@ -90,6 +90,15 @@ struct Args {
     #[arg(long)]
     insecure_plaintext: bool,
 
+    /// Directories one mount may watch for change push (0: push nothing)
+    ///
+    /// Each watch costs the kernel about 1 KiB; the watches of all mounts count against the
+    /// server user's fs.inotify.max_user_watches, and each watching mount takes one of its
+    /// fs.inotify.max_user_instances (128 by default). What is not watched is on the client's
+    /// short TTL (1 s), and `shelf status` counts it as refused.
+    #[arg(long, value_name = "N", default_value_t = shelf_server::watch::MAX_WATCHES)]
+    max_watches: usize,
+
     /// Log filter: error, warn, info, debug, trace, or a tracing directive
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_filter)]
     log_level: EnvFilter,
@@ -120,6 +129,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     cfg.max_clients = args.max_clients as usize;
     cfg.queue_wait = Duration::from_millis(args.queue_wait);
     cfg.serve.read_only = args.read_only;
+    cfg.serve.max_watches = args.max_watches;
     cfg.shutdown_grace = Duration::from_secs(args.shutdown_grace);
     cfg.serve.idle_timeout = match args.idle_timeout {
         0 => None,

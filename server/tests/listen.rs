@@ -72,13 +72,17 @@ impl Server {
         self.child.id()
     }
 
-    /// Live (unreaped) children, zombies included.
+    /// Live (unreaped) connection children, zombies included; not the change watcher.
     fn children(&self) -> Vec<u32> {
         let path = format!("/proc/{0}/task/{0}/children", self.pid());
         std::fs::read_to_string(path)
             .expect("read children (CONFIG_PROC_CHILDREN)")
             .split_whitespace()
             .map(|s| s.parse().expect("pid"))
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.trim() != "shelfd-watch")
+            })
             .collect()
     }
 

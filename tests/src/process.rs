@@ -170,11 +170,16 @@ fn proc_stat(pid: u32) -> Option<ProcStat> {
     })
 }
 
-/// The children of `ppid` with their state letter (`Z`: a zombie).
+/// The children of `ppid` with their state letter (`Z`: a zombie), leaving out shelfd's change
+/// watcher (which lives as long as the server: the connection processes are what is counted).
 pub fn children_of(ppid: u32) -> Vec<(u32, char)> {
     processes()
         .into_iter()
         .filter(|p| p.ppid == ppid)
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{}/comm", p.pid))
+                .map_or(true, |c| c.trim() != "shelfd-watch")
+        })
         .map(|p| (p.pid, p.state))
         .collect()
 }
