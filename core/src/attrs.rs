@@ -1,6 +1,8 @@
 //! Attributes: `getattr`, `setattr`, `access`, `readlink`, `statfs`, and the cached-or-fetched
 //! attributes every other operation starts from.
 
+use std::time::{Duration, Instant};
+
 use shelf_proto::{Attr, Code, SetAttrs, SetTime, Statfs};
 use shelf_remote::Transport;
 
@@ -32,11 +34,13 @@ impl<T: Transport> Core<T> {
     /// (replaced on the server) makes this inode stale.
     fn refresh(&self, ino: Ino) -> FsResult<Attr> {
         let path = self.path_of(ino)?;
+        let asked = Instant::now();
         let attr = self.client.stat(&path)?;
         if ino != ROOT_INO && self.inodes.is_same_file(ino, &attr) == Some(false) {
             return Err(Code::Stale.into());
         }
         self.saw_version(ino, &attr);
+        self.inodes.asked_at(ino, asked);
         Ok(attr)
     }
 
@@ -47,9 +51,31 @@ impl<T: Transport> Core<T> {
     /// The attributes, asked of the server unless fetched less than `max_age` ago.
     pub(crate) fn attr_within(&self, ino: Ino, max_age: std::time::Duration) -> FsResult<Attr> {
         self.drain_writes(ino)?;
-        match self.inodes.cached_attr(ino, max_age.min(self.cfg.attr_ttl)) {
+        match self.fresh_attr(ino, max_age) {
             Some(a) => Ok(a),
             None => self.refresh(ino),
+        }
+    }
+
+    /// The cached attributes if asked for less than `max_age` ago and still fresh by the
+    /// rule of their directory (`fresh.rs`).
+    pub(crate) fn fresh_attr(&self, ino: Ino, max_age: Duration) -> Option<Attr> {
+        let (attr, asked) = self.inodes.cached_attr_at(ino)?;
+        (asked.elapsed() < max_age && self.freshness(ino).ok(asked)).then_some(attr)
+    }
+
+    /// How long the kernel may keep what it is told of `ino` now: what is left of its cached
+    /// attributes' TTL, and for a directory also of the TTL of its name in its parent.
+    pub fn kernel_ttl(&self, ino: Ino) -> Duration {
+        let Some((_, asked)) = self.inodes.cached_attr_at(ino) else {
+            return Duration::ZERO;
+        };
+        let own = self.freshness(ino).kernel_ttl(asked);
+        match self.inodes.names_of(ino).first() {
+            Some(&(parent, _)) if self.inodes.is_dir(ino) => {
+                own.min(self.freshness_in(Some(parent)).kernel_ttl(asked))
+            }
+            _ => own,
         }
     }
 
@@ -79,6 +105,7 @@ impl<T: Transport> Core<T> {
         self.drain_writes(ino)?;
         let path = self.path_of(ino)?;
         let attr = self.client.set_attr(&path, attrs)?;
+        self.entry_changed(ino);
         if attrs.size.is_some() {
             self.cache.invalidate_file(ino);
         }

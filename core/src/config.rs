@@ -5,8 +5,13 @@ use std::time::Duration;
 use crate::cache::DEFAULT_CHUNK_SIZE;
 use crate::readahead::DEFAULT_MAX_WINDOW_CHUNKS;
 
-/// How long attributes and entries stay valid unless configured otherwise.
-const DEFAULT_ATTR_TTL: Duration = Duration::from_secs(1);
+/// How long attributes, names and listings the server pushes changes of stay valid unless
+/// configured otherwise. A notice arrives within milliseconds (README, "Change push"); this
+/// bounds only what a lost notice could leave stale.
+pub const DEFAULT_ATTR_TTL: Duration = Duration::from_secs(60);
+/// How long what the server does not push changes of stays valid: directories it would not
+/// watch, a server without push, the moments before a watch is confirmed.
+pub const DEFAULT_UNWATCHED_TTL: Duration = Duration::from_secs(1);
 /// The chunk cache's bound unless configured otherwise: 256 MiB.
 const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 /// Read-ahead threads unless configured otherwise.
@@ -15,8 +20,13 @@ const DEFAULT_PREFETCH_THREADS: usize = 4;
 /// Settings of one mount.
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
-    /// How long attributes and entries stay valid without asking the server.
+    /// How long attributes, names and listings stay valid without asking the server when the
+    /// server pushes their changes (`fresh.rs`).
     pub attr_ttl: Duration,
+    /// The same for what it does not push changes of; never longer than `attr_ttl`.
+    pub unwatched_ttl: Duration,
+    /// Ask the server to push changes (when it can).
+    pub push: bool,
     pub chunk_size: u32,
     pub cache_bytes: u64,
     /// The read-ahead window's limit, in chunks.
@@ -33,6 +43,8 @@ impl Default for CoreConfig {
     fn default() -> Self {
         CoreConfig {
             attr_ttl: DEFAULT_ATTR_TTL,
+            unwatched_ttl: DEFAULT_UNWATCHED_TTL,
+            push: true,
             chunk_size: DEFAULT_CHUNK_SIZE,
             cache_bytes: DEFAULT_CACHE_BYTES,
             readahead_chunks: DEFAULT_MAX_WINDOW_CHUNKS as u32,
@@ -41,5 +53,13 @@ impl Default for CoreConfig {
             gid: 0,
             read_only: false,
         }
+    }
+}
+
+impl CoreConfig {
+    /// The TTL of what is not pushed: `unwatched_ttl`, but never more than `attr_ttl` (a zero
+    /// `attr_ttl` caches nothing).
+    pub fn short_ttl(&self) -> Duration {
+        self.unwatched_ttl.min(self.attr_ttl)
     }
 }

@@ -58,6 +58,7 @@ impl<T: Transport> Core<T> {
         let (copied, attr) = self.client.copy_range(&from, off_in, &to, off_out, want)?;
         self.cache.invalidate_file(ino_out);
         self.inodes.set_attr(ino_out, &attr);
+        self.entry_changed(ino_out);
         self.pages_are(ino_out, attr.version());
         // `copy_range` checked that the server copied no more than asked.
         u32::try_from(copied).map_err(|_| Code::Io.into())

@@ -3,9 +3,10 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use shelf_proto::reserved::is_reserved_name;
-use shelf_proto::{Attr, Code, FileKind};
+use shelf_proto::{Attr, Code, DirEntry, FileKind};
 use shelf_remote::Transport;
 
 use crate::error::{FsError, FsResult};
@@ -32,16 +33,38 @@ impl<T: Transport> Core<T> {
         if attr.kind != FileKind::Dir {
             return Err(Code::NotDir.into());
         }
-        let mut entries = self.client.list(&path)?;
+        self.want_watched(ino);
+        let (entries, asked) = self.listing(ino, &path)?;
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
+        self.dirs.lock().insert(
+            fh,
+            Arc::new(OpenDir {
+                ino,
+                attr,
+                entries,
+                asked,
+            }),
+        );
+        Ok(fh)
+    }
+
+    /// The entries of directory `ino` and when they were asked for: those kept from the last
+    /// listing while the server pushes the directory's changes and none came, else a new
+    /// listing.
+    fn listing(&self, ino: Ino, path: &[u8]) -> FsResult<(Arc<Vec<DirEntry>>, Instant)> {
+        let rule = self.freshness_in(Some(ino));
+        if rule.since.is_some() {
+            if let Some(kept) = self.listings.entries(ino, &rule) {
+                return Ok(kept);
+            }
+        }
+        let asked = Instant::now();
+        let mut entries = self.client.list(path)?;
         // The server leaves our names out already; an older one may not.
         entries.retain(|e| !is_reserved_name(ino == ROOT_INO, &e.name));
-        self.listings
-            .listed(ino, entries.iter().map(|e| e.name.as_slice()));
-        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
-        self.dirs
-            .lock()
-            .insert(fh, Arc::new(OpenDir { ino, attr, entries }));
-        Ok(fh)
+        let entries = Arc::new(entries);
+        self.listings.listed_entries(ino, &entries, asked);
+        Ok((entries, asked))
     }
 
     /// Fills `sink` from `offset` on. With `plus`, each entry the sink takes counts as a
@@ -65,7 +88,7 @@ impl<T: Transport> Core<T> {
             }
             let e = &dir.entries[i - dots.len()];
             if plus {
-                let entry = self.enter_listed(dir.ino, &e.name, e.attr)?;
+                let entry = self.enter_listed(dir.ino, &e.name, e.attr, dir.asked)?;
                 if sink.add(entry.ino, next, &e.name, &entry.attr) {
                     self.inodes.forget(entry.ino, 1);
                     return Ok(());
@@ -80,21 +103,26 @@ impl<T: Transport> Core<T> {
         Ok(())
     }
 
-    /// `enter` for an entry of an `opendir` snapshot. Where the table already knows another
-    /// file under the name, a change made through this mount since the snapshot (a rename over
-    /// it) is newer than the snapshot: the table's file is reported, not the snapshot's.
-    fn enter_listed(&self, dir: Ino, name: &[u8], listed: Attr) -> FsResult<Entry> {
+    /// `enter` for an entry of an `opendir` snapshot asked for at `asked`. Where the table
+    /// already knows another file under the name, a change made through this mount since the
+    /// snapshot (a rename over it) is newer than the snapshot: the table's file is reported,
+    /// not the snapshot's. So are the table's attributes of the same file when they were
+    /// asked for after the snapshot (a kept listing can be older than them).
+    fn enter_listed(&self, dir: Ino, name: &[u8], listed: Attr, asked: Instant) -> FsResult<Entry> {
         // Lock order (`Core`): only `inodes`, a leaf, is taken under it; `readdir` holds no
         // lock when it calls this, once per entry.
         let _names = self.names.read();
         let known = self
             .inodes
             .child(dir, name)
-            .and_then(|ino| self.inodes.last_attr(ino));
-        match known {
-            Some(attr) if !same_file(&attr, &listed) => self.enter(dir, name, attr),
-            _ => self.enter(dir, name, listed),
-        }
+            .and_then(|ino| self.inodes.cached_attr_at(ino));
+        let (attr, at) = match known {
+            Some((attr, at)) if !same_file(&attr, &listed) || at > asked => (attr, at),
+            _ => (listed, asked),
+        };
+        let entry = self.enter(dir, name, attr)?;
+        self.inodes.asked_at(entry.ino, at);
+        Ok(entry)
     }
 
     pub fn releasedir(&self, fh: Fh) {

@@ -62,6 +62,7 @@ impl<T: Transport> Core<T> {
                 // What the server holds now is unknown: the next getattr asks.
                 None => self.inodes.invalidate_attr(ino),
             }
+            self.entry_changed(ino);
         }
         match report {
             None => Ok(()),

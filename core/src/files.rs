@@ -60,6 +60,7 @@ impl<T: Transport> Core<T> {
             attr = self.truncate_to_zero(&path)?;
             self.cache.invalidate_file(ino);
             self.inodes.set_attr(ino, &attr);
+            self.entry_changed(ino);
         }
         let opened = self.new_handle(ino, attr, writable, held);
         // A small file opened to be read is about to be read whole: ask for its one chunk

@@ -49,7 +49,9 @@ pub(crate) struct OpenFile {
 pub(crate) struct OpenDir {
     pub(crate) ino: Ino,
     pub(crate) attr: Attr,
-    pub(crate) entries: Vec<DirEntry>,
+    pub(crate) entries: Arc<Vec<DirEntry>>,
+    /// When the listing was asked for: its attributes are as old as that (`fresh.rs`).
+    pub(crate) asked: std::time::Instant,
 }
 
 impl<T: Transport> Core<T> {

@@ -169,6 +169,32 @@ impl InodeTable {
         Some(path)
     }
 
+    /// Whether the node is a directory (the root is).
+    pub fn is_dir(&self, ino: Ino) -> bool {
+        self.inner.read().nodes.get(&ino).is_some_and(Node::is_dir)
+    }
+
+    /// Of `dirs`, those that are `top` or lie beneath it (walking up the names known here).
+    pub fn within(&self, top: Ino, dirs: impl IntoIterator<Item = Ino>) -> Vec<Ino> {
+        let inner = self.inner.read();
+        dirs.into_iter()
+            .filter(|&d| {
+                let mut at = d;
+                // A tree rooted at ROOT_INO (`dir_path`); the bound guards against a bug.
+                for _ in 0..=inner.nodes.len() {
+                    if at == top {
+                        return true;
+                    }
+                    match inner.nodes.get(&at).and_then(|n| n.names.first()) {
+                        Some(link) => at = link.parent,
+                        None => return false,
+                    }
+                }
+                false
+            })
+            .collect()
+    }
+
     /// The inode currently known under `name` in `parent`, if any.
     pub fn child(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
         let inner = self.inner.read();
@@ -332,6 +358,33 @@ impl InodeTable {
         let inner = self.inner.read();
         let (attr, at) = inner.nodes.get(&ino)?.attr?;
         (at.elapsed() < ttl).then_some(attr)
+    }
+
+    /// The cached attributes and when they were asked for (`fresh.rs`), however old.
+    pub fn cached_attr_at(&self, ino: Ino) -> Option<(Attr, Instant)> {
+        self.inner.read().nodes.get(&ino)?.attr
+    }
+
+    /// Dates the cached attributes back to `asked`, when the request that fetched them was
+    /// sent, if that is earlier than when they were stored (`fresh.rs`).
+    pub fn asked_at(&self, ino: Ino, asked: Instant) {
+        if let Some(node) = self.inner.write().nodes.get_mut(&ino) {
+            if let Some((_, at)) = &mut node.attr {
+                *at = (*at).min(asked);
+            }
+        }
+    }
+
+    /// The directory whose watch tells the changes of the node's entry and attributes: a
+    /// directory's own (its watch reports changes of itself), a file's first parent. `None`
+    /// for unknown or detached non-directories.
+    pub fn told_by(&self, ino: Ino) -> Option<Ino> {
+        let inner = self.inner.read();
+        let node = inner.nodes.get(&ino)?;
+        if node.is_dir() {
+            return Some(ino);
+        }
+        node.names.first().map(|l| l.parent)
     }
 
     /// The last attributes fetched, however old (e.g. the version an open file was read at).

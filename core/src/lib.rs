@@ -46,6 +46,7 @@ mod drain;
 mod error;
 mod fetch;
 mod files;
+mod fresh;
 mod handles;
 mod hidden;
 mod ids;
@@ -54,6 +55,7 @@ pub mod listing;
 mod locks;
 mod namespace;
 mod paths;
+mod push;
 pub mod readahead;
 mod space;
 mod time;
@@ -70,13 +72,14 @@ use shelf_proto::{Code, Version};
 use shelf_remote::{Client, Transport};
 
 pub use attrs::SetAttrRequest;
-pub use config::CoreConfig;
+pub use config::{CoreConfig, DEFAULT_ATTR_TTL, DEFAULT_UNWATCHED_TTL};
 pub use dirs::DirSink;
 pub use error::{FsError, FsResult};
 pub use handles::Opened;
 pub use ids::{Fh, Ino, ROOT_INO};
 pub use locks::{LockRequest, WAIT_STEP};
 pub use namespace::Entry;
+pub use push::PushStats;
 pub use time::{system_time, timestamp};
 pub use versions::{Invalidate, Invalidator};
 pub use xattr::{XattrReply, XattrStats};
@@ -160,6 +163,10 @@ pub struct Core<T: Transport> {
     locks: Mutex<locks::HeldLocks>,
     /// Lock holders told that their locks were lost with the server connection.
     locks_lost: AtomicU64,
+    /// What this mount watches for change push (`push.rs`).
+    push: push::Push,
+    /// Directories the server would not watch (its budget), for `shelf status`.
+    push_refused: AtomicU64,
     /// How extended attribute requests were answered (`xattr.rs`).
     xattr_stats: XattrStats,
     cfg: CoreConfig,
@@ -194,6 +201,8 @@ impl<T: Transport> Core<T> {
             invalidator: OnceLock::new(),
             locks: Mutex::new(locks::HeldLocks::default()),
             locks_lost: AtomicU64::new(0),
+            push: push::Push::default(),
+            push_refused: AtomicU64::new(0),
             xattr_stats: XattrStats::default(),
             cfg,
         }

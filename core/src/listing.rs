@@ -14,28 +14,83 @@
 //!   costs a round trip.
 //! - Bounded: a listing longer than [`MAX_NAMES`] is not kept, and at most [`MAX_DIRS`]
 //!   directories are, the stale ones dropped first.
+//!
+//! A listing may also keep its entries with their attributes, so that an `opendir` of a
+//! directory whose changes the server pushes need not ask again (warm `find`, `ls -lR`). Those
+//! go at the first change of this mount's own in the directory (the names are kept up to
+//! date, the entries are not), and are bounded by [`MAX_KEPT_ENTRIES`] in all.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use shelf_proto::DirEntry;
 
+use crate::fresh::Freshness;
 use crate::ids::Ino;
 
 /// Listings longer than this are not kept (memory; such directories are rarely created in).
 pub const MAX_NAMES: usize = 16 * 1024;
 /// Directories kept at most.
 pub const MAX_DIRS: usize = 256;
+/// Entries with attributes kept at most, over all listings (about 200 bytes each).
+pub const MAX_KEPT_ENTRIES: usize = 64 * 1024;
 
 /// See the module docs.
 pub struct Listings {
     ttl: Duration,
-    dirs: Mutex<HashMap<Ino, Listing>>,
+    dirs: Mutex<Dirs>,
+}
+
+#[derive(Default)]
+struct Dirs {
+    by_dir: HashMap<Ino, Listing>,
+    /// Entries kept in all `Listing::entries`.
+    kept_entries: usize,
 }
 
 struct Listing {
     at: Instant,
     names: HashSet<Vec<u8>>,
+    entries: Option<Arc<Vec<DirEntry>>>,
+}
+
+impl Dirs {
+    fn insert(&mut self, dir: Ino, listing: Listing) {
+        self.kept_entries += listing.entries.as_ref().map_or(0, |e| e.len());
+        if let Some(old) = self.by_dir.insert(dir, listing) {
+            self.kept_entries -= old.entries.map_or(0, |e| e.len());
+        }
+    }
+
+    fn remove(&mut self, dir: &Ino) {
+        if let Some(old) = self.by_dir.remove(dir) {
+            self.kept_entries -= old.entries.map_or(0, |e| e.len());
+        }
+    }
+
+    fn drop_entries(&mut self, dir: &Ino) {
+        if let Some(l) = self.by_dir.get_mut(dir) {
+            self.kept_entries -= l.entries.take().map_or(0, |e| e.len());
+        }
+    }
+
+    /// Makes room for `n` more kept entries, dropping those of the oldest listings.
+    fn room_for(&mut self, n: usize) {
+        while self.kept_entries + n > MAX_KEPT_ENTRIES {
+            let oldest = self
+                .by_dir
+                .iter()
+                .filter(|(_, l)| l.entries.is_some())
+                .min_by_key(|(_, l)| l.at)
+                .map(|(d, _)| *d);
+            match oldest {
+                Some(d) => self.drop_entries(&d),
+                None => return,
+            }
+        }
+    }
 }
 
 impl Listings {
@@ -43,12 +98,29 @@ impl Listings {
     pub fn new(ttl: Duration) -> Self {
         Listings {
             ttl,
-            dirs: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(Dirs::default()),
         }
     }
 
-    /// Records the complete listing of `dir`, as the server gave it just now.
-    pub fn listed<'a>(&self, dir: Ino, names: impl IntoIterator<Item = &'a [u8]>) {
+    /// Records the complete listing of `dir`, as the server gave it to a request sent at
+    /// `asked` (its age counts from then: `fresh.rs`).
+    pub fn listed<'a>(&self, dir: Ino, names: impl IntoIterator<Item = &'a [u8]>, asked: Instant) {
+        self.keep_listing(dir, names, None, asked);
+    }
+
+    /// The same, keeping the entries too, for [`entries`](Self::entries).
+    pub fn listed_entries(&self, dir: Ino, entries: &Arc<Vec<DirEntry>>, asked: Instant) {
+        let names = entries.iter().map(|e| e.name.as_slice());
+        self.keep_listing(dir, names, Some(Arc::clone(entries)), asked);
+    }
+
+    fn keep_listing<'a>(
+        &self,
+        dir: Ino,
+        names: impl IntoIterator<Item = &'a [u8]>,
+        entries: Option<Arc<Vec<DirEntry>>>,
+        asked: Instant,
+    ) {
         if self.ttl.is_zero() {
             return;
         }
@@ -60,41 +132,74 @@ impl Listings {
             }
             set.insert(name.to_vec());
         }
-        self.keep(dir, set);
+        self.keep(dir, set, entries, asked);
+    }
+
+    /// The kept entries of `dir` and when they were asked for, if still fresh by `rule`.
+    pub(crate) fn entries(
+        &self,
+        dir: Ino,
+        rule: &Freshness,
+    ) -> Option<(Arc<Vec<DirEntry>>, Instant)> {
+        let dirs = self.dirs.lock();
+        let l = dirs.by_dir.get(&dir)?;
+        let fresh = l.at.elapsed() < self.ttl && rule.ok(l.at);
+        Some((Arc::clone(l.entries.as_ref()?), l.at)).filter(|_| fresh)
     }
 
     /// `dir` was just made by this mount: it is empty.
     pub fn made(&self, dir: Ino) {
         if !self.ttl.is_zero() {
-            self.keep(dir, HashSet::new());
+            self.keep(dir, HashSet::new(), None, Instant::now());
         }
     }
 
-    fn keep(&self, dir: Ino, names: HashSet<Vec<u8>>) {
+    fn keep(
+        &self,
+        dir: Ino,
+        names: HashSet<Vec<u8>>,
+        entries: Option<Arc<Vec<DirEntry>>>,
+        at: Instant,
+    ) {
         let mut dirs = self.dirs.lock();
-        if dirs.len() >= MAX_DIRS && !dirs.contains_key(&dir) {
+        if dirs.by_dir.len() >= MAX_DIRS && !dirs.by_dir.contains_key(&dir) {
             let ttl = self.ttl;
-            dirs.retain(|_, l| l.at.elapsed() < ttl);
-            if dirs.len() >= MAX_DIRS {
-                let oldest = dirs.iter().min_by_key(|(_, l)| l.at).map(|(d, _)| *d);
+            let stale: Vec<Ino> = dirs
+                .by_dir
+                .iter()
+                .filter(|(_, l)| l.at.elapsed() >= ttl)
+                .map(|(d, _)| *d)
+                .collect();
+            for d in stale {
+                dirs.remove(&d);
+            }
+            if dirs.by_dir.len() >= MAX_DIRS {
+                let oldest = dirs
+                    .by_dir
+                    .iter()
+                    .min_by_key(|(_, l)| l.at)
+                    .map(|(d, _)| *d);
                 if let Some(d) = oldest {
                     dirs.remove(&d);
                 }
             }
         }
-        dirs.insert(
-            dir,
-            Listing {
-                at: Instant::now(),
-                names,
-            },
-        );
+        // A listing too long to keep whole keeps its names only.
+        let entries = entries.filter(|e| e.len() <= MAX_KEPT_ENTRIES / 8);
+        dirs.remove(&dir);
+        if let Some(e) = &entries {
+            dirs.room_for(e.len());
+        }
+        dirs.insert(dir, Listing { at, names, entries });
     }
 
     /// This mount added `name` to `dir` (create, mkdir, symlink, link, rename's target).
     pub fn added(&self, dir: Ino, name: &[u8]) {
         let mut dirs = self.dirs.lock();
-        let Some(l) = dirs.get_mut(&dir) else { return };
+        dirs.drop_entries(&dir);
+        let Some(l) = dirs.by_dir.get_mut(&dir) else {
+            return;
+        };
         if l.names.len() >= MAX_NAMES {
             dirs.remove(&dir);
         } else {
@@ -104,7 +209,9 @@ impl Listings {
 
     /// This mount removed `name` from `dir`.
     pub fn removed(&self, dir: Ino, name: &[u8]) {
-        if let Some(l) = self.dirs.lock().get_mut(&dir) {
+        let mut dirs = self.dirs.lock();
+        dirs.drop_entries(&dir);
+        if let Some(l) = dirs.by_dir.get_mut(&dir) {
             l.names.remove(name);
         }
     }
@@ -115,11 +222,17 @@ impl Listings {
         self.dirs.lock().remove(&dir);
     }
 
-    /// True when a fresh listing of `dir` says `name` is not there.
-    pub fn absent(&self, dir: Ino, name: &[u8]) -> bool {
+    /// This mount changed an entry of `dir` without adding or removing a name (a write, a
+    /// chmod): the names stand, the kept entries' attributes do not.
+    pub fn entry_changed(&self, dir: Ino) {
+        self.dirs.lock().drop_entries(&dir);
+    }
+
+    /// True when a listing of `dir` that is still fresh by `rule` says `name` is not there.
+    pub(crate) fn absent(&self, dir: Ino, name: &[u8], rule: &Freshness) -> bool {
         let mut dirs = self.dirs.lock();
-        match dirs.get(&dir) {
-            Some(l) if l.at.elapsed() < self.ttl => !l.names.contains(name),
+        match dirs.by_dir.get(&dir) {
+            Some(l) if l.at.elapsed() < self.ttl && rule.ok(l.at) => !l.names.contains(name),
             Some(_) => {
                 dirs.remove(&dir);
                 false
@@ -134,31 +247,43 @@ mod tests {
     use super::*;
 
     const TTL: Duration = Duration::from_secs(60);
+    /// A rule that trusts a listing as long as the table keeps it.
+    const ALWAYS: Freshness = Freshness {
+        short: TTL,
+        long: TTL,
+        since: None,
+    };
 
     #[test]
     fn a_fresh_listing_answers_absent_names_and_follows_own_changes() {
         let l = Listings::new(TTL);
-        assert!(!l.absent(Ino(1), b"a"), "nothing known: ask the server");
-        l.listed(Ino(1), [&b"a"[..], b"b"]);
-        assert!(!l.absent(Ino(1), b"a"));
-        assert!(l.absent(Ino(1), b"c"));
+        assert!(
+            !l.absent(Ino(1), b"a", &ALWAYS),
+            "nothing known: ask the server"
+        );
+        l.listed(Ino(1), [&b"a"[..], b"b"], Instant::now());
+        assert!(!l.absent(Ino(1), b"a", &ALWAYS));
+        assert!(l.absent(Ino(1), b"c", &ALWAYS));
         l.added(Ino(1), b"c");
-        assert!(!l.absent(Ino(1), b"c"));
+        assert!(!l.absent(Ino(1), b"c", &ALWAYS));
         l.removed(Ino(1), b"a");
-        assert!(l.absent(Ino(1), b"a"));
+        assert!(l.absent(Ino(1), b"a", &ALWAYS));
         l.forget(Ino(1));
-        assert!(!l.absent(Ino(1), b"zzz"), "forgotten: ask the server");
+        assert!(
+            !l.absent(Ino(1), b"zzz", &ALWAYS),
+            "forgotten: ask the server"
+        );
     }
 
     #[test]
     fn a_made_directory_is_empty_and_others_are_unknown() {
         let l = Listings::new(TTL);
         l.made(Ino(7));
-        assert!(l.absent(Ino(7), b"x"));
-        assert!(!l.absent(Ino(8), b"x"));
+        assert!(l.absent(Ino(7), b"x", &ALWAYS));
+        assert!(!l.absent(Ino(8), b"x", &ALWAYS));
         l.added(Ino(8), b"x");
         assert!(
-            !l.absent(Ino(8), b"y"),
+            !l.absent(Ino(8), b"y", &ALWAYS),
             "adding to an unknown directory knows nothing"
         );
     }
@@ -167,15 +292,37 @@ mod tests {
     fn listings_expire_and_a_zero_ttl_keeps_none() {
         let l = Listings::new(Duration::from_millis(20));
         l.made(Ino(1));
-        assert!(l.absent(Ino(1), b"x"));
+        assert!(l.absent(Ino(1), b"x", &ALWAYS));
         std::thread::sleep(Duration::from_millis(30));
-        assert!(!l.absent(Ino(1), b"x"), "expired: ask the server");
+        assert!(!l.absent(Ino(1), b"x", &ALWAYS), "expired: ask the server");
+
+        // Within the table's TTL but past the rule's: the rule decides.
+        let short = Freshness {
+            short: Duration::from_millis(10),
+            long: TTL,
+            since: None,
+        };
+        let asked = Instant::now();
+        let l = Listings::new(TTL);
+        l.listed(Ino(3), [&b"a"[..]], asked);
+        assert!(l.absent(Ino(3), b"x", &short));
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!l.absent(Ino(3), b"x", &short), "unwatched: the short TTL");
+        l.listed(Ino(3), [&b"a"[..]], asked);
+        let watched_before = Freshness {
+            since: Some(asked),
+            ..short
+        };
+        assert!(
+            l.absent(Ino(3), b"x", &watched_before),
+            "watched: the long TTL"
+        );
 
         let off = Listings::new(Duration::ZERO);
         off.made(Ino(1));
-        off.listed(Ino(2), [&b"a"[..]]);
-        assert!(!off.absent(Ino(1), b"x"));
-        assert!(!off.absent(Ino(2), b"x"));
+        off.listed(Ino(2), [&b"a"[..]], Instant::now());
+        assert!(!off.absent(Ino(1), b"x", &ALWAYS));
+        assert!(!off.absent(Ino(2), b"x", &ALWAYS));
     }
 
     #[test]
@@ -184,20 +331,30 @@ mod tests {
         let many: Vec<Vec<u8>> = (0..=MAX_NAMES)
             .map(|i| i.to_string().into_bytes())
             .collect();
-        l.listed(Ino(1), many.iter().map(|n| n.as_slice()));
-        assert!(!l.absent(Ino(1), b"x"), "too long a listing is not kept");
+        l.listed(Ino(1), many.iter().map(|n| n.as_slice()), Instant::now());
+        assert!(
+            !l.absent(Ino(1), b"x", &ALWAYS),
+            "too long a listing is not kept"
+        );
 
-        l.listed(Ino(2), many[..MAX_NAMES].iter().map(|n| n.as_slice()));
-        assert!(l.absent(Ino(2), b"x"));
+        l.listed(
+            Ino(2),
+            many[..MAX_NAMES].iter().map(|n| n.as_slice()),
+            Instant::now(),
+        );
+        assert!(l.absent(Ino(2), b"x", &ALWAYS));
         l.added(Ino(2), b"one more");
-        assert!(!l.absent(Ino(2), b"x"), "grown past the bound: dropped");
+        assert!(
+            !l.absent(Ino(2), b"x", &ALWAYS),
+            "grown past the bound: dropped"
+        );
 
         for d in 0..(MAX_DIRS as u64 + 10) {
             l.made(Ino(100 + d));
         }
-        assert!(l.dirs.lock().len() <= MAX_DIRS);
+        assert!(l.dirs.lock().by_dir.len() <= MAX_DIRS);
         assert!(
-            l.absent(Ino(100 + MAX_DIRS as u64 + 9), b"x"),
+            l.absent(Ino(100 + MAX_DIRS as u64 + 9), b"x", &ALWAYS),
             "the newest is kept"
         );
     }

@@ -2,6 +2,8 @@
 //! name (`mknod`, `mkdir`, `symlink`, `link`, `unlink`, `rmdir`, `rename`), with what each
 //! change makes stale in the attributes and listings this mount holds.
 
+use std::time::Instant;
+
 use shelf_proto::{rename_flags, Attr, Code};
 use shelf_remote::Transport;
 
@@ -38,11 +40,18 @@ impl<T: Transport> Core<T> {
         // (`inodes`, `listings`) are taken under it; the drain above is done.
         let _names = self.names.read();
         let path = self.child_path(parent, name)?;
-        if self.listings.absent(parent, name) {
+        if self
+            .listings
+            .absent(parent, name, &self.freshness_in(Some(parent)))
+        {
             return Err(Code::NotFound.into());
         }
+        self.want_watched(parent);
+        let asked = Instant::now();
         let attr = self.client.stat(&path)?;
-        self.enter(parent, name, attr)
+        let entry = self.enter(parent, name, attr)?;
+        self.inodes.asked_at(entry.ino, asked);
+        Ok(entry)
     }
 
     pub fn forget(&self, ino: Ino, nlookup: u64) {
@@ -199,6 +208,12 @@ impl<T: Transport> Core<T> {
             self.inodes.child(new_parent, new_name)
         };
         self.changed(&[moved, victim]);
+        // A moved directory's watches on the server name it by its old path (`push.rs`).
+        for d in [moved, victim].into_iter().flatten() {
+            if self.inodes.is_dir(d) {
+                self.unwatch_within(d);
+            }
+        }
         Ok(())
     }
 
@@ -211,6 +226,7 @@ impl<T: Transport> Core<T> {
         let attr = self.adding(new_parent, new_name, made)?;
         // The old name's attributes (nlink, ctime) changed too.
         self.inodes.set_attr(ino, &attr);
+        self.entry_changed(ino);
         self.dir_changed(new_parent, 0);
         self.enter(new_parent, new_name, attr)
     }
@@ -313,6 +329,7 @@ impl<T: Transport> Core<T> {
     pub(crate) fn changed(&self, inos: &[Option<Ino>]) {
         for ino in inos.iter().flatten() {
             self.inodes.invalidate_attr(*ino);
+            self.entry_changed(*ino);
         }
     }
 
@@ -323,7 +340,8 @@ impl<T: Transport> Core<T> {
     /// ctime move to now, nlink by the subdirectories. The server's exact times replace these
     /// after the TTL; meanwhile a time set earlier (rsync's) no longer shows as current.
     pub(crate) fn dir_changed(&self, dir: Ino, subdirs: i64) {
-        let Some(mut a) = self.inodes.cached_attr(dir, self.cfg.attr_ttl) else {
+        self.entry_changed(dir);
+        let Some(mut a) = self.fresh_attr(dir, self.cfg.attr_ttl) else {
             return self.inodes.invalidate_attr(dir);
         };
         let now = timestamp(std::time::SystemTime::now());

@@ -43,6 +43,7 @@ impl<T: Transport> Core<T> {
         let attr = self.client.fallocate(&path, mode, offset, len)?;
         self.cache.invalidate_file(ino);
         self.inodes.set_attr(ino, &attr);
+        self.entry_changed(ino);
         // The kernel dropped its pages of a punched or zeroed range (module docs, point 3).
         self.pages_are(ino, attr.version());
         // As every attribute handed out: the hidden name of an unlinked open file is ours.

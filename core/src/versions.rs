@@ -77,6 +77,14 @@ impl<T: Transport> Core<T> {
         keep
     }
 
+    /// This mount changed the attributes of `ino` (or learned they changed): the entries
+    /// kept with the listings of its directories show the old ones (`listing.rs`).
+    pub(crate) fn entry_changed(&self, ino: Ino) {
+        for (dir, _) in self.inodes.names_of(ino) {
+            self.listings.entry_changed(dir);
+        }
+    }
+
     /// Records that the server now has `attr` for `ino`. Pages the kernel holds of another
     /// version must go, or a read could mix them with new bytes from us (AUTO_INVAL_DATA only
     /// notices changes of size or mtime, and an upload may keep both).
@@ -93,6 +101,7 @@ impl<T: Transport> Core<T> {
             _ => false,
         };
         if stale {
+            self.entry_changed(ino);
             self.cache.invalidate_file(ino);
             self.invalidate(Invalidate::Pages(ino));
         }

@@ -97,6 +97,7 @@ impl<T: Transport> Core<T> {
         let done = self.client.set_xattr(&path, name, value, wire);
         // The server's ctime moved (or may have, if the reply was lost).
         self.inodes.invalidate_attr(ino);
+        self.entry_changed(ino);
         Ok(done?)
     }
 
@@ -124,6 +125,7 @@ impl<T: Transport> Core<T> {
         self.count_sent();
         let done = self.client.remove_xattr(&path, name);
         self.inodes.invalidate_attr(ino);
+        self.entry_changed(ino);
         Ok(done?)
     }
 

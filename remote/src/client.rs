@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use shelf_proto::{
     features, Attr, Code, DirEntry, HeldLock, LockAsk, LockFlavor, Reply, Request, SetAttrs,
-    Statfs, Timestamp, Whence, MAX_LOCK_WAIT_MS,
+    Statfs, Timestamp, Whence, MAX_CHANGES_WAIT_MS, MAX_LOCK_WAIT_MS,
 };
 
 use super::pool::Pool;
@@ -421,6 +421,34 @@ impl<T: Transport> Client<T> {
         }
     }
 
+    /// Watches directories on the pinned connection (docs/PROTOCOL.md, "Change notices"):
+    /// for each, whether it is watched, and the connection's epoch.
+    pub fn watch(&self, paths: Vec<Vec<u8>>) -> Result<(Vec<bool>, u64), RemoteError> {
+        self.require(features::CHANGE_NOTIFY, "watch")?;
+        let n = paths.len();
+        match self.call_pinned(Request::Watch { paths })? {
+            (Reply::Watched(flags), epoch) if flags.len() == n => Ok((flags, epoch)),
+            (Reply::Watched(flags), _) => Err(RemoteError::Protocol(format!(
+                "{} watch flags for {n} paths",
+                flags.len()
+            ))),
+            (other, _) => Err(refusal("watch", other)),
+        }
+    }
+
+    /// The paths changed in the directories watched on the pinned connection, waiting up
+    /// to `wait` for one; whether some may have been missed; and the connection's epoch.
+    pub fn changes(&self, wait: Duration) -> Result<(Vec<Vec<u8>>, bool, u64), RemoteError> {
+        self.require(features::CHANGE_NOTIFY, "changes")?;
+        let wait_ms = u32::try_from(wait.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(MAX_CHANGES_WAIT_MS);
+        match self.call_pinned(Request::Changes { wait_ms })? {
+            (Reply::Changes { paths, lost }, epoch) => Ok((paths, lost, epoch)),
+            (other, _) => Err(refusal("changes", other)),
+        }
+    }
+
     fn call_pinned(&self, req: Request) -> Result<(Reply, u64), RemoteError> {
         if self.for_people && names_reserved(&req) {
             return Err(RemoteError::server(Code::NotFound, ""));
@@ -527,7 +555,8 @@ fn names_reserved(req: &Request) -> bool {
         | Request::Seek { path, .. }
         | Request::Lock { path, .. }
         | Request::TestLock { path, .. } => is_reserved_path(path),
-        Request::ReleaseLocks { .. } => false,
+        Request::Watch { paths } => paths.iter().any(|p| is_reserved_path(p)),
+        Request::ReleaseLocks { .. } | Request::Changes { .. } => false,
         Request::Rename { from, to, .. } | Request::CopyRange { from, to, .. } => {
             is_reserved_path(from) || is_reserved_path(to)
         }

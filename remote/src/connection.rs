@@ -83,7 +83,8 @@ pub const CLIENT_FEATURES: u64 = features::ATOMIC_PUT
     | features::SEEK_HOLES
     | features::COPY_RANGE
     | features::ADMITTED
-    | features::LOCKS;
+    | features::LOCKS
+    | features::CHANGE_NOTIFY;
 
 /// The id of the `Hello` request; ids of later requests start after it.
 const HELLO_ID: u32 = 1;

@@ -264,6 +264,8 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::Offset(_) => "offset",
         Reply::Copied { .. } => "copied",
         Reply::Lock(_) => "lock",
+        Reply::Watched(_) => "watched",
+        Reply::Changes { .. } => "changes",
     }
 }
 

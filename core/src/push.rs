@@ -1,0 +1,279 @@
+//! Change push (docs/PROTOCOL.md, "Change notices"): the server tells which names changed in
+//! the directories this mount caches, and the mount forgets what it held of them at once
+//! instead of when its TTL runs out; what is watched is trusted for the long TTL
+//! (`fresh.rs`).
+//!
+//! What is hard, and how it is handled:
+//!
+//! 1. **Never in a request's way.** A directory the core lists or looks up in is handed to a
+//!    thread of its own (`shelf-watch`), which asks the server to watch it; another
+//!    (`shelf-changes`) keeps one `Changes` outstanding on the pinned connection and applies
+//!    what comes. No FUSE request waits for either.
+//! 2. **Only what a watch covers is trusted long.** A directory counts as watched from the
+//!    moment its `Watched` reply arrives, and only values asked for after that get the long
+//!    TTL (`Freshness`); a change made between a listing and the watch that follows it is
+//!    bounded by the short TTL, as without push.
+//! 3. **What a changed name makes stale.** The directory's listing and attributes, the
+//!    kernel's entry for the name, and, if the name is known here, its node's attributes,
+//!    chunks and kernel pages (`apply`).
+//! 4. **Missed changes.** When the server says it lost some, or the pinned connection failed
+//!    or changed (its watches went with the old one), nothing is watched from that moment,
+//!    everything that was is treated as changed and watched again.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use shelf_proto::features;
+use shelf_remote::Transport;
+
+use crate::fresh::Freshness;
+use crate::ids::Ino;
+use crate::{Core, Invalidate, ROOT_INO};
+
+/// How long one `Changes` waits on the server for a change.
+const CHANGES_WAIT: Duration = Duration::from_secs(5);
+/// After a failed `Changes` or `Watch` (the server away): the pause before asking again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Directories sent in one `Watch`.
+const WATCH_BATCH: usize = 256;
+
+/// How change push stands ([`Core::push_stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PushStats {
+    /// Directories whose watch is confirmed: their changes are pushed.
+    pub watched: usize,
+    /// Directories asked to be watched and not (yet, or again after a reconnection)
+    /// confirmed: on the short TTL meanwhile.
+    pub waiting: usize,
+    /// Directories the server would not watch (its budget), counted since the mount: on the
+    /// short TTL.
+    pub refused: u64,
+}
+
+/// What this mount watches (module docs).
+#[derive(Default)]
+pub(crate) struct Push {
+    /// Directories asked to be watched (sent, or queued to be), each with when its watch was
+    /// confirmed (`None`: not yet).
+    watched: Mutex<HashMap<Ino, Option<Instant>>>,
+    /// The subscriber thread's queue; `None` until `start_push`.
+    queue: Mutex<Option<Sender<Ino>>>,
+}
+
+impl<T: Transport> Core<T> {
+    /// Starts the two threads of change push, if the server serves it (module docs).
+    pub fn start_push(self: &Arc<Self>) -> std::io::Result<()> {
+        if !self.cfg.push || !self.client.has(features::CHANGE_NOTIFY) {
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::channel();
+        *self.push.queue.lock() = Some(tx);
+        let core = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("shelf-watch".into())
+            .spawn(move || core.subscribe(rx))?;
+        let core = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("shelf-changes".into())
+            .spawn(move || core.take_changes())?;
+        self.want_watched(ROOT_INO);
+        Ok(())
+    }
+
+    /// How change push stands, for `shelf status`; `None` when the mount does not ask for it
+    /// (`push=off`) or the server does not serve it.
+    pub fn push_stats(&self) -> Option<PushStats> {
+        self.push.queue.lock().as_ref()?;
+        let watched = self.push.watched.lock();
+        let confirmed = watched.values().filter(|s| s.is_some()).count();
+        Some(PushStats {
+            watched: confirmed,
+            waiting: watched.len() - confirmed,
+            refused: self.push_refused.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Asks for `dir` to be watched, once (module docs, point 1).
+    pub(crate) fn want_watched(&self, dir: Ino) {
+        let queue = self.push.queue.lock();
+        let Some(tx) = queue.as_ref() else {
+            return;
+        };
+        let mut watched = self.push.watched.lock();
+        if let std::collections::hash_map::Entry::Vacant(e) = watched.entry(dir) {
+            e.insert(None);
+            let _ = tx.send(dir);
+        }
+    }
+
+    fn subscribe(&self, rx: Receiver<Ino>) {
+        while let Ok(first) = rx.recv() {
+            let mut dirs = vec![first];
+            while dirs.len() < WATCH_BATCH {
+                match rx.try_recv() {
+                    Ok(d) => dirs.push(d),
+                    Err(_) => break,
+                }
+            }
+            let known: Vec<(Ino, Vec<u8>)> = dirs
+                .into_iter()
+                .filter_map(|d| Some((d, self.inodes.path(d)?)))
+                .collect();
+            let paths = known.iter().map(|(_, p)| p.clone()).collect();
+            match self.client.watch(paths) {
+                Ok((flags, _)) => {
+                    let now = Instant::now();
+                    let mut watched = self.push.watched.lock();
+                    for ((dir, _), ok) in known.iter().zip(flags) {
+                        if !ok {
+                            // Not watched: the short TTL rules; asked again if listed again.
+                            watched.remove(dir);
+                            self.push_refused.fetch_add(1, Ordering::Relaxed);
+                        } else if let Some(since) = watched.get_mut(dir) {
+                            // Still wanted (no notice or reconnection dropped it meanwhile).
+                            *since = Some(now);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!("watch: {e}");
+                    let mut watched = self.push.watched.lock();
+                    for (dir, _) in &known {
+                        watched.remove(dir);
+                    }
+                    drop(watched);
+                    std::thread::sleep(RETRY_AFTER);
+                }
+            }
+        }
+    }
+
+    fn take_changes(&self) {
+        let mut epoch = None;
+        let mut failed = false;
+        loop {
+            match self.client.changes(CHANGES_WAIT) {
+                Ok((paths, lost, now)) => {
+                    let reconnected = epoch.is_some_and(|e| e != now);
+                    epoch = Some(now);
+                    for path in &paths {
+                        self.apply(path);
+                    }
+                    if lost || reconnected || std::mem::take(&mut failed) {
+                        self.changed_everything();
+                    }
+                }
+                Err(e) => {
+                    // The watches may have gone with the connection: from now on nothing is
+                    // trusted for long until it is watched again (module docs, point 4).
+                    tracing::debug!("changes: {e}");
+                    self.unwatch_all();
+                    failed = true;
+                    std::thread::sleep(RETRY_AFTER);
+                }
+            }
+        }
+    }
+
+    /// Every watched directory as not watched (yet), until its watch is confirmed again.
+    fn unwatch_all(&self) {
+        for since in self.push.watched.lock().values_mut() {
+            *since = None;
+        }
+    }
+
+    /// The rule for values whose changes `dir`'s watch would tell (`fresh.rs`).
+    pub(crate) fn freshness_in(&self, dir: Option<Ino>) -> Freshness {
+        let since = dir.and_then(|d| self.push.watched.lock().get(&d).copied().flatten());
+        Freshness {
+            short: self.cfg.short_ttl(),
+            long: self.cfg.attr_ttl,
+            since,
+        }
+    }
+
+    /// The rule for the cached attributes of `ino`.
+    pub(crate) fn freshness(&self, ino: Ino) -> Freshness {
+        self.freshness_in(self.inodes.told_by(ino))
+    }
+
+    /// Forgets what a change to `path` made stale (module docs, point 2).
+    fn apply(&self, path: &[u8]) {
+        let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
+            Some(i) => (&path[..i], &path[i + 1..]),
+            None => (&b""[..], path),
+        };
+        if path.is_empty() {
+            return self.changed_dir(ROOT_INO);
+        }
+        let Some(dir) = self.resolve(parent) else {
+            return;
+        };
+        self.changed_dir(dir);
+        self.invalidate(Invalidate::Entry {
+            parent: dir,
+            name: name.to_vec(),
+        });
+        if let Some(ino) = self.inodes.child(dir, name) {
+            self.inodes.invalidate_attr(ino);
+            self.cache.invalidate_file(ino);
+            self.pages_unknown(ino);
+            self.invalidate(Invalidate::Pages(ino));
+            if self.inodes.is_dir(ino) {
+                self.unwatch_within(ino);
+            }
+        }
+    }
+
+    /// A directory that went or moved, or whose entry changed: it and every watched directory
+    /// beneath it are watched no more, as far as this mount knows. The server's watches of
+    /// the ones beneath still name them by their old paths, so a notice from them may never
+    /// find them here; they are watched again under their new paths when next used.
+    pub(crate) fn unwatch_within(&self, dir: Ino) {
+        let watched: Vec<Ino> = self.push.watched.lock().keys().copied().collect();
+        if watched.is_empty() {
+            return;
+        }
+        let gone = self.inodes.within(dir, watched);
+        let mut watched = self.push.watched.lock();
+        for d in gone {
+            watched.remove(&d);
+        }
+    }
+
+    fn changed_dir(&self, dir: Ino) {
+        self.listings.forget(dir);
+        self.inodes.invalidate_attr(dir);
+        self.invalidate(Invalidate::Pages(dir));
+    }
+
+    /// Every watched directory as if all its names changed, and watched again.
+    fn changed_everything(&self) {
+        let dirs: Vec<Ino> = self.push.watched.lock().drain().map(|(d, _)| d).collect();
+        for dir in dirs {
+            self.changed_dir(dir);
+            for (name, child) in self.inodes.children_of(dir) {
+                self.inodes.invalidate_attr(child);
+                self.cache.invalidate_file(child);
+                self.invalidate(Invalidate::Entry { parent: dir, name });
+            }
+            self.want_watched(dir);
+        }
+    }
+
+    /// The node of a directory path known here, walking down from the root.
+    fn resolve(&self, path: &[u8]) -> Option<Ino> {
+        let mut at = ROOT_INO;
+        if path.is_empty() {
+            return Some(at);
+        }
+        for name in path.split(|&b| b == b'/') {
+            at = self.inodes.child(at, name)?;
+        }
+        Some(at)
+    }
+}
