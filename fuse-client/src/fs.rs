@@ -48,8 +48,13 @@ impl<T: Transport> ShelfFs<T> {
         flags
     }
 
-    fn ttl(&self) -> Duration {
-        self.core.config().attr_ttl
+    /// How long the kernel may keep what it is told of `ino` (`Core::kernel_ttl`).
+    fn ttl(&self, ino: Ino) -> Duration {
+        self.core.kernel_ttl(ino)
+    }
+
+    fn negative_ttl(&self) -> Duration {
+        self.core.config().short_ttl()
     }
 
     fn file_attr(&self, ino: Ino, a: &Attr) -> FileAttr {
@@ -75,7 +80,11 @@ impl<T: Transport> ShelfFs<T> {
 
     fn reply_entry(&self, r: Result<Entry, FsError>, reply: ReplyEntry) {
         match r {
-            Ok(e) => reply.entry(&self.ttl(), &self.file_attr(e.ino, &e.attr), Generation(0)),
+            Ok(e) => reply.entry(
+                &self.ttl(e.ino),
+                &self.file_attr(e.ino, &e.attr),
+                Generation(0),
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -85,10 +94,11 @@ impl<T: Transport> ShelfFs<T> {
     /// git probe many). Our own creates replace the negative entry in the kernel at once.
     fn reply_lookup(&self, r: Result<Entry, FsError>, reply: ReplyEntry) {
         match r {
-            Err(e) if e.errno() == libc::ENOENT && !self.ttl().is_zero() => {
+            // The short TTL: a change notice could not name what the kernel keeps here.
+            Err(e) if e.errno() == libc::ENOENT && !self.negative_ttl().is_zero() => {
                 let mut attr = self.file_attr(Ino(0), &NEGATIVE);
                 attr.ino = INodeNo(0);
-                reply.entry(&self.ttl(), &attr, Generation(0));
+                reply.entry(&self.negative_ttl(), &attr, Generation(0));
             }
             r => self.reply_entry(r, reply),
         }
@@ -183,7 +193,7 @@ impl<T: Transport> DirSink for Plus<'_, T> {
             kernel_ino(ino),
             offset,
             OsStr::from_bytes(name),
-            &self.fs.ttl(),
+            &self.fs.ttl(ino),
             &fa,
             Generation(0),
         )
@@ -230,7 +240,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.core.getattr(ino_of(ino)) {
-            Ok(a) => reply.attr(&self.ttl(), &self.file_attr(ino_of(ino), &a)),
+            Ok(a) => reply.attr(&self.ttl(ino_of(ino)), &self.file_attr(ino_of(ino), &a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -262,7 +272,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
             mtime: mtime.map(set_time),
         };
         match self.core.setattr(ino_of(ino), req) {
-            Ok(a) => reply.attr(&self.ttl(), &self.file_attr(ino_of(ino), &a)),
+            Ok(a) => reply.attr(&self.ttl(ino_of(ino)), &self.file_attr(ino_of(ino), &a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -721,7 +731,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
             .create(ino_of(parent), name.as_bytes(), mode, umask, flags)
         {
             Ok((e, o)) => reply.created(
-                &self.ttl(),
+                &self.ttl(e.ino),
                 &self.file_attr(e.ino, &e.attr),
                 Generation(0),
                 kernel_fh(o.fh),

@@ -80,6 +80,16 @@ pub fn report(core: &Core<Pool>, mountpoint: &Path, secured: &Secured) -> String
         "xattr_local",
         xattrs.local.load(Ordering::Relaxed).to_string(),
     );
+    match core.push_stats() {
+        Some(p) => {
+            line("push", "on".to_owned());
+            line("push_watched", p.watched.to_string());
+            line("push_waiting", p.waiting.to_string());
+            line("push_refused", p.refused.to_string());
+        }
+        None if !cfg.push => line("push", "off".to_owned()),
+        None => line("push", "unserved".to_owned()),
+    }
     let (held, lost) = core.lock_stats();
     line("locks_served", core.serves_locks().to_string());
     line("lock_holders", held.to_string());
@@ -95,6 +105,7 @@ pub fn report(core: &Core<Pool>, mountpoint: &Path, secured: &Secured) -> String
     line("cache_capacity", cache.capacity.to_string());
     line("chunk_size", cfg.chunk_size.to_string());
     line("attr_ttl_ms", cfg.attr_ttl.as_millis().to_string());
+    line("unwatched_ttl_ms", cfg.short_ttl().as_millis().to_string());
     line("read_only", cfg.read_only.to_string());
     // The suite as negotiated on a connection open now, else as on the first one.
     let info = core.transport().tls_info();
@@ -342,6 +353,24 @@ fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
         "this machine's only (the server keeps none)".to_owned()
     };
     writeln!(out, "  locks:        {locks}")?;
+    let ttl = |k: &str| humantime_ms(num(k));
+    let changes = match get("push") {
+        "on" => format!(
+            "pushed by the server: {} directories watched (TTL {}), {} waiting, {} refused \
+             (TTL {})",
+            get("push_watched"),
+            ttl("attr_ttl_ms"),
+            get("push_waiting"),
+            get("push_refused"),
+            ttl("unwatched_ttl_ms")
+        ),
+        "off" => format!("TTL only, push=off (TTL {})", ttl("unwatched_ttl_ms")),
+        _ => format!(
+            "TTL only, the server does not push (TTL {})",
+            ttl("unwatched_ttl_ms")
+        ),
+    };
+    writeln!(out, "  changes:      {changes}")?;
     let (hits, misses) = (num("cache_hits"), num("cache_misses"));
     let rate = if hits + misses == 0 {
         0.0
@@ -361,6 +390,17 @@ fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
 
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / 1048576.0)
+}
+
+/// A TTL in milliseconds as a person reads it: `60s`, `1.5s`, `250ms`.
+fn humantime_ms(ms: u64) -> String {
+    if ms >= 1000 && ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else if ms >= 1000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 #[cfg(test)]

@@ -175,6 +175,7 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
                 }
             }
         })?;
+    core.start_push()?;
     crate::status::serve(core, plan.mountpoint.clone(), secured);
     signals::unmount_on_signal(signals, plan.mountpoint.clone())?;
     Ok(session)

@@ -15,7 +15,7 @@ use fuser::{MountOption, SessionACL};
 use crate::cli::token::read_token;
 use crate::cli::trust::Trust;
 use crate::cli::units::{parse_duration, parse_size};
-use shelf_core::CoreConfig;
+use shelf_core::{CoreConfig, DEFAULT_ATTR_TTL, DEFAULT_UNWATCHED_TTL};
 
 /// Arguments of `shelf mount`.
 #[derive(Debug, Clone, clap::Args)]
@@ -45,13 +45,19 @@ pub struct MountArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub connections: u32,
     /// How long attributes and names are trusted without asking the server (e.g. 1s, 500ms).
-    #[arg(long, default_value = "1s", value_parser = parse_duration)]
-    pub attr_ttl: Duration,
+    /// Without it: 60s for what the server pushes changes of, 1s for the rest. Give it for a
+    /// library that changes behind the server's back (a network file system beneath it).
+    #[arg(long, value_parser = parse_duration)]
+    pub attr_ttl: Option<Duration>,
+    /// Whether to ask the server to push changes (on, off).
+    #[arg(long, default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    pub push: bool,
     /// Refuse every change with EROFS.
     #[arg(long)]
     pub read_only: bool,
     /// Mount options, comma-separated: allow_other, allow_root, ro, and the options above
-    /// as key=value (cache_size=1G, connections=8, attr_ttl=2s, busy_wait=1m, token_file=PATH), and the
+    /// as key=value (cache_size=1G, connections=8, attr_ttl=2s, push=off, busy_wait=1m,
+    /// token_file=PATH), and the
     /// security options fingerprint=SHA256:..., identity=FILE, known_servers=FILE,
     /// insecure_plaintext.
     #[arg(short = 'o', value_delimiter = ',')]
@@ -126,7 +132,10 @@ pub(super) fn plan(
             "cache_size" => a.cache_size = parse_size(&need(value)?).map_err(anyhow::Error::msg)?,
             "chunk_size" => a.chunk_size = parse_size(&need(value)?).map_err(anyhow::Error::msg)?,
             "connections" => a.connections = need(value)?.parse().context("connections")?,
-            "attr_ttl" => a.attr_ttl = parse_duration(&need(value)?).map_err(anyhow::Error::msg)?,
+            "attr_ttl" => {
+                a.attr_ttl = Some(parse_duration(&need(value)?).map_err(anyhow::Error::msg)?)
+            }
+            "push" => a.push = parse_switch(&need(value)?).map_err(anyhow::Error::msg)?,
             "busy_wait" => busy_wait = parse_duration(&need(value)?).map_err(anyhow::Error::msg)?,
             "token_file" => token = Some(read_token(Path::new(&need(value)?))?),
             "fingerprint" => trust.fingerprint = Some(need(value)?),
@@ -169,7 +178,9 @@ pub(super) fn plan(
         busy_wait,
         trust,
         core: CoreConfig {
-            attr_ttl: a.attr_ttl,
+            attr_ttl: a.attr_ttl.unwrap_or(DEFAULT_ATTR_TTL),
+            unwatched_ttl: a.attr_ttl.unwrap_or(DEFAULT_UNWATCHED_TTL),
+            push: a.push,
             chunk_size: a.chunk_size as u32,
             cache_bytes: a.cache_size,
             uid: rustix::process::getuid().as_raw(),
@@ -180,6 +191,15 @@ pub(super) fn plan(
         fuse_options,
         acl,
     })
+}
+
+/// `on`/`off` (and the usual synonyms) for a switch option.
+fn parse_switch(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" | "1" => Ok(true),
+        "off" | "no" | "false" | "0" => Ok(false),
+        _ => Err(format!("{s:?} is not on or off")),
+    }
 }
 
 #[cfg(test)]
@@ -194,7 +214,8 @@ mod tests {
             cache_size: 256 << 20,
             chunk_size: 1 << 20,
             connections: 4,
-            attr_ttl: Duration::from_secs(1),
+            attr_ttl: None,
+            push: true,
             read_only: false,
             options: options.iter().map(|s| s.to_string()).collect(),
         }
