@@ -3,7 +3,7 @@
 # server is killed and restarted, connection processes are killed, connections are stalled
 # and cut, and the library's disk fills; at the end every acknowledged byte must be on the
 # server and no file may hold a mix of two versions (tests/src/chaos.rs says exactly what is
-# checked). An hour by default; tests/tests/chaos.rs runs 40 s of it (ignored for now: README).
+# checked). An hour by default; tests/tests/chaos.rs runs 40 s of it in the suite.
 #   scripts/chaos.sh [--secs 3600] [--seed N] [--fault-every-ms 2000]
 # Needs root (it mounts a tmpfs and FUSE). Exits 1 if any promise was broken.
 set -euo pipefail
