@@ -265,7 +265,7 @@ fn fifty_thousand_directories_keep_the_server_bounded() {
     let rss = rss_kib(pid);
     assert!(
         rss < 64 << 10,
-        "the watching connection's memory stays bounded: {rss} KiB"
+        "the watcher's memory stays bounded: {rss} KiB"
     );
     eprintln!(
         "50,051 directories walked: {} watched, {} refused; the watching process holds {watches} \
