@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use shelf_proto::{Attr, Code, SetAttrs, SetTime, Statfs};
 use shelf_remote::Transport;
 
-use crate::error::FsResult;
+use crate::error::{FsError, FsResult};
 use crate::ids::Ino;
 use crate::{Core, ROOT_INO};
 
@@ -35,13 +35,31 @@ impl<T: Transport> Core<T> {
     fn refresh(&self, ino: Ino) -> FsResult<Attr> {
         let path = self.path_of(ino)?;
         let asked = Instant::now();
-        let attr = self.client.stat(&path)?;
+        let attr = match self.client.stat(&path) {
+            Ok(attr) => attr,
+            Err(e) => {
+                let e = FsError::from(e);
+                if e.code() == Code::NotFound {
+                    self.listings_wrong_about(ino);
+                }
+                return Err(e);
+            }
+        };
         if ino != ROOT_INO && self.inodes.is_same_file(ino, &attr) == Some(false) {
+            self.listings_wrong_about(ino);
             return Err(Code::Stale.into());
         }
         self.saw_version(ino, &attr);
         self.inodes.asked_at(ino, asked);
         Ok(attr)
+    }
+
+    /// The server no longer holds `ino` under its names: the listings that say it does (and
+    /// would answer the kernel's next lookup, after the ESTALE an open returns) go.
+    fn listings_wrong_about(&self, ino: Ino) {
+        for (dir, _) in self.inodes.names_of(ino) {
+            self.listings.forget(dir);
+        }
     }
 
     pub(crate) fn attr(&self, ino: Ino) -> FsResult<Attr> {

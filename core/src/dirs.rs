@@ -34,7 +34,7 @@ impl<T: Transport> Core<T> {
             return Err(Code::NotDir.into());
         }
         self.want_watched(ino);
-        let (entries, asked) = self.listing(ino, &path)?;
+        let (entries, asked) = self.listing(ino, &path, false)?;
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         self.dirs.lock().insert(
             fh,
@@ -48,10 +48,27 @@ impl<T: Transport> Core<T> {
         Ok(fh)
     }
 
+    /// Lists directory `ino` for lookups of its names (`listing.rs`, "Walks"): how many
+    /// entries the server gave. Its attributes will answer lookups, so buffered writes go
+    /// first, as for `opendir`.
+    pub(crate) fn prime_listing(&self, ino: Ino) -> FsResult<usize> {
+        self.drain_all_writes();
+        let path = self.path_of(ino)?;
+        self.want_watched(ino);
+        let (entries, _) = self.listing(ino, &path, true)?;
+        Ok(entries.len())
+    }
+
     /// The entries of directory `ino` and when they were asked for: those kept from the last
     /// listing while the server pushes the directory's changes and none came, else a new
     /// listing.
-    fn listing(&self, ino: Ino, path: &[u8]) -> FsResult<(Arc<Vec<DirEntry>>, Instant)> {
+    /// `primed`: for a walk's lookups (`Listings::listed_entries`).
+    fn listing(
+        &self,
+        ino: Ino,
+        path: &[u8],
+        primed: bool,
+    ) -> FsResult<(Arc<Vec<DirEntry>>, Instant)> {
         let rule = self.freshness_in(Some(ino));
         if rule.since.is_some() {
             if let Some(kept) = self.listings.entries(ino, &rule) {
@@ -63,7 +80,7 @@ impl<T: Transport> Core<T> {
         // The server leaves our names out already; an older one may not.
         entries.retain(|e| !is_reserved_name(ino == ROOT_INO, &e.name));
         let entries = Arc::new(entries);
-        self.listings.listed_entries(ino, &entries, asked);
+        self.listings.listed_entries(ino, &entries, asked, primed);
         Ok((entries, asked))
     }
 

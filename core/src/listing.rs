@@ -16,11 +16,19 @@
 //!   directories are, the stale ones dropped first.
 //!
 //! A listing may also keep its entries with their attributes, so that an `opendir` of a
-//! directory whose changes the server pushes need not ask again (warm `find`, `ls -lR`). Those
-//! go at the first change of this mount's own in the directory (the names are kept up to
-//! date, the entries are not), and are bounded by [`MAX_KEPT_ENTRIES`] in all.
+//! directory whose changes the server pushes need not ask again (warm `find`, `ls -lR`), and a
+//! lookup of a name in it is answered without a round trip. Those go at the first change of
+//! this mount's own in the directory (the names are kept up to date, the entries are not), and
+//! are bounded by [`MAX_KEPT_ENTRIES`] in all.
+//!
+//! Walks prime listings: a program that stats many names of a directory it never listed
+//! (`git status`, `make`, `rsync` on the receiving side) would pay one round trip per name,
+//! which at a 20 ms round trip is the whole cost. From the [`PRIME_AFTER`]th lookup that had to
+//! ask the server in a directory without a fresh listing, the lookup lists the directory
+//! instead ([`Listings::worth_listing`]) and the rest are answered from it. Directories too
+//! large to keep whole are not listed again for lookups for a while ([`BIG_FOR`]).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +44,21 @@ pub const MAX_NAMES: usize = 16 * 1024;
 pub const MAX_DIRS: usize = 256;
 /// Entries with attributes kept at most, over all listings (about 200 bytes each).
 pub const MAX_KEPT_ENTRIES: usize = 64 * 1024;
+/// A listing with more entries than this keeps its names only.
+const MAX_ENTRIES_PER_DIR: usize = MAX_KEPT_ENTRIES / 8;
+/// The lookup that lists its directory: the first asked-for name may be the only one a
+/// program wants (a `stat` of one path), the second is the sign of a walk.
+pub const PRIME_AFTER: u32 = 2;
+/// Lookups asking the server count towards a walk only within this long of the first.
+const WALK_WINDOW: Duration = Duration::from_secs(1);
+/// A directory whose listing was too large to keep whole is not listed for lookups again for
+/// this long (listing it costs the server a stat per entry).
+pub const BIG_FOR: Duration = Duration::from_secs(60);
+/// A directory larger than this (its `st_size`: on ext4 about 8,000 entries of short names)
+/// is not listed for lookups: the listing would likely be too large to keep.
+const MAX_PRIMED_DIR_BYTES: u64 = 256 * 1024;
+/// Directories whose walks are counted at most (a few bytes each).
+const MAX_WALKS: usize = 1024;
 
 /// See the module docs.
 pub struct Listings {
@@ -48,12 +71,31 @@ struct Dirs {
     by_dir: HashMap<Ino, Listing>,
     /// Entries kept in all `Listing::entries`.
     kept_entries: usize,
+    /// Directories without a fresh listing in which lookups asked the server.
+    walks: HashMap<Ino, Walk>,
 }
 
 struct Listing {
     at: Instant,
-    names: HashSet<Vec<u8>>,
+    /// Listed for lookups (a walk), not by a program: its names answer lookups but never
+    /// "absent" (below).
+    primed: bool,
+    /// Each name, with its index in `entries` while they are kept (`NO_ENTRY` otherwise).
+    names: HashMap<Vec<u8>, u32>,
     entries: Option<Arc<Vec<DirEntry>>>,
+}
+
+const NO_ENTRY: u32 = u32::MAX;
+
+/// Lookups that asked the server in one directory.
+#[derive(Clone, Copy)]
+struct Walk {
+    first: Instant,
+    asked: u32,
+    /// Set while a lookup lists the directory (the others ask as before, not twice), and
+    /// when the listing was too large to keep (then until `BIG_FOR` has passed).
+    listing: bool,
+    big_since: Option<Instant>,
 }
 
 impl Dirs {
@@ -105,13 +147,23 @@ impl Listings {
     /// Records the complete listing of `dir`, as the server gave it to a request sent at
     /// `asked` (its age counts from then: `fresh.rs`).
     pub fn listed<'a>(&self, dir: Ino, names: impl IntoIterator<Item = &'a [u8]>, asked: Instant) {
-        self.keep_listing(dir, names, None, asked);
+        self.keep_listing(dir, names, None, asked, false);
     }
 
-    /// The same, keeping the entries too, for [`entries`](Self::entries).
-    pub fn listed_entries(&self, dir: Ino, entries: &Arc<Vec<DirEntry>>, asked: Instant) {
+    /// The same, keeping the entries too, for [`entries`](Self::entries). `primed`: listed
+    /// for a walk's lookups, not by a program; such a listing does not answer "absent".
+    /// Why: before walks, a lookup of a name in a directory no program had just listed always
+    /// asked the server, so a file another client made a moment ago was found at once; a
+    /// walk should make finding names cheaper, not that slower.
+    pub fn listed_entries(
+        &self,
+        dir: Ino,
+        entries: &Arc<Vec<DirEntry>>,
+        asked: Instant,
+        primed: bool,
+    ) {
         let names = entries.iter().map(|e| e.name.as_slice());
-        self.keep_listing(dir, names, Some(Arc::clone(entries)), asked);
+        self.keep_listing(dir, names, Some(Arc::clone(entries)), asked, primed);
     }
 
     fn keep_listing<'a>(
@@ -120,19 +172,26 @@ impl Listings {
         names: impl IntoIterator<Item = &'a [u8]>,
         entries: Option<Arc<Vec<DirEntry>>>,
         asked: Instant,
+        primed: bool,
     ) {
         if self.ttl.is_zero() {
             return;
         }
-        let mut set = HashSet::new();
-        for name in names {
+        // A listing too long to keep whole keeps its names only.
+        let entries = entries.filter(|e| e.len() <= MAX_ENTRIES_PER_DIR);
+        let mut set = HashMap::new();
+        for (k, name) in names.into_iter().enumerate() {
             if set.len() == MAX_NAMES {
                 self.forget(dir);
                 return;
             }
-            set.insert(name.to_vec());
+            let index = match &entries {
+                Some(_) => u32::try_from(k).unwrap_or(NO_ENTRY),
+                None => NO_ENTRY,
+            };
+            set.insert(name.to_vec(), index);
         }
-        self.keep(dir, set, entries, asked);
+        self.keep(dir, set, entries, asked, primed);
     }
 
     /// The kept entries of `dir` and when they were asked for, if still fresh by `rule`.
@@ -147,19 +206,112 @@ impl Listings {
         Some((Arc::clone(l.entries.as_ref()?), l.at)).filter(|_| fresh)
     }
 
+    /// The attributes of `name` in `dir` from kept entries still fresh by `rule`, and when
+    /// they were asked for.
+    pub(crate) fn entry(
+        &self,
+        dir: Ino,
+        name: &[u8],
+        rule: &Freshness,
+    ) -> Option<(shelf_proto::Attr, Instant)> {
+        let dirs = self.dirs.lock();
+        let l = dirs.by_dir.get(&dir)?;
+        if l.at.elapsed() >= self.ttl || !rule.ok(l.at) {
+            return None;
+        }
+        let index = *l.names.get(name)?;
+        let e = l.entries.as_ref()?.get(usize::try_from(index).ok()?)?;
+        Some((e.attr, l.at))
+    }
+
+    /// Whether a lookup in `dir`, which holds `dir_size` bytes by its last known attributes,
+    /// should list the directory rather than ask for its one name (module docs, "Walks"). True
+    /// at most once until the caller tells [`walk_listed`](Self::walk_listed) how its
+    /// listing went.
+    pub(crate) fn worth_listing(&self, dir: Ino, dir_size: Option<u64>, rule: &Freshness) -> bool {
+        if self.ttl.is_zero() || dir_size.is_some_and(|s| s > MAX_PRIMED_DIR_BYTES) {
+            return false;
+        }
+        let mut dirs = self.dirs.lock();
+        if dirs
+            .by_dir
+            .get(&dir)
+            .is_some_and(|l| l.at.elapsed() < self.ttl && rule.ok(l.at))
+        {
+            return false;
+        }
+        let Some(w) = dirs.walks.get_mut(&dir) else {
+            return false;
+        };
+        if w.listing || w.big_since.is_some_and(|at| at.elapsed() < BIG_FOR) {
+            return false;
+        }
+        if w.first.elapsed() >= WALK_WINDOW || w.asked + 1 < PRIME_AFTER {
+            return false;
+        }
+        w.listing = true;
+        true
+    }
+
+    /// A lookup in `dir` asked the server for one name.
+    pub(crate) fn asked_one(&self, dir: Ino) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut dirs = self.dirs.lock();
+        if dirs.walks.len() >= MAX_WALKS && !dirs.walks.contains_key(&dir) {
+            let big = |w: &Walk| w.big_since.is_some_and(|at| at.elapsed() < BIG_FOR);
+            dirs.walks.retain(|_, w| w.listing || big(w));
+            if dirs.walks.len() >= MAX_WALKS {
+                return;
+            }
+        }
+        let now = Instant::now();
+        let w = dirs.walks.entry(dir).or_insert(Walk {
+            first: now,
+            asked: 0,
+            listing: false,
+            big_since: None,
+        });
+        if w.first.elapsed() >= WALK_WINDOW {
+            w.first = now;
+            w.asked = 0;
+        }
+        w.asked = w.asked.saturating_add(1);
+    }
+
+    /// The listing a lookup started after [`worth_listing`](Self::worth_listing) ended: it
+    /// failed (`None`), or the server listed `Some(n)` entries. The walk ends when they could
+    /// be kept whole; a directory too large to is not listed for lookups for [`BIG_FOR`].
+    pub(crate) fn walk_listed(&self, dir: Ino, listed: Option<usize>) {
+        let mut dirs = self.dirs.lock();
+        let Some(w) = dirs.walks.get_mut(&dir) else {
+            return;
+        };
+        w.listing = false;
+        match listed {
+            Some(n) if n <= MAX_ENTRIES_PER_DIR.min(MAX_NAMES) => {
+                dirs.walks.remove(&dir);
+            }
+            Some(_) => w.big_since = Some(Instant::now()),
+            None => {}
+        }
+    }
+
     /// `dir` was just made by this mount: it is empty.
     pub fn made(&self, dir: Ino) {
         if !self.ttl.is_zero() {
-            self.keep(dir, HashSet::new(), None, Instant::now());
+            self.keep(dir, HashMap::new(), None, Instant::now(), false);
         }
     }
 
     fn keep(
         &self,
         dir: Ino,
-        names: HashSet<Vec<u8>>,
+        names: HashMap<Vec<u8>, u32>,
         entries: Option<Arc<Vec<DirEntry>>>,
         at: Instant,
+        primed: bool,
     ) {
         let mut dirs = self.dirs.lock();
         if dirs.by_dir.len() >= MAX_DIRS && !dirs.by_dir.contains_key(&dir) {
@@ -184,13 +336,19 @@ impl Listings {
                 }
             }
         }
-        // A listing too long to keep whole keeps its names only.
-        let entries = entries.filter(|e| e.len() <= MAX_KEPT_ENTRIES / 8);
         dirs.remove(&dir);
         if let Some(e) = &entries {
             dirs.room_for(e.len());
         }
-        dirs.insert(dir, Listing { at, names, entries });
+        dirs.insert(
+            dir,
+            Listing {
+                at,
+                primed,
+                names,
+                entries,
+            },
+        );
     }
 
     /// This mount added `name` to `dir` (create, mkdir, symlink, link, rename's target).
@@ -203,7 +361,7 @@ impl Listings {
         if l.names.len() >= MAX_NAMES {
             dirs.remove(&dir);
         } else {
-            l.names.insert(name.to_vec());
+            l.names.insert(name.to_vec(), NO_ENTRY);
         }
     }
 
@@ -228,11 +386,14 @@ impl Listings {
         self.dirs.lock().drop_entries(&dir);
     }
 
-    /// True when a listing of `dir` that is still fresh by `rule` says `name` is not there.
+    /// True when a listing of `dir` that is still fresh by `rule`, and not one primed for a
+    /// walk, says `name` is not there.
     pub(crate) fn absent(&self, dir: Ino, name: &[u8], rule: &Freshness) -> bool {
         let mut dirs = self.dirs.lock();
         match dirs.by_dir.get(&dir) {
-            Some(l) if l.at.elapsed() < self.ttl && rule.ok(l.at) => !l.names.contains(name),
+            Some(l) if l.at.elapsed() < self.ttl && rule.ok(l.at) => {
+                !l.primed && !l.names.contains_key(name)
+            }
             Some(_) => {
                 dirs.remove(&dir);
                 false

@@ -35,18 +35,39 @@ impl<T: Transport> Core<T> {
         if let Some(ino) = self.inodes.child(parent, name) {
             self.drain_writes(ino)?;
         }
+        let rule = self.freshness_in(Some(parent));
+        let dir_size = self.inodes.last_attr(parent).map(|a| a.size);
+        if self.listings.worth_listing(parent, dir_size, &rule) {
+            // One of many names of a directory never listed: list it, and answer this name
+            // and the next ones from it (`listing.rs`, "Walks").
+            let listed = self.prime_listing(parent);
+            self.listings.walk_listed(parent, listed.ok());
+        }
         // Held from the question to the answer's record: a rename over the name in between
         // would otherwise have us file the old file under it. Lock order (`Core`): only leaves
         // (`inodes`, `listings`) are taken under it; the drain above is done.
         let _names = self.names.read();
         let path = self.child_path(parent, name)?;
-        if self
-            .listings
-            .absent(parent, name, &self.freshness_in(Some(parent)))
-        {
+        if self.listings.absent(parent, name, &rule) {
             return Err(Code::NotFound.into());
         }
+        if let Some((listed, listed_at)) = self.listings.entry(parent, name, &rule) {
+            // Kept entries go at this mount's every change in the directory (`listing.rs`),
+            // so only attributes asked for after the listing can be newer.
+            let known = self
+                .inodes
+                .child(parent, name)
+                .and_then(|ino| self.inodes.cached_attr_at(ino));
+            let (attr, at) = match known {
+                Some((attr, at)) if at > listed_at => (attr, at),
+                _ => (listed, listed_at),
+            };
+            let entry = self.enter(parent, name, attr)?;
+            self.inodes.asked_at(entry.ino, at);
+            return Ok(entry);
+        }
         self.want_watched(parent);
+        self.listings.asked_one(parent);
         let asked = Instant::now();
         let attr = self.client.stat(&path)?;
         let entry = self.enter(parent, name, attr)?;
