@@ -302,6 +302,39 @@ fn opening_a_small_file_starts_its_read() {
     }
 }
 
+/// An open whose attributes are too old to skip the close-to-open stat sends the small file's
+/// read with it (one round trip for both), by the version known; a file changed meanwhile is
+/// read at its new version, never the old one.
+#[test]
+fn an_open_that_asks_the_server_sends_the_read_with_the_stat() {
+    let f = fixture_with(CoreConfig {
+        chunk_size: CHUNK,
+        attr_ttl: Duration::from_secs(60),
+        ..CoreConfig::default()
+    });
+    let old = ramp(3000, 0);
+    let new = ramp(2000, 7);
+    fs::write(f.dir.path().join("small"), &old).expect("seed");
+    let state = || f.core.transport().pool().state();
+
+    let e = f.core.lookup(ROOT_INO, b"small").expect("lookup");
+    std::thread::sleep(Duration::from_millis(30));
+    let before = state().requests;
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(state().requests - before, 2, "the read and the stat");
+    assert_eq!(f.read_all(o.fh, 8192), old);
+    assert_eq!(state().requests - before, 2, "the read used the early one");
+    f.core.release(o.fh).expect("release");
+
+    // Changed on the server since: the early read by the old version is not used.
+    std::thread::sleep(Duration::from_millis(30));
+    fs::write(f.dir.path().join("small"), &new).expect("rewrite on the server");
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(f.read_all(o.fh, 8192), new);
+    f.core.release(o.fh).expect("release");
+    assert_eq!(state().in_flight, 0, "closing dropped the unclaimed read");
+}
+
 /// `O_CREAT` without `O_EXCL` of a name another client made after the kernel last looked
 /// (so the kernel asks to create it) opens the file and changes nothing: not the file, and
 /// not its directory's times, which a create moves in our cache (open(2); ext4 agrees).

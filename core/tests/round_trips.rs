@@ -1,13 +1,15 @@
-//! Walks: lookups of many names in a directory the mount never listed (`git status`, `make`)
-//! list it once and are answered from the listing, instead of one round trip per name
-//! (`core/src/listing.rs`, "Walks"). Counted by the requests the server was sent.
+//! Round trips saved where a program does many small things one after another, counted by
+//! the requests the server was sent: lookups of many names in a directory the mount never
+//! listed (`git status`, `make`) list it once and are answered from the listing
+//! (`core/src/listing.rs`, "Walks"); an open of a small file that asks the server sends the
+//! read with its stat.
 
 use std::fs;
 use std::time::Duration;
 
 use shelf_core::{Core, CoreConfig, Ino, ROOT_INO};
 use shelf_proto::Code;
-use shelf_testkit::{Faulty, Memory};
+use shelf_testkit::{Fault, Faulty, Memory};
 use tempfile::TempDir;
 
 struct Fixture {
@@ -137,6 +139,25 @@ fn a_directory_too_large_to_keep_is_not_listed_again_for_lookups() {
         1,
         "listed once, found too large, then asked one name at a time"
     );
+}
+
+/// The close-to-open stat of an open whose attributes are older than the lookup just before
+/// goes with the small file's read, not ahead of it: refused, the open fails, and the read
+/// was already sent.
+#[test]
+fn an_open_sends_the_small_files_read_with_its_stat() {
+    let f = fixture(Duration::from_secs(30));
+    fs::write(f.dir.path().join("small"), b"a small file").expect("seed");
+    let e = f.core.lookup(ROOT_INO, b"small").expect("lookup");
+    std::thread::sleep(Duration::from_millis(30));
+    let reads = f.seen("read");
+    f.core.transport().fail("stat", 1, Fault::Refuse(Code::Io));
+    assert_eq!(errno(f.core.open(e.ino, libc::O_RDONLY)), Code::Io);
+    assert_eq!(f.seen("read") - reads, 1, "the read left with the stat");
+
+    let o = f.core.open(e.ino, libc::O_RDONLY).expect("open");
+    assert_eq!(f.core.read(o.fh, 0, 4096).expect("read"), b"a small file");
+    f.core.release(o.fh).expect("release");
 }
 
 fn errno<T: std::fmt::Debug>(r: Result<T, shelf_core::FsError>) -> Code {
