@@ -166,10 +166,19 @@ fn a_lost_connection_puts_everything_on_the_short_ttl_until_watched_again() {
     let d = c.lookup(ROOT_INO, b"d").expect("lookup").ino;
     ls(&c, d);
     until("watched", || watched(&c) >= 2);
+    // Listed after the watch was confirmed: kept for the long TTL.
+    std::thread::sleep(SHORT + Duration::from_millis(50));
+    ls(&c, d);
+    let before = lists(&c);
+    ls(&c, d);
+    assert_eq!(lists(&c), before, "kept while watched");
     c.transport().inner().hang_up();
-    until("nothing watched once the connection went", || {
-        c.push_stats()
-            .is_some_and(|p| p.watched == 0 || p.waiting > 0)
+    // Whether the loss is seen as a failed wait or as a new connection, and however fast the
+    // watches come back, what was kept under the old ones is not trusted any more. (Waiting
+    // for the moment nothing is watched raced with a quick re-watch.)
+    until("listed again once the connection went", || {
+        ls(&c, d);
+        lists(&c) > before
     });
     // Watched again on the new connection, and its changes pushed again.
     until("watched again", || watched(&c) >= 2);
