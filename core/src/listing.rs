@@ -22,9 +22,9 @@
 //! are bounded by [`MAX_KEPT_ENTRIES`] in all.
 //!
 //! Walks prime listings: a program that stats many names of a directory it never listed
-//! (`git status`, `make`, `rsync` on the receiving side) would pay one round trip per name,
-//! which at a 20 ms round trip is the whole cost. From the [`PRIME_AFTER`]th lookup that had to
-//! ask the server in a directory without a fresh listing, the lookup lists the directory
+//! (`git status`, `make`, `tar c`) would pay one round trip per name, which at a 20 ms round
+//! trip is the whole cost. From the [`PRIME_AFTER`]th lookup that had to ask the server and
+//! found its name, in a directory without a fresh listing, the lookup lists the directory
 //! instead ([`Listings::worth_listing`]) and the rest are answered from it. Directories too
 //! large to keep whole are not listed again for lookups for a while ([`BIG_FOR`]).
 
@@ -253,7 +253,7 @@ impl Listings {
         true
     }
 
-    /// A lookup in `dir` asked the server for one name.
+    /// A lookup in `dir` asked the server for one name, and found it.
     pub(crate) fn asked_one(&self, dir: Ino) {
         if self.ttl.is_zero() {
             return;

@@ -67,9 +67,11 @@ impl<T: Transport> Core<T> {
             return Ok(entry);
         }
         self.want_watched(parent);
-        self.listings.asked_one(parent);
         let asked = Instant::now();
         let attr = self.client.stat(&path)?;
+        // Only names found count towards a walk: a program making files looks up names that
+        // are not there, and listing for it would not save a round trip.
+        self.listings.asked_one(parent);
         let entry = self.enter(parent, name, attr)?;
         self.inodes.asked_at(entry.ino, asked);
         Ok(entry)

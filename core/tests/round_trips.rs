@@ -89,6 +89,21 @@ fn one_lookup_does_not_list() {
     assert_eq!(f.seen("list"), lists, "a single stat stays a single stat");
 }
 
+/// A program making files looks up names that are not there: that is no walk, and listing
+/// for it would cost a round trip and save none.
+#[test]
+fn lookups_of_absent_names_do_not_list() {
+    let f = fixture(Duration::from_secs(30));
+    f.files("d", 10);
+    let d = f.dir("d");
+    let lists = f.seen("list");
+    for k in 0..10 {
+        let name = format!("new{k}");
+        assert_eq!(errno(f.core.lookup(d, name.as_bytes())), Code::NotFound);
+    }
+    assert_eq!(f.seen("list"), lists);
+}
+
 #[test]
 fn a_walk_sees_this_mounts_changes_and_the_server_after_the_ttl() {
     let ttl = Duration::from_millis(300);
