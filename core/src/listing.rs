@@ -57,9 +57,6 @@ pub const BIG_FOR: Duration = Duration::from_secs(60);
 /// A directory larger than this (its `st_size`: on ext4 about 8,000 entries of short names)
 /// is not listed for lookups: the listing would likely be too large to keep.
 const MAX_PRIMED_DIR_BYTES: u64 = 256 * 1024;
-/// A made directory with more names than this when its watch is confirmed is not listed again
-/// (`Listings::made_before`).
-const MAX_RELIST: usize = 1024;
 /// Directories whose walks are counted at most (a few bytes each).
 const MAX_WALKS: usize = 1024;
 
@@ -83,24 +80,12 @@ struct Listing {
     /// Listed for lookups (a walk), not by a program: its names answer lookups but never
     /// "absent" (below).
     primed: bool,
-    /// Made by this mount (`made`): empty then, and known only by its own changes since.
-    made: bool,
-    /// This mount's own changes of the names since the listing (`Relist`).
-    changes: u64,
     /// Each name, with its index in `entries` while they are kept (`NO_ENTRY` otherwise).
     names: HashMap<Vec<u8>, u32>,
     entries: Option<Arc<Vec<DirEntry>>>,
 }
 
 const NO_ENTRY: u32 = u32::MAX;
-
-/// Which listing [`Listings::relisted`] may replace: the one made then, with that many own
-/// changes since.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Relist {
-    at: Instant,
-    changes: u64,
-}
 
 /// Lookups that asked the server in one directory.
 #[derive(Clone, Copy)]
@@ -206,7 +191,7 @@ impl Listings {
             };
             set.insert(name.to_vec(), index);
         }
-        self.keep(dir, set, entries, asked, primed, false);
+        self.keep(dir, set, entries, asked, primed);
     }
 
     /// The kept entries of `dir` and when they were asked for, if still fresh by `rule`.
@@ -313,70 +298,10 @@ impl Listings {
         }
     }
 
-    /// A listing of `dir` this mount made (`made`) before `watched_since`, small enough to
-    /// list again: what [`relisted`](Self::relisted) needs to replace it, if nothing changed
-    /// it meanwhile. Why: a listing asked for before the directory's watch was confirmed
-    /// lives by the short TTL only (`fresh.rs`), and after it every new name in a directory
-    /// being filled (`cp -r`, `tar x`) costs two lookups of the server (the kernel asks again
-    /// for a negative entry before an `O_EXCL` create). Listed again after the watch, its
-    /// names are trusted for the long TTL.
-    pub(crate) fn made_before(&self, dir: Ino, watched_since: Instant) -> Option<Relist> {
-        let dirs = self.dirs.lock();
-        let l = dirs.by_dir.get(&dir)?;
-        (l.made && l.at < watched_since && l.names.len() <= MAX_RELIST).then_some(Relist {
-            at: l.at,
-            changes: l.changes,
-        })
-    }
-
-    /// Replaces the listing [`made_before`](Self::made_before) gave `token` for with the
-    /// server's names, asked for at `asked`, unless this mount changed it (or it went)
-    /// meanwhile: then its own record is the newer one, and a name it just added and the
-    /// server listed too late must not vanish.
-    pub(crate) fn relisted<'a>(
-        &self,
-        dir: Ino,
-        names: impl IntoIterator<Item = &'a [u8]>,
-        asked: Instant,
-        token: Relist,
-    ) {
-        let unchanged = {
-            let dirs = self.dirs.lock();
-            dirs.by_dir
-                .get(&dir)
-                .is_some_and(|l| l.at == token.at && l.changes == token.changes)
-        };
-        if !unchanged {
-            return;
-        }
-        let set: HashMap<Vec<u8>, u32> =
-            names.into_iter().map(|n| (n.to_vec(), NO_ENTRY)).collect();
-        let mut dirs = self.dirs.lock();
-        // Checked again under the lock the replacement is made under.
-        if dirs
-            .by_dir
-            .get(&dir)
-            .is_some_and(|l| l.at == token.at && l.changes == token.changes)
-        {
-            dirs.remove(&dir);
-            dirs.insert(
-                dir,
-                Listing {
-                    at: asked,
-                    primed: false,
-                    made: false,
-                    changes: 0,
-                    names: set,
-                    entries: None,
-                },
-            );
-        }
-    }
-
     /// `dir` was just made by this mount: it is empty.
     pub fn made(&self, dir: Ino) {
         if !self.ttl.is_zero() {
-            self.keep(dir, HashMap::new(), None, Instant::now(), false, true);
+            self.keep(dir, HashMap::new(), None, Instant::now(), false);
         }
     }
 
@@ -387,7 +312,6 @@ impl Listings {
         entries: Option<Arc<Vec<DirEntry>>>,
         at: Instant,
         primed: bool,
-        made: bool,
     ) {
         let mut dirs = self.dirs.lock();
         if dirs.by_dir.len() >= MAX_DIRS && !dirs.by_dir.contains_key(&dir) {
@@ -421,8 +345,6 @@ impl Listings {
             Listing {
                 at,
                 primed,
-                made,
-                changes: 0,
                 names,
                 entries,
             },
@@ -436,7 +358,6 @@ impl Listings {
         let Some(l) = dirs.by_dir.get_mut(&dir) else {
             return;
         };
-        l.changes += 1;
         if l.names.len() >= MAX_NAMES {
             dirs.remove(&dir);
         } else {
@@ -449,7 +370,6 @@ impl Listings {
         let mut dirs = self.dirs.lock();
         dirs.drop_entries(&dir);
         if let Some(l) = dirs.by_dir.get_mut(&dir) {
-            l.changes += 1;
             l.names.remove(name);
         }
     }
@@ -564,30 +484,6 @@ mod tests {
         off.listed(Ino(2), [&b"a"[..]], Instant::now());
         assert!(!off.absent(Ino(1), b"x", &ALWAYS));
         assert!(!off.absent(Ino(2), b"x", &ALWAYS));
-    }
-
-    #[test]
-    fn a_made_listing_is_replaced_by_a_new_one_only_if_unchanged_meanwhile() {
-        let l = Listings::new(TTL);
-        l.made(Ino(1));
-        let watched = Instant::now();
-        let token = l
-            .made_before(Ino(1), watched)
-            .expect("made before the watch");
-        l.relisted(Ino(1), [&b"theirs"[..]], Instant::now(), token);
-        assert!(!l.absent(Ino(1), b"theirs", &ALWAYS), "the server's names");
-        assert!(
-            l.made_before(Ino(1), Instant::now()).is_none(),
-            "listed, not made"
-        );
-
-        // An own create between the token and the new listing: the mount's record stands.
-        l.made(Ino(2));
-        let token = l.made_before(Ino(2), Instant::now()).expect("made");
-        l.added(Ino(2), b"mine");
-        l.relisted(Ino(2), [&b"theirs"[..]], Instant::now(), token);
-        assert!(!l.absent(Ino(2), b"mine", &ALWAYS), "its own name kept");
-        assert!(l.absent(Ino(2), b"theirs", &ALWAYS), "not replaced");
     }
 
     #[test]

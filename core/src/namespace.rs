@@ -108,9 +108,6 @@ impl<T: Transport> Core<T> {
         self.dir_changed(parent, 1);
         let entry = self.enter(parent, name, attr)?;
         self.listings.made(entry.ino);
-        // It is about to be filled: its watch, and the listing after it that makes its names
-        // trusted long (`Listings::made_before`), should not wait for a lookup to ask.
-        self.want_watched(entry.ino);
         Ok(entry)
     }
 

@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use shelf_proto::reserved::is_reserved_name;
 use shelf_proto::{features, Code, Reply, Request};
 use shelf_remote::{PendingReply, Transport};
 
@@ -130,9 +129,8 @@ impl<T: Transport> Core<T> {
             match self.client.watch(paths) {
                 Ok((flags, _)) => {
                     let now = Instant::now();
-                    let mut confirmed = Vec::new();
                     let mut watched = self.push.watched.lock();
-                    for ((dir, path), ok) in known.iter().zip(flags) {
+                    for ((dir, _), ok) in known.iter().zip(flags) {
                         if !ok {
                             // Not watched: the short TTL rules; asked again if listed again.
                             watched.remove(dir);
@@ -140,12 +138,7 @@ impl<T: Transport> Core<T> {
                         } else if let Some(since) = watched.get_mut(dir) {
                             // Still wanted (no notice or reconnection dropped it meanwhile).
                             *since = Some(now);
-                            confirmed.push((*dir, path));
                         }
-                    }
-                    drop(watched);
-                    for (dir, path) in confirmed {
-                        self.relist_made(dir, path, now);
                     }
                 }
                 Err(e) => {
@@ -158,25 +151,6 @@ impl<T: Transport> Core<T> {
                     std::thread::sleep(RETRY_AFTER);
                 }
             }
-        }
-    }
-
-    /// Lists again a directory this mount made, now that its watch is confirmed, so its names
-    /// are trusted for the long TTL (`Listings::made_before` says why).
-    fn relist_made(&self, dir: Ino, path: &[u8], watched_since: Instant) {
-        let Some(token) = self.listings.made_before(dir, watched_since) else {
-            return;
-        };
-        let asked = Instant::now();
-        match self.client.list(path) {
-            Ok(entries) => {
-                let names = entries
-                    .iter()
-                    .map(|e| e.name.as_slice())
-                    .filter(|n| !is_reserved_name(dir == ROOT_INO, n));
-                self.listings.relisted(dir, names, asked, token);
-            }
-            Err(e) => tracing::debug!("listing a made directory again: {e}"),
         }
     }
 
@@ -295,8 +269,8 @@ impl<T: Transport> Core<T> {
 
     /// Forgets what a change to `path` made stale (module docs, point 3). `names_agree`: the
     /// server holds the same file under the name as this mount thinks, or none where it
-    /// thinks none (`names_agree`), so the directory's names and attributes and the kernel's
-    /// entry stand; the entries kept with its listing, and everything of the file, still go.
+    /// thinks none (`names_agree`), so the directory's names and attributes stand; the
+    /// entries kept with its listing, and everything of the file, still go.
     fn apply(&self, path: &[u8], names_agree: bool) {
         let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&path[..i], &path[i + 1..]),
@@ -309,17 +283,14 @@ impl<T: Transport> Core<T> {
             return;
         };
         if names_agree {
-            // The kernel's entry names the right file still; dropping it would also unhash a
-            // directory that is some process's working directory (`getcwd` then fails with
-            // ENOENT), for a change that was not to its name. Its attributes go below.
             self.listings.entry_changed(dir);
         } else {
             self.changed_dir(dir);
-            self.invalidate(Invalidate::Entry {
-                parent: dir,
-                name: name.to_vec(),
-            });
         }
+        self.invalidate(Invalidate::Entry {
+            parent: dir,
+            name: name.to_vec(),
+        });
         if let Some(ino) = self.inodes.child(dir, name) {
             self.inodes.invalidate_attr(ino);
             self.cache.invalidate_file(ino);

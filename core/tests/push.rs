@@ -223,21 +223,3 @@ fn own_changes_pushed_back_keep_the_directorys_names() {
     fs::write(lib.path().join("d/theirs"), b"x").expect("a stranger's file");
     until("theirs found", || c.lookup(d, b"theirs").is_ok());
 }
-
-/// A directory this mount made is watched at once and listed again after the watch, so its
-/// names are trusted for the long TTL: past the short TTL, the lookup of a name to be created
-/// is still answered without asking.
-#[test]
-fn a_made_directory_keeps_answering_absent_names_past_the_short_ttl() {
-    let lib = tempfile::tempdir().expect("library");
-    let c = core(&lib);
-    let d = c.mkdir(ROOT_INO, b"d", 0o755, 0o022).expect("mkdir").ino;
-    until("d watched", || watched(&c) >= 1);
-    until("d listed after its watch", || lists(&c) >= 1);
-    std::thread::sleep(SHORT + Duration::from_millis(50));
-    let stats = c.transport().seen("stat");
-    assert!(c.lookup(d, b"new").is_err(), "not there");
-    assert_eq!(c.transport().seen("stat"), stats, "answered by the listing");
-    fs::write(lib.path().join("d/theirs"), b"x").expect("a stranger's file");
-    until("theirs found", || c.lookup(d, b"theirs").is_ok());
-}
