@@ -205,7 +205,7 @@ impl<T: Transport> Core<T> {
     }
 
     /// For each changed path, whether the server agrees with what this mount holds about the
-    /// name's presence: the same file under it (by its identity on the server) as the inode table
+    /// name's presence: the same file under it (by server inode number) as the inode table
     /// has, or none where this mount's listing says none. Asked in one batch of pipelined
     /// stats, from this thread, so no program waits for them.
     ///
@@ -219,35 +219,30 @@ impl<T: Transport> Core<T> {
         let asked: Vec<_> = paths
             .iter()
             .map(|path| {
-                self.split_known(path)?;
+                let (dir, name) = self.split_known(path)?;
+                let expect = match self.inodes.child(dir, name) {
+                    Some(ino) => Some(self.inodes.last_attr(ino)?.ino),
+                    None if self
+                        .listings
+                        .absent(dir, name, &self.freshness_in(Some(dir))) =>
+                    {
+                        None
+                    }
+                    None => return None,
+                };
                 let req = Request::Stat { path: path.clone() };
-                transport.start(&req).ok()
+                Some((expect, transport.start(&req).ok()?))
             })
             .collect();
-        // What this mount thinks is judged when the answer is in, not when the notice came:
-        // the notice of an own create can overtake the create's reply (they travel on
-        // different connections), and by now the reply has been recorded.
-        paths
-            .iter()
-            .zip(asked)
-            .map(|(path, pending)| {
-                let Some(pending) = pending else {
+        asked
+            .into_iter()
+            .map(|asked| {
+                let Some((expect, pending)) = asked else {
                     return false;
                 };
-                let reply = pending.wait();
-                let Some((dir, name)) = self.split_known(path) else {
-                    return false;
-                };
-                match (self.inodes.child(dir, name), reply) {
-                    (Some(ino), Ok(Reply::Attr(a))) => {
-                        self.inodes.is_same_file(ino, &a) == Some(true)
-                    }
-                    (None, Ok(Reply::Error { code, .. })) => {
-                        code == Code::NotFound
-                            && self
-                                .listings
-                                .absent(dir, name, &self.freshness_in(Some(dir)))
-                    }
+                match (expect, pending.wait()) {
+                    (Some(ino), Ok(Reply::Attr(a))) => a.ino == ino,
+                    (None, Ok(Reply::Error { code, .. })) => code == Code::NotFound,
                     _ => false,
                 }
             })
