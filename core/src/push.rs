@@ -13,11 +13,9 @@
 //!    moment its `Watched` reply arrives, and only values asked for after that get the long
 //!    TTL (`Freshness`); a change made between a listing and the watch that follows it is
 //!    bounded by the short TTL, as without push.
-//! 3. **What a changed name makes stale.** The kernel's entry for the name and, if the name
-//!    is known here, its node's attributes, chunks and kernel pages (`apply`); and the
-//!    directory's listing and attributes, unless a stat shows the server holding the same
-//!    file under the name as this mount thinks, or none where it thinks none
-//!    (`names_agree`): most notices are of the mount's own changes, which it knows already.
+//! 3. **What a changed name makes stale.** The directory's listing and attributes, the
+//!    kernel's entry for the name, and, if the name is known here, its node's attributes,
+//!    chunks and kernel pages (`apply`).
 //! 4. **Missed changes.** When the server says it lost some, or the pinned connection failed
 //!    or changed (its watches went with the old one), nothing is watched from that moment,
 //!    everything that was is treated as changed and watched again.
@@ -29,8 +27,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use shelf_proto::{features, Code, Reply, Request};
-use shelf_remote::{PendingReply, Transport};
+use shelf_proto::features;
+use shelf_remote::Transport;
 
 use crate::fresh::Freshness;
 use crate::ids::Ino;
@@ -162,9 +160,8 @@ impl<T: Transport> Core<T> {
                 Ok((paths, lost, now)) => {
                     let reconnected = epoch.is_some_and(|e| e != now);
                     epoch = Some(now);
-                    let agree = self.names_agree(&paths);
-                    for (path, names_agree) in paths.iter().zip(agree) {
-                        self.apply(path, names_agree);
+                    for path in &paths {
+                        self.apply(path);
                     }
                     if lost || reconnected || std::mem::take(&mut failed) {
                         self.changed_everything();
@@ -204,69 +201,8 @@ impl<T: Transport> Core<T> {
         self.freshness_in(self.inodes.told_by(ino))
     }
 
-    /// For each changed path, whether the server agrees with what this mount holds about the
-    /// name's presence: the same file under it (by server inode number) as the inode table
-    /// has, or none where this mount's listing says none. Asked in one batch of pipelined
-    /// stats, from this thread, so no program waits for them.
-    ///
-    /// Why: most notices a mount gets are of its own changes, which it already knows. Dropping
-    /// the directory's listing and attributes for those (as for a stranger's change) made every
-    /// create after the first in a directory cost two extra round trips (the lookup of the
-    /// next name, asked again, and the directory's attributes): a quarter of `cp -r` in at a
-    /// 20 ms round trip.
-    fn names_agree(&self, paths: &[Vec<u8>]) -> Vec<bool> {
-        let transport = self.client.transport();
-        let asked: Vec<_> = paths
-            .iter()
-            .map(|path| {
-                let (dir, name) = self.split_known(path)?;
-                let expect = match self.inodes.child(dir, name) {
-                    Some(ino) => Some(self.inodes.last_attr(ino)?.ino),
-                    None if self
-                        .listings
-                        .absent(dir, name, &self.freshness_in(Some(dir))) =>
-                    {
-                        None
-                    }
-                    None => return None,
-                };
-                let req = Request::Stat { path: path.clone() };
-                Some((expect, transport.start(&req).ok()?))
-            })
-            .collect();
-        asked
-            .into_iter()
-            .map(|asked| {
-                let Some((expect, pending)) = asked else {
-                    return false;
-                };
-                match (expect, pending.wait()) {
-                    (Some(ino), Ok(Reply::Attr(a))) => a.ino == ino,
-                    (None, Ok(Reply::Error { code, .. })) => code == Code::NotFound,
-                    _ => false,
-                }
-            })
-            .collect()
-    }
-
-    /// The directory node and name of a changed path, if the directory is known here.
-    fn split_known<'p>(&self, path: &'p [u8]) -> Option<(Ino, &'p [u8])> {
-        let i = path.iter().rposition(|&b| b == b'/');
-        let (parent, name) = match i {
-            Some(i) => (&path[..i], &path[i + 1..]),
-            None => (&b""[..], path),
-        };
-        if path.is_empty() {
-            return None;
-        }
-        Some((self.resolve(parent)?, name))
-    }
-
-    /// Forgets what a change to `path` made stale (module docs, point 3). `names_agree`: the
-    /// server holds the same file under the name as this mount thinks, or none where it
-    /// thinks none (`names_agree`), so the directory's names and attributes stand; the
-    /// entries kept with its listing, and everything of the file, still go.
-    fn apply(&self, path: &[u8], names_agree: bool) {
+    /// Forgets what a change to `path` made stale (module docs, point 2).
+    fn apply(&self, path: &[u8]) {
         let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&b""[..], path),
@@ -277,11 +213,7 @@ impl<T: Transport> Core<T> {
         let Some(dir) = self.resolve(parent) else {
             return;
         };
-        if names_agree {
-            self.listings.entry_changed(dir);
-        } else {
-            self.changed_dir(dir);
-        }
+        self.changed_dir(dir);
         self.invalidate(Invalidate::Entry {
             parent: dir,
             name: name.to_vec(),
@@ -291,8 +223,7 @@ impl<T: Transport> Core<T> {
             self.cache.invalidate_file(ino);
             self.pages_unknown(ino);
             self.invalidate(Invalidate::Pages(ino));
-            // A directory still the same under its name has not moved: its watch stands.
-            if self.inodes.is_dir(ino) && !names_agree {
+            if self.inodes.is_dir(ino) {
                 self.unwatch_within(ino);
             }
         }

@@ -189,37 +189,3 @@ fn a_lost_connection_puts_everything_on_the_short_ttl_until_watched_again() {
         ls(&c, d).contains(&entry("x", 1))
     });
 }
-
-/// Notices of this mount's own changes, checked against the server, leave the directory's
-/// names standing: a create after a create in the same directory asks nothing more (the
-/// kernel's lookup of the new name is answered by the listing), while a stranger's file made
-/// beside them is found.
-#[test]
-fn own_changes_pushed_back_keep_the_directorys_names() {
-    let lib = tempfile::tempdir().expect("library");
-    let c = core(&lib);
-    let d = c.mkdir(ROOT_INO, b"d", 0o755, 0o022).expect("mkdir").ino;
-    assert!(ls(&c, d).is_empty());
-    until("d watched", || watched(&c) >= 1);
-    for k in 1..=5 {
-        let name = format!("f{k}");
-        let stats = c.transport().seen("stat");
-        assert!(
-            c.lookup(d, name.as_bytes()).is_err(),
-            "{name} is not there yet"
-        );
-        assert_eq!(
-            c.transport().seen("stat"),
-            stats,
-            "{name}: the listing answered, after the notices of the creates before it"
-        );
-        let (_, o) = c
-            .create(d, name.as_bytes(), 0o644, 0, libc::O_WRONLY)
-            .expect("create");
-        c.release(o.fh).expect("release");
-        // The notice of this create is checked with one stat; wait for it.
-        until("the notice checked", || c.transport().seen("stat") > stats);
-    }
-    fs::write(lib.path().join("d/theirs"), b"x").expect("a stranger's file");
-    until("theirs found", || c.lookup(d, b"theirs").is_ok());
-}
