@@ -22,24 +22,30 @@ fn frames(requests: Vec<Request>) -> Vec<u8> {
     out
 }
 
-fn lock(owner: u64, flavor: LockFlavor, kind: LockKind, start: u64, end: u64) -> Request {
+fn lock(
+    owner: u64,
+    flavor: LockFlavor,
+    kind: LockKind,
+    range: (u64, u64),
+    wait_ms: u32,
+) -> Request {
     Request::Lock {
         path: b"file".to_vec(),
         file: 7,
         owner,
         flavor,
         kind,
-        start,
-        end,
-        wait_ms: 0,
+        start: range.0,
+        end: range.1,
+        wait_ms,
     }
 }
 
 /// Two owners taking, testing, splitting and dropping locks of both flavors on one file.
 fn locks() -> Vec<u8> {
     frames(vec![
-        lock(1, LockFlavor::Posix, LockKind::Write, 0, 99),
-        lock(2, LockFlavor::Posix, LockKind::Read, 50, u64::MAX),
+        lock(1, LockFlavor::Posix, LockKind::Write, (0, 99), 0),
+        lock(2, LockFlavor::Posix, LockKind::Read, (50, u64::MAX), 0),
         Request::TestLock {
             path: b"file".to_vec(),
             file: 7,
@@ -48,19 +54,10 @@ fn locks() -> Vec<u8> {
             start: 0,
             end: 10,
         },
-        lock(1, LockFlavor::Posix, LockKind::Unlock, 20, 30),
-        lock(3, LockFlavor::Flock, LockKind::Write, 0, u64::MAX),
+        lock(1, LockFlavor::Posix, LockKind::Unlock, (20, 30), 0),
+        lock(3, LockFlavor::Flock, LockKind::Write, (0, u64::MAX), 0),
         // A short wait on a held lock: the server's waiting path, ended by its timeout.
-        Request::Lock {
-            path: b"file".to_vec(),
-            file: 7,
-            owner: 4,
-            flavor: LockFlavor::Flock,
-            kind: LockKind::Read,
-            start: 0,
-            end: u64::MAX,
-            wait_ms: 5,
-        },
+        lock(4, LockFlavor::Flock, LockKind::Read, (0, u64::MAX), 5),
         Request::ReleaseLocks {
             file: 7,
             owner: 1,
