@@ -200,6 +200,11 @@ impl<T: Transport> DirSink for Plus<'_, T> {
     }
 }
 
+/// The most the kernel reads ahead of a reader, and so the size of its READ requests (up to
+/// `max_pages`, which `max_write` sets to the same 1 MiB). INIT only lowers the kernel's
+/// default of 128 KiB; `mount` raises the mount's own setting to this afterwards.
+pub(crate) const KERNEL_READ_AHEAD: u32 = 1 << 20;
+
 impl<T: Transport> Filesystem for ShelfFs<T> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // Each is best effort: an older kernel that lacks one still mounts.
@@ -219,7 +224,7 @@ impl<T: Transport> Filesystem for ShelfFs<T> {
         };
         let _ = config.add_capabilities((wanted | locks) & config.capabilities());
         let _ = config.set_max_write(1 << 20);
-        let _ = config.set_max_readahead(1 << 20);
+        let _ = config.set_max_readahead(KERNEL_READ_AHEAD);
         let _ = config.set_max_background(64);
         let _ = config.set_congestion_threshold(48);
         let _ = config.set_time_granularity(Duration::from_nanos(1));

@@ -187,6 +187,9 @@ pub fn remove_socket(mountpoint: &Path) {
 pub struct MountEntry {
     pub mountpoint: PathBuf,
     pub source: String,
+    /// The mount's device number as `major:minor`, which also names its
+    /// `/sys/class/bdi/` entry.
+    pub device: String,
 }
 
 /// The shelf mounts in a mountinfo text (fuse.shelf, or fuse with a `shelf#` source).
@@ -200,9 +203,11 @@ pub fn shelf_mounts(mountinfo: &str) -> Vec<MountEntry> {
             let source = unescape(source);
             let ours = fstype == "fuse.shelf" || (fstype == "fuse" && source.starts_with("shelf#"));
             let mountpoint = PathBuf::from(unescape(f.get(4)?));
+            let device = f.get(2)?.to_string();
             ours.then(|| MountEntry {
                 mountpoint,
                 source: source.trim_start_matches("shelf#").to_string(),
+                device,
             })
         })
         .collect()
@@ -420,11 +425,13 @@ mod tests {
             [
                 MountEntry {
                     mountpoint: "/tmp/a b".into(),
-                    source: "127.0.0.1:7878".into()
+                    source: "127.0.0.1:7878".into(),
+                    device: "0:32".into(),
                 },
                 MountEntry {
                     mountpoint: "/mnt/x".into(),
-                    source: "h:1".into()
+                    source: "h:1".into(),
+                    device: "0:33".into(),
                 },
             ]
         );

@@ -126,6 +126,7 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
         // fusermount3 (setuid) mounts for other users, subtype included.
         fuser::Session::new(fs, &plan.mountpoint, &config).with_context(what)?
     };
+    kernel::widen_read_ahead(&plan.mountpoint);
     let keepalive = Arc::clone(&core);
     std::thread::Builder::new()
         .name("shelf-keepalive".into())
