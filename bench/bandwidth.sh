@@ -134,11 +134,13 @@ measure() {
 }
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-for r in $(seq "$runs"); do
+# Round 0 warms up (the disk, the binaries, the allocators) and is not counted.
+for r in $(seq 0 "$runs"); do
     echo "bench: round $r" >&2
     for what in read write; do
         for s in "${SYSTEMS[@]}"; do measure "$what" "$s"; done
     done
+    [ "$r" = 0 ] && R=()
 done
 for s in "${MOUNTED[@]}"; do umount_sys "$s"; done
 
@@ -149,7 +151,7 @@ med() {
 ratio() { echo "scale=2; $1 / $2" | bc -l | sed 's/^\./0./'; }
 
 echo
-echo "Bandwidth, ${size_mib} MiB, median of $runs ($(date -u +%Y-%m-%dT%H:%MZ), tree $(git describe --always --dirty))"
+echo "Bandwidth, ${size_mib} MiB, median of $runs after a warm-up round ($(date -u +%Y-%m-%dT%H:%MZ), tree $(git describe --always --dirty))"
 echo "Library on its own journaled ext4 loop image; page cache dropped and FUSE remounted before"
 echo "each copy; load average at the start $load_start. CPU: seconds of user + system time per"
 echo "GiB of the mount process (all threads) and of shelfd's processes."

@@ -2,7 +2,8 @@
 # Profiles shelf on one workload: `perf record -g` on the mount process and the shelfd
 # processes serving it, plus a count of the requests each operation costs (from -vv logs).
 #   bench/profile.sh [create|tar|cp-in|read|write|rand] [--no-build]
-# SHELF_MOUNT_ARGS adds arguments to `shelf mount` (e.g. "--chunk-size 64K").
+# SHELF_MOUNT_ARGS adds arguments to `shelf mount` (e.g. "--chunk-size 64K"); PERF_CALLGRAPH
+# replaces perf's -g (e.g. "--call-graph dwarf", for call chains through Rust code).
 # Writes perf data and reports to $BENCH_ROOT (default /tmp/shelf-prof).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -86,7 +87,7 @@ perl -ne '
 
 pids=$MPID,$(pgrep -d, -f "$BIN/shelfd $LIB" || true)
 drop_caches
-perf record -q -e cpu-clock -g -p "${pids%,}" -o "$BENCH_ROOT/perf.data" 2>/dev/null &
+perf record -q -e cpu-clock ${PERF_CALLGRAPH:--g} -p "${pids%,}" -o "$BENCH_ROOT/perf.data" 2>/dev/null &
 PERF=$!
 sleep 0.5
 t=$(seconds run)
