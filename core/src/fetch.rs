@@ -21,7 +21,7 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
-use shelf_proto::Attr;
+use shelf_proto::{Attr, Bytes};
 
 use crate::cache::{ChunkCache, ChunkKey};
 use crate::error::{FsError, FsResult};
@@ -39,7 +39,7 @@ pub const EARLY_MAX_BYTES: u64 = 256 << 10;
 #[derive(Clone)]
 pub struct Fetched {
     pub attr: Option<Attr>,
-    pub data: Arc<[u8]>,
+    pub data: Bytes,
 }
 
 type ClaimResult = Option<Result<Fetched, shelf_proto::Code>>;
@@ -87,7 +87,7 @@ pub struct Fetcher<T: Transport> {
 }
 
 enum Want<P> {
-    Cached(Arc<[u8]>),
+    Cached(Bytes),
     Mine(Arc<Claim>, ReadPiece<P>),
     Theirs(Arc<Claim>),
 }
@@ -208,12 +208,12 @@ impl<T: Transport> Fetcher<T> {
                         .wait(self.client.transport(), Resend::Once)
                         .map(|p| Fetched {
                             attr: Some(p.attr),
-                            data: p.data.into(),
+                            data: p.data,
                         })
                         .map_err(FsError::from);
                     if let Ok(f) = &r {
                         if f.attr.is_some_and(|a| a.version() == key.version) {
-                            self.cache.insert(*key, Arc::clone(&f.data));
+                            self.cache.insert(*key, f.data.clone());
                         }
                     }
                     claim.fill(r.as_ref().map(Clone::clone).map_err(FsError::code));

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use shelf_proto::{Attr, Code, FileKind, SetAttrs};
+use shelf_proto::{Attr, Bytes, Code, FileKind, SetAttrs};
 use shelf_remote::Transport;
 
 use crate::attrs::create_perm;
@@ -142,7 +142,9 @@ impl<T: Transport> Core<T> {
         Ok((entry, self.new_handle(entry.ino, attr, writable, held)))
     }
 
-    pub fn read(&self, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    /// The bytes of a read. Inside one chunk (the kernel's reads are 1 MiB-aligned, as
+    /// chunks are by default) they are a view of the cached chunk, not a copy.
+    pub fn read(&self, fh: Fh, offset: u64, size: u32) -> FsResult<Bytes> {
         let (ino, _) = self.handle(fh)?;
         let io = self.open_io(ino)?;
         self.drain_writes(ino)?;
@@ -194,18 +196,23 @@ impl<T: Transport> Core<T> {
                 attr = new;
                 continue;
             }
-            let mut out = Vec::with_capacity((stop.saturating_sub(offset)) as usize);
+            let mut parts = Vec::with_capacity(chunks.len());
             for (key, chunk) in keys.iter().zip(&chunks) {
                 let base = key.index * cs;
                 let from = offset.max(base) - base;
                 let to = (end.min(base + chunk.data.len() as u64)).saturating_sub(base);
                 if from < to {
-                    out.extend_from_slice(&chunk.data[from as usize..to as usize]);
+                    parts.push(chunk.data.slice(from as usize..to as usize));
                 }
                 if (chunk.data.len() as u64) < cs {
                     break; // end of file
                 }
             }
+            let out = match parts.len() {
+                0 => Bytes::new(),
+                1 => parts.swap_remove(0),
+                _ => parts.concat().into(),
+            };
             let last_chunk = attr.size.div_ceil(cs);
             for index in ahead.start..ahead.end.min(last_chunk) {
                 self.fetcher.prefetch(
@@ -231,7 +238,7 @@ impl<T: Transport> Core<T> {
         attr: &Attr,
         offset: u64,
         size: u32,
-    ) -> FsResult<Option<Vec<u8>>> {
+    ) -> FsResult<Option<Bytes>> {
         let cs = self.cfg.chunk_size as u64;
         let last = offset.saturating_add(u64::from(size).max(1) - 1) / cs;
         let version = attr.version();

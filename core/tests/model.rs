@@ -679,7 +679,7 @@ impl Kernel {
         if len == 0 {
             return Ok(Vec::new()); // `vfs_read` answers itself
         }
-        Ok(self.core.read(fh, off, len)?)
+        Ok(self.core.read(fh, off, len)?.into())
     }
 
     /// Without a write-back cache the kernel writes an `O_APPEND` handle's bytes at the size

@@ -1,6 +1,6 @@
 //! How fast `FrameReader` takes 1 MiB `Data` replies off a byte stream, beside a plain copy
-//! of the same bytes (the floor: reading a frame copies its payload at least once, and
-//! decoding a `Data` reply copies it again into the reply's own buffer).
+//! of the same bytes (the floor: reading a frame copies its payload once, into the buffer
+//! that becomes the reply's data; the fresh buffer is zeroed first).
 //!
 //! `cargo run --release -p shelf-proto --example frame_read_speed`
 
@@ -27,7 +27,7 @@ fn main() {
     };
     let mut wire = Vec::new();
     for id in 2..2 + FRAMES {
-        let data = vec![7u8; 1 << 20];
+        let data = vec![7u8; 1 << 20].into();
         Frame::new(id, Reply::Data { attr, data })
             .encode(&mut wire, DEFAULT_MAX_PAYLOAD)
             .expect("encodes");

@@ -125,7 +125,16 @@ impl<M: Message> Frame<M> {
 
     /// Decodes the payload that follows an already parsed header.
     pub fn decode_payload(h: &Header, payload: &[u8]) -> Result<M, DecodeError> {
-        let mut r = Reader::new(payload);
+        Self::decode_with(h, Reader::new(payload))
+    }
+
+    /// Like [`Frame::decode_payload`], for a payload in a buffer of its own: the message's
+    /// file data are views of it, not copies.
+    pub fn decode_shared(h: &Header, payload: &bytes::Bytes) -> Result<M, DecodeError> {
+        Self::decode_with(h, Reader::shared(payload))
+    }
+
+    fn decode_with(h: &Header, mut r: Reader<'_>) -> Result<M, DecodeError> {
         let msg = M::decode_body(h.kind, &mut r)?;
         r.finish()?;
         Ok(msg)
@@ -177,30 +186,63 @@ impl Frame<crate::msg::Reply> {
             self.encode(out, max_payload)?;
             return Ok(&[]);
         };
-        let start = out.len();
-        let head = Frame::new(
-            self.id,
-            crate::msg::Reply::Data {
-                attr: *attr,
-                data: Vec::new(),
-            },
-        );
-        head.encode(out, max_payload)?;
-        let len = out.len() - start - HEADER_LEN + data.len();
-        let max = max_payload.min(HARD_MAX_PAYLOAD);
-        let (Ok(len32), Ok(data_len)) = (u32::try_from(len), u32::try_from(data.len())) else {
-            out.truncate(start);
-            return Err(EncodeError { len, max });
+        let head = crate::msg::Reply::Data {
+            attr: *attr,
+            data: bytes::Bytes::new(),
         };
-        if len32 > max {
-            out.truncate(start);
-            return Err(EncodeError { len, max });
-        }
-        out[start + 12..start + 16].copy_from_slice(&len32.to_be_bytes());
-        let at = out.len() - 4;
-        out[at..].copy_from_slice(&data_len.to_be_bytes());
+        encode_with_tail(self.id, head, data, out, max_payload)?;
         Ok(data)
     }
+}
+
+impl Frame<crate::msg::Request> {
+    /// [`Frame::encode_split`] for requests: a `Request::Write`'s data (its last field) is
+    /// left out and returned, so a client sends it from its own buffer.
+    pub fn encode_split<'a>(
+        &'a self,
+        out: &mut Vec<u8>,
+        max_payload: u32,
+    ) -> Result<&'a [u8], EncodeError> {
+        let crate::msg::Request::Write { path, offset, data } = &self.msg else {
+            self.encode(out, max_payload)?;
+            return Ok(&[]);
+        };
+        let head = crate::msg::Request::Write {
+            path: path.clone(),
+            offset: *offset,
+            data: bytes::Bytes::new(),
+        };
+        encode_with_tail(self.id, head, data, out, max_payload)?;
+        Ok(data)
+    }
+}
+
+/// Appends the frame of `head`, a message whose last field is an empty byte string, as if
+/// that field held `tail`: lengths say `tail` follows, which the caller sends itself. On
+/// error `out` is left as it was.
+fn encode_with_tail<M: Message>(
+    id: u32,
+    head: M,
+    tail: &[u8],
+    out: &mut Vec<u8>,
+    max_payload: u32,
+) -> Result<(), EncodeError> {
+    let start = out.len();
+    Frame::new(id, head).encode(out, max_payload)?;
+    let len = out.len() - start - HEADER_LEN + tail.len();
+    let max = max_payload.min(HARD_MAX_PAYLOAD);
+    let (Ok(len32), Ok(tail_len)) = (u32::try_from(len), u32::try_from(tail.len())) else {
+        out.truncate(start);
+        return Err(EncodeError { len, max });
+    };
+    if len32 > max {
+        out.truncate(start);
+        return Err(EncodeError { len, max });
+    }
+    out[start + 12..start + 16].copy_from_slice(&len32.to_be_bytes());
+    let at = out.len() - 4;
+    out[at..].copy_from_slice(&tail_len.to_be_bytes());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -227,11 +269,11 @@ mod tests {
         let replies = [
             Reply::Data {
                 attr,
-                data: b"hello".to_vec(),
+                data: bytes::Bytes::from_static(b"hello"),
             },
             Reply::Data {
                 attr,
-                data: Vec::new(),
+                data: bytes::Bytes::new(),
             },
             Reply::Attr(attr),
             Reply::Pong,
@@ -249,7 +291,44 @@ mod tests {
             1,
             Reply::Data {
                 attr,
-                data: vec![0; 100],
+                data: vec![0; 100].into(),
+            },
+        );
+        let mut out = vec![1, 2];
+        assert!(big.encode_split(&mut out, 64).is_err());
+        assert_eq!(out, [1, 2], "nothing is left behind on failure");
+    }
+
+    #[test]
+    fn a_split_request_is_the_whole_frame() {
+        let requests = [
+            Request::Write {
+                path: b"a/b".to_vec(),
+                offset: 1 << 40,
+                data: bytes::Bytes::from_static(b"hello"),
+            },
+            Request::Write {
+                path: Vec::new(),
+                offset: 0,
+                data: bytes::Bytes::new(),
+            },
+            Request::Ping,
+        ];
+        for req in requests {
+            let frame = Frame::new(9, req);
+            let whole = frame.to_bytes(DEFAULT_MAX_PAYLOAD).expect("encodes");
+            let mut head = vec![0xee];
+            let tail = frame
+                .encode_split(&mut head, DEFAULT_MAX_PAYLOAD)
+                .expect("encodes");
+            assert_eq!([&head[1..], tail].concat(), whole, "{:?}", frame.msg);
+        }
+        let big = Frame::new(
+            1,
+            Request::Write {
+                path: b"f".to_vec(),
+                offset: 0,
+                data: vec![0; 100].into(),
             },
         );
         let mut out = vec![1, 2];

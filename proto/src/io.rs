@@ -3,6 +3,7 @@
 //! `FrameReader` owns the read buffer; it knows `Read`, never a socket, so the server's request
 //! loop and the client's connection are tested over in-memory pipes.
 
+use bytes::Bytes;
 use std::io::{self, Read, Write};
 
 use crate::frame::{DecodeError, Frame, Header, HEADER_LEN};
@@ -78,41 +79,56 @@ impl<R: Read> FrameReader<R> {
             id: Some(Header::peek_id(&head)),
             error,
         })?;
-        let payload = self.read_payload(h.len as usize)?;
-        let msg =
-            Frame::<M>::decode_payload(&h, payload).map_err(|error| ReadError::Malformed {
-                id: Some(h.id),
-                error,
-            })?;
-        // The buffer keeps its size (at most one frame, `max_payload`): a stream of large
-        // frames would otherwise allocate, fault in and free a fresh one for each.
+        let len = h.len as usize;
+        let malformed = |error| ReadError::Malformed {
+            id: Some(h.id),
+            error,
+        };
+        let msg = if len >= OWN_BUFFER_FROM {
+            // A large frame is file data (a read's reply, a write): read into a buffer that
+            // becomes the message's data, which the chunk cache or the disk write then takes
+            // as it is. Copying it out of a reused buffer cost the mount a third of its CPU.
+            let mut own = Vec::new();
+            fill(&mut self.inner, &mut own, len)?;
+            Frame::<M>::decode_shared(&h, &Bytes::from(own)).map_err(malformed)?
+        } else {
+            // The buffer keeps its size (at most `OWN_BUFFER_FROM`): a stream of frames would
+            // otherwise allocate and free a fresh one for each.
+            self.payload.clear();
+            fill(&mut self.inner, &mut self.payload, len)?;
+            Frame::<M>::decode_payload(&h, &self.payload).map_err(malformed)?
+        };
         Ok(Some(Frame { id: h.id, msg }))
     }
 }
 
-impl<R: Read> FrameReader<R> {
-    /// Reads `len` payload bytes into `self.payload[..len]`, returning them. `len` is already
-    /// within the limit, but the buffer still grows only as bytes arrive (doubling from
-    /// 64 KiB, never past `len`), so a peer that announces a large frame and then stalls or
-    /// hangs up costs little. Bytes left from an earlier frame are overwritten, not zeroed
-    /// first: zeroing each 1 MiB frame cost as much as copying it.
-    fn read_payload(&mut self, len: usize) -> Result<&[u8], ReadError> {
-        const FIRST_STEP: usize = 64 << 10;
-        let mut filled = 0;
-        while filled < len {
-            let end = filled + (len - filled).min(filled.max(FIRST_STEP));
-            if self.payload.len() < end {
-                // `reserve_exact`: `resize` alone may double the capacity past `end`.
-                self.payload.reserve_exact(end - self.payload.len());
-                self.payload.resize(end, 0);
-            }
-            if !read_full(&mut self.inner, &mut self.payload[filled..end])? {
-                return Err(ReadError::UnexpectedEof);
-            }
-            filled = end;
+/// The payload size from which a frame is read into a buffer of its own.
+const OWN_BUFFER_FROM: usize = 64 << 10;
+
+/// Reads `len` bytes onto the end of the empty `buf`. `len` is already within the limit, but
+/// the buffer is filled only as bytes arrive (doubling from 64 KiB, never past `len`), so a
+/// peer that announces a large frame and then stalls or hangs up costs little: the first
+/// 64 KiB are reserved alone, the rest of `len` only once they have arrived, and reserved
+/// memory costs nothing until bytes are written to it.
+fn fill<R: Read>(r: &mut R, buf: &mut Vec<u8>, len: usize) -> Result<(), ReadError> {
+    const FIRST_STEP: usize = 64 << 10;
+    debug_assert!(buf.is_empty());
+    let mut filled = 0;
+    while filled < len {
+        let end = filled + (len - filled).min(filled.max(FIRST_STEP));
+        if end > buf.capacity() {
+            // Exact, and the rest at once: growing by doublings would move the bytes read
+            // each time; this way only the first step's are moved, once.
+            let want = if filled == 0 { end } else { len };
+            buf.reserve_exact(want - buf.len());
         }
-        Ok(&self.payload[..len])
+        buf.resize(end, 0);
+        if !read_full(r, &mut buf[filled..end])? {
+            return Err(ReadError::UnexpectedEof);
+        }
+        filled = end;
     }
+    Ok(())
 }
 
 /// Fills `buf`. `Ok(false)`: the stream ended before the first byte. A stream that ends

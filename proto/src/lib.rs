@@ -24,6 +24,7 @@ pub mod reserved;
 pub mod token;
 pub mod wire;
 
+pub use bytes::Bytes;
 pub use errno::Code;
 pub use frame::{
     DecodeError, EncodeError, Frame, Header, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD,

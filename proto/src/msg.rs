@@ -5,6 +5,8 @@
 //! bytes, not text), relative to the library root, `/`-separated, the empty path meaning the
 //! root itself. The server validates them; the codec only carries them.
 
+use bytes::Bytes;
+
 use crate::errno::Code;
 use crate::frame::DecodeError;
 use crate::lock::{check_range, HeldLock, LockFlavor, LockKind};
@@ -389,7 +391,7 @@ pub enum Request {
     Write {
         path: WirePath,
         offset: u64,
-        data: Vec<u8>,
+        data: Bytes,
     },
     /// Creates a regular file (`O_CREAT`, plus `O_EXCL` when `exclusive`); an existing file is
     /// left as it is unless `exclusive`. Reply: `Attr`.
@@ -535,7 +537,7 @@ pub enum Reply {
     /// The bytes read and the file's attributes as the server saw them while reading.
     Data {
         attr: Attr,
-        data: Vec<u8>,
+        data: Bytes,
     },
     Target(Vec<u8>),
     Statfs(Statfs),
@@ -1014,7 +1016,7 @@ impl Message for Request {
             kind::WRITE => Request::Write {
                 path: r.bytes()?,
                 offset: r.u64()?,
-                data: r.bytes()?,
+                data: r.blob()?,
             },
             kind::CREATE => Request::Create {
                 path: r.bytes()?,
@@ -1285,7 +1287,7 @@ impl Message for Reply {
             }
             kind::R_DATA => Reply::Data {
                 attr: get_attr(r)?,
-                data: r.bytes()?,
+                data: r.blob()?,
             },
             kind::R_TARGET => Reply::Target(r.bytes()?),
             kind::R_STATFS => Reply::Statfs(Statfs {

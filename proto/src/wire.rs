@@ -4,16 +4,29 @@
 //! remains before it reads, so a lying length is a `DecodeError`, never a panic or an
 //! allocation larger than the payload that already arrived.
 
+use bytes::Bytes;
+
 use crate::frame::DecodeError;
 
 /// Reads fields from one frame's payload.
 pub struct Reader<'a> {
     buf: &'a [u8],
+    /// The payload as a buffer of its own, when it was read into one: [`Reader::blob`] then
+    /// hands out views of it instead of copies.
+    shared: Option<&'a Bytes>,
 }
 
 impl<'a> Reader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf }
+        Reader { buf, shared: None }
+    }
+
+    /// Reads a payload held in its own buffer, whose blobs are views of it.
+    pub fn shared(payload: &'a Bytes) -> Self {
+        Reader {
+            buf: payload,
+            shared: Some(payload),
+        }
     }
 
     pub fn remaining(&self) -> usize {
@@ -67,6 +80,17 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self) -> Result<Vec<u8>, DecodeError> {
         let len = self.u32()? as usize;
         Ok(self.take(len)?.to_vec())
+    }
+
+    /// Like `bytes`, for file data: a view of the payload when it has a buffer of its own
+    /// ([`Reader::shared`]), so a large read or write is never copied out of its frame.
+    pub fn blob(&mut self) -> Result<Bytes, DecodeError> {
+        let len = self.u32()? as usize;
+        let data = self.take(len)?;
+        Ok(match self.shared {
+            Some(whole) => whole.slice_ref(data),
+            None => Bytes::copy_from_slice(data),
+        })
     }
 
     /// Like `bytes`, but the content must be UTF-8 (used only for human-readable text).

@@ -18,11 +18,13 @@ struct Counting;
 
 thread_local! {
     static LARGEST: Cell<usize> = const { Cell::new(0) };
+    static TOTAL: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note(size: usize) {
     // `try_with`: allocations during thread teardown must not panic.
     let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+    let _ = TOTAL.try_with(|t| t.set(t.get() + size));
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments unchanged, so the
@@ -59,6 +61,14 @@ fn largest_alloc(f: impl FnOnce()) -> usize {
     LARGEST.with(|l| l.set(0));
     f();
     LARGEST.with(|l| l.get())
+}
+
+/// Runs `f` and returns the bytes of every allocation (and reallocation) it made on this
+/// thread, added up.
+fn total_alloc(f: impl FnOnce()) -> usize {
+    TOTAL.with(|t| t.set(0));
+    f();
+    TOTAL.with(|t| t.get())
 }
 
 /// A header announcing `len` bytes, then `body_len` bytes of ramp (`None`: endless).
@@ -150,5 +160,39 @@ fn stalled_peer_costs_what_it_sent() {
     assert!(
         largest <= 64 << 10,
         "allocated {largest} bytes for 100 bytes received"
+    );
+}
+
+#[test]
+fn a_large_write_is_read_once_into_the_buffer_its_data_is_a_view_of() {
+    // 1 MiB of path "", offset 0 and data: the payload is a whole Write request.
+    let data_len = 1usize << 20;
+    let mut frame = Vec::new();
+    shelf_proto::Frame::new(
+        7,
+        Request::Write {
+            path: Vec::new(),
+            offset: 0,
+            data: vec![3u8; data_len].into(),
+        },
+    )
+    .encode(&mut frame, DEFAULT_MAX_PAYLOAD)
+    .expect("encodes");
+    let mut got = None;
+    let total = total_alloc(|| {
+        got = Some(FrameReader::new(&frame[..], DEFAULT_MAX_PAYLOAD).read_frame::<Request>());
+    });
+    let Some(Ok(Some(f))) = got else {
+        panic!("{got:?}")
+    };
+    let Request::Write { data, .. } = f.msg else {
+        panic!("{:?}", f.msg)
+    };
+    assert_eq!(data.len(), data_len);
+    assert!(data.iter().all(|&b| b == 3));
+    // The first 64 KiB step, then the whole payload once: no second buffer for the data.
+    assert!(
+        total <= data_len + (64 << 10) + 4096,
+        "allocated {total} bytes in all for a {data_len}-byte write"
     );
 }

@@ -156,7 +156,7 @@ fn request() -> impl Strategy<Value = Request> {
         (path(), any::<u64>(), data()).prop_map(|(path, offset, data)| Request::Write {
             path,
             offset,
-            data
+            data: data.into()
         }),
         (path(), any::<u32>(), any::<bool>()).prop_map(|(path, perm, exclusive)| {
             Request::Create {
@@ -367,7 +367,10 @@ fn reply() -> impl Strategy<Value = Reply> {
             any::<bool>()
         )
             .prop_map(|(entries, more)| Reply::Listing { entries, more }),
-        (attr(), data()).prop_map(|(attr, data)| Reply::Data { attr, data }),
+        (attr(), data()).prop_map(|(attr, data)| Reply::Data {
+            attr,
+            data: data.into()
+        }),
         path().prop_map(Reply::Target),
         statfs().prop_map(Reply::Statfs),
         path().prop_map(|temp| Reply::PutStarted { temp }),
@@ -733,7 +736,7 @@ fn hard_max_applies_whatever_the_limit() {
     let fits = Request::Write {
         path: Vec::new(),
         offset: 0,
-        data: ramp(HARD_MAX_PAYLOAD as usize - 16),
+        data: ramp(HARD_MAX_PAYLOAD as usize - 16).into(),
     };
     let bytes = Frame::new(1, fits.clone())
         .to_bytes(u32::MAX)
@@ -746,7 +749,7 @@ fn hard_max_applies_whatever_the_limit() {
     let over = Request::Write {
         path: vec![b'x'],
         offset: 0,
-        data: ramp(HARD_MAX_PAYLOAD as usize - 16),
+        data: ramp(HARD_MAX_PAYLOAD as usize - 16).into(),
     };
     assert_eq!(
         Frame::new(1, over).to_bytes(u32::MAX),
@@ -773,7 +776,7 @@ fn default_max_io_fits_default_payload() {
         ctime: Timestamp::default(),
         btime: Timestamp::default(),
     };
-    let data = ramp(shelf_proto::DEFAULT_MAX_IO as usize);
+    let data = bytes::Bytes::from(ramp(shelf_proto::DEFAULT_MAX_IO as usize));
     let write = Request::Write {
         path: vec![b'p'; 4096],
         offset: u64::MAX,

@@ -70,7 +70,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 Request::Write {
                     path: b"d/\xff".to_vec(),
                     offset: 4096,
-                    data: ramp(300),
+                    data: ramp(300).into(),
                 },
             ),
         ),
@@ -149,7 +149,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 7,
                 Reply::Data {
                     attr: attr(FileKind::File),
-                    data: ramp(300),
+                    data: ramp(300).into(),
                 },
             ),
         ),

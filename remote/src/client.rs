@@ -14,6 +14,7 @@
 //!    forget; the mount's core, which keeps files under those names, uses [`Client::new`].
 
 use shelf_proto::reserved::{is_reserved_name, is_reserved_path};
+use shelf_proto::Bytes;
 use std::time::Duration;
 
 use shelf_proto::{
@@ -127,7 +128,7 @@ impl<T: Transport> Client<T> {
     /// Up to `len` bytes from `offset` (fewer only at end of file), with the file's
     /// attributes as the server saw them while reading. Pieces that saw two versions of the
     /// file fail with `ESTALE` ([`changed`](super::ranges::changed)).
-    pub fn read(&self, path: &[u8], offset: u64, len: u32) -> Result<(Attr, Vec<u8>), RemoteError> {
+    pub fn read(&self, path: &[u8], offset: u64, len: u32) -> Result<(Attr, Bytes), RemoteError> {
         if len <= self.limits().max_io.max(1) {
             let piece = ReadPiece::start(&self.t, path, offset, len).wait(&self.t, Resend::Once)?;
             return Ok((piece.attr, piece.data));
@@ -139,14 +140,14 @@ impl<T: Transport> Client<T> {
             let piece = piece?;
             attr.get_or_insert(piece.attr);
             if out.is_empty() {
-                out = piece.data;
+                out = Vec::from(piece.data);
                 out.reserve(len as usize - out.len());
             } else {
                 out.extend_from_slice(&piece.data);
             }
         }
         let attr = attr.ok_or_else(|| RemoteError::Protocol("read got no reply".into()))?;
-        Ok((attr, out))
+        Ok((attr, out.into()))
     }
 
     /// Writes all of `data` at `offset`; the attributes are those after the last piece.
@@ -581,7 +582,7 @@ pub fn reply_ok(req: &'static str, reply: Reply) -> Result<(), RemoteError> {
 }
 
 /// Expects `Data`.
-pub fn reply_data(reply: Reply) -> Result<(Attr, Vec<u8>), RemoteError> {
+pub fn reply_data(reply: Reply) -> Result<(Attr, Bytes), RemoteError> {
     match reply {
         Reply::Data { attr, data } => Ok((attr, data)),
         other => Err(refusal("read", other)),

@@ -543,15 +543,23 @@ impl Connection {
         let mut writer = self.writer.lock();
         let Outbox { stream, scratch } = &mut *writer;
         scratch.clear();
-        Frame::new(id, ByRef(req))
-            .encode(scratch, self.limits.max_payload)
-            .map_err(|e| {
-                let err = RemoteError::Protocol(format!("{} request: {e}", req.name()));
-                (err, false)
-            })?;
+        let max = self.limits.max_payload;
+        // A write's data goes out from its own buffer after the frame's head, not copied into
+        // the frame (cloning the request clones a reference to the data, not the bytes).
+        let write = matches!(req, Request::Write { .. }).then(|| Frame::new(id, req.clone()));
+        let encoded = match &write {
+            Some(frame) => frame.encode_split(scratch, max),
+            None => Frame::new(id, ByRef(req))
+                .encode(scratch, max)
+                .map(|()| &[][..]),
+        };
+        let tail = encoded.map_err(|e| {
+            let err = RemoteError::Protocol(format!("{} request: {e}", req.name()));
+            (err, false)
+        })?;
         // The scratch buffer keeps its size (at most one frame, max_payload): freeing it
         // after each large write could have the next one faulted in afresh.
-        let sent = self.send_frame(&**stream, scratch);
+        let sent = self.send_frame(&**stream, [scratch, tail]);
         if let Err(e) = sent {
             drop(writer);
             let why = format!("sending a request failed: {}", io_text(&e));
@@ -564,13 +572,17 @@ impl Connection {
         Ok(pending)
     }
 
-    /// Writes a whole frame. While the socket takes no more, reads what arrived if no one
+    /// Writes a whole frame, given as its head and its tail. While the socket takes no more, reads what arrived if no one
     /// else is (module docs, point 4): the server may be blocked sending a reply nobody waits
     /// for yet, and would read no more of this frame until that reply is taken in.
-    fn send_frame(&self, stream: &dyn Stream, mut bytes: &[u8]) -> std::io::Result<()> {
+    fn send_frame(&self, stream: &dyn Stream, parts: [&[u8]; 2]) -> std::io::Result<()> {
         use std::io::ErrorKind;
         let deadline = Instant::now() + self.request_timeout;
+        let [mut bytes, mut tail] = parts;
         loop {
+            if bytes.is_empty() && !tail.is_empty() {
+                bytes = std::mem::take(&mut tail);
+            }
             // Once the frame is taken, a TLS stream may still hold records to send.
             let step = if bytes.is_empty() {
                 match stream.flush_now() {
@@ -942,7 +954,7 @@ mod tests {
                 read.id,
                 Reply::Data {
                     attr: attr(1),
-                    data: vec![5; 4 << 20],
+                    data: vec![5; 4 << 20].into(),
                 },
             );
             while let Some(f) = peer.recv() {
@@ -959,7 +971,7 @@ mod tests {
         let write = Request::Write {
             path: b"f".to_vec(),
             offset: 0,
-            data: vec![9; 4 << 20],
+            data: vec![9; 4 << 20].into(),
         };
         let written = conn.start_ref(&write).expect("the write goes out");
         assert!(matches!(written.wait(), Ok(Reply::Attr(a)) if a.ino == 2));

@@ -25,7 +25,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use shelf_proto::{Attr, Code, Reply, Request, Version};
+use shelf_proto::{Attr, Bytes, Code, Reply, Request, Version};
 
 use super::client::{reply_attr, reply_data};
 use super::{PendingReply, RemoteError, Transport};
@@ -135,7 +135,8 @@ pub struct Piece {
     pub offset: u64,
     pub asked: u32,
     pub attr: Attr,
-    pub data: Vec<u8>,
+    /// A view of the reply's frame (no copy was made of it).
+    pub data: Bytes,
 }
 
 impl Piece {
@@ -354,7 +355,8 @@ impl<P: PendingReply> RangeWriter<P> {
             let req = Request::Write {
                 path: path.to_vec(),
                 offset: range.start,
-                data: piece,
+                // A Vec becomes Bytes (and back, below) without a copy.
+                data: piece.into(),
             };
             let started = t.start(&req);
             self.overlapped |= !self.inflight.is_empty();
@@ -379,7 +381,8 @@ impl<P: PendingReply> RangeWriter<P> {
         } = self.inflight.pop_front()?;
         let result = await_reply(t, &req, started, resend).and_then(|r| reply_attr("write", r));
         let buf = match req {
-            Request::Write { mut data, .. } => {
+            Request::Write { data, .. } => {
+                let mut data = Vec::from(data);
                 data.clear();
                 data
             }

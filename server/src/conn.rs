@@ -689,7 +689,10 @@ impl Session {
                     return Err(too_big("read", len as usize, max_io));
                 }
                 let (attr, data) = lib.read(&rel(path)?, offset, len)?;
-                Reply::Data { attr, data }
+                Reply::Data {
+                    attr,
+                    data: data.into(),
+                }
             }
             Request::Write { path, offset, data } => {
                 if data.len() > max_io as usize {

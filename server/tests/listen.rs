@@ -192,7 +192,7 @@ impl Client {
             },
         );
         match self.recv().msg {
-            Reply::Data { data, .. } => assert_eq!(data, b"hello\n"),
+            Reply::Data { data, .. } => assert_eq!(&data[..], b"hello\n"),
             other => panic!("read failed: {other:?}"),
         }
     }

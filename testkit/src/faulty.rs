@@ -250,7 +250,7 @@ mod tests {
         Request::Write {
             path: b"f".to_vec(),
             offset,
-            data: vec![b'x'],
+            data: vec![b'x'].into(),
         }
     }
 

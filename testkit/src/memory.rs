@@ -197,7 +197,7 @@ mod tests {
         let write = Request::Write {
             path: b"f".to_vec(),
             offset: 5,
-            data: b" world".to_vec(),
+            data: b" world".to_vec().into(),
         };
         let pending = m.start(&write).expect("started");
         assert!(matches!(pending.wait(), Ok(Reply::Attr(a)) if a.size == 11));

@@ -595,7 +595,7 @@ fn hostile_paths_are_refused_and_nothing_outside_is_touched() {
             Request::Write {
                 path: p.clone(),
                 offset: 0,
-                data: b"evil".to_vec(),
+                data: b"evil".to_vec().into(),
             },
             Request::SetAttr {
                 path: p.clone(),
@@ -648,7 +648,7 @@ fn hostile_paths_are_refused_and_nothing_outside_is_touched() {
         Request::Write {
             path: b"c2".to_vec(),
             offset: 0,
-            data: b"evil".to_vec(),
+            data: b"evil".to_vec().into(),
         },
         Request::SetAttr {
             path: b"c2".to_vec(),

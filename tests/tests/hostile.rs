@@ -204,7 +204,7 @@ fn requests_with_path(p: &[u8]) -> Vec<Request> {
         Request::Write {
             path: p.clone(),
             offset: 0,
-            data: b"escaped".to_vec(),
+            data: b"escaped".to_vec().into(),
         },
         Request::Create {
             path: p.clone(),
@@ -396,7 +396,7 @@ fn every_request_kind_refuses_hostile_paths_and_nothing_escapes() {
             Request::Write {
                 path: path.to_vec(),
                 offset: 0,
-                data: b"pwned".to_vec(),
+                data: b"pwned".to_vec().into(),
             },
             Request::SetAttr {
                 path: path.to_vec(),
@@ -523,7 +523,7 @@ fn non_utf8_names_round_trip_exactly_through_create_list_and_stat() {
         let r = c.call(Request::Write {
             path: path.clone(),
             offset: 0,
-            data: n.clone(),
+            data: n.clone().into(),
         });
         assert!(matches!(r, Reply::Attr(_)), "write {n:?}: {r:?}");
         match c.call(Request::Stat { path: path.clone() }) {
@@ -567,7 +567,7 @@ fn non_utf8_names_round_trip_exactly_through_create_list_and_stat() {
         offset: 0,
         len: 100,
     }) {
-        Reply::Data { data, .. } => assert_eq!(data, b"caf\xe9"),
+        Reply::Data { data, .. } => assert_eq!(&data[..], b"caf\xe9"),
         other => panic!("read: {other:?}"),
     }
     assert_no_panic(&server);
@@ -677,7 +677,7 @@ fn huge_offsets_and_lengths_get_errors_not_crashes() {
         let r = c.call(Request::Write {
             path: ok.clone(),
             offset,
-            data: b"0123456789".to_vec(),
+            data: b"0123456789".to_vec().into(),
         });
         assert_error(
             &r,
@@ -725,7 +725,7 @@ fn huge_offsets_and_lengths_get_errors_not_crashes() {
     let r = c.call(Request::Write {
         path: ok.clone(),
         offset: 0,
-        data: vec![b'x'; DEFAULT_MAX_IO as usize + 1],
+        data: vec![b'x'; DEFAULT_MAX_IO as usize + 1].into(),
     });
     assert_error(&r, &[Code::Invalid], "write over max_io");
     let r = c.call(Request::List {
@@ -843,7 +843,7 @@ fn a_directory_flipping_to_a_symlink_never_lets_a_request_out() {
                     Request::Write {
                         path: b"d/secret".to_vec(),
                         offset: 0,
-                        data: b"inside-secret".to_vec(),
+                        data: b"inside-secret".to_vec().into(),
                     },
                     Request::Create {
                         path: name.clone(),

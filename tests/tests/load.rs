@@ -175,7 +175,7 @@ fn client_work(addr: SocketAddr, i: usize, deadline: Instant) -> Result<u64, Str
             c.call(Request::Write {
                 path: name.clone(),
                 offset: 0,
-                data: data.clone(),
+                data: data.clone().into(),
             })?,
             "write",
         )?;

@@ -8,11 +8,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use lru::LruCache;
 use parking_lot::Mutex;
-use shelf_proto::Version;
+use shelf_proto::{Bytes, Version};
 
 use crate::ids::Ino;
 
@@ -43,7 +42,7 @@ pub struct ChunkCache {
 
 #[derive(Debug)]
 struct Inner {
-    lru: LruCache<ChunkKey, Arc<[u8]>>,
+    lru: LruCache<ChunkKey, Bytes>,
     /// Every key in `lru`, grouped by `ChunkKey::file`; no empty sets are kept.
     by_file: HashMap<Ino, HashSet<ChunkKey>>,
     /// Sum of the lengths of the chunks in `lru`.
@@ -76,7 +75,7 @@ impl ChunkCache {
 
     /// The chunk's bytes (a cheap clone; shorter than `chunk_size` at the end of a file), and
     /// marks it most recently used.
-    pub fn get(&self, key: &ChunkKey) -> Option<Arc<[u8]>> {
+    pub fn get(&self, key: &ChunkKey) -> Option<Bytes> {
         let found = self.inner.lock().lru.get(key).cloned();
         let counter = match found {
             Some(_) => &self.counters.hits,
@@ -97,8 +96,8 @@ impl ChunkCache {
     /// dropped: an empty chunk (nothing worth saving; the version's size answers reads past the
     /// end), a chunk longer than `chunk_size` (a caller bug), and a chunk larger than the
     /// whole budget.
-    pub fn insert(&self, key: ChunkKey, data: impl Into<Arc<[u8]>>) -> bool {
-        let data: Arc<[u8]> = data.into();
+    pub fn insert(&self, key: ChunkKey, data: impl Into<Bytes>) -> bool {
+        let data: Bytes = data.into();
         let len = data.len() as u64;
         let mut inner = self.inner.lock();
         // Replacing is not an eviction; doing it first also means the new bytes never sit
@@ -423,6 +422,7 @@ mod tests {
 
     #[test]
     fn shared_between_threads() {
+        use std::sync::Arc;
         let cache = Arc::new(ChunkCache::new(64, 8));
         let handles: Vec<_> = (0..4u64)
             .map(|t| {

@@ -64,7 +64,7 @@ impl Fixture {
     }
 
     fn read_all(&self, fh: Fh, len: u32) -> Vec<u8> {
-        self.core.read(fh, 0, len).expect("read")
+        self.core.read(fh, 0, len).expect("read").into()
     }
 }
 

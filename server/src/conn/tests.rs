@@ -433,7 +433,7 @@ fn pipelined_changes_apply_in_order() {
             Request::Write {
                 path: f.clone(),
                 offset: 0,
-                data: b"hello".to_vec(),
+                data: b"hello".to_vec().into(),
             },
         ),
         (
@@ -449,7 +449,7 @@ fn pipelined_changes_apply_in_order() {
             Request::Write {
                 path: f.clone(),
                 offset: 5,
-                data: b" world".to_vec(),
+                data: b" world".to_vec().into(),
             },
         ),
         (
@@ -495,8 +495,8 @@ fn pipelined_changes_apply_in_order() {
     }
     assert_eq!(attr(replies[&2].clone()).size, 0);
     assert_eq!(attr(replies[&3].clone()).size, 5);
-    assert!(matches!(&replies[&4], Reply::Data { data, .. } if data == b"hello"));
-    assert!(matches!(&replies[&7], Reply::Data { data, .. } if data == b"hello wo"));
+    assert!(matches!(&replies[&4], Reply::Data { data, .. } if &data[..] == b"hello"));
+    assert!(matches!(&replies[&7], Reply::Data { data, .. } if &data[..] == b"hello wo"));
     assert_eq!(replies[&8], Reply::Ok);
     assert_eq!(attr(replies[&9].clone()).size, 8);
     assert!(h.finish().is_ok());
@@ -559,7 +559,7 @@ fn read_only_refuses_every_change() {
         Request::Write {
             path: b"f".to_vec(),
             offset: 0,
-            data: b"x".to_vec(),
+            data: b"x".to_vec().into(),
         },
         Request::Create {
             path: b"n".to_vec(),
@@ -690,7 +690,7 @@ fn uncommitted_put_temporaries_are_removed_at_hang_up() {
         Request::Write {
             path: temp.clone(),
             offset: 0,
-            data: b"partial".to_vec(),
+            data: b"partial".to_vec().into(),
         },
     );
     // A committed put survives the hang-up.
@@ -708,7 +708,7 @@ fn uncommitted_put_temporaries_are_removed_at_hang_up() {
         Request::Write {
             path: done.clone(),
             offset: 0,
-            data: b"whole".to_vec(),
+            data: b"whole".to_vec().into(),
         },
     );
     let a = attr(h.client.call(
