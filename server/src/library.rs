@@ -248,27 +248,24 @@ impl Library {
         let want = len as usize;
         // Size the buffer by what the file holds now, so a small file does not cost `len`.
         let hint = st.stx_size.saturating_sub(offset);
-        let mut buf = vec![0u8; want.min(usize::try_from(hint).unwrap_or(want))];
-        let mut filled = 0;
-        loop {
-            if filled == buf.len() {
-                if buf.len() == want {
-                    break;
-                }
+        let mut buf = Vec::with_capacity(want.min(usize::try_from(hint).unwrap_or(want)));
+        while buf.len() < want {
+            if buf.len() == buf.capacity() {
                 // The file grew since fstat: keep reading up to `len`.
-                buf.resize(want.min(buf.len().saturating_mul(2).max(64 << 10)), 0);
+                let more = want.min(buf.len().saturating_mul(2).max(64 << 10));
+                buf.reserve_exact(more - buf.len());
             }
-            let at = offset.checked_add(filled as u64).ok_or_else(|| {
+            let at = offset.checked_add(buf.len() as u64).ok_or_else(|| {
                 Error::policy(Code::Invalid, op, path, "offset past the largest file size")
             })?;
-            match file.read_at(&mut buf[filled..], at) {
+            // Into the spare capacity: zeroing the buffer first cost as much as a copy.
+            match rustix::io::pread(&file, rustix::buffer::spare_capacity(&mut buf), at) {
                 Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => {}
                 Err(e) => return Err(Error::io(op, path, e)),
             }
         }
-        buf.truncate(filled);
         let st = sys::fstat(file.as_fd()).map_err(|e| Error::io(op, path, e))?;
         Ok((attr_of(&st), buf))
     }
