@@ -97,7 +97,8 @@ cpu_of() {
 # The shelfd processes serving a system: the connection children of its server.
 server_pids() {
     case $1 in
-        shelf | plain) pgrep -f "$BIN/shelfd $LIB" | tr '\n' ' ' ;;
+        shelf) pgrep -f "$BIN/shelfd $LIB .*--state-dir" | tr '\n' ' ' ;;
+        plain) pgrep -f "$BIN/shelfd $LIB .*--insecure-plaintext" | tr '\n' ' ' ;;
         before) pgrep -f "$BASE_BIN/shelfd $LIB" | tr '\n' ' ' ;;
     esac
 }
@@ -109,7 +110,10 @@ add() { R["$1|$2"]+=" $3"; }
 measure() {
     local what=$1 s=$2 root t0 t1 c0 c1 s0 s1 servers
     root=$(root_of "$s")
-    umount_sys "$s"; mount_sys "$s"
+    # Only the measured system is mounted: another shelf mount watching the library would
+    # take change notices for this copy's writes, and its server's CPU would be counted.
+    for m in "${MOUNTED[@]}"; do umount_sys "$m"; done
+    mount_sys "$s"
     rm -f "$root/w/out"
     drop_caches
     servers=$(server_pids "$s")

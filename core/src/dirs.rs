@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use shelf_proto::reserved::is_reserved_name;
 use shelf_proto::{Attr, Code, DirEntry, FileKind};
+use shelf_remote::client::PageTimes;
 use shelf_remote::Transport;
 
 use crate::error::{FsError, FsResult};
@@ -34,7 +35,7 @@ impl<T: Transport> Core<T> {
             return Err(Code::NotDir.into());
         }
         self.want_watched(ino);
-        let (entries, asked) = self.listing(ino, &path, false)?;
+        let (entries, pages) = self.listing(ino, &path, false)?;
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         self.dirs.lock().insert(
             fh,
@@ -42,7 +43,7 @@ impl<T: Transport> Core<T> {
                 ino,
                 attr,
                 entries,
-                asked,
+                pages,
             }),
         );
         Ok(fh)
@@ -59,29 +60,37 @@ impl<T: Transport> Core<T> {
         Ok(entries.len())
     }
 
-    /// The entries of directory `ino` and when they were asked for: those kept from the last
-    /// listing while the server pushes the directory's changes and none came, else a new
-    /// listing.
+    /// The entries of directory `ino` and when each page of them was asked for: those kept
+    /// from the last listing while the server pushes the directory's changes and none came,
+    /// else a new listing.
     /// `primed`: for a walk's lookups (`Listings::listed_entries`).
     fn listing(
         &self,
         ino: Ino,
         path: &[u8],
         primed: bool,
-    ) -> FsResult<(Arc<Vec<DirEntry>>, Instant)> {
+    ) -> FsResult<(Arc<Vec<DirEntry>>, PageTimes)> {
         let rule = self.freshness_in(Some(ino));
         if rule.since.is_some() {
-            if let Some(kept) = self.listings.entries(ino, &rule) {
-                return Ok(kept);
+            if let Some((kept, asked)) = self.listings.entries(ino, &rule) {
+                return Ok((kept, vec![(0, asked)]));
             }
         }
-        let asked = Instant::now();
-        let mut entries = self.client.list(path)?;
-        // The server leaves our names out already; an older one may not.
-        entries.retain(|e| !is_reserved_name(ino == ROOT_INO, &e.name));
+        let (mut entries, mut pages) = self.client.list_timed(path)?;
+        // The server leaves our names out already; an older one may not. Page starts move
+        // down by the names dropped before them.
+        let reserved = |e: &DirEntry| is_reserved_name(ino == ROOT_INO, &e.name);
+        if entries.iter().any(reserved) {
+            for page in pages.iter_mut() {
+                page.0 -= entries[..page.0].iter().filter(|e| reserved(e)).count();
+            }
+            entries.retain(|e| !reserved(e));
+        }
         let entries = Arc::new(entries);
-        self.listings.listed_entries(ino, &entries, asked, primed);
-        Ok((entries, asked))
+        // A kept listing is as old as its first page.
+        let oldest = pages.first().map_or_else(Instant::now, |p| p.1);
+        self.listings.listed_entries(ino, &entries, oldest, primed);
+        Ok((entries, pages))
     }
 
     /// Fills `sink` from `offset` on. With `plus`, each entry the sink takes counts as a
@@ -105,7 +114,8 @@ impl<T: Transport> Core<T> {
             }
             let e = &dir.entries[i - dots.len()];
             if plus {
-                let entry = self.enter_listed(dir.ino, &e.name, e.attr, dir.asked)?;
+                let asked = dir.asked(i - dots.len());
+                let entry = self.enter_listed(dir.ino, &e.name, e.attr, asked)?;
                 if sink.add(entry.ino, next, &e.name, &entry.attr) {
                     self.inodes.forget(entry.ino, 1);
                     return Ok(());

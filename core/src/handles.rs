@@ -50,8 +50,22 @@ pub(crate) struct OpenDir {
     pub(crate) ino: Ino,
     pub(crate) attr: Attr,
     pub(crate) entries: Arc<Vec<DirEntry>>,
-    /// When the listing was asked for: its attributes are as old as that (`fresh.rs`).
-    pub(crate) asked: std::time::Instant,
+    /// When each page of the listing was asked for: an entry's attributes are as old as its
+    /// page's request (`fresh.rs`).
+    pub(crate) pages: shelf_remote::client::PageTimes,
+}
+
+impl OpenDir {
+    /// When entry `i` of the listing was asked for.
+    pub(crate) fn asked(&self, i: usize) -> std::time::Instant {
+        page_time(&self.pages, i)
+    }
+}
+
+/// When entry `i` was asked for: the time of the last page starting at or before it.
+fn page_time(pages: &[(usize, std::time::Instant)], i: usize) -> std::time::Instant {
+    let page = pages.partition_point(|&(first, _)| first <= i);
+    pages[page.saturating_sub(1)].1
 }
 
 impl<T: Transport> Core<T> {
@@ -111,5 +125,21 @@ impl<T: Transport> Core<T> {
             .get(&ino)
             .map(|s| Arc::clone(&s.io))
             .ok_or(FsError::Local(Code::BadHandle))
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn an_entry_is_as_old_as_its_own_page() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let pages = [(0, at(0)), (3, at(10)), (5, at(20))];
+        let got: Vec<Instant> = (0..7).map(|i| super::page_time(&pages, i)).collect();
+        assert_eq!(got, [at(0), at(0), at(0), at(10), at(10), at(20), at(20)]);
+        // An empty first page (an empty directory) still answers.
+        assert_eq!(super::page_time(&[(0, at(5))], 0), at(5));
     }
 }
