@@ -219,8 +219,14 @@ umount_sys() {
     fi
 }
 
-# A cold start: a fresh mount (no user-space cache) and no page cache.
-cold() { umount_sys "$1"; mount_sys "$1"; drop_caches; }
+# A cold start: a fresh mount (no user-space cache) and no page cache. Only the system measured
+# stays mounted: another shelf mount of the library would take change notices for its writes
+# (it watches the same directories), and it and its server would compete for the CPU.
+cold() {
+    local o
+    for o in bindfs shelf plain sshfs direct; do [ "$o" = "$1" ] || umount_sys "$o"; done
+    umount_sys "$1"; mount_sys "$1"; drop_caches
+}
 
 for s in bindfs shelf plain sshfs direct; do mount_sys "$s"; done
 
