@@ -17,6 +17,9 @@ use crate::namespace::Entry;
 use crate::versions::same_file;
 use crate::{Core, ROOT_INO};
 
+/// Entries in the first page of a large directory's listing (`Core::listing`).
+const FIRST_PAGE_OF_BIG_DIR: u32 = 256;
+
 /// Receives directory entries for one `readdir` reply, like fuser's `ReplyDirectory[Plus]`.
 pub trait DirSink {
     /// Adds one entry; `offset` is where the next `readdir` resumes. Returns true when the
@@ -76,7 +79,16 @@ impl<T: Transport> Core<T> {
                 return Ok((kept, vec![(0, asked)]));
             }
         }
-        let (mut entries, mut pages) = self.client.list_timed(path)?;
+        // A large directory's first page is small: the watch asked for with it is then
+        // likely confirmed before the rest are asked, and they get the long TTL (`fresh.rs`)
+        // instead of outliving the short one while the listing goes on (100,000 entries take
+        // over a second).
+        let big = self
+            .inodes
+            .cached_attr_at(ino)
+            .is_some_and(|(a, _)| a.size > crate::listing::MAX_PRIMED_DIR_BYTES);
+        let first_page = if big { FIRST_PAGE_OF_BIG_DIR } else { 0 };
+        let (mut entries, mut pages) = self.client.list_timed(path, first_page)?;
         // The server leaves our names out already; an older one may not. Page starts move
         // down by the names dropped before them.
         let reserved = |e: &DirEntry| is_reserved_name(ino == ROOT_INO, &e.name);

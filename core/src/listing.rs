@@ -56,7 +56,7 @@ const WALK_WINDOW: Duration = Duration::from_secs(1);
 pub const BIG_FOR: Duration = Duration::from_secs(60);
 /// A directory larger than this (its `st_size`: on ext4 about 8,000 entries of short names)
 /// is not listed for lookups: the listing would likely be too large to keep.
-const MAX_PRIMED_DIR_BYTES: u64 = 256 * 1024;
+pub const MAX_PRIMED_DIR_BYTES: u64 = 256 * 1024;
 /// Directories whose walks are counted at most (a few bytes each).
 const MAX_WALKS: usize = 1024;
 

@@ -95,13 +95,18 @@ impl<T: Transport> Client<T> {
 
     /// Every entry of a directory, asking page after page while the server says there is more.
     pub fn list(&self, path: &[u8]) -> Result<Vec<DirEntry>, RemoteError> {
-        self.list_timed(path).map(|(all, _)| all)
+        self.list_timed(path, 0).map(|(all, _)| all)
     }
 
     /// [`Client::list`], with when each page was asked for: the index of its first entry and
     /// the moment its request left. A listing of 100,000 entries takes over a second, and
     /// each page's attributes are as old as its own request, not the first one's.
-    pub fn list_timed(&self, path: &[u8]) -> Result<(Vec<DirEntry>, PageTimes), RemoteError> {
+    /// `first_page`: at most this many entries in the first page (0: as many as fit).
+    pub fn list_timed(
+        &self,
+        path: &[u8],
+        first_page: u32,
+    ) -> Result<(Vec<DirEntry>, PageTimes), RemoteError> {
         let mut all = Vec::new();
         let mut pages = Vec::new();
         let mut after = Vec::new();
@@ -110,7 +115,7 @@ impl<T: Transport> Client<T> {
             let reply = self.call(Request::List {
                 path: path.into(),
                 after: after.clone(),
-                max_entries: 0,
+                max_entries: if pages.len() == 1 { first_page } else { 0 },
             })?;
             let (entries, more) = match reply {
                 Reply::Listing { entries, more } => (entries, more),
