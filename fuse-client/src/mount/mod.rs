@@ -19,6 +19,7 @@
 //! mount(8) and fstab reach the same flow through [`helper`], which rewrites
 //! `mount.fuse.shelf ADDR DIR -o OPTS` into `shelf mount ADDR DIR -o OPTS`.
 
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,8 +120,11 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
     config.clone_fd = true;
     let fs = ShelfFs::new(Arc::clone(&core));
     let what = || format!("mount {} on {}", plan.addr, plan.mountpoint.display());
+    // Our own handle on /dev/fuse, for the notices fuser cannot send (`expire_entry`).
+    let mut fuse_fd = None;
     let session = if rustix::process::geteuid().is_root() {
         let fd = kernel::mount_as_root(plan).with_context(what)?;
+        fuse_fd = Some(fd.try_clone().with_context(what)?);
         fuser::Session::from_fd(fs, fd, plan.acl, config).with_context(what)?
     } else {
         // fusermount3 (setuid) mounts for other users, subtype included.
@@ -162,6 +166,10 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
                     // Offset 0, length 0: every page of the inode (and its cached attributes).
                     Invalidate::Pages(ino) | Invalidate::PagesNow(ino) => {
                         notifier.inval_inode(fuser::INodeNo(ino.0), 0, 0)
+                    }
+                    Invalidate::Entry { parent, name } if fuse_fd.is_some() => {
+                        let fd = fuse_fd.as_ref().map(|f| f.as_fd()).expect("checked");
+                        kernel::expire_entry(fd, parent.0, name)
                     }
                     Invalidate::Entry { parent, name } | Invalidate::EntryNow { parent, name } => {
                         notifier.inval_entry(
