@@ -162,21 +162,19 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
         .name("shelf-invalidate".into())
         .spawn(move || {
             for what in stale_rx {
-                let told = match &what {
+                let told = match (&what, &fuse_fd) {
                     // Offset 0, length 0: every page of the inode (and its cached attributes).
-                    Invalidate::Pages(ino) | Invalidate::PagesNow(ino) => {
+                    (Invalidate::Pages(ino) | Invalidate::PagesNow(ino), _) => {
                         notifier.inval_inode(fuser::INodeNo(ino.0), 0, 0)
                     }
-                    Invalidate::Entry { parent, name } if fuse_fd.is_some() => {
-                        let fd = fuse_fd.as_ref().map(|f| f.as_fd()).expect("checked");
-                        kernel::expire_entry(fd, parent.0, name)
+                    (Invalidate::Entry { parent, name }, Some(fd)) => {
+                        kernel::expire_entry(fd.as_fd(), parent.0, name)
                     }
-                    Invalidate::Entry { parent, name } | Invalidate::EntryNow { parent, name } => {
-                        notifier.inval_entry(
-                            fuser::INodeNo(parent.0),
-                            std::ffi::OsStr::from_bytes(name),
-                        )
-                    }
+                    (
+                        Invalidate::Entry { parent, name } | Invalidate::EntryNow { parent, name },
+                        _,
+                    ) => notifier
+                        .inval_entry(fuser::INodeNo(parent.0), std::ffi::OsStr::from_bytes(name)),
                 };
                 // ENOENT: the kernel holds nothing of it, which is what we asked for.
                 if let Err(e) = told {
