@@ -34,7 +34,7 @@ pub use handshake::{negotiate, Limits, NegotiateError, Negotiated, IO_OVERHEAD, 
 pub use io::{is_timeout, write_frame, write_parts, FrameReader, ReadError};
 pub use lock::{HeldLock, LockAsk, LockFlavor, LockKind};
 pub use msg::{
-    falloc_mode, features, rename_flags, xattr, Admission, Attr, DirEntry, FileKind, Hello,
-    HelloReply, Message, Reply, Request, SetAttrs, SetTime, Statfs, Timestamp, Version, Whence,
-    WirePath, MAX_CHANGES_WAIT_MS, MAX_LOCK_WAIT_MS, PROTOCOL_VERSION,
+    falloc_mode, features, rename_flags, xattr, Admission, Attr, ChangedPath, DirEntry, EntryState,
+    FileKind, Hello, HelloReply, Message, Reply, Request, SetAttrs, SetTime, Statfs, Timestamp,
+    Version, Whence, WirePath, MAX_CHANGES_WAIT_MS, MAX_LOCK_WAIT_MS, PROTOCOL_VERSION,
 };

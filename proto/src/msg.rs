@@ -40,6 +40,10 @@ pub mod features {
     pub const ADMITTED: u64 = 1 << 7;
     /// `Lock`, `TestLock` and `ReleaseLocks` are served.
     pub const LOCKS: u64 = 1 << 8;
+    /// A `Changes` is answered `ChangeStates`: each changed path with what the server holds
+    /// under it now, so a client whose cache already agrees keeps it (its own changes). Sent
+    /// only to a client that announced this bit.
+    pub const CHANGE_STATE: u64 = 1 << 9;
 }
 
 /// How the server let a client in: the trailing `admitted` byte of the `Hello` reply
@@ -281,6 +285,29 @@ impl Attr {
             ctime: self.ctime,
         }
     }
+}
+
+/// What the server holds under a changed path when it tells of the change
+/// ([`Reply::ChangeStates`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryState {
+    /// It could not tell (the path could not be looked at): the client assumes anything.
+    Unknown,
+    /// No such name.
+    Absent,
+    /// These attributes (of the name itself, not of what a symlink points at).
+    Present(Attr),
+}
+
+/// One changed path of a [`Reply::ChangeStates`], with the state of it and of its directory
+/// as the server saw them after the change, when it answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangedPath {
+    pub path: WirePath,
+    pub state: EntryState,
+    /// The attributes of the directory holding the path; `None` if unknown (or the path is
+    /// the root).
+    pub dir: Option<Attr>,
 }
 
 /// One entry of a directory listing.
@@ -562,6 +589,11 @@ pub enum Reply {
         paths: Vec<WirePath>,
         lost: bool,
     },
+    /// `Changes` with what each path holds now (`features::CHANGE_STATE`).
+    ChangeStates {
+        changes: Vec<ChangedPath>,
+        lost: bool,
+    },
     /// How many bytes a `CopyRange` copied, and the destination's attributes after it.
     Copied {
         copied: u64,
@@ -633,6 +665,7 @@ pub mod kind {
     pub const R_LOCK: u16 = 0x800f;
     pub const R_WATCHED: u16 = 0x8010;
     pub const R_CHANGES: u16 = 0x8011;
+    pub const R_CHANGE_STATES: u16 = 0x8012;
 }
 
 /// A message that can travel in a frame.
@@ -1167,6 +1200,7 @@ impl Message for Reply {
             Reply::Lock(_) => kind::R_LOCK,
             Reply::Watched(_) => kind::R_WATCHED,
             Reply::Changes { .. } => kind::R_CHANGES,
+            Reply::ChangeStates { .. } => kind::R_CHANGE_STATES,
             Reply::Copied { .. } => kind::R_COPIED,
         }
     }
@@ -1231,6 +1265,25 @@ impl Message for Reply {
                 w.count(paths.len());
                 for p in paths {
                     w.bytes(p);
+                }
+                w.bool(*lost);
+            }
+            Reply::ChangeStates { changes, lost } => {
+                w.count(changes.len());
+                for c in changes {
+                    w.bytes(&c.path);
+                    match &c.state {
+                        EntryState::Unknown => w.u8(0),
+                        EntryState::Absent => w.u8(1),
+                        EntryState::Present(a) => {
+                            w.u8(2);
+                            put_attr(w, a);
+                        }
+                    }
+                    w.bool(c.dir.is_some());
+                    if let Some(a) = &c.dir {
+                        put_attr(w, a);
+                    }
                 }
                 w.bool(*lost);
             }
@@ -1331,6 +1384,26 @@ impl Message for Reply {
                 paths: get_paths(r)?,
                 lost: r.bool()?,
             },
+            kind::R_CHANGE_STATES => {
+                // Each change is at least its path's length, a state and a flag.
+                let n = r.count(6)?;
+                let mut changes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let path = r.bytes()?;
+                    let state = match r.u8()? {
+                        0 => EntryState::Unknown,
+                        1 => EntryState::Absent,
+                        2 => EntryState::Present(get_attr(r)?),
+                        _ => return Err(DecodeError::Invalid("entry state not 0, 1 or 2")),
+                    };
+                    let dir = if r.bool()? { Some(get_attr(r)?) } else { None };
+                    changes.push(ChangedPath { path, state, dir });
+                }
+                Reply::ChangeStates {
+                    changes,
+                    lost: r.bool()?,
+                }
+            }
             kind::R_LOCK => Reply::Lock(if r.bool()? {
                 let held = HeldLock {
                     kind: LockKind::from_wire(r.u8()?)?,

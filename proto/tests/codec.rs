@@ -10,10 +10,10 @@ use std::io::{self, Read};
 use proptest::prelude::*;
 use shelf_proto::msg::kind;
 use shelf_proto::{
-    write_frame, xattr, Admission, Attr, Code, DecodeError, DirEntry, FileKind, Frame, FrameReader,
-    Header, HeldLock, Hello, HelloReply, LockFlavor, LockKind, Message, ReadError, Reply, Request,
-    SetAttrs, SetTime, Statfs, Timestamp, Whence, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD,
-    HEADER_LEN,
+    write_frame, xattr, Admission, Attr, ChangedPath, Code, DecodeError, DirEntry, EntryState,
+    FileKind, Frame, FrameReader, Header, HeldLock, Hello, HelloReply, LockFlavor, LockKind,
+    Message, ReadError, Reply, Request, SetAttrs, SetTime, Statfs, Timestamp, Whence,
+    DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, HEADER_LEN,
 };
 
 const MAX: u32 = DEFAULT_MAX_PAYLOAD;
@@ -395,7 +395,22 @@ fn reply() -> impl Strategy<Value = Reply> {
         prop::collection::vec(any::<bool>(), 0..20).prop_map(Reply::Watched),
         (prop::collection::vec(path(), 0..20), any::<bool>())
             .prop_map(|(paths, lost)| Reply::Changes { paths, lost }),
+        (prop::collection::vec(changed_path(), 0..20), any::<bool>())
+            .prop_map(|(changes, lost)| Reply::ChangeStates { changes, lost }),
     ]
+}
+
+fn changed_path() -> impl Strategy<Value = ChangedPath> {
+    let state = prop_oneof![
+        Just(EntryState::Unknown),
+        Just(EntryState::Absent),
+        attr().prop_map(EntryState::Present),
+    ];
+    (path(), state, prop::option::of(attr())).prop_map(|(path, state, dir)| ChangedPath {
+        path,
+        state,
+        dir,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -349,6 +349,7 @@ fn kinds_table_matches() {
         (kind::R_LOCK, "Lock", "reply"),
         (kind::R_WATCHED, "Watched", "reply"),
         (kind::R_CHANGES, "Changes", "reply"),
+        (kind::R_CHANGE_STATES, "ChangeStates", "reply"),
     ];
     for &(k, name, dir) in kinds {
         let code = format!("`{k:#06x}`");
@@ -377,6 +378,8 @@ fn features_and_fallocate_mode_tables_match() {
         (features::FALLOCATE, "FALLOCATE"),
         (features::SEEK_HOLES, "SEEK_HOLES"),
         (features::COPY_RANGE, "COPY_RANGE"),
+        (features::LOCKS, "LOCKS"),
+        (features::CHANGE_STATE, "CHANGE_STATE"),
     ] {
         let shift = format!("`1 << {}`", bit.trailing_zeros());
         let name = format!("`{name}`");

@@ -266,6 +266,7 @@ fn reply_name(reply: &Reply) -> &'static str {
         Reply::Lock(_) => "lock",
         Reply::Watched(_) => "watched",
         Reply::Changes { .. } => "changes",
+        Reply::ChangeStates { .. } => "change-states",
     }
 }
 

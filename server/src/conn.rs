@@ -23,22 +23,22 @@
 //! 6. **No litter.** Put temporaries made on this connection and not committed or aborted are
 //!    removed when `serve` returns.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use shelf_proto::{
-    features, is_timeout, negotiate, write_parts, Admission, Code, DecodeError, Frame, FrameReader,
-    Hello, HelloReply, Limits, LockAsk, LockFlavor, LockKind, ReadError, Reply, Request,
-    DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD, MAX_CHANGES_WAIT_MS, MAX_LOCK_WAIT_MS,
-    PROTOCOL_VERSION,
+    features, is_timeout, negotiate, write_parts, Admission, Attr, ChangedPath, Code, DecodeError,
+    EntryState, Frame, FrameReader, Hello, HelloReply, Limits, LockAsk, LockFlavor, LockKind,
+    ReadError, Reply, Request, DEFAULT_MAX_IO, DEFAULT_MAX_PAYLOAD, HARD_MAX_PAYLOAD,
+    MAX_CHANGES_WAIT_MS, MAX_LOCK_WAIT_MS, PROTOCOL_VERSION,
 };
 use shelf_secure::files::parse_authorized_keys;
 use shelf_secure::{fingerprint, TlsStream};
@@ -61,7 +61,8 @@ pub const FEATURES: u64 = features::ATOMIC_PUT
     | features::COPY_RANGE
     | features::ADMITTED
     | features::LOCKS
-    | features::CHANGE_NOTIFY;
+    | features::CHANGE_NOTIFY
+    | features::CHANGE_STATE;
 
 /// The server's end of one client's connection: a byte stream `serve` can split between a
 /// reading and a writing thread, shut down, and time out. (The client's own socket trait is
@@ -301,6 +302,9 @@ fn handshake<R: Read>(
         .max_payload
         .store(max_payload, Ordering::Relaxed);
     conn.session.max_io.store(max_io, Ordering::Relaxed);
+    conn.session
+        .features
+        .store(agreed.features, Ordering::Relaxed);
     // The agreed values, not our own: the client's `negotiate` over them agrees with ours.
     let mut reply = ours.agreed(&agreed);
     // Only a client that asked can decode the trailing field.
@@ -417,7 +421,9 @@ fn request_loop<S: Peer>(
                 let id = frame.id;
                 let spawned = std::thread::Builder::new()
                     .name("shelfd-changes".into())
-                    .spawn_scoped(scope, move || conn.send(id, conn.session.changes(wait)));
+                    .spawn_scoped(scope, move || {
+                        conn.send(id, conn.session.changes(conn.lib, wait))
+                    });
                 match spawned {
                     Ok(t) => lock_waits.push(t),
                     Err(e) => conn.send(
@@ -614,6 +620,8 @@ pub struct Session {
     /// Agreed in the handshake; before it, the server's own limit.
     max_payload: AtomicU32,
     max_io: AtomicU32,
+    /// The features agreed in the handshake (those that change what a reply looks like).
+    features: AtomicU64,
     /// Put temporaries made on this connection and not yet committed or aborted.
     temps: Mutex<HashSet<RelPath>>,
     /// The client came in with a read-only key: every change is refused as with
@@ -631,11 +639,18 @@ impl Session {
         Session {
             max_payload: AtomicU32::new(limits.max_payload),
             max_io: AtomicU32::new(limits.max_io),
+            features: AtomicU64::new(0),
             temps: Mutex::new(HashSet::new()),
             read_only: AtomicBool::new(false),
             locks: Arc::new(Locks::default()),
             watches: Watches::default(),
         }
+    }
+
+    /// The session as after a handshake that also agreed `features`.
+    pub fn with_features(self, features: u64) -> Session {
+        self.features.store(features, Ordering::Relaxed);
+        self
     }
 
     /// The session asks the server's watcher over `socket` (`watch.rs`), if given.
@@ -770,7 +785,7 @@ impl Session {
                 Reply::Watched(self.watches.watch(lib, &paths, cfg.max_watches))
             }
             // In-process: no thread to wait on, so only what is there now.
-            Request::Changes { .. } => self.changes(0),
+            Request::Changes { .. } => self.changes(lib, 0),
             Request::TestLock {
                 path,
                 file,
@@ -854,11 +869,26 @@ impl Session {
     }
 
     /// The changes a `Changes` asks for, waiting as long as it says (at most
-    /// `MAX_CHANGES_WAIT_MS`); the connection runs it on a thread of its own.
-    pub fn changes(&self, wait_ms: u32) -> Reply {
+    /// `MAX_CHANGES_WAIT_MS`); the connection runs it on a thread of its own. With
+    /// `CHANGE_STATE`, each with what `lib` holds under it now (docs/PROTOCOL.md).
+    pub fn changes(&self, lib: &Library, wait_ms: u32) -> Reply {
         let wait = Duration::from_millis(u64::from(wait_ms.min(MAX_CHANGES_WAIT_MS)));
         let (paths, lost) = self.watches.changes(wait);
-        Reply::Changes { paths, lost }
+        if self.features.load(Ordering::Relaxed) & features::CHANGE_STATE == 0 {
+            return Reply::Changes { paths, lost };
+        }
+        if !paths.is_empty() && !wait.is_zero() {
+            // The process that made the change sends its reply right after it; a notice that
+            // overtook that reply would find the client's cache not yet agreeing, and make it
+            // forget what the reply is about to tell it.
+            std::thread::sleep(CHANGE_SETTLE);
+        }
+        let mut dirs: HashMap<Vec<u8>, Option<Attr>> = HashMap::new();
+        let changes = paths
+            .into_iter()
+            .map(|path| change_state(lib, path, &mut dirs))
+            .collect();
+        Reply::ChangeStates { changes, lost }
     }
 
     pub fn end(&self, lib: &Library) {
@@ -871,6 +901,36 @@ impl Session {
             }
         }
     }
+}
+
+/// How long a waiting `Changes` that found a change waits before it looks at the paths
+/// (`Session::changes`).
+const CHANGE_SETTLE: Duration = Duration::from_millis(2);
+
+/// `path` with the state of it and of its directory (`dirs` keeps those looked at already).
+fn change_state(
+    lib: &Library,
+    path: Vec<u8>,
+    dirs: &mut HashMap<Vec<u8>, Option<Attr>>,
+) -> ChangedPath {
+    let Ok(rel) = RelPath::new(path.clone()) else {
+        return ChangedPath {
+            path,
+            state: EntryState::Unknown,
+            dir: None,
+        };
+    };
+    let state = match lib.stat(&rel) {
+        Ok(attr) => EntryState::Present(attr),
+        Err(e) if e.code == Code::NotFound => EntryState::Absent,
+        Err(_) => EntryState::Unknown,
+    };
+    let dir = rel.split_last().and_then(|(parent, _)| {
+        *dirs
+            .entry(parent.as_bytes().to_vec())
+            .or_insert_with(|| lib.stat(&parent).ok())
+    });
+    ChangedPath { path, state, dir }
 }
 
 fn rel(path: Vec<u8>) -> Result<RelPath, Error> {

@@ -90,7 +90,7 @@ impl Memory {
         let agreed =
             negotiate(&hello, &server).map_err(|e| RemoteError::Protocol(e.to_string()))?;
         let limits = agreed.limits;
-        let session = Session::new(limits);
+        let session = Session::new(limits).with_features(agreed.features);
         Ok(Memory {
             lib,
             cfg,
@@ -106,7 +106,7 @@ impl Memory {
     pub fn hang_up(&self) {
         let mut current = self.current.lock();
         current.0.end(&self.lib);
-        current.0 = Arc::new(Session::new(self.limits));
+        current.0 = Arc::new(Session::new(self.limits).with_features(self.features));
         current.1 += 1;
         self.generation.store(current.1, Ordering::SeqCst);
     }

@@ -191,6 +191,7 @@ fn handshake_agrees_limits_and_features() {
             | features::ADMITTED
             | features::LOCKS
             | features::CHANGE_NOTIFY
+            | features::CHANGE_STATE
     );
     assert_eq!(r.admitted, Some(Admission::Open), "no token, no keys: open");
     assert_eq!(h.client.call(2, Request::Ping), Reply::Pong);
@@ -899,4 +900,55 @@ fn hanging_up_ends_lock_waits_and_drops_locks() {
         )
     };
     assert_eq!(r, 0, "the connection's locks went with it");
+}
+
+/// `Changes` answered with each path's state when the handshake agreed `CHANGE_STATE`, and
+/// plainly when it did not (an older client could not decode the states).
+#[test]
+fn changes_carry_the_state_only_when_agreed() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(tmp.path().join("d")).expect("dir");
+    std::fs::write(tmp.path().join("d/gone"), b"x").expect("file");
+    let lib = Library::open(tmp.path()).expect("library");
+    let cfg = ServeConfig::default();
+    let limits = Limits {
+        max_payload: DEFAULT_MAX_PAYLOAD,
+        max_io: DEFAULT_MAX_IO,
+    };
+    let with = Session::new(limits).with_features(features::CHANGE_NOTIFY | features::CHANGE_STATE);
+    let without = Session::new(limits).with_features(features::CHANGE_NOTIFY);
+    for s in [&with, &without] {
+        let watch = Request::Watch {
+            paths: vec![b"d".to_vec()],
+        };
+        assert_eq!(s.handle(&lib, &cfg, watch), Reply::Watched(vec![true]));
+    }
+    std::fs::write(tmp.path().join("d/f"), b"made").expect("create");
+    std::fs::remove_file(tmp.path().join("d/gone")).expect("remove");
+
+    let rel = |s: &str| RelPath::from_bytes(s.as_bytes()).expect("path");
+    let mut states = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while states.len() < 2 && Instant::now() < deadline {
+        match with.changes(&lib, 200) {
+            Reply::ChangeStates { changes, lost } => {
+                assert!(!lost);
+                for c in changes {
+                    assert_eq!(c.dir, Some(lib.stat(&rel("d")).expect("stat d")));
+                    states.insert(c.path, c.state);
+                }
+            }
+            other => panic!("not states: {other:?}"),
+        }
+    }
+    assert_eq!(
+        states.get(&b"d/f"[..]),
+        Some(&EntryState::Present(lib.stat(&rel("d/f")).expect("stat f")))
+    );
+    assert_eq!(states.get(&b"d/gone"[..]), Some(&EntryState::Absent));
+
+    match without.changes(&lib, 200) {
+        Reply::Changes { paths, .. } => assert!(!paths.is_empty(), "told plainly"),
+        other => panic!("not plain: {other:?}"),
+    }
 }
