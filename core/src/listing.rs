@@ -374,6 +374,12 @@ impl Listings {
         }
     }
 
+    /// Whether a kept listing of `dir` has `name`; `None` if none is kept.
+    pub fn lists(&self, dir: Ino, name: &[u8]) -> Option<bool> {
+        let dirs = self.dirs.lock();
+        dirs.by_dir.get(&dir).map(|l| l.names.contains_key(name))
+    }
+
     /// What `dir` holds is no longer known (a change that may or may not have happened, or
     /// the directory is gone).
     pub fn forget(&self, dir: Ino) {

@@ -13,9 +13,17 @@
 //!    moment its `Watched` reply arrives, and only values asked for after that get the long
 //!    TTL (`Freshness`); a change made between a listing and the watch that follows it is
 //!    bounded by the short TTL, as without push.
-//! 3. **What a changed name makes stale.** The directory's listing and attributes, the
-//!    kernel's entry for the name, and, if the name is known here, its node's attributes,
-//!    chunks and kernel pages (`apply`).
+//! 3. **What a changed name makes stale: only what disagrees.** The server tells, with each
+//!    path, what it holds under it and the directory's attributes, as of after the change
+//!    (`features::CHANGE_STATE`). Most notices are of this mount's own changes, whose replies
+//!    already brought it up to date: forgetting then would cost a round trip per file (a
+//!    lookup, a listing) in `cp -r`, `tar x`, `rm -r`. So `apply` compares: the name's file
+//!    (same server file, same version) and the directory's version. What agrees stays; on
+//!    anything else the directory's listing, the kernel's entry for the name and the node's
+//!    attributes, chunks and pages go, as without a state (an older server). A state is only
+//!    ever used to confirm, never to fill in: it may be older than this mount's own latest
+//!    change of the name (git's `config.lock`, made, removed and made again, each faster than
+//!    a notice).
 //! 4. **Missed changes.** When the server says it lost some, or the pinned connection failed
 //!    or changed (its watches went with the old one), nothing is watched from that moment,
 //!    everything that was is treated as changed and watched again.
@@ -27,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use shelf_proto::features;
+use shelf_proto::{features, Attr, ChangedPath, EntryState};
 use shelf_remote::Transport;
 
 use crate::fresh::Freshness;
@@ -160,8 +168,8 @@ impl<T: Transport> Core<T> {
                 Ok((paths, lost, now)) => {
                     let reconnected = epoch.is_some_and(|e| e != now);
                     epoch = Some(now);
-                    for path in &paths {
-                        self.apply(path);
+                    for change in &paths {
+                        self.apply(change);
                     }
                     if lost || reconnected || std::mem::take(&mut failed) {
                         self.changed_everything();
@@ -201,32 +209,78 @@ impl<T: Transport> Core<T> {
         self.freshness_in(self.inodes.told_by(ino))
     }
 
-    /// Forgets what a change to `path` made stale (module docs, point 2).
-    fn apply(&self, path: &[u8]) {
+    /// Forgets what a change made stale (module docs, point 3): only what disagrees with
+    /// the state the server sent with it, if it sent one.
+    pub(crate) fn apply(&self, change: &ChangedPath) {
+        let path = &change.path[..];
+        if path.is_empty() {
+            return self.changed_dir(ROOT_INO);
+        }
         let (parent, name) = match path.iter().rposition(|&b| b == b'/') {
             Some(i) => (&path[..i], &path[i + 1..]),
             None => (&b""[..], path),
         };
-        if path.is_empty() {
-            return self.changed_dir(ROOT_INO);
-        }
         let Some(dir) = self.resolve(parent) else {
             return;
         };
-        self.changed_dir(dir);
-        self.invalidate(Invalidate::Entry {
-            parent: dir,
-            name: name.to_vec(),
-        });
-        if let Some(ino) = self.inodes.child(dir, name) {
-            self.inodes.invalidate_attr(ino);
-            self.cache.invalidate_file(ino);
-            self.pages_unknown(ino);
-            self.invalidate(Invalidate::Pages(ino));
-            if self.inodes.is_dir(ino) {
-                self.unwatch_within(ino);
+        let dir_agrees = change.dir.is_some_and(|d| self.holds_version(dir, &d));
+        if !dir_agrees {
+            self.inodes.invalidate_attr(dir);
+            self.invalidate(Invalidate::Pages(dir));
+        }
+        let child = self.inodes.child(dir, name);
+        // A state may be older than this mount's latest change of the name (the notice was
+        // made before it, and came after its reply), so it is only ever used to confirm what
+        // is held here, never to replace it: whatever disagrees is forgotten, as without a
+        // state.
+        let agrees = match (&change.state, child) {
+            (EntryState::Absent, None) => self.listings.lists(dir, name) != Some(true),
+            (EntryState::Present(attr), Some(ino)) => {
+                self.inodes.is_same_file(ino, attr) == Some(true)
+                    && self.listings.lists(dir, name) != Some(false)
+            }
+            _ => false,
+        };
+        if !agrees {
+            self.listings.forget(dir);
+            self.invalidate(Invalidate::Entry {
+                parent: dir,
+                name: name.to_vec(),
+            });
+            if let Some(ino) = child {
+                self.content_changed(ino);
+                if self.inodes.is_dir(ino) {
+                    self.unwatch_within(ino);
+                }
+            }
+            return;
+        }
+        if let (EntryState::Present(attr), Some(ino)) = (&change.state, child) {
+            // The same file under the name: its entry stands.
+            if self.holds_version(ino, attr) {
+                // What this mount holds is what the server holds (its own change, whose reply
+                // came first); only pages of another version go.
+                self.saw_version(ino, attr);
+            } else {
+                self.listings.entry_changed(dir);
+                self.content_changed(ino);
             }
         }
+    }
+
+    /// Whether the attributes cached for `ino`, fresh or not, are of `attr`'s version.
+    fn holds_version(&self, ino: Ino, attr: &Attr) -> bool {
+        self.inodes
+            .last_attr(ino)
+            .is_some_and(|a| a.kind == attr.kind && a.version() == attr.version())
+    }
+
+    /// The file behind `ino` may hold other content or attributes than cached.
+    fn content_changed(&self, ino: Ino) {
+        self.inodes.invalidate_attr(ino);
+        self.cache.invalidate_file(ino);
+        self.pages_unknown(ino);
+        self.invalidate(Invalidate::Pages(ino));
     }
 
     /// A directory that went or moved, or whose entry changed: it and every watched directory

@@ -23,8 +23,8 @@ pub type PageTimes = Vec<(usize, Instant)>;
 use std::time::Duration;
 
 use shelf_proto::{
-    features, Attr, Code, DirEntry, HeldLock, LockAsk, LockFlavor, Reply, Request, SetAttrs,
-    Statfs, Timestamp, Whence, MAX_CHANGES_WAIT_MS, MAX_LOCK_WAIT_MS,
+    features, Attr, ChangedPath, Code, DirEntry, EntryState, HeldLock, LockAsk, LockFlavor, Reply,
+    Request, SetAttrs, Statfs, Timestamp, Whence, MAX_CHANGES_WAIT_MS, MAX_LOCK_WAIT_MS,
 };
 
 use super::pool::Pool;
@@ -457,14 +457,27 @@ impl<T: Transport> Client<T> {
     }
 
     /// The paths changed in the directories watched on the pinned connection, waiting up
-    /// to `wait` for one; whether some may have been missed; and the connection's epoch.
-    pub fn changes(&self, wait: Duration) -> Result<(Vec<Vec<u8>>, bool, u64), RemoteError> {
+    /// to `wait` for one, each with what the server holds under it now if it says
+    /// (`features::CHANGE_STATE`; `EntryState::Unknown` if not); whether some may have been
+    /// missed; and the connection's epoch.
+    pub fn changes(&self, wait: Duration) -> Result<(Vec<ChangedPath>, bool, u64), RemoteError> {
         self.require(features::CHANGE_NOTIFY, "changes")?;
         let wait_ms = u32::try_from(wait.as_millis())
             .unwrap_or(u32::MAX)
             .min(MAX_CHANGES_WAIT_MS);
         match self.call_pinned(Request::Changes { wait_ms })? {
-            (Reply::Changes { paths, lost }, epoch) => Ok((paths, lost, epoch)),
+            (Reply::ChangeStates { changes, lost }, epoch) => Ok((changes, lost, epoch)),
+            (Reply::Changes { paths, lost }, epoch) => {
+                let changes = paths
+                    .into_iter()
+                    .map(|path| ChangedPath {
+                        path,
+                        state: EntryState::Unknown,
+                        dir: None,
+                    })
+                    .collect();
+                Ok((changes, lost, epoch))
+            }
             (other, _) => Err(refusal("changes", other)),
         }
     }

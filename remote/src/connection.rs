@@ -84,7 +84,8 @@ pub const CLIENT_FEATURES: u64 = features::ATOMIC_PUT
     | features::COPY_RANGE
     | features::ADMITTED
     | features::LOCKS
-    | features::CHANGE_NOTIFY;
+    | features::CHANGE_NOTIFY
+    | features::CHANGE_STATE;
 
 /// The id of the `Hello` request; ids of later requests start after it.
 const HELLO_ID: u32 = 1;

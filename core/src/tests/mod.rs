@@ -5,6 +5,7 @@ mod dirs;
 mod files;
 mod hidden;
 mod names;
+mod push;
 mod space;
 mod xattr;
 

@@ -1,0 +1,215 @@
+//! Change notices with the server's state (`push.rs`, `apply`): this mount's own changes, told
+//! back, leave what it caches alone; changes made by anyone else still make it forget. The
+//! notices are the real server's, taken by hand from the pinned connection (push's threads
+//! are not started, so nothing else takes them).
+
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use shelf_proto::{ChangedPath, EntryState};
+use shelf_testkit::Faulty;
+
+use super::*;
+
+struct PushFixture {
+    dir: TempDir,
+    core: Core<Faulty<Loopback>>,
+    told: Arc<Mutex<Vec<Invalidate>>>,
+}
+
+fn push_fixture() -> PushFixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lb = Loopback::new(dir.path()).expect("loopback server starts");
+    let core = Core::new(
+        Faulty::new(lb),
+        CoreConfig {
+            chunk_size: CHUNK,
+            attr_ttl: Duration::from_secs(60),
+            // Nothing here is watched by push's own bookkeeping: the short TTL rules, and the
+            // test must stay well within it.
+            unwatched_ttl: Duration::from_secs(30),
+            ..CoreConfig::default()
+        },
+    );
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&told);
+    core.set_invalidator(Box::new(move |what| seen.lock().push(what)));
+    PushFixture { dir, core, told }
+}
+
+impl PushFixture {
+    /// Requests that ask the server about names or attributes.
+    fn asked(&self) -> usize {
+        let t = self.core.client.transport();
+        t.seen("stat") + t.seen("list")
+    }
+
+    /// The notices of changes to every path in `want`, each with the state the server sent.
+    fn notices(&self, want: &[&str]) -> Vec<ChangedPath> {
+        let mut got: Vec<ChangedPath> = Vec::new();
+        for _ in 0..50 {
+            if want
+                .iter()
+                .all(|w| got.iter().any(|c| c.path == w.as_bytes()))
+            {
+                return got;
+            }
+            let (changes, lost, _) = self
+                .core
+                .client
+                .changes(Duration::from_millis(200))
+                .expect("changes");
+            assert!(!lost, "no change was lost");
+            got.extend(changes);
+        }
+        panic!("not all of {want:?} told: {got:?}");
+    }
+
+    fn apply_all(&self, changes: &[ChangedPath]) {
+        self.told.lock().clear();
+        for c in changes {
+            self.core.apply(c);
+        }
+    }
+
+    fn entries_told(&self) -> Vec<Vec<u8>> {
+        self.told
+            .lock()
+            .iter()
+            .filter_map(|w| match w {
+                Invalidate::Entry { name, .. } => Some(name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn own_changes_told_back_are_kept_and_others_changes_are_not() {
+    let f = push_fixture();
+    let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir d");
+    let (flags, _) = f.core.client.watch(vec![b"d".to_vec()]).expect("watch");
+    assert_eq!(flags, [true]);
+
+    // This mount's own changes: a file made and written, a directory, a file made and removed.
+    let (e, o) = f
+        .core
+        .create(d.ino, b"f", 0o100644, 0o022, libc::O_RDWR)
+        .expect("create");
+    f.core.write(o.fh, 0, b"0123456789").expect("write");
+    f.core.flush(o.fh).expect("flush");
+    f.core.release(o.fh).expect("release");
+    let sub = f.core.mkdir(d.ino, b"sub", 0o755, 0).expect("mkdir sub");
+    let (_, g) = f
+        .core
+        .create(d.ino, b"gone", 0o100644, 0o022, libc::O_RDWR)
+        .expect("create gone");
+    f.core.release(g.fh).expect("release gone");
+    f.core.unlink(d.ino, b"gone").expect("unlink gone");
+
+    let told = f.notices(&["d/f", "d/sub", "d/gone"]);
+    assert!(
+        told.iter()
+            .all(|c| c.state != EntryState::Unknown && c.dir.is_some()),
+        "the server says what it holds: {told:?}"
+    );
+    f.apply_all(&told);
+    assert_eq!(f.entries_told(), Vec::<Vec<u8>>::new(), "no name forgotten");
+    assert!(
+        !f.told.lock().contains(&Invalidate::Pages(e.ino)),
+        "the file's pages stay"
+    );
+    // The kernel keeps its entries (none was told to go), and what it asks next is answered
+    // here: attributes, and names the listing knows are not there.
+    let before = f.asked();
+    assert_eq!(f.core.getattr(e.ino).expect("getattr f").size, 10);
+    assert_eq!(
+        f.core.getattr(sub.ino).expect("getattr sub").ino,
+        sub.attr.ino
+    );
+    assert_eq!(errno_of(f.core.lookup(d.ino, b"gone")), Code::NotFound);
+    assert_eq!(errno_of(f.core.lookup(d.ino, b"never")), Code::NotFound);
+    assert_eq!(f.asked(), before, "all answered from what the mount held");
+    let found = f.core.lookup(d.ino, b"f").expect("lookup f");
+    assert_eq!((found.ino, found.attr.size), (e.ino, 10));
+
+    // Someone else rewrites the file, makes a name and removes one.
+    let lib = f.dir.path().join("d");
+    fs::write(lib.join("f"), b"another, longer").expect("rewrite on the server");
+    fs::write(lib.join("new"), b"n").expect("create on the server");
+    fs::remove_dir(lib.join("sub")).expect("rmdir on the server");
+    let told = f.notices(&["d/f", "d/new", "d/sub"]);
+    f.apply_all(&told);
+    assert!(
+        f.told.lock().contains(&Invalidate::Pages(e.ino)),
+        "the rewritten file's pages go"
+    );
+    let mut names = f.entries_told();
+    names.sort();
+    assert_eq!(
+        names,
+        [b"new".to_vec(), b"sub".to_vec()],
+        "new and gone names"
+    );
+    let before = f.asked();
+    assert_eq!(f.core.getattr(e.ino).expect("getattr").size, 15);
+    assert!(
+        f.asked() > before,
+        "the rewritten file's attributes were asked for"
+    );
+    assert_eq!(
+        f.core.lookup(d.ino, b"new").expect("lookup new").attr.size,
+        1
+    );
+    assert_eq!(errno_of(f.core.lookup(d.ino, b"sub")), Code::NotFound);
+}
+
+/// A state older than the mount's own latest change of the name (a notice of a removal that
+/// came after the name was made again) is not taken for the truth: the name is looked up.
+#[test]
+fn a_stale_state_is_not_taken_for_the_truth() {
+    let f = push_fixture();
+    let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir d");
+    let (e, o) = f
+        .core
+        .create(d.ino, b"lock", 0o100644, 0o022, libc::O_RDWR)
+        .expect("create");
+    f.core.release(o.fh).expect("release");
+    f.apply_all(&[ChangedPath {
+        path: b"d/lock".to_vec(),
+        state: EntryState::Absent,
+        dir: None,
+    }]);
+    assert_eq!(f.entries_told(), [b"lock".to_vec()]);
+    let before = f.asked();
+    assert_eq!(
+        f.core.lookup(d.ino, b"lock").expect("still there").ino,
+        e.ino
+    );
+    assert!(f.asked() > before, "the server was asked");
+}
+
+#[test]
+fn a_notice_without_state_forgets_as_before() {
+    let f = push_fixture();
+    let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir d");
+    let (e, o) = f
+        .core
+        .create(d.ino, b"f", 0o100644, 0o022, libc::O_RDWR)
+        .expect("create");
+    f.core.release(o.fh).expect("release");
+    f.apply_all(&[ChangedPath {
+        path: b"d/f".to_vec(),
+        state: EntryState::Unknown,
+        dir: None,
+    }]);
+    assert_eq!(f.entries_told(), [b"f".to_vec()]);
+    assert!(f.told.lock().contains(&Invalidate::Pages(e.ino)));
+    assert!(f.told.lock().contains(&Invalidate::Pages(d.ino)));
+    let before = f.asked();
+    f.core.lookup(d.ino, b"never").expect_err("absent");
+    assert!(
+        f.asked() > before,
+        "the listing was forgotten: the server is asked"
+    );
+}
