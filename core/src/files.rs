@@ -129,7 +129,7 @@ impl<T: Transport> Core<T> {
             attr = self.truncate_to_zero(&path)?;
         }
         if created {
-            self.dir_changed(parent, 0);
+            self.dir_changed(parent, name, 0);
         }
         let entry = self.enter(parent, name, attr)?;
         if !created {

@@ -96,7 +96,7 @@ impl<T: Transport> Core<T> {
         let path = self.new_child_path(parent, name)?;
         let made = self.client.create(&path, create_perm(mode, umask), true);
         let attr = self.adding(parent, name, made)?;
-        self.dir_changed(parent, 0);
+        self.dir_changed(parent, name, 0);
         self.enter(parent, name, attr)
     }
 
@@ -105,7 +105,7 @@ impl<T: Transport> Core<T> {
         let path = self.new_child_path(parent, name)?;
         let made = self.client.mkdir(&path, create_perm(mode, umask));
         let attr = self.adding(parent, name, made)?;
-        self.dir_changed(parent, 1);
+        self.dir_changed(parent, name, 1);
         let entry = self.enter(parent, name, attr)?;
         self.listings.made(entry.ino);
         Ok(entry)
@@ -128,7 +128,7 @@ impl<T: Transport> Core<T> {
         }
         self.listings.removed(parent, name);
         let gone = self.inodes.unlink(parent, name);
-        self.dir_changed(parent, 0);
+        self.dir_changed(parent, name, 0);
         self.changed(&[gone]);
         Ok(())
     }
@@ -143,7 +143,7 @@ impl<T: Transport> Core<T> {
         if let Some(gone) = self.inodes.unlink(parent, name) {
             self.listings.forget(gone);
         }
-        self.dir_changed(parent, -1);
+        self.dir_changed(parent, name, -1);
         Ok(())
     }
 
@@ -152,7 +152,7 @@ impl<T: Transport> Core<T> {
         let path = self.new_child_path(parent, name)?;
         let made = self.client.symlink(&path, target);
         let attr = self.adding(parent, name, made)?;
-        self.dir_changed(parent, 0);
+        self.dir_changed(parent, name, 0);
         self.enter(parent, name, attr)
     }
 
@@ -222,11 +222,13 @@ impl<T: Transport> Core<T> {
         } else {
             self.inodes.rename(parent, name, new_parent, new_name);
             let across = i64::from(moved_dir && parent != new_parent);
-            self.dir_changed(parent, -across);
+            self.dir_changed(parent, name, -across);
             if new_parent != parent {
-                self.dir_changed(new_parent, across - i64::from(victim_dir));
+                self.dir_changed(new_parent, new_name, across - i64::from(victim_dir));
             } else if victim_dir {
-                self.dir_changed(parent, -1);
+                self.dir_changed(parent, new_name, -1);
+            } else {
+                self.changed_here(parent, new_name);
             }
             self.inodes.child(new_parent, new_name)
         };
@@ -250,7 +252,7 @@ impl<T: Transport> Core<T> {
         // The old name's attributes (nlink, ctime) changed too.
         self.inodes.set_attr(ino, &attr);
         self.entry_changed(ino);
-        self.dir_changed(new_parent, 0);
+        self.dir_changed(new_parent, new_name, 0);
         self.enter(new_parent, new_name, attr)
     }
 
@@ -356,14 +358,15 @@ impl<T: Transport> Core<T> {
         }
     }
 
-    /// A directory whose entries this mount just changed (`subdirs` more or fewer
+    /// A directory whose entry `name` this mount just changed (`subdirs` more or fewer
     /// subdirectories). The kernel asks for its attributes again before the next create or
     /// unlink in it (`default_permissions` checks the directory), so instead of forgetting
     /// them, which costs a round trip per file, they are brought up to date here: mtime and
     /// ctime move to now, nlink by the subdirectories. The server's exact times replace these
     /// after the TTL; meanwhile a time set earlier (rsync's) no longer shows as current.
-    pub(crate) fn dir_changed(&self, dir: Ino, subdirs: i64) {
+    pub(crate) fn dir_changed(&self, dir: Ino, name: &[u8], subdirs: i64) {
         self.entry_changed(dir);
+        self.changed_here(dir, name);
         let Some(mut a) = self.fresh_attr(dir, self.cfg.attr_ttl) else {
             return self.inodes.invalidate_attr(dir);
         };

@@ -18,7 +18,10 @@
 //!    (`features::CHANGE_STATE`). Most notices are of this mount's own changes, whose replies
 //!    already brought it up to date: forgetting then would cost a round trip per file (a
 //!    lookup, a listing) in `cp -r`, `tar x`, `rm -r`. So `apply` compares: the name's file
-//!    (same server file, same version) and the directory's version. What agrees stays; on
+//!    (same server file, same version, or an older state than the one held: the server's
+//!    ctime only moves forward) and the directory's version, which after this mount's own
+//!    changes is its estimate (`dir_changed`) and never equal: a name this mount changed
+//!    itself ([`Push::own`]) that agrees explains the difference. What agrees stays; on
 //!    anything else the directory's listing, the kernel's entry for the name and the node's
 //!    attributes, chunks and pages go, as without a state (an older server). A state is only
 //!    ever used to confirm, never to fill in: it may be older than this mount's own latest
@@ -28,14 +31,14 @@
 //!    or changed (its watches went with the old one), nothing is watched from that moment,
 //!    everything that was is treated as changed and watched again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use shelf_proto::{features, Attr, ChangedPath, EntryState};
+use shelf_proto::{features, Attr, ChangedPath, EntryState, FileKind};
 use shelf_remote::Transport;
 
 use crate::fresh::Freshness;
@@ -48,6 +51,9 @@ const CHANGES_WAIT: Duration = Duration::from_secs(5);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Directories sent in one `Watch`.
 const WATCH_BATCH: usize = 256;
+/// Names of this mount's own changes kept ([`Push::own`]); past it they are all dropped,
+/// which costs nothing but some round trips.
+const MAX_OWN_NAMES: usize = 64 * 1024;
 
 /// How change push stands ([`Core::push_stats`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +76,15 @@ pub(crate) struct Push {
     watched: Mutex<HashMap<Ino, Option<Instant>>>,
     /// The subscriber thread's queue; `None` until `start_push`.
     queue: Mutex<Option<Sender<Ino>>>,
+    /// Names in watched directories that this mount itself made, removed or renamed
+    /// (module docs, point 3), and how many in all.
+    own: Mutex<OwnNames>,
+}
+
+#[derive(Default)]
+struct OwnNames {
+    by_dir: HashMap<Ino, HashSet<Vec<u8>>>,
+    count: usize,
 }
 
 impl<T: Transport> Core<T> {
@@ -116,6 +131,32 @@ impl<T: Transport> Core<T> {
             e.insert(None);
             let _ = tx.send(dir);
         }
+    }
+
+    /// This mount changed entry `name` of `dir` (made, removed, renamed from or to it).
+    pub(crate) fn changed_here(&self, dir: Ino, name: &[u8]) {
+        if !self.push.watched.lock().contains_key(&dir) {
+            return;
+        }
+        let mut own = self.push.own.lock();
+        if own.count >= MAX_OWN_NAMES {
+            *own = OwnNames::default();
+        }
+        if own.by_dir.entry(dir).or_default().insert(name.to_vec()) {
+            own.count += 1;
+        }
+    }
+
+    /// Counts `dir` as watched, as a confirmed `Watch` would (tests that take notices by hand).
+    #[cfg(test)]
+    pub(crate) fn watched_since_now(&self, dir: Ino) {
+        self.push.watched.lock().insert(dir, Some(Instant::now()));
+    }
+
+    /// Whether this mount itself changed entry `name` of `dir` since it was last watched.
+    fn changed_here_before(&self, dir: Ino, name: &[u8]) -> bool {
+        let own = self.push.own.lock();
+        own.by_dir.get(&dir).is_some_and(|n| n.contains(name))
     }
 
     fn subscribe(&self, rx: Receiver<Ino>) {
@@ -223,11 +264,6 @@ impl<T: Transport> Core<T> {
         let Some(dir) = self.resolve(parent) else {
             return;
         };
-        let dir_agrees = change.dir.is_some_and(|d| self.holds_version(dir, &d));
-        if !dir_agrees {
-            self.inodes.invalidate_attr(dir);
-            self.invalidate(Invalidate::Pages(dir));
-        }
         let child = self.inodes.child(dir, name);
         // A state may be older than this mount's latest change of the name (the notice was
         // made before it, and came after its reply), so it is only ever used to confirm what
@@ -241,6 +277,15 @@ impl<T: Transport> Core<T> {
             }
             _ => false,
         };
+        // The directory's times and size after this mount's own change are its estimate
+        // (`dir_changed`), which the server's never equal: when the name is one it changed
+        // itself and agrees, the difference is its own doing.
+        let dir_agrees = change.dir.is_some_and(|d| self.holds_version(dir, &d))
+            || (agrees && self.changed_here_before(dir, name));
+        if !dir_agrees {
+            self.inodes.invalidate_attr(dir);
+            self.invalidate(Invalidate::Pages(dir));
+        }
         if !agrees {
             self.listings.forget(dir);
             self.invalidate(Invalidate::Entry {
@@ -261,6 +306,9 @@ impl<T: Transport> Core<T> {
                 // What this mount holds is what the server holds (its own change, whose reply
                 // came first); only pages of another version go.
                 self.saw_version(ino, attr);
+            } else if self.holds_newer(ino, attr) {
+                // Told of a state this mount has seen pass (its own later write's reply came
+                // first): nothing to forget.
             } else {
                 self.listings.entry_changed(dir);
                 self.content_changed(ino);
@@ -273,6 +321,15 @@ impl<T: Transport> Core<T> {
         self.inodes
             .last_attr(ino)
             .is_some_and(|a| a.kind == attr.kind && a.version() == attr.version())
+    }
+
+    /// Whether the attributes cached for `ino` are of a later change than `attr`: the
+    /// server's ctime only moves forward. Not for directories, whose cached times may be this
+    /// mount's estimate (`dir_changed`).
+    fn holds_newer(&self, ino: Ino, attr: &Attr) -> bool {
+        self.inodes
+            .last_attr(ino)
+            .is_some_and(|a| a.kind == attr.kind && a.kind != FileKind::Dir && a.ctime > attr.ctime)
     }
 
     /// The file behind `ino` may hold other content or attributes than cached.
@@ -294,8 +351,12 @@ impl<T: Transport> Core<T> {
         }
         let gone = self.inodes.within(dir, watched);
         let mut watched = self.push.watched.lock();
+        let mut own = self.push.own.lock();
         for d in gone {
             watched.remove(&d);
+            if let Some(names) = own.by_dir.remove(&d) {
+                own.count -= names.len();
+            }
         }
     }
 
@@ -308,6 +369,7 @@ impl<T: Transport> Core<T> {
     /// Every watched directory as if all its names changed, and watched again.
     fn changed_everything(&self) {
         let dirs: Vec<Ino> = self.push.watched.lock().drain().map(|(d, _)| d).collect();
+        *self.push.own.lock() = OwnNames::default();
         for dir in dirs {
             self.changed_dir(dir);
             for (name, child) in self.inodes.children_of(dir) {

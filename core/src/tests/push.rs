@@ -90,6 +90,10 @@ fn own_changes_told_back_are_kept_and_others_changes_are_not() {
     let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir d");
     let (flags, _) = f.core.client.watch(vec![b"d".to_vec()]).expect("watch");
     assert_eq!(flags, [true]);
+    f.core.watched_since_now(d.ino);
+    f.core
+        .getattr(d.ino)
+        .expect("the directory's attributes cached");
 
     // This mount's own changes: a file made and written, a directory, a file made and removed.
     let (e, o) = f
@@ -119,10 +123,15 @@ fn own_changes_told_back_are_kept_and_others_changes_are_not() {
         !f.told.lock().contains(&Invalidate::Pages(e.ino)),
         "the file's pages stay"
     );
+    assert!(
+        !f.told.lock().contains(&Invalidate::Pages(d.ino)),
+        "the directory's attributes stay: they differ by this mount's own changes only"
+    );
     // The kernel keeps its entries (none was told to go), and what it asks next is answered
     // here: attributes, and names the listing knows are not there.
     let before = f.asked();
     assert_eq!(f.core.getattr(e.ino).expect("getattr f").size, 10);
+    f.core.getattr(d.ino).expect("getattr d");
     assert_eq!(
         f.core.getattr(sub.ino).expect("getattr sub").ino,
         sub.attr.ino
@@ -143,6 +152,10 @@ fn own_changes_told_back_are_kept_and_others_changes_are_not() {
     assert!(
         f.told.lock().contains(&Invalidate::Pages(e.ino)),
         "the rewritten file's pages go"
+    );
+    assert!(
+        f.told.lock().contains(&Invalidate::Pages(d.ino)),
+        "the directory's attributes go"
     );
     let mut names = f.entries_told();
     names.sort();
@@ -187,6 +200,51 @@ fn a_stale_state_is_not_taken_for_the_truth() {
         e.ino
     );
     assert!(f.asked() > before, "the server was asked");
+}
+
+/// A notice of a state the mount has seen pass (its own later write's reply came first) is
+/// no reason to forget the newer one it holds.
+#[test]
+fn a_state_older_than_what_is_held_is_passed_over() {
+    let f = push_fixture();
+    let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir d");
+    let (e, o) = f
+        .core
+        .create(d.ino, b"f", 0o100644, 0o022, libc::O_RDWR)
+        .expect("create");
+    let created = e.attr;
+    // The ctime must move (coarse clocks).
+    std::thread::sleep(Duration::from_millis(20));
+    f.core.write(o.fh, 0, b"later").expect("write");
+    f.core.flush(o.fh).expect("flush");
+    f.core.release(o.fh).expect("release");
+    let now = f.core.getattr(e.ino).expect("getattr");
+    assert!(now.ctime > created.ctime, "{now:?} after {created:?}");
+    f.apply_all(&[ChangedPath {
+        path: b"d/f".to_vec(),
+        state: EntryState::Present(created),
+        dir: None,
+    }]);
+    assert!(!f.told.lock().contains(&Invalidate::Pages(e.ino)));
+    let before = f.asked();
+    assert_eq!(f.core.getattr(e.ino).expect("getattr").size, 5);
+    assert_eq!(f.asked(), before, "answered from what the mount held");
+    // A newer state than the one held is another's change.
+    let mut newer = now;
+    newer.ctime.secs += 1;
+    newer.size = 9;
+    f.apply_all(&[ChangedPath {
+        path: b"d/f".to_vec(),
+        state: EntryState::Present(newer),
+        dir: None,
+    }]);
+    assert!(f.told.lock().contains(&Invalidate::Pages(e.ino)));
+    assert_eq!(
+        f.core.getattr(e.ino).expect("getattr").size,
+        5,
+        "asked again"
+    );
+    assert!(f.asked() > before);
 }
 
 #[test]
