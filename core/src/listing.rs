@@ -380,6 +380,26 @@ impl Listings {
         dirs.by_dir.get(&dir).map(|l| l.names.contains_key(name))
     }
 
+    /// The server listed `names` for `dir` at `asked`: a kept listing that has exactly these
+    /// counts from then (its own changes since were kept up to date); one that differs is
+    /// forgotten (another's change, or one of this mount's own that the server listed before).
+    pub fn confirm<'a>(&self, dir: Ino, names: impl IntoIterator<Item = &'a [u8]>, asked: Instant) {
+        let mut dirs = self.dirs.lock();
+        let Some(l) = dirs.by_dir.get_mut(&dir) else {
+            return;
+        };
+        let mut n = 0;
+        let same = names.into_iter().all(|name| {
+            n += 1;
+            l.names.contains_key(name)
+        }) && n == l.names.len();
+        if !same {
+            dirs.remove(&dir);
+        } else if asked > l.at {
+            l.at = asked;
+        }
+    }
+
     /// What `dir` holds is no longer known (a change that may or may not have happened, or
     /// the directory is gone).
     pub fn forget(&self, dir: Ino) {
@@ -420,6 +440,29 @@ mod tests {
         long: TTL,
         since: None,
     };
+
+    #[test]
+    fn a_listing_confirmed_by_the_server_counts_from_then_and_one_that_differs_goes() {
+        let l = Listings::new(TTL);
+        let made = Instant::now();
+        l.made(Ino(7));
+        l.added(Ino(7), b"a");
+        let later = made + Duration::from_millis(5);
+        l.confirm(Ino(7), [&b"a"[..]], later);
+        assert_eq!(l.dirs.lock().by_dir[&Ino(7)].at, later);
+        l.confirm(Ino(7), [&b"a"[..], &b"b"[..]], later);
+        assert!(
+            !l.dirs.lock().by_dir.contains_key(&Ino(7)),
+            "another's name"
+        );
+        l.made(Ino(8));
+        l.added(Ino(8), b"a");
+        l.confirm(Ino(8), [], later);
+        assert!(
+            !l.dirs.lock().by_dir.contains_key(&Ino(8)),
+            "a name the server lacks"
+        );
+    }
 
     #[test]
     fn a_fresh_listing_answers_absent_names_and_follows_own_changes() {

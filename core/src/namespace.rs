@@ -108,6 +108,7 @@ impl<T: Transport> Core<T> {
         self.dir_changed(parent, name, 1);
         let entry = self.enter(parent, name, attr)?;
         self.listings.made(entry.ino);
+        self.made_here(entry.ino);
         Ok(entry)
     }
 

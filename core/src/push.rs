@@ -51,6 +51,8 @@ const CHANGES_WAIT: Duration = Duration::from_secs(5);
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// Directories sent in one `Watch`.
 const WATCH_BATCH: usize = 256;
+/// Directories made here waiting for their watch kept at most ([`Push::made`]).
+const MAX_MADE: usize = 4096;
 /// Names of this mount's own changes kept ([`Push::own`]); past it they are all dropped,
 /// which costs nothing but some round trips.
 const MAX_OWN_NAMES: usize = 64 * 1024;
@@ -76,6 +78,10 @@ pub(crate) struct Push {
     watched: Mutex<HashMap<Ino, Option<Instant>>>,
     /// The subscriber thread's queue; `None` until `start_push`.
     queue: Mutex<Option<Sender<Ino>>>,
+    /// Directories this mount made whose watch is not yet confirmed (at most
+    /// [`MAX_MADE`]): their listing, known since they were made, is confirmed by the server
+    /// once their watch is, and then trusted as long as the watch.
+    made: Mutex<HashSet<Ino>>,
     /// Names in watched directories that this mount itself made, removed or renamed
     /// (module docs, point 3), and how many in all.
     own: Mutex<OwnNames>,
@@ -133,6 +139,41 @@ impl<T: Transport> Core<T> {
         }
     }
 
+    /// This mount made directory `dir`: it is watched at once, so that a copy into it (`cp
+    /// -r`, `tar x`) is answered from its listing for as long as the watch holds, not only
+    /// for the short TTL (module docs, point 2: that listing is confirmed by the server after
+    /// the watch).
+    pub(crate) fn made_here(&self, dir: Ino) {
+        if self.push.queue.lock().is_none() {
+            return;
+        }
+        {
+            let mut made = self.push.made.lock();
+            if made.len() < MAX_MADE {
+                made.insert(dir);
+            }
+        }
+        self.want_watched(dir);
+    }
+
+    /// Lists each directory made here whose watch was just confirmed, so that its listing
+    /// counts from after the watch if the server agrees with it.
+    fn confirm_made(&self, dirs: Vec<Ino>) {
+        for dir in dirs {
+            let Some(path) = self.inodes.path(dir) else {
+                continue;
+            };
+            let asked = Instant::now();
+            match self.client.list(&path) {
+                Ok(entries) => {
+                    let names = entries.iter().map(|e| e.name.as_slice());
+                    self.listings.confirm(dir, names, asked);
+                }
+                Err(e) => tracing::debug!("listing a directory made here: {e}"),
+            }
+        }
+    }
+
     /// This mount changed entry `name` of `dir` (made, removed, renamed from or to it).
     pub(crate) fn changed_here(&self, dir: Ino, name: &[u8]) {
         if !self.push.watched.lock().contains_key(&dir) {
@@ -177,7 +218,10 @@ impl<T: Transport> Core<T> {
                 Ok((flags, _)) => {
                     let now = Instant::now();
                     let mut watched = self.push.watched.lock();
+                    let mut made = self.push.made.lock();
+                    let mut confirm = Vec::new();
                     for ((dir, _), ok) in known.iter().zip(flags) {
+                        let was_made = made.remove(dir);
                         if !ok {
                             // Not watched: the short TTL rules; asked again if listed again.
                             watched.remove(dir);
@@ -185,8 +229,13 @@ impl<T: Transport> Core<T> {
                         } else if let Some(since) = watched.get_mut(dir) {
                             // Still wanted (no notice or reconnection dropped it meanwhile).
                             *since = Some(now);
+                            if was_made {
+                                confirm.push(*dir);
+                            }
                         }
                     }
+                    drop((made, watched));
+                    self.confirm_made(confirm);
                 }
                 Err(e) => {
                     tracing::debug!("watch: {e}");

@@ -4,6 +4,7 @@
 //! are not started, so nothing else takes them).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use parking_lot::Mutex;
 use shelf_proto::{ChangedPath, EntryState};
@@ -270,4 +271,44 @@ fn a_notice_without_state_forgets_as_before() {
         f.asked() > before,
         "the listing was forgotten: the server is asked"
     );
+}
+
+/// A directory this mount made is watched at once, and once the server has confirmed its
+/// listing, names missing from it are answered without asking for as long as the watch holds,
+/// not only for the short TTL.
+#[test]
+fn a_directory_made_here_is_trusted_once_its_watch_and_listing_are_confirmed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lb = Loopback::new(dir.path()).expect("loopback server starts");
+    let core = Arc::new(Core::new(
+        Faulty::new(lb),
+        CoreConfig {
+            chunk_size: CHUNK,
+            attr_ttl: Duration::from_secs(60),
+            unwatched_ttl: Duration::from_millis(200),
+            ..CoreConfig::default()
+        },
+    ));
+    core.start_push().expect("push starts");
+    let d = core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir d");
+    let (_, o) = core
+        .create(d.ino, b"f", 0o100644, 0o022, libc::O_RDWR)
+        .expect("create");
+    core.release(o.fh).expect("release");
+    let lists = || core.client.transport().seen("list");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while lists() == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        lists(),
+        1,
+        "the made directory was listed once, after its watch"
+    );
+    // Past the short TTL: only the confirmed watch can make the listing answer.
+    std::thread::sleep(Duration::from_millis(300));
+    let stats = || core.client.transport().seen("stat");
+    let before = stats();
+    assert_eq!(errno_of(core.lookup(d.ino, b"missing")), Code::NotFound);
+    assert_eq!(stats(), before, "answered from the listing");
 }
