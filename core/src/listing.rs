@@ -380,19 +380,25 @@ impl Listings {
         dirs.by_dir.get(&dir).map(|l| l.names.contains_key(name))
     }
 
-    /// The server listed `names` for `dir` at `asked`: a kept listing that has exactly these
-    /// counts from then (its own changes since were kept up to date); one that differs is
-    /// forgotten (another's change, or one of this mount's own that the server listed before).
-    pub fn confirm<'a>(&self, dir: Ino, names: impl IntoIterator<Item = &'a [u8]>, asked: Instant) {
+    /// The server listed `names` for `dir` at `asked`: a kept listing that has these names,
+    /// but for names `ours` says this mount changed itself (while the listing was on its
+    /// way), counts from then; one that differs otherwise is forgotten (another's change).
+    pub fn confirm<'a>(
+        &self,
+        dir: Ino,
+        names: impl IntoIterator<Item = &'a [u8]>,
+        asked: Instant,
+        ours: impl Fn(&[u8]) -> bool,
+    ) {
         let mut dirs = self.dirs.lock();
         let Some(l) = dirs.by_dir.get_mut(&dir) else {
             return;
         };
-        let mut n = 0;
-        let same = names.into_iter().all(|name| {
-            n += 1;
-            l.names.contains_key(name)
-        }) && n == l.names.len();
+        let server: std::collections::HashSet<&[u8]> = names.into_iter().collect();
+        let same = server.iter().all(|n| l.names.contains_key(*n) || ours(n))
+            && l.names
+                .keys()
+                .all(|n| server.contains(n.as_slice()) || ours(n));
         if !same {
             dirs.remove(&dir);
         } else if asked > l.at {
@@ -448,16 +454,26 @@ mod tests {
         l.made(Ino(7));
         l.added(Ino(7), b"a");
         let later = made + Duration::from_millis(5);
-        l.confirm(Ino(7), [&b"a"[..]], later);
+        let none = |_: &[u8]| false;
+        l.confirm(Ino(7), [&b"a"[..]], later, none);
         assert_eq!(l.dirs.lock().by_dir[&Ino(7)].at, later);
-        l.confirm(Ino(7), [&b"a"[..], &b"b"[..]], later);
+        // A name made here after the server listed, and one removed here after it did.
+        l.added(Ino(7), b"new");
+        let ours = |n: &[u8]| n == b"new" || n == b"old";
+        l.confirm(Ino(7), [&b"a"[..], &b"old"[..]], later, ours);
+        assert_eq!(
+            l.dirs.lock().by_dir[&Ino(7)].at,
+            later,
+            "differs by its own only"
+        );
+        l.confirm(Ino(7), [&b"a"[..], &b"new"[..], &b"b"[..]], later, ours);
         assert!(
             !l.dirs.lock().by_dir.contains_key(&Ino(7)),
             "another's name"
         );
         l.made(Ino(8));
         l.added(Ino(8), b"a");
-        l.confirm(Ino(8), [], later);
+        l.confirm(Ino(8), [], later, none);
         assert!(
             !l.dirs.lock().by_dir.contains_key(&Ino(8)),
             "a name the server lacks"

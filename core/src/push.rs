@@ -12,7 +12,11 @@
 //! 2. **Only what a watch covers is trusted long.** A directory counts as watched from the
 //!    moment its `Watched` reply arrives, and only values asked for after that get the long
 //!    TTL (`Freshness`); a change made between a listing and the watch that follows it is
-//!    bounded by the short TTL, as without push.
+//!    bounded by the short TTL, as without push. A directory this mount made is watched at
+//!    once and listed after its watch is confirmed; its listing is trusted from then if the
+//!    server agrees with it, but for names this mount changed itself meanwhile (another
+//!    client's change of such a name within that first round trip would go unseen until
+//!    the name is next changed or the TTL ends).
 //! 3. **What a changed name makes stale: only what disagrees.** The server tells, with each
 //!    path, what it holds under it and the directory's attributes, as of after the change
 //!    (`features::CHANGE_STATE`). Most notices are of this mount's own changes, whose replies
@@ -167,7 +171,10 @@ impl<T: Transport> Core<T> {
             match self.client.list(&path) {
                 Ok(entries) => {
                     let names = entries.iter().map(|e| e.name.as_slice());
-                    self.listings.confirm(dir, names, asked);
+                    // Names this mount changed meanwhile may differ either way; any other
+                    // difference is another's change, and the listing goes.
+                    let ours = |name: &[u8]| self.changed_here_before(dir, name);
+                    self.listings.confirm(dir, names, asked, ours);
                 }
                 Err(e) => tracing::debug!("listing a directory made here: {e}"),
             }
