@@ -39,6 +39,17 @@ fn push_fixture() -> PushFixture {
 }
 
 impl PushFixture {
+    /// Directory `d` with an empty file `name` in it, both made through the mount.
+    fn dir_with_file(&self, name: &[u8]) -> (Entry, Entry) {
+        let d = self.core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir d");
+        let (e, o) = self
+            .core
+            .create(d.ino, name, 0o100644, 0o022, libc::O_RDWR)
+            .expect("create");
+        self.core.release(o.fh).expect("release");
+        (d, e)
+    }
+
     /// Requests that ask the server about names or attributes.
     fn asked(&self) -> usize {
         let t = self.core.client.transport();
@@ -183,12 +194,7 @@ fn own_changes_told_back_are_kept_and_others_changes_are_not() {
 #[test]
 fn a_stale_state_is_not_taken_for_the_truth() {
     let f = push_fixture();
-    let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir d");
-    let (e, o) = f
-        .core
-        .create(d.ino, b"lock", 0o100644, 0o022, libc::O_RDWR)
-        .expect("create");
-    f.core.release(o.fh).expect("release");
+    let (d, e) = f.dir_with_file(b"lock");
     f.apply_all(&[ChangedPath {
         path: b"d/lock".to_vec(),
         state: EntryState::Absent,
@@ -251,12 +257,7 @@ fn a_state_older_than_what_is_held_is_passed_over() {
 #[test]
 fn a_notice_without_state_forgets_as_before() {
     let f = push_fixture();
-    let d = f.core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir d");
-    let (e, o) = f
-        .core
-        .create(d.ino, b"f", 0o100644, 0o022, libc::O_RDWR)
-        .expect("create");
-    f.core.release(o.fh).expect("release");
+    let (d, e) = f.dir_with_file(b"f");
     f.apply_all(&[ChangedPath {
         path: b"d/f".to_vec(),
         state: EntryState::Unknown,
