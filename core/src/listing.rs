@@ -27,6 +27,10 @@
 //! found its name, in a directory without a fresh listing, the lookup lists the directory
 //! instead ([`Listings::worth_listing`]) and the rest are answered from it. Directories too
 //! large to keep whole are not listed again for lookups for a while ([`BIG_FOR`]).
+//!
+//! A listing asked for before this mount's latest change in the directory is not kept: it
+//! may lack a name just made here, or show a file's attributes from before a write that was
+//! drained meanwhile, and nothing would correct it for a TTL ([`Listings::keep`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -59,6 +63,8 @@ pub const BIG_FOR: Duration = Duration::from_secs(60);
 pub const MAX_PRIMED_DIR_BYTES: u64 = 256 * 1024;
 /// Directories whose walks are counted at most (a few bytes each).
 const MAX_WALKS: usize = 1024;
+/// Directories whose latest own change is remembered at most (`Dirs::touched`).
+const MAX_TOUCHED: usize = 4096;
 
 /// See the module docs.
 pub struct Listings {
@@ -73,6 +79,12 @@ struct Dirs {
     kept_entries: usize,
     /// Directories without a fresh listing in which lookups asked the server.
     walks: HashMap<Ino, Walk>,
+    /// When this mount last changed each directory's names or entries (or learned they
+    /// changed): a listing asked for before then is not kept.
+    touched: HashMap<Ino, Instant>,
+    /// When `touched` was last cleared (its bound): a listing asked for before then is not
+    /// kept either, since a change it missed may have been forgotten.
+    touched_since: Option<Instant>,
 }
 
 struct Listing {
@@ -110,6 +122,21 @@ impl Dirs {
         if let Some(old) = self.by_dir.remove(dir) {
             self.kept_entries -= old.entries.map_or(0, |e| e.len());
         }
+    }
+
+    /// Notes a change of `dir` made or learned now.
+    fn touch(&mut self, dir: Ino) {
+        if self.touched.len() >= MAX_TOUCHED && !self.touched.contains_key(&dir) {
+            self.touched.clear();
+            self.touched_since = Some(Instant::now());
+        }
+        self.touched.insert(dir, Instant::now());
+    }
+
+    /// Whether `dir` may have changed here since `asked`.
+    fn touched_after(&self, dir: Ino, asked: Instant) -> bool {
+        self.touched_since.is_some_and(|t| t > asked)
+            || self.touched.get(&dir).is_some_and(|t| *t >= asked)
     }
 
     fn drop_entries(&mut self, dir: &Ino) {
@@ -182,7 +209,7 @@ impl Listings {
         let mut set = HashMap::new();
         for (k, name) in names.into_iter().enumerate() {
             if set.len() == MAX_NAMES {
-                self.forget(dir);
+                self.dirs.lock().remove(&dir);
                 return;
             }
             let index = match &entries {
@@ -314,6 +341,11 @@ impl Listings {
         primed: bool,
     ) {
         let mut dirs = self.dirs.lock();
+        if dirs.touched_after(dir, at) {
+            // Older than a change made here: what it lacks would stand for a TTL.
+            dirs.remove(&dir);
+            return;
+        }
         if dirs.by_dir.len() >= MAX_DIRS && !dirs.by_dir.contains_key(&dir) {
             let ttl = self.ttl;
             let stale: Vec<Ino> = dirs
@@ -354,6 +386,7 @@ impl Listings {
     /// This mount added `name` to `dir` (create, mkdir, symlink, link, rename's target).
     pub fn added(&self, dir: Ino, name: &[u8]) {
         let mut dirs = self.dirs.lock();
+        dirs.touch(dir);
         dirs.drop_entries(&dir);
         let Some(l) = dirs.by_dir.get_mut(&dir) else {
             return;
@@ -368,6 +401,7 @@ impl Listings {
     /// This mount removed `name` from `dir`.
     pub fn removed(&self, dir: Ino, name: &[u8]) {
         let mut dirs = self.dirs.lock();
+        dirs.touch(dir);
         dirs.drop_entries(&dir);
         if let Some(l) = dirs.by_dir.get_mut(&dir) {
             l.names.remove(name);
@@ -409,13 +443,17 @@ impl Listings {
     /// What `dir` holds is no longer known (a change that may or may not have happened, or
     /// the directory is gone).
     pub fn forget(&self, dir: Ino) {
-        self.dirs.lock().remove(&dir);
+        let mut dirs = self.dirs.lock();
+        dirs.touch(dir);
+        dirs.remove(&dir);
     }
 
     /// This mount changed an entry of `dir` without adding or removing a name (a write, a
     /// chmod): the names stand, the kept entries' attributes do not.
     pub fn entry_changed(&self, dir: Ino) {
-        self.dirs.lock().drop_entries(&dir);
+        let mut dirs = self.dirs.lock();
+        dirs.touch(dir);
+        dirs.drop_entries(&dir);
     }
 
     /// True when a listing of `dir` that is still fresh by `rule`, and not one primed for a
@@ -499,6 +537,25 @@ mod tests {
             !l.absent(Ino(1), b"zzz", &ALWAYS),
             "forgotten: ask the server"
         );
+    }
+
+    #[test]
+    fn a_listing_asked_before_an_own_change_is_not_kept() {
+        let l = Listings::new(TTL);
+        let asked = Instant::now();
+        l.added(Ino(1), b"new");
+        l.listed(Ino(1), [&b"old"[..]], asked);
+        assert!(
+            !l.absent(Ino(1), b"new", &ALWAYS),
+            "the listing lacks the name made meanwhile: not kept"
+        );
+        let asked = Instant::now();
+        l.entry_changed(Ino(2));
+        let entries = Arc::new(vec![]);
+        l.listed_entries(Ino(2), &entries, asked, false);
+        assert!(l.entries(Ino(2), &ALWAYS).is_none(), "nor its entries");
+        l.listed_entries(Ino(2), &entries, Instant::now(), false);
+        assert!(l.entries(Ino(2), &ALWAYS).is_some(), "asked after: kept");
     }
 
     #[test]
