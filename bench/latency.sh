@@ -3,10 +3,14 @@
 # --insecure-plaintext; sshfs -o directport to sftp-server under socat), both through the
 # same user-space delay relay (bench/delay: this kernel has no netem), at each round trip of
 # --rtts (milliseconds, default "0 2 20"), in one run.
-#   bench/latency.sh [--quick] [--rtts "0 2 20"] [--rate-mbs 100] [--no-build]
+#   bench/latency.sh [--quick] [--rtts "0 2 20"] [--rate-mbs 100] [--only "ls find ..."]
+#                    [--shelf-opts "--walk-ahead off"] [--no-build]
+# --only runs the named workloads alone (ls find git-cold git-warm cp-out cp-in tar open cat);
+# --shelf-opts passes options to `shelf mount`, for one feature on and off back to back.
 #
 # Each figure comes with the number of requests the client sent for it: shelf's from `shelf
-# status` (its pool counts every request), sshfs's from sftp-server's own log (each SFTP
+# status` (its pool counts every request; change push's own Watch and Changes, sent by its
+# threads while no program waits, are left out), sshfs's from sftp-server's own log (each SFTP
 # request). A request is one round trip unless it was pipelined with others. "Cold" remounts
 # and drops the page cache first. The relay's own cost is measured first: a 256 MiB `shelf
 # get` through it at 0 ms against the same get without it. The library lives on its own
@@ -16,14 +20,16 @@ cd "$(dirname "$0")/.."
 . bench/common.sh
 . scripts/lib.sh
 
-quick=0 rtts="0 2 20" rate=100
+quick=0 rtts="0 2 20" rate=100 only="" shelf_opts=""
 while [ $# -gt 0 ]; do
     case $1 in
         --quick) quick=1; shift ;;
         --rtts) rtts=$2; shift 2 ;;
         --rate-mbs) rate=$2; shift 2 ;;
+        --only) only=$2; shift 2 ;;
+        --shelf-opts) shelf_opts=$2; shift 2 ;;
         --no-build) BENCH_NO_BUILD=1; shift ;;
-        *) echo "usage: bench/latency.sh [--quick] [--rtts \"0 2 20\"] [--rate-mbs N] [--no-build]" >&2; exit 2 ;;
+        *) echo "usage: bench/latency.sh [--quick] [--rtts \"0 2 20\"] [--rate-mbs N] [--only \"KEY ...\"] [--shelf-opts \"OPTS\"] [--no-build]" >&2; exit 2 ;;
     esac
 done
 if [ "$quick" = 1 ]; then
@@ -101,7 +107,8 @@ mount_sys() {
     local dir=$MNT/$1
     case $1 in
         shelf)
-            "$BIN/shelf" mount --foreground --insecure-plaintext "$SHELF_VIA" "$dir" \
+            # shellcheck disable=SC2086 # the options are words
+            "$BIN/shelf" mount --foreground --insecure-plaintext $shelf_opts "$SHELF_VIA" "$dir" \
                 </dev/null >>"$BENCH_ROOT/shelf-mount.log" 2>&1 &
             SHELF_PID=$! ;;
         sshfs)
@@ -124,7 +131,10 @@ cold() { umount_sys "$1"; mount_sys "$1"; drop_caches; }
 # Requests the client has sent so far.
 requests() {
     case $1 in
-        shelf) "$BIN/shelf" status "$MNT/shelf" | sed -n 's/^ *requests: *\([0-9]*\) sent.*/\1/p' ;;
+        # Less change push's own (Watch, Changes): its threads send them, no program waits.
+        shelf) "$BIN/shelf" status "$MNT/shelf" |
+            sed -n -e 's/^ *requests: *\([0-9]*\) sent (\([0-9]*\) of them by change push).*/\1 - \2/p' \
+                -e 't' -e 's/^ *requests: *\([0-9]*\) sent.*/\1/p' | bc ;;
         sshfs) grep -cE 'request [0-9]+: [a-z]' "$SFTP_LOG" | tr -d ' ' || true ;;
     esac
 }
@@ -147,10 +157,13 @@ EOF
 }
 
 declare -A SECS REQS
+# Whether workload KEY is to be run (--only).
+wanted() { [ -z "$only" ] || [[ " $only " == *" $1 "* ]]; }
 # measure SYS RTT KEY COLD? COMMAND...
 measure() {
     local sys=$1 rtt=$2 key=$3 how=$4
     shift 4
+    wanted "$key" || return 0
     [ "$how" = cold ] && cold "$sys"
     local r0 r1 t
     r0=$(requests "$sys")
@@ -198,10 +211,12 @@ echo
 echo "Both unencrypted, through bench/delay at each round trip with a ${rate} MB/s cap each way;"
 echo "library on a journaled ext4 loop image; machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)."
 echo "The relay's own cost at 0 ms, no cap: a ${CAT_MIB} MiB shelf get took $direct s direct, $relayed s through it."
+[ -n "$shelf_opts" ] && echo "shelf mounted with: $shelf_opts"
 echo "Requests: what each client sent for the workload (one round trip each unless pipelined)."
 echo
 printf '| workload | RTT ms | shelf s | shelf requests | sshfs s | sshfs requests | shelf speed / sshfs |\n|---|--:|--:|--:|--:|--:|--:|\n'
 for key in ls find git-cold git-warm cp-out cp-in tar open cat; do
+    wanted "$key" || continue
     for rtt in $rtts; do
         a=${SECS["$key|$rtt|shelf"]} b=${SECS["$key|$rtt|sshfs"]}
         ratio=$(echo "scale=2; $b / $a" | bc -l)

@@ -69,6 +69,7 @@ pub fn report(core: &Core<Pool>, mountpoint: &Path, secured: &Secured) -> String
     line("slots", pool.slots.to_string());
     line("in_flight", pool.in_flight.to_string());
     line("requests", pool.requests.to_string());
+    line("push_requests", pool.push_requests.to_string());
     line("retries", pool.retries.to_string());
     line("reconnects", pool.reconnects.to_string());
     let xattrs = core.xattr_stats();
@@ -305,8 +306,13 @@ fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
     )?;
     writeln!(
         out,
-        "  requests:     {} sent, {} retried, {} in flight",
+        "  requests:     {} sent{}, {} retried, {} in flight",
         get("requests"),
+        // An older mount's status does not count them.
+        match get("push_requests") {
+            "?" => String::new(),
+            n => format!(" ({n} of them by change push)"),
+        },
         get("retries"),
         get("in_flight")
     )?;
@@ -465,6 +471,8 @@ mod tests {
             ("locks_served", "true"),
             ("lock_holders", "2"),
             ("locks_lost", "0"),
+            ("requests", "99"),
+            ("push_requests", "7"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -493,5 +501,9 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("5 sent, 1000 answered here"), "{text}");
+        assert!(
+            text.contains("requests:     99 sent (7 of them by change push)"),
+            "{text}"
+        );
     }
 }
