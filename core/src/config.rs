@@ -16,6 +16,8 @@ pub const DEFAULT_UNWATCHED_TTL: Duration = Duration::from_secs(1);
 const DEFAULT_CACHE_BYTES: u64 = 256 << 20;
 /// Read-ahead threads unless configured otherwise.
 const DEFAULT_PREFETCH_THREADS: usize = 4;
+/// Walk-ahead threads unless configured otherwise: listings in flight at once (`ahead.rs`).
+pub const DEFAULT_WALK_AHEAD_THREADS: usize = 16;
 
 /// Settings of one mount.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct CoreConfig {
     /// The read-ahead window's limit, in chunks.
     pub readahead_chunks: u32,
     pub prefetch_threads: usize,
+    /// Threads that list the next subdirectories of a walk (`ahead.rs`); 0: none are.
+    pub walk_ahead: usize,
     /// Owner shown for every file: the mounting user (DESIGN.md, "Ownership").
     pub uid: u32,
     pub gid: u32,
@@ -49,6 +53,7 @@ impl Default for CoreConfig {
             cache_bytes: DEFAULT_CACHE_BYTES,
             readahead_chunks: DEFAULT_MAX_WINDOW_CHUNKS as u32,
             prefetch_threads: DEFAULT_PREFETCH_THREADS,
+            walk_ahead: DEFAULT_WALK_AHEAD_THREADS,
             uid: 0,
             gid: 0,
             read_only: false,

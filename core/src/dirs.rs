@@ -38,6 +38,7 @@ impl<T: Transport> Core<T> {
             return Err(Code::NotDir.into());
         }
         self.want_watched(ino);
+        self.walk_ahead_from(ino);
         let (entries, pages) = self.listing(ino, &path, false)?;
         let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         self.dirs.lock().insert(
@@ -63,9 +64,9 @@ impl<T: Transport> Core<T> {
         Ok(entries.len())
     }
 
-    /// The entries of directory `ino` and when each page of them was asked for: those kept
-    /// from the last listing while the server pushes the directory's changes and none came,
-    /// else a new listing.
+    /// The entries of directory `ino` and when each page of them was asked for: those asked
+    /// for ahead of a walk (`ahead.rs`), or kept from the last listing while the server
+    /// pushes the directory's changes and none came, else a new listing.
     /// `primed`: for a walk's lookups (`Listings::listed_entries`).
     fn listing(
         &self,
@@ -74,11 +75,31 @@ impl<T: Transport> Core<T> {
         primed: bool,
     ) -> FsResult<(Arc<Vec<DirEntry>>, PageTimes)> {
         let rule = self.freshness_in(Some(ino));
+        if !primed {
+            if let Some((ahead, asked)) = self.listings.take_ahead(ino, &rule) {
+                self.took_ahead();
+                return Ok((ahead, vec![(0, asked)]));
+            }
+        }
         if rule.since.is_some() {
             if let Some((kept, asked)) = self.listings.entries(ino, &rule) {
                 return Ok((kept, vec![(0, asked)]));
             }
         }
+        let (entries, pages) = self.fetch_listing(ino, path)?;
+        // A kept listing is as old as its first page.
+        let oldest = pages.first().map_or_else(Instant::now, |p| p.1);
+        self.listings.listed_entries(ino, &entries, oldest, primed);
+        Ok((entries, pages))
+    }
+
+    /// Lists directory `ino` at `path` on the server, leaving out the names reserved for
+    /// shelf itself.
+    pub(crate) fn fetch_listing(
+        &self,
+        ino: Ino,
+        path: &[u8],
+    ) -> FsResult<(Arc<Vec<DirEntry>>, PageTimes)> {
         // A large directory's first page is small: the watch asked for with it is then
         // likely confirmed before the rest are asked, and they get the long TTL (`fresh.rs`)
         // instead of outliving the short one while the listing goes on (100,000 entries take
@@ -98,11 +119,7 @@ impl<T: Transport> Core<T> {
             }
             entries.retain(|e| !reserved(e));
         }
-        let entries = Arc::new(entries);
-        // A kept listing is as old as its first page.
-        let oldest = pages.first().map_or_else(Instant::now, |p| p.1);
-        self.listings.listed_entries(ino, &entries, oldest, primed);
-        Ok((entries, pages))
+        Ok((Arc::new(entries), pages))
     }
 
     /// Fills `sink` from `offset` on. With `plus`, each entry the sink takes counts as a

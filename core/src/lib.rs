@@ -35,8 +35,10 @@
 //! `files.rs`, `dirs.rs` and `xattr.rs`, with `space.rs` (fallocate, holes) and `copy.rs`
 //! (server-side copies); the ideas they share in `paths.rs`, `hidden.rs`, `drain.rs`,
 //! `versions.rs` and `handles.rs`. Below `Core`: `inode.rs`, `listing.rs`, `cache/`,
-//! `fetch.rs`, `readahead.rs`, `write.rs`.
+//! `fetch.rs`, `readahead.rs`, `write.rs`; beside it, `ahead.rs` (listings asked ahead of a
+//! walk).
 
+mod ahead;
 mod attrs;
 pub mod cache;
 mod config;
@@ -72,7 +74,7 @@ use shelf_proto::{Code, Version};
 use shelf_remote::{Client, Transport};
 
 pub use attrs::SetAttrRequest;
-pub use config::{CoreConfig, DEFAULT_ATTR_TTL, DEFAULT_UNWATCHED_TTL};
+pub use config::{CoreConfig, DEFAULT_ATTR_TTL, DEFAULT_UNWATCHED_TTL, DEFAULT_WALK_AHEAD_THREADS};
 pub use dirs::DirSink;
 pub use error::{FsError, FsResult};
 pub use handles::Opened;
@@ -114,7 +116,9 @@ const WRITES_IN_FLIGHT: usize = 8;
 /// 4. `kept`.
 /// 5. Leaves, held only for a map operation and taking nothing else: `files`, `dirs`,
 ///    `page_versions`, `OpenIo::readahead`, `locks`, and the locks inside `inodes`, `listings`, `cache`
-///    and `fetcher`, whose methods never call back into `Core`.
+///    and `fetcher`, whose methods never call back into `Core`. `ahead` holds its queue's
+///    lock while it takes its jobs' lock and nothing else; an `opendir` waits on its jobs
+///    holding none of the others.
 ///
 /// The `invalidator` only queues (the mount's thread tells the kernel), so calling it
 /// under `names` cannot wait on the kernel, which may be waiting on one of our replies.
@@ -165,6 +169,8 @@ pub struct Core<T: Transport> {
     locks_lost: AtomicU64,
     /// What this mount watches for change push (`push.rs`).
     push: push::Push,
+    /// Listings asked for ahead of a walk (`ahead.rs`).
+    ahead: ahead::WalkAhead,
     /// Directories the server would not watch (its budget), for `shelf status`.
     push_refused: AtomicU64,
     /// How extended attribute requests were answered (`xattr.rs`).
@@ -202,6 +208,7 @@ impl<T: Transport> Core<T> {
             locks: Mutex::new(locks::HeldLocks::default()),
             locks_lost: AtomicU64::new(0),
             push: push::Push::default(),
+            ahead: ahead::WalkAhead::default(),
             push_refused: AtomicU64::new(0),
             xattr_stats: XattrStats::default(),
             cfg,

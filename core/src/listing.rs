@@ -31,13 +31,16 @@
 //! A listing asked for before this mount's latest change in the directory is not kept: it
 //! may lack a name just made here, or show a file's attributes from before a write that was
 //! drained meanwhile, and nothing would correct it for a TTL ([`Listings::keep`]).
+//!
+//! Listings asked for ahead of a walk (`ahead.rs`) wait here, marked, until the `opendir`
+//! they were asked for takes them ([`Listings::take_ahead`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use shelf_proto::DirEntry;
+use shelf_proto::{DirEntry, FileKind};
 
 use crate::fresh::Freshness;
 use crate::ids::Ino;
@@ -65,6 +68,8 @@ pub const MAX_PRIMED_DIR_BYTES: u64 = 256 * 1024;
 const MAX_WALKS: usize = 1024;
 /// Directories whose latest own change is remembered at most (`Dirs::touched`).
 const MAX_TOUCHED: usize = 4096;
+/// Entries [`Listings::dirs_after`] looks at, at most, for one walk step.
+const MAX_SCAN: usize = 4096;
 
 /// See the module docs.
 pub struct Listings {
@@ -95,6 +100,8 @@ struct Listing {
     /// Each name, with its index in `entries` while they are kept (`NO_ENTRY` otherwise).
     names: HashMap<Vec<u8>, u32>,
     entries: Option<Arc<Vec<DirEntry>>>,
+    /// Asked for ahead of a walk and not yet taken by an `opendir` (`ahead.rs`).
+    ahead: bool,
 }
 
 const NO_ENTRY: u32 = u32::MAX;
@@ -191,6 +198,69 @@ impl Listings {
     ) {
         let names = entries.iter().map(|e| e.name.as_slice());
         self.keep_listing(dir, names, Some(Arc::clone(entries)), asked, primed);
+    }
+
+    /// Keeps `entries` of `dir`, asked for ahead of a walk, for [`take_ahead`](Self::take_ahead).
+    /// Until then it answers lookups like a walk's listing (`primed`).
+    pub(crate) fn listed_ahead(&self, dir: Ino, entries: &Arc<Vec<DirEntry>>, asked: Instant) {
+        self.listed_entries(dir, entries, asked, true);
+        let mut dirs = self.dirs.lock();
+        if let Some(l) = dirs.by_dir.get_mut(&dir) {
+            if l.at == asked && l.entries.is_some() {
+                l.ahead = true;
+            }
+        }
+    }
+
+    /// The entries of `dir` asked for ahead of a walk, if still fresh by `rule`: once. From
+    /// then on they are the listing a program read.
+    pub(crate) fn take_ahead(
+        &self,
+        dir: Ino,
+        rule: &Freshness,
+    ) -> Option<(Arc<Vec<DirEntry>>, Instant)> {
+        let mut dirs = self.dirs.lock();
+        let l = dirs.by_dir.get_mut(&dir).filter(|l| l.ahead)?;
+        l.ahead = false;
+        if l.at.elapsed() >= self.ttl || !rule.ok(l.at) {
+            return None;
+        }
+        l.primed = false;
+        Some((Arc::clone(l.entries.as_ref()?), l.at))
+    }
+
+    /// The names of up to `max` subdirectories of `parent` that come after `name` in its
+    /// kept entries (fresh by `rule`), then those before it: where a walk that entered `name`
+    /// goes next. Only those of at most `max_bytes` (`st_size`); none if `parent`'s entries
+    /// are not kept.
+    pub(crate) fn dirs_after(
+        &self,
+        parent: Ino,
+        name: &[u8],
+        rule: &Freshness,
+        max: usize,
+        max_bytes: u64,
+    ) -> Vec<Vec<u8>> {
+        let dirs = self.dirs.lock();
+        let Some(l) = dirs.by_dir.get(&parent) else {
+            return Vec::new();
+        };
+        let (Some(entries), Some(&at)) = (&l.entries, l.names.get(name)) else {
+            return Vec::new();
+        };
+        if l.at.elapsed() >= self.ttl || !rule.ok(l.at) {
+            return Vec::new();
+        }
+        let (before, after) = entries.split_at((at as usize + 1).min(entries.len()));
+        after
+            .iter()
+            .chain(before.iter())
+            .take(MAX_SCAN)
+            .filter(|e| e.name != name && e.attr.kind == FileKind::Dir)
+            .filter(|e| e.attr.size <= max_bytes)
+            .take(max)
+            .map(|e| e.name.clone())
+            .collect()
     }
 
     fn keep_listing<'a>(
@@ -379,6 +449,7 @@ impl Listings {
                 primed,
                 names,
                 entries,
+                ahead: false,
             },
         );
     }
@@ -556,6 +627,67 @@ mod tests {
         assert!(l.entries(Ino(2), &ALWAYS).is_none(), "nor its entries");
         l.listed_entries(Ino(2), &entries, Instant::now(), false);
         assert!(l.entries(Ino(2), &ALWAYS).is_some(), "asked after: kept");
+    }
+
+    #[test]
+    fn a_listing_asked_ahead_is_taken_once_unless_an_own_change_overtook_it() {
+        let l = Listings::new(TTL);
+        let asked = Instant::now();
+        l.entry_changed(Ino(2));
+        let entries = Arc::new(vec![]);
+        l.listed_ahead(Ino(2), &entries, asked);
+        assert!(l.take_ahead(Ino(2), &ALWAYS).is_none(), "overtaken");
+        l.listed_ahead(Ino(2), &entries, Instant::now());
+        assert!(l.take_ahead(Ino(2), &ALWAYS).is_some(), "asked after: kept");
+        assert!(l.take_ahead(Ino(2), &ALWAYS).is_none(), "and taken once");
+        assert!(
+            l.entries(Ino(2), &ALWAYS).is_some(),
+            "then kept as a program's listing"
+        );
+        assert!(
+            l.absent(Ino(2), b"x", &ALWAYS),
+            "which answers absent names"
+        );
+    }
+
+    #[test]
+    fn a_walk_goes_to_the_subdirectories_after_the_one_it_entered() {
+        let l = Listings::new(TTL);
+        let attr = |kind, size| shelf_proto::Attr {
+            ino: 9,
+            kind,
+            perm: 0o755,
+            nlink: 1,
+            size,
+            blocks: 0,
+            blksize: 4096,
+            atime: Default::default(),
+            mtime: Default::default(),
+            ctime: Default::default(),
+            btime: Default::default(),
+        };
+        let entry = |name: &str, kind, size| DirEntry {
+            name: name.as_bytes().to_vec(),
+            attr: attr(kind, size),
+        };
+        let entries = Arc::new(vec![
+            entry("a", FileKind::Dir, 4096),
+            entry("b", FileKind::File, 10),
+            entry("c", FileKind::Dir, 1 << 20),
+            entry("d", FileKind::Dir, 4096),
+            entry("e", FileKind::Dir, 4096),
+        ]);
+        l.listed_entries(Ino(1), &entries, Instant::now(), false);
+        let after = |name: &[u8], max| l.dirs_after(Ino(1), name, &ALWAYS, max, 64 * 1024);
+        assert_eq!(
+            after(b"a", 9),
+            [b"d".to_vec(), b"e".to_vec()],
+            "small dirs only"
+        );
+        assert_eq!(after(b"d", 9), [b"e".to_vec(), b"a".to_vec()], "then round");
+        assert_eq!(after(b"d", 1), [b"e".to_vec()], "at most max");
+        assert!(after(b"zz", 9).is_empty(), "a name not listed");
+        assert!(l.dirs_after(Ino(2), b"a", &ALWAYS, 9, 1 << 30).is_empty());
     }
 
     #[test]

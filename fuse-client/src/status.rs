@@ -91,6 +91,14 @@ pub fn report(core: &Core<Pool>, mountpoint: &Path, secured: &Secured) -> String
         None if !cfg.push => line("push", "off".to_owned()),
         None => line("push", "unserved".to_owned()),
     }
+    match core.walk_ahead_stats() {
+        Some((asked, taken)) => {
+            line("walk_ahead", "on".to_owned());
+            line("walk_ahead_asked", asked.to_string());
+            line("walk_ahead_taken", taken.to_string());
+        }
+        None => line("walk_ahead", "off".to_owned()),
+    }
     let (held, lost) = core.lock_stats();
     line("locks_served", core.serves_locks().to_string());
     line("lock_holders", held.to_string());
@@ -382,6 +390,17 @@ fn render(kv: &[(String, String)], out: &mut dyn Write) -> anyhow::Result<()> {
         ),
     };
     writeln!(out, "  changes:      {changes}")?;
+    match get("walk_ahead") {
+        "on" => writeln!(
+            out,
+            "  walk-ahead:   {} listings asked ahead of walks, {} taken",
+            get("walk_ahead_asked"),
+            get("walk_ahead_taken")
+        )?,
+        "off" => writeln!(out, "  walk-ahead:   off")?,
+        // An older mount's status says nothing of it.
+        _ => {}
+    }
     let (hits, misses) = (num("cache_hits"), num("cache_misses"));
     let rate = if hits + misses == 0 {
         0.0
@@ -473,6 +492,9 @@ mod tests {
             ("locks_lost", "0"),
             ("requests", "99"),
             ("push_requests", "7"),
+            ("walk_ahead", "on"),
+            ("walk_ahead_asked", "40"),
+            ("walk_ahead_taken", "38"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -503,6 +525,10 @@ mod tests {
         assert!(text.contains("5 sent, 1000 answered here"), "{text}");
         assert!(
             text.contains("requests:     99 sent (7 of them by change push)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("walk-ahead:   40 listings asked ahead of walks, 38 taken"),
             "{text}"
         );
     }

@@ -575,6 +575,19 @@ fn find_du_grep_and_tar_agree_with_the_library() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    // The walks entered 20 directories of one listed parent and 3 of each of them: the next
+    // ones were listed ahead of the walk, and it took them.
+    let status = shelf().arg("status").arg(f.mnt()).run();
+    status.assert_ok();
+    let text = status.stdout_str();
+    let taken: u64 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("walk-ahead:"))
+        .and_then(|l| l.trim().strip_suffix(" taken"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no walk-ahead line in\n{text}"));
+    assert!(taken > 0, "walk-ahead took no listing\n{text}");
 }
 
 /// Writes `text` to a kept temp file, for `diff` in a failure message.

@@ -1,6 +1,7 @@
 //! Core tests against a real server over a socket pair (`remote::Loopback`), without FUSE:
 //! the fixture and helpers here, the tests by idea in the files below.
 
+mod ahead;
 mod dirs;
 mod files;
 mod hidden;

@@ -183,6 +183,7 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
             }
         })?;
     core.start_push()?;
+    core.start_walk_ahead()?;
     crate::status::serve(core, plan.mountpoint.clone(), secured);
     signals::unmount_on_signal(signals, plan.mountpoint.clone())?;
     Ok(session)

@@ -15,7 +15,7 @@ use fuser::{MountOption, SessionACL};
 use crate::cli::token::read_token;
 use crate::cli::trust::Trust;
 use crate::cli::units::{parse_duration, parse_size};
-use shelf_core::{CoreConfig, DEFAULT_ATTR_TTL, DEFAULT_UNWATCHED_TTL};
+use shelf_core::{CoreConfig, DEFAULT_ATTR_TTL, DEFAULT_UNWATCHED_TTL, DEFAULT_WALK_AHEAD_THREADS};
 
 /// Arguments of `shelf mount`.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,12 +52,17 @@ pub struct MountArgs {
     /// Whether to ask the server to push changes (on, off).
     #[arg(long, default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
     pub push: bool,
+    /// Whether a walk (find, du, tar, cp -r) lists the next subdirectories ahead of itself,
+    /// several at once (on, off): far fewer waits at a long round trip, for a few listings
+    /// a walk that stops early never reads.
+    #[arg(long, default_value = "on", value_parser = parse_switch, action = clap::ArgAction::Set)]
+    pub walk_ahead: bool,
     /// Refuse every change with EROFS.
     #[arg(long)]
     pub read_only: bool,
     /// Mount options, comma-separated: allow_other, allow_root, ro, and the options above
-    /// as key=value (cache_size=1G, connections=8, attr_ttl=2s, push=off, busy_wait=1m,
-    /// token_file=PATH), and the
+    /// as key=value (cache_size=1G, connections=8, attr_ttl=2s, push=off, walk_ahead=off,
+    /// busy_wait=1m, token_file=PATH), and the
     /// security options fingerprint=SHA256:..., identity=FILE, known_servers=FILE,
     /// insecure_plaintext.
     #[arg(short = 'o', value_delimiter = ',')]
@@ -136,6 +141,9 @@ pub(super) fn plan(
                 a.attr_ttl = Some(parse_duration(&need(value)?).map_err(anyhow::Error::msg)?)
             }
             "push" => a.push = parse_switch(&need(value)?).map_err(anyhow::Error::msg)?,
+            "walk_ahead" => {
+                a.walk_ahead = parse_switch(&need(value)?).map_err(anyhow::Error::msg)?
+            }
             "busy_wait" => busy_wait = parse_duration(&need(value)?).map_err(anyhow::Error::msg)?,
             "token_file" => token = Some(read_token(Path::new(&need(value)?))?),
             "fingerprint" => trust.fingerprint = Some(need(value)?),
@@ -181,6 +189,11 @@ pub(super) fn plan(
             attr_ttl: a.attr_ttl.unwrap_or(DEFAULT_ATTR_TTL),
             unwatched_ttl: a.attr_ttl.unwrap_or(DEFAULT_UNWATCHED_TTL),
             push: a.push,
+            walk_ahead: if a.walk_ahead {
+                DEFAULT_WALK_AHEAD_THREADS
+            } else {
+                0
+            },
             chunk_size: a.chunk_size as u32,
             cache_bytes: a.cache_size,
             uid: rustix::process::getuid().as_raw(),
@@ -216,6 +229,7 @@ mod tests {
             connections: 4,
             attr_ttl: None,
             push: true,
+            walk_ahead: true,
             read_only: false,
             options: options.iter().map(|s| s.to_string()).collect(),
         }
@@ -243,6 +257,9 @@ mod tests {
         assert_eq!(p.busy_wait, Duration::from_secs(120));
         let p = plan(args(&[]), None, Trust::default(), wait).expect("no options");
         assert_eq!(p.busy_wait, wait, "the global --busy-wait stands");
+        assert_eq!(p.core.walk_ahead, DEFAULT_WALK_AHEAD_THREADS);
+        let p = plan(args(&["walk_ahead=off"]), None, Trust::default(), wait).expect("off");
+        assert_eq!(p.core.walk_ahead, 0, "walk_ahead=off");
         let err = plan(args(&["bogus"]), None, Trust::default(), wait).expect_err("unknown option");
         assert!(err.to_string().contains("bogus"));
         assert!(plan(args(&["chunk_size=3000"]), None, Trust::default(), wait).is_err());
