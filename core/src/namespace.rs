@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use shelf_proto::{rename_flags, Attr, Code};
-use shelf_remote::Transport;
+use shelf_remote::{RemoteError, Transport};
 
 use crate::attrs::create_perm;
 use crate::error::{FsError, FsResult};
@@ -41,7 +41,17 @@ impl<T: Transport> Core<T> {
             // One of many names of a directory never listed: list it, and answer this name
             // and the next ones from it (`listing.rs`, "Walks").
             let listed = self.prime_listing(parent);
-            self.listings.walk_listed(parent, listed.ok());
+            self.listings
+                .walk_listed(parent, listed.as_ref().ok().copied());
+            // A server that did not answer the listing will not answer the stat either: one
+            // wait for the caller, not two (a refusal, say of a directory it may not read,
+            // still leaves the stat to try).
+            match listed {
+                Err(FsError::Remote(e)) if !matches!(e, RemoteError::Server { .. }) => {
+                    return Err(e.into())
+                }
+                _ => {}
+            }
         }
         // Held from the question to the answer's record: a rename over the name in between
         // would otherwise have us file the old file under it. Lock order (`Core`): only leaves

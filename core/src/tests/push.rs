@@ -313,3 +313,37 @@ fn a_directory_made_here_is_trusted_once_its_watch_and_listing_are_confirmed() {
     assert_eq!(errno_of(core.lookup(d.ino, b"missing")), Code::NotFound);
     assert_eq!(stats(), before, "answered from the listing");
 }
+
+/// A walk's lookup lists the directory first; a server that does not answer that listing
+/// fails the lookup at once, not after a second wait for the stat. A listing the server
+/// refuses still leaves the stat to answer.
+#[test]
+fn a_walks_listing_the_server_did_not_answer_fails_the_lookup_without_a_stat() {
+    let f = push_fixture();
+    fs::create_dir(f.dir.path().join("d")).expect("mkdir");
+    for n in ["a", "b", "c", "e"] {
+        fs::write(f.dir.path().join("d").join(n), n).expect("seed");
+    }
+    let d = f.core.lookup(ROOT_INO, b"d").expect("lookup d");
+    let t = f.core.client.transport();
+    f.core.lookup(d.ino, b"a").expect("the first name: a stat");
+    t.fail("list", 1, shelf_testkit::Fault::LostBefore);
+    let stats = t.seen("stat");
+    let err = f
+        .core
+        .lookup(d.ino, b"b")
+        .expect_err("the listing was lost");
+    assert_eq!(err.code(), Code::NotConnected, "{err:?}");
+    assert_eq!(t.seen("stat"), stats, "no stat after the lost listing");
+
+    t.fail("list", 1, shelf_testkit::Fault::Refuse(Code::Access));
+    assert_eq!(
+        f.core.lookup(d.ino, b"c").expect("stat answers").attr.size,
+        1
+    );
+    assert_eq!(
+        t.seen("stat"),
+        stats + 1,
+        "the refused listing left it to the stat"
+    );
+}
