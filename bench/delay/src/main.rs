@@ -4,7 +4,10 @@
 //! this relay between a client and its server. Every byte, in both directions, is held for a
 //! fixed one-way delay; with `--rate` the link also serialises bytes at that rate, the way a
 //! real link does: a chunk leaves when the link is free and has carried it
-//! (`max(arrival, link free) + len / rate`), then arrives `delay` later. Bytes are never
+//! (`max(arrival, link free) + len / rate`), then arrives `delay` later. The link is one
+//! for all relayed connections, as a real one is: a mount's four connections share its rate
+//! (each had the whole rate to itself before, and a mount read at four times the cap). Bytes
+//! are never
 //! reordered (one queue per direction), and a FIN is delayed like data, so a peer's close
 //! arrives after its last bytes.
 //!
@@ -19,6 +22,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -43,7 +47,8 @@ struct Args {
     /// One-way delay in milliseconds, each direction (a round trip costs twice this).
     #[arg(long, default_value_t = 0.0)]
     delay_ms: f64,
-    /// Bandwidth cap per direction in MB/s (10^6 bytes); 0 for none.
+    /// Bandwidth cap per direction in MB/s (10^6 bytes), shared by all relayed connections; 0
+    /// for none.
     #[arg(long, default_value_t = 0.0)]
     rate_mbs: f64,
 }
@@ -64,7 +69,20 @@ impl Link {
         let sent = start + Duration::from_secs_f64(self.secs_per_byte * len as f64);
         (sent + self.delay, sent)
     }
+
+    /// [`schedule`](Self::schedule) on the link all connections share: books it for this
+    /// chunk and returns when the chunk is delivered.
+    fn book(&self, free: &LinkFree, arrival: Instant, len: usize) -> Instant {
+        // A poisoned lock only means another connection's writer panicked mid-update.
+        let mut link_free = free.lock().unwrap_or_else(|e| e.into_inner());
+        let (due, next) = self.schedule(arrival, *link_free, len);
+        *link_free = next;
+        due
+    }
 }
+
+/// When one direction of the link is next free, for every connection over it.
+type LinkFree = Arc<Mutex<Instant>>;
 
 enum Piece {
     Data(Instant, Vec<u8>),
@@ -99,6 +117,8 @@ fn main() -> Result<()> {
     // The benchmark script reads this line to learn the port.
     println!("{}", listener.local_addr()?);
     std::io::stdout().flush()?;
+    let up_free: LinkFree = Arc::new(Mutex::new(Instant::now()));
+    let down_free: LinkFree = Arc::new(Mutex::new(Instant::now()));
     for client in listener.incoming() {
         let client = match client {
             Ok(c) => c,
@@ -108,8 +128,9 @@ fn main() -> Result<()> {
             }
         };
         let to = args.to;
+        let free = (Arc::clone(&up_free), Arc::clone(&down_free));
         thread::spawn(move || {
-            if let Err(e) = relay(client, to, link) {
+            if let Err(e) = relay(client, to, link, free) {
                 eprintln!("shelf-delay: {e:#}");
             }
         });
@@ -118,14 +139,19 @@ fn main() -> Result<()> {
 }
 
 /// Relays one connection until both directions have closed.
-fn relay(client: TcpStream, to: SocketAddr, link: Link) -> Result<()> {
+fn relay(
+    client: TcpStream,
+    to: SocketAddr,
+    link: Link,
+    (up_free, down_free): (LinkFree, LinkFree),
+) -> Result<()> {
     let server = TcpStream::connect(to).with_context(|| format!("connecting to {to}"))?;
     for s in [&client, &server] {
         // The relay adds the delay it is told to and no more: Nagle's rule would add its own.
         s.set_nodelay(true)?;
     }
-    let up = direction(client.try_clone()?, server.try_clone()?, link);
-    let down = direction(server, client, link);
+    let up = direction(client.try_clone()?, server.try_clone()?, link, up_free);
+    let down = direction(server, client, link, down_free);
     for half in up.into_iter().chain(down) {
         let _ = half.join();
     }
@@ -133,11 +159,16 @@ fn relay(client: TcpStream, to: SocketAddr, link: Link) -> Result<()> {
 }
 
 /// Starts the reader and the writer of one direction, `from` to `to`.
-fn direction(from: TcpStream, to: TcpStream, link: Link) -> [thread::JoinHandle<()>; 2] {
+fn direction(
+    from: TcpStream,
+    to: TcpStream,
+    link: Link,
+    free: LinkFree,
+) -> [thread::JoinHandle<()>; 2] {
     let (tx, rx) = sync_channel(QUEUE_CHUNKS);
     let reader_to = to.try_clone().ok();
     let reader = thread::spawn(move || read_side(from, tx, reader_to));
-    let writer = thread::spawn(move || write_side(rx, to, link));
+    let writer = thread::spawn(move || write_side(rx, to, link, free));
     [reader, writer]
 }
 
@@ -170,16 +201,14 @@ fn read_side(mut from: TcpStream, tx: SyncSender<Piece>, to: Option<TcpStream>) 
     }
 }
 
-fn write_side(rx: Receiver<Piece>, mut to: TcpStream, link: Link) {
-    let mut link_free = Instant::now();
+fn write_side(rx: Receiver<Piece>, mut to: TcpStream, link: Link, free: LinkFree) {
     for piece in rx {
         let (arrival, data) = match piece {
             Piece::Data(t, d) => (t, Some(d)),
             Piece::Fin(t) => (t, None),
         };
         let len = data.as_ref().map_or(0, Vec::len);
-        let (due, free) = link.schedule(arrival, link_free, len);
-        link_free = free;
+        let due = link.book(&free, arrival, len);
         let now = Instant::now();
         if due > now {
             thread::sleep(due - now);
@@ -234,5 +263,20 @@ mod tests {
         let later = t0 + Duration::from_millis(50);
         let (due3, _) = link.schedule(later, free2, 1000);
         assert_eq!(due3, later + Duration::from_millis(6));
+    }
+
+    #[test]
+    fn connections_share_one_link() {
+        let link = Link {
+            delay: Duration::from_millis(5),
+            secs_per_byte: 1e-6,
+        };
+        let t0 = Instant::now();
+        let free: LinkFree = Arc::new(Mutex::new(t0));
+        // Two connections' chunks arriving together leave one after the other.
+        let a = link.book(&Arc::clone(&free), t0, 1000);
+        let b = link.book(&Arc::clone(&free), t0, 1000);
+        assert_eq!(a, t0 + Duration::from_millis(6));
+        assert_eq!(b, t0 + Duration::from_millis(7));
     }
 }
