@@ -20,17 +20,11 @@ fn walk_fixture(walk_ahead: usize) -> (TempDir, Arc<Core<Faulty<Loopback>>>) {
             fs::write(sub.join(format!("f{f}")), format!("{d}/{f}")).expect("seed");
         }
     }
-    let lb = Loopback::new(dir.path()).expect("loopback server starts");
-    let core = Arc::new(Core::new(
-        Faulty::new(lb),
-        CoreConfig {
-            chunk_size: CHUNK,
-            attr_ttl: Duration::from_secs(60),
-            unwatched_ttl: Duration::from_secs(30),
-            walk_ahead,
-            ..CoreConfig::default()
-        },
-    ));
+    let cfg = CoreConfig {
+        walk_ahead,
+        ..pushed_config(Duration::from_secs(30))
+    };
+    let core = Arc::new(faulty_core(dir.path(), cfg));
     core.start_walk_ahead().expect("walk-ahead starts");
     (dir, core)
 }

@@ -40,6 +40,23 @@ fn fixture_with(cfg: CoreConfig) -> Fixture {
     }
 }
 
+/// A core serving `dir` over a transport that counts requests and injects faults.
+fn faulty_core(dir: &std::path::Path, cfg: CoreConfig) -> Core<shelf_testkit::Faulty<Loopback>> {
+    let lb = Loopback::new(dir).expect("loopback server starts");
+    Core::new(shelf_testkit::Faulty::new(lb), cfg)
+}
+
+/// Settings for tests of what the server pushes: the long TTL of 60 s, and `unwatched` for the
+/// rest.
+fn pushed_config(unwatched: Duration) -> CoreConfig {
+    CoreConfig {
+        chunk_size: CHUNK,
+        attr_ttl: Duration::from_secs(60),
+        unwatched_ttl: unwatched,
+        ..CoreConfig::default()
+    }
+}
+
 fn fixture() -> Fixture {
     fixture_with(CoreConfig {
         chunk_size: CHUNK,

@@ -20,18 +20,9 @@ struct PushFixture {
 
 fn push_fixture() -> PushFixture {
     let dir = tempfile::tempdir().expect("temp dir");
-    let lb = Loopback::new(dir.path()).expect("loopback server starts");
-    let core = Core::new(
-        Faulty::new(lb),
-        CoreConfig {
-            chunk_size: CHUNK,
-            attr_ttl: Duration::from_secs(60),
-            // Nothing here is watched by push's own bookkeeping: the short TTL rules, and the
-            // test must stay well within it.
-            unwatched_ttl: Duration::from_secs(30),
-            ..CoreConfig::default()
-        },
-    );
+    // Nothing here is watched by push's own bookkeeping: the short TTL rules, and the test
+    // must stay well within it.
+    let core = faulty_core(dir.path(), pushed_config(Duration::from_secs(30)));
     let told = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&told);
     core.set_invalidator(Box::new(move |what| seen.lock().push(what)));
@@ -280,15 +271,9 @@ fn a_notice_without_state_forgets_as_before() {
 #[test]
 fn a_directory_made_here_is_trusted_once_its_watch_and_listing_are_confirmed() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let lb = Loopback::new(dir.path()).expect("loopback server starts");
-    let core = Arc::new(Core::new(
-        Faulty::new(lb),
-        CoreConfig {
-            chunk_size: CHUNK,
-            attr_ttl: Duration::from_secs(60),
-            unwatched_ttl: Duration::from_millis(200),
-            ..CoreConfig::default()
-        },
+    let core = Arc::new(faulty_core(
+        dir.path(),
+        pushed_config(Duration::from_millis(200)),
     ));
     core.start_push().expect("push starts");
     let d = core.mkdir(ROOT_INO, b"d", 0o755, 0).expect("mkdir d");
