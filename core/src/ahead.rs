@@ -95,8 +95,8 @@ impl WalkAhead {
         w.size
     }
 
-    /// A walk took a listing asked ahead: it may ask further.
-    fn hit(&self) {
+    /// An `opendir` took a listing asked ahead: the walk may be asked further ahead.
+    pub(crate) fn hit(&self) {
         self.taken.fetch_add(1, Ordering::Relaxed);
         let mut w = self.window.lock();
         w.size = (w.size * 2).min(MAX_WINDOW);
@@ -231,11 +231,6 @@ impl<T: Transport> Core<T> {
                 self.ahead.ask(sub);
             }
         }
-    }
-
-    /// An `opendir` of `dir` found its listing asked ahead.
-    pub(crate) fn took_ahead(&self) {
-        self.ahead.hit();
     }
 
     /// Listings asked ahead of walks so far and how many of them a walk took, for `shelf

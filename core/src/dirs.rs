@@ -77,7 +77,7 @@ impl<T: Transport> Core<T> {
         let rule = self.freshness_in(Some(ino));
         if !primed {
             if let Some((ahead, asked)) = self.listings.take_ahead(ino, &rule) {
-                self.took_ahead();
+                self.ahead.hit();
                 return Ok((ahead, vec![(0, asked)]));
             }
         }

@@ -244,13 +244,15 @@ mod tests {
         assert_eq!(free, t0);
     }
 
+    /// 1 MB/s, 5 ms away: a 1,000-byte chunk occupies the link for 1 ms.
+    const SLOW: Link = Link {
+        delay: Duration::from_millis(5),
+        secs_per_byte: 1e-6,
+    };
+
     #[test]
     fn a_capped_link_serialises_chunks_one_after_another() {
-        // 1 MB/s: a 1,000-byte chunk occupies the link for 1 ms.
-        let link = Link {
-            delay: Duration::from_millis(5),
-            secs_per_byte: 1e-6,
-        };
+        let link = SLOW;
         let t0 = Instant::now();
         let (due1, free1) = link.schedule(t0, t0, 1000);
         assert_eq!(free1, t0 + Duration::from_millis(1));
@@ -267,10 +269,7 @@ mod tests {
 
     #[test]
     fn connections_share_one_link() {
-        let link = Link {
-            delay: Duration::from_millis(5),
-            secs_per_byte: 1e-6,
-        };
+        let link = SLOW;
         let t0 = Instant::now();
         let free: LinkFree = Arc::new(Mutex::new(t0));
         // Two connections' chunks arriving together leave one after the other.
