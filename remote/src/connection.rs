@@ -293,6 +293,9 @@ pub struct Connection {
     server: HelloReply,
     request_timeout: Duration,
     tls: Option<TlsInfo>,
+    /// When the handshake finished: a resend after a loss goes only to a connection made
+    /// after it ([`super::Pool`], point 4).
+    made_at: Instant,
 }
 
 struct Outbox {
@@ -508,6 +511,7 @@ impl Connection {
             server,
             request_timeout: opts.request_timeout,
             tls: None,
+            made_at: Instant::now(),
         })
     }
 
@@ -641,6 +645,11 @@ impl Connection {
     /// connection shows in [`Connection::is_alive`] (a request does this itself first).
     pub fn notice_hang_up(&self) {
         let _ = self.shared.take_in_arrived();
+    }
+
+    /// When the handshake finished.
+    pub fn made_at(&self) -> Instant {
+        self.made_at
     }
 
     /// False once the end of the stream was seen or the connection was given up.

@@ -24,7 +24,7 @@
 //! real server in-process, in memory, failing on cue) live in the dev-only `shelf-testkit`.
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shelf_proto::{Code, Reply, Request};
 
@@ -294,6 +294,14 @@ pub trait Transport: Send + Sync + 'static {
     /// Sends one request and waits for its reply, retrying idempotent requests once on a fresh
     /// connection after a connection failure (where the transport can reconnect).
     fn call(&self, req: Request) -> Result<Reply, RemoteError>;
+    /// Sends again a request lost with its connection, which the caller saw at `lost_at`.
+    /// A transport of several connections sends it on one made after that instant: a loss
+    /// often takes every connection at once (a server restart, a network cut), and the
+    /// others may not show it yet, so any other choice may lose the one resend too.
+    fn resend(&self, req: &Request, lost_at: Instant) -> Result<Self::Pending, RemoteError> {
+        let _ = lost_at;
+        self.start(req)
+    }
     fn limits(&self) -> Limits;
     /// The feature bits in force (`shelf_proto::features`, agreed in the handshake): a
     /// request whose bit is missing must not be sent, an older server would close the
@@ -317,6 +325,9 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
     }
     fn call(&self, req: Request) -> Result<Reply, RemoteError> {
         (**self).call(req)
+    }
+    fn resend(&self, req: &Request, lost_at: Instant) -> Result<T::Pending, RemoteError> {
+        (**self).resend(req, lost_at)
     }
     fn limits(&self) -> Limits {
         (**self).limits()

@@ -12,7 +12,8 @@
 //!    [`RemoteError::Protocol`] (the converters of [`client`](super::client)); a `Data` longer
 //!    than asked is a protocol error, since it would shift every later byte.
 //! 3. *A piece lost with its connection.* Reads and writes are idempotent, so such a piece is
-//!    sent once more ([`Resend::Once`]) on whatever connection the transport picks. Not when
+//!    sent once more ([`Resend::Once`]) on a connection made after the loss
+//!    ([`Transport::resend`]). Not when
 //!    the caller forbids it ([`Resend::Never`]): `put` writes to a temporary that belongs to
 //!    the server process of the connection that was lost.
 //! 4. *Versions.* Every `Data` reply carries the file's attributes. Pieces of one read that see
@@ -24,6 +25,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::time::Instant;
 
 use shelf_proto::{Attr, Bytes, Code, Reply, Request, Version};
 
@@ -36,7 +38,7 @@ pub const WINDOW: usize = 8;
 /// Whether a piece lost with its connection may be sent again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Resend {
-    /// Once, on whatever connection the transport gives (idempotent requests only).
+    /// Once, on a connection made after the loss (idempotent requests only).
     #[default]
     Once,
     /// Never: the loss is the caller's error.
@@ -54,7 +56,7 @@ pub fn await_reply<T: Transport>(
     match started.and_then(PendingReply::wait) {
         Err(e) if e.is_connection_lost() && resend == Resend::Once && req.is_idempotent() => {
             tracing::debug!("resending {} after: {e}", req.name());
-            t.start(req)?.wait()
+            t.resend(req, Instant::now())?.wait()
         }
         other => other,
     }

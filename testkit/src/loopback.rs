@@ -157,6 +157,9 @@ impl Transport for Loopback {
     fn call(&self, req: Request) -> Result<shelf_proto::Reply, RemoteError> {
         self.pool.call(req)
     }
+    fn resend(&self, req: &Request, lost_at: std::time::Instant) -> Result<Pending, RemoteError> {
+        self.pool.resend(req, lost_at)
+    }
     fn limits(&self) -> Limits {
         self.pool.limits()
     }
