@@ -239,3 +239,23 @@ fn pinned_requests_keep_to_one_connection_and_its_epoch_says_when_it_changed() {
     };
     assert_ne!(after, first, "a new connection, a new epoch");
 }
+
+#[test]
+fn a_pool_opens_its_free_slots_at_once_and_a_failure_is_left_for_later() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lb = loopback(dir.path(), 4);
+    assert_eq!(lb.pool().state().connected, 1, "the first, at connect");
+    lb.pool().open_free_slots();
+    let state = lb.pool().state();
+    assert_eq!((state.connected, state.reconnects), (4, 0), "{state:?}");
+
+    let lb = loopback(dir.path(), 3);
+    lb.set_down(true);
+    lb.pool().open_free_slots();
+    assert_eq!(lb.pool().state().connected, 1, "nothing more while down");
+    lb.set_down(false);
+    let client = Client::new(lb);
+    client.ping().expect("the live connection serves");
+    client.transport().pool().open_free_slots();
+    assert_eq!(client.transport().pool().state().connected, 3);
+}

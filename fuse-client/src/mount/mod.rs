@@ -113,6 +113,11 @@ fn mount(plan: &MountPlan) -> anyhow::Result<fuser::Session<ShelfFs<Pool>>> {
         crate::cli::trust::connect_pool(opts, plan.connections as usize, &plan.trust)
             .with_context(|| format!("mount {}", plan.addr))?;
     let core = Arc::new(Core::new(pool, plan.core.clone()));
+    // Every connection now, beside the first requests, not in their way (pool docs, point 2).
+    let opener = Arc::clone(&core);
+    std::thread::Builder::new()
+        .name("shelf-connect".into())
+        .spawn(move || opener.transport().open_free_slots())?;
     let mut config = fuser::Config::default();
     config.mount_options = plan.fuse_options.clone();
     config.acl = plan.acl;
