@@ -62,6 +62,13 @@ impl Default for CoreConfig {
 }
 
 impl CoreConfig {
+    /// The read-ahead window's limit in chunks: `readahead_chunks`, but at most a quarter of
+    /// the chunk cache, so a window's chunks are not evicted before they are read.
+    pub fn readahead_window(&self) -> u64 {
+        let cache_chunks = self.cache_bytes / u64::from(self.chunk_size.max(1));
+        u64::from(self.readahead_chunks).min(cache_chunks / 4)
+    }
+
     /// The TTL of what is not pushed: `unwatched_ttl`, but never more than `attr_ttl` (a zero
     /// `attr_ttl` caches nothing).
     pub fn short_ttl(&self) -> Duration {

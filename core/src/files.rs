@@ -184,6 +184,11 @@ impl<T: Transport> Core<T> {
                 }]
             };
             let chunks = self.fetcher.chunks(&path, &keys)?;
+            // A chunk with attributes came from the server now: read-ahead was not far
+            // enough ahead to have it cached.
+            if chunks.iter().any(|c| c.attr.is_some()) {
+                io.readahead.lock().on_late();
+            }
             if let Some(new) = chunks
                 .iter()
                 .filter_map(|c| c.attr)

@@ -88,7 +88,7 @@ impl<T: Transport> Core<T> {
                 handles: 0,
                 io: Arc::new(OpenIo {
                     writes: Mutex::default(),
-                    readahead: Mutex::new(ReadAhead::new(self.cfg.readahead_chunks as u64)),
+                    readahead: Mutex::new(ReadAhead::new(self.cfg.readahead_window())),
                 }),
                 // Kept names now live as long as the handles do.
                 hidden: self.kept.lock().remove(&ino).unwrap_or_default(),

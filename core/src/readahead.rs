@@ -7,9 +7,17 @@
 //!   previous read ended in (the kernel may split, repeat or slightly reorder its reads when
 //!   several are in flight, so exact adjacency is too strict). The first read of a file is
 //!   sequential if it starts in chunk 0.
-//! - **Growth.** On a sequential read the window doubles, starting at 1 chunk, up to
-//!   `max_window_chunks` (8 by default: 8 MiB with 1 MiB chunks). The window counts chunks beyond
-//!   the last chunk the read itself needs.
+//! - **Growth.** On a sequential read the window doubles, starting at 1 chunk, up to a ceiling
+//!   of [`BASE_WINDOW_CHUNKS`] (8 MiB with 1 MiB chunks). The window counts chunks beyond the
+//!   last chunk the read itself needs.
+//! - **Growing with the bandwidth-delay product.** A read that still had to wait for its chunk
+//!   although the window was at its ceiling ([`ReadAhead::on_late`]) means the window does
+//!   not cover what the link holds in one round trip: the ceiling doubles, up to
+//!   `max_window_chunks`. At most once per window: the chunks the raised ceiling asks for
+//!   arrive only after the reader has passed those asked for before, and until then every
+//!   read would seem late. So the window settles where data arrives before it is read, at
+//!   about bandwidth times round trip, whatever the round trip; a fixed count of chunks is
+//!   either too few far away or too many nearby. A reset brings the ceiling back down.
 //! - **Reset.** Any other read is random access: the window drops to 0 and nothing is prefetched
 //!   until reads are sequential again, so random readers don't pay for data they won't use.
 //! - **No repeats.** Chunks already handed out for prefetch are not handed out again while the
@@ -21,13 +29,23 @@ use std::ops::Range;
 
 use crate::cache::chunk_span;
 
-/// The default cap on the window, in chunks.
-pub const DEFAULT_MAX_WINDOW_CHUNKS: u64 = 8;
+/// The window's ceiling before any read was late (module docs), in chunks.
+pub const BASE_WINDOW_CHUNKS: u64 = 8;
+/// The default cap on the window, in chunks: 64 MiB with 1 MiB chunks, the read-ahead the
+/// fetcher keeps in flight at most (`fetch::MAX_PREFETCH_IN_FLIGHT`).
+pub const DEFAULT_MAX_WINDOW_CHUNKS: u64 = 64;
 
 /// Read-ahead state of one open file. See the module docs for the policy.
 #[derive(Debug, Clone)]
 pub struct ReadAhead {
     max_window: u64,
+    /// What the window may grow to now: [`BASE_WINDOW_CHUNKS`], raised by late reads.
+    ceiling: u64,
+    /// A late read raises the ceiling only once a read needs this chunk or a later one, the
+    /// first asked for under the ceiling raised last (module docs).
+    grow_from: u64,
+    /// The chunk index just past the last chunk the previous read needed.
+    needed_end: u64,
     /// Current window in chunks; 0 after random access.
     window: u64,
     /// Byte offset just past the previous read; `Some(0)` before the first read, so a read
@@ -48,6 +66,9 @@ impl ReadAhead {
     pub fn new(max_window_chunks: u64) -> Self {
         ReadAhead {
             max_window: max_window_chunks,
+            ceiling: BASE_WINDOW_CHUNKS.min(max_window_chunks),
+            grow_from: 0,
+            needed_end: 0,
             window: 0,
             prev_end: Some(0),
             prefetched_end: 0,
@@ -57,6 +78,19 @@ impl ReadAhead {
     /// The current window in chunks (for tests and `shelf status`).
     pub fn window(&self) -> u64 {
         self.window
+    }
+
+    /// Records that the last read had to wait for chunks not yet arrived (module docs).
+    pub fn on_late(&mut self) {
+        if self.window == 0
+            || self.window < self.ceiling
+            || self.ceiling >= self.max_window
+            || self.needed_end <= self.grow_from
+        {
+            return;
+        }
+        self.ceiling = self.ceiling.saturating_mul(2).min(self.max_window);
+        self.grow_from = self.prefetched_end;
     }
 
     /// Records a read of `len` bytes at `offset` and returns the chunk indexes to prefetch beyond
@@ -75,14 +109,17 @@ impl ReadAhead {
         });
         let end = offset.saturating_add(len);
         self.prev_end = Some(end);
+        self.needed_end = needed.end;
         if !sequential {
             self.window = 0;
             self.prefetched_end = 0;
+            self.ceiling = BASE_WINDOW_CHUNKS.min(self.max_window);
+            self.grow_from = 0;
             return 0..0;
         }
         self.window = match self.max_window {
             0 => 0,
-            max => self.window.saturating_mul(2).clamp(1, max),
+            _ => self.window.saturating_mul(2).clamp(1, self.ceiling),
         };
         let start = needed.end.max(self.prefetched_end);
         let stop = needed.end.saturating_add(self.window);
@@ -241,5 +278,58 @@ mod tests {
         // Bytes 0.5 MiB .. 2.5 MiB: first read, not in chunk 0 start but in chunk 0.
         assert_eq!(ra.on_read(M / 2, 2 * M, MIB), 3..4);
         assert_eq!(ra.on_read(M / 2 + 2 * M, M, MIB), 4..6);
+    }
+
+    /// Reads one chunk after another from `from`, each late if `late(chunk)`; returns the
+    /// window after each.
+    fn stream(ra: &mut ReadAhead, from: u64, n: u64, late: impl Fn(u64) -> bool) -> Vec<u64> {
+        (from..from + n)
+            .map(|chunk| {
+                ra.on_read(chunk * M, M, MIB);
+                if late(chunk) {
+                    ra.on_late();
+                }
+                ra.window()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn late_reads_raise_the_ceiling_once_per_window_up_to_the_cap() {
+        let mut ra = ReadAhead::new(32);
+        // Late while the window still doubles towards the base ceiling: no extra growth.
+        assert_eq!(stream(&mut ra, 0, 4, |_| true), [1, 2, 4, 8]);
+        // Read 3 was late at the ceiling: 16 now. Until the reads reach what was asked for
+        // before the raise (chunk 12), lateness is that of the old window and is ignored.
+        assert_eq!(stream(&mut ra, 4, 8, |_| true), [16; 8]);
+        // Past it, late again: 32, the cap.
+        assert_eq!(stream(&mut ra, 12, 3, |_| true), [16, 32, 32]);
+        assert_eq!(stream(&mut ra, 15, 40, |_| true), [32; 40]);
+    }
+
+    #[test]
+    fn reads_on_time_keep_the_base_ceiling_and_a_seek_restores_it() {
+        let mut ra = ReadAhead::new(64);
+        assert_eq!(
+            stream(&mut ra, 0, 10, |_| false),
+            [1, 2, 4, 8, 8, 8, 8, 8, 8, 8]
+        );
+        let mut ra = ReadAhead::new(64);
+        assert_eq!(*stream(&mut ra, 0, 6, |_| true).last().unwrap(), 16);
+        ra.on_read(500 * M, M, MIB);
+        assert_eq!(ra.window(), 0, "a seek resets");
+        assert_eq!(
+            stream(&mut ra, 501, 6, |_| false),
+            [1, 2, 4, 8, 8, 8],
+            "and the ceiling is the base one again"
+        );
+    }
+
+    #[test]
+    fn a_cap_below_the_base_ceiling_holds_late_or_not() {
+        let mut ra = ReadAhead::new(3);
+        assert_eq!(stream(&mut ra, 0, 6, |_| true), [1, 2, 3, 3, 3, 3]);
+        let mut off = ReadAhead::new(0);
+        assert_eq!(stream(&mut off, 0, 3, |_| true), [0, 0, 0]);
     }
 }
