@@ -14,7 +14,10 @@
 //!    not one per thread. With one blocking fetch per thread, four threads kept at most four
 //!    chunks in flight, and each thread's next request waited a round trip after its last
 //!    reply (cat at 20 ms reached 68% of a 100 MB/s link). The reads in flight are bounded
-//!    ([`MAX_PREFETCH_IN_FLIGHT`]); past it read-ahead asks for nothing more until some arrive.
+//!    (the mount's read-ahead window limit, `CoreConfig::readahead_window`); past it read-ahead
+//!    asks for nothing more until some arrive. The cache is made that much smaller than the
+//!    mount's `cache_bytes` (`Core::new`), so chunks cached and chunks arriving together stay
+//!    within it.
 //! 4. Starting before the first read: an `open` of a small file sends the read of its one
 //!    chunk at once (`start_early`), so the server's disk read overlaps the kernel's round trip
 //!    from `open` to the first `read`, which then waits on that request instead of sending its
@@ -39,10 +42,6 @@ use shelf_remote::{Client, Transport};
 const EARLY_MAX: usize = 32;
 /// Largest file whose chunk an `open` fetches early.
 pub const EARLY_MAX_BYTES: u64 = 256 << 10;
-/// Read-ahead chunks sent and not yet collected, at most, over all files (module docs,
-/// point 3): 64 MiB with 1 MiB chunks, which covers the bandwidth-delay product of 1 GB/s at
-/// a 60 ms round trip.
-pub const MAX_PREFETCH_IN_FLIGHT: usize = 64;
 
 /// A chunk's bytes. `attr` is the file's attributes as the server saw them while reading, or
 /// `None` when the chunk came from the cache (stored under its key's version, so it matches).
@@ -93,8 +92,9 @@ pub struct Fetcher<T: Transport> {
     cache: Arc<ChunkCache>,
     inflight: Mutex<HashMap<ChunkKey, Arc<Claim>>>,
     prefetch_tx: Mutex<Option<Sender<Prefetch<T::Pending>>>>,
-    /// Read-ahead chunks sent and not collected yet (module docs, point 3).
+    /// Read-ahead chunks sent and not collected yet (module docs, point 3), and their bound.
     prefetching: AtomicUsize,
+    max_prefetching: usize,
     /// Reads sent by `start_early` that no read has claimed yet.
     early: Mutex<HashMap<ChunkKey, ReadPiece<T::Pending>>>,
 }
@@ -106,13 +106,20 @@ enum Want<P> {
 }
 
 impl<T: Transport> Fetcher<T> {
-    pub fn new(client: Arc<Client<T>>, cache: Arc<ChunkCache>) -> Arc<Self> {
+    /// A fetcher into `cache` that keeps at most `max_prefetching` read-ahead chunks in
+    /// flight.
+    pub fn new(
+        client: Arc<Client<T>>,
+        cache: Arc<ChunkCache>,
+        max_prefetching: usize,
+    ) -> Arc<Self> {
         Arc::new(Fetcher {
             client,
             cache,
             inflight: Mutex::new(HashMap::new()),
             prefetch_tx: Mutex::new(None),
             prefetching: AtomicUsize::new(0),
+            max_prefetching,
             early: Mutex::new(HashMap::new()),
         })
     }
@@ -179,7 +186,7 @@ impl<T: Transport> Fetcher<T> {
             return;
         };
         if self.cache.contains(&key)
-            || self.prefetching.load(Ordering::Relaxed) >= MAX_PREFETCH_IN_FLIGHT
+            || self.prefetching.load(Ordering::Relaxed) >= self.max_prefetching
         {
             return;
         }
@@ -288,6 +295,7 @@ mod tests {
     use shelf_testkit::{Fault, Faulty, Memory};
 
     const CHUNK: u32 = 4096;
+    const IN_FLIGHT: usize = 16;
 
     fn setup(len: usize) -> (tempfile::TempDir, Arc<Fetcher<Faulty<Memory>>>, Attr) {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -301,7 +309,7 @@ mod tests {
         let client = Arc::new(Client::new(Faulty::new(m).on_hang_up(Memory::hang_up)));
         let attr = client.stat(b"f").expect("stat");
         let cache = Arc::new(ChunkCache::new(64 * u64::from(CHUNK), CHUNK));
-        (dir, Fetcher::new(client, cache), attr)
+        (dir, Fetcher::new(client, cache, IN_FLIGHT), attr)
     }
 
     fn keys(attr: &Attr, n: u64) -> Vec<ChunkKey> {
@@ -389,7 +397,7 @@ mod tests {
 
     #[test]
     fn read_ahead_in_flight_is_bounded() {
-        let n = MAX_PREFETCH_IN_FLIGHT as u64 + 6;
+        let n = IN_FLIGHT as u64 + 6;
         let (_dir, f, attr) = setup(n as usize * CHUNK as usize);
         // One collector, held up by the first reply: nothing is collected meanwhile.
         f.start_prefetchers(1);
@@ -401,6 +409,6 @@ mod tests {
         for key in keys(&attr, n) {
             f.prefetch(b"f", key);
         }
-        assert_eq!(faults(&f).seen("read"), MAX_PREFETCH_IN_FLIGHT);
+        assert_eq!(faults(&f).seen("read"), IN_FLIGHT);
     }
 }

@@ -181,8 +181,12 @@ pub struct Core<T: Transport> {
 impl<T: Transport> Core<T> {
     pub fn new(transport: T, cfg: CoreConfig) -> Self {
         let client = Arc::new(Client::new(transport));
-        let cache = Arc::new(ChunkCache::new(cfg.cache_bytes, cfg.chunk_size));
-        let fetcher = Fetcher::new(Arc::clone(&client), Arc::clone(&cache));
+        // Read-ahead in flight counts against the cache's bound: the mount holds at most
+        // `cache_bytes` of file data, cached or on its way (`fetch.rs`, point 3).
+        let in_flight = cfg.readahead_window();
+        let cached = cfg.cache_bytes - in_flight * u64::from(cfg.chunk_size);
+        let cache = Arc::new(ChunkCache::new(cached, cfg.chunk_size));
+        let fetcher = Fetcher::new(Arc::clone(&client), Arc::clone(&cache), in_flight as usize);
         fetcher.start_prefetchers(cfg.prefetch_threads);
         let max_io = client.limits().max_io.max(MIN_MAX_IO) as usize;
         Core {

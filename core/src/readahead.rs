@@ -31,9 +31,10 @@ use crate::cache::chunk_span;
 
 /// The window's ceiling before any read was late (module docs), in chunks.
 pub const BASE_WINDOW_CHUNKS: u64 = 8;
-/// The default cap on the window, in chunks: 64 MiB with 1 MiB chunks, the read-ahead the
-/// fetcher keeps in flight at most (`fetch::MAX_PREFETCH_IN_FLIGHT`).
-pub const DEFAULT_MAX_WINDOW_CHUNKS: u64 = 64;
+/// The default cap on the window, in chunks: 32 MiB with 1 MiB chunks, the bandwidth-delay
+/// product of 100 MB/s at a 320 ms round trip or 1 GB/s at 32 ms. Also the bound on all
+/// read-ahead in flight, taken from the cache's share of memory (`Core::new`).
+pub const DEFAULT_MAX_WINDOW_CHUNKS: u64 = 32;
 
 /// Read-ahead state of one open file. See the module docs for the policy.
 #[derive(Debug, Clone)]

@@ -35,7 +35,7 @@ pub struct MountArgs {
     /// Stay in the foreground instead of detaching; Ctrl-C unmounts.
     #[arg(short, long)]
     pub foreground: bool,
-    /// Bytes of file data to cache in memory (e.g. 256M, 1G).
+    /// Bytes of file data to hold in memory, cached or read ahead and on its way (e.g. 256M, 1G).
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub cache_size: u64,
     /// Size of the cached and fetched chunks (e.g. 1M); at most the server's max I/O.
