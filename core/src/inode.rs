@@ -20,7 +20,17 @@
 //!    it: it keeps its number until forgotten but has no path, so [`InodeTable::path`] answers
 //!    `None` and the core fails operations on it (ESTALE) instead of touching whatever now has
 //!    that name. No silly-rename here: the core hides open files itself.
-//! 5. **Numbers are never reused** within a mount (a counter), so the FUSE generation can stay 0.
+//! 5. **Numbers are the server's where they can be, and never reused** within a mount, so
+//!    the FUSE generation can stay 0. fuser sends a node's number as both its node id and its
+//!    `st_ino`, so a node takes its file's server inode number when no node of this mount
+//!    has had that number yet: `ls -i`, `find -inum` and git's index (which compares
+//!    `st_ino`, and on a mount rereads every file whose number it finds changed) see the
+//!    numbers the files have on the server, and keep them across remounts. Any other node
+//!    (the number was had by another node before, now gone or still there; the root's 1; past
+//!    [`MAX_SERVER_NUMBERS`]) takes a number from a counter that starts above the 32-bit
+//!    numbers most file systems use. Never reusing a number keeps every table the core keys
+//!    by node (listings, watches, pages, locks) safe without telling them of forgotten
+//!    nodes; the price is remembering each number handed out.
 //!
 //! **Hard links** share one node, as on a local file system: `ls -li`, `cp -a`, `tar`,
 //! `rsync -H` and `find -samefile` see one `st_ino`, and attributes fetched through one name
@@ -42,7 +52,7 @@
 //! Names are taken as given: the server validates them, and nodes are only created after it
 //! answered for the name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use parking_lot::RwLock;
@@ -50,6 +60,12 @@ use shelf_proto::{Attr, FileKind, Timestamp};
 
 use crate::ids::Ino;
 pub use crate::ids::ROOT_INO;
+
+/// Server inode numbers handed out as node numbers, at most (module docs, point 5): about
+/// 20 MiB of memory to remember them. Past it, new nodes take counter numbers.
+pub const MAX_SERVER_NUMBERS: usize = 1 << 20;
+/// Where the counter of numbers not the server's starts (module docs, point 5).
+const COUNTER_START: u64 = 1 << 32;
 
 /// See the module docs. All methods take `&self` and hold the lock briefly, never across I/O.
 #[derive(Debug)]
@@ -64,8 +80,10 @@ struct Inner {
     /// identity; more when a name was looked up with `nlink == 1` or after the known node was
     /// detached. A new hard link joins the newest attached one.
     by_identity: HashMap<Identity, Vec<Ino>>,
-    /// The next inode number to hand out; only ever grows.
+    /// The next counter number to hand out (module docs, point 5); only ever grows.
     next_ino: Ino,
+    /// Every number handed to a node so far, the root's included: none is handed out twice.
+    used: HashSet<u64>,
 }
 
 #[derive(Debug)]
@@ -150,7 +168,8 @@ impl InodeTable {
             inner: RwLock::new(Inner {
                 nodes,
                 by_identity: HashMap::new(),
-                next_ino: Ino(ROOT_INO.0 + 1),
+                next_ino: Ino(COUNTER_START),
+                used: HashSet::from([ROOT_INO.0]),
             }),
         }
     }
@@ -243,6 +262,8 @@ impl InodeTable {
                 }
                 ino
             }
+            // What a lookup would give it now, without taking the number (none is made).
+            None if inner.is_free(attr.ino) => Ino(attr.ino),
             None => inner.allocate(),
         }
     }
@@ -448,10 +469,34 @@ fn join(path: &mut Vec<u8>, name: &[u8]) {
 }
 
 impl Inner {
+    /// A counter number no node has had (module docs, point 5). Remembered only while
+    /// server numbers are still handed out, as only those could meet it again.
     fn allocate(&mut self) -> Ino {
-        let ino = self.next_ino;
-        self.next_ino.0 += 1;
-        ino
+        loop {
+            let ino = self.next_ino;
+            self.next_ino.0 += 1;
+            if !self.used.contains(&ino.0) {
+                if self.used.len() < MAX_SERVER_NUMBERS {
+                    self.used.insert(ino.0);
+                }
+                return ino;
+            }
+        }
+    }
+
+    /// Whether a new node may take the server's number `n` (module docs, point 5).
+    fn is_free(&self, n: u64) -> bool {
+        n != 0 && !self.used.contains(&n) && self.used.len() < MAX_SERVER_NUMBERS
+    }
+
+    /// The number for a new node of the server's file numbered `n`: `n` if it is free.
+    fn number_for(&mut self, n: u64) -> Ino {
+        if self.is_free(n) {
+            self.used.insert(n);
+            Ino(n)
+        } else {
+            self.allocate()
+        }
     }
 
     fn child(&self, parent: Ino, name: &[u8]) -> Option<Ino> {
@@ -549,7 +594,7 @@ impl Inner {
 
     /// A new detached node for `identity`, indexed if it is not a directory.
     fn create(&mut self, identity: Identity) -> Ino {
-        let ino = self.allocate();
+        let ino = self.number_for(identity.server_ino);
         self.nodes.insert(ino, Node::new(Some(identity)));
         if identity.kind != FileKind::Dir {
             self.by_identity.entry(identity).or_default().push(ino);
@@ -665,7 +710,10 @@ impl Inner {
             indexed += inos.len();
         }
         for (&ino, node) in &self.nodes {
-            assert!(ino < self.next_ino, "numbers come from the counter");
+            assert!(
+                self.used.contains(&ino.0) || self.used.len() >= MAX_SERVER_NUMBERS,
+                "every node's number is remembered"
+            );
             if ino != ROOT_INO {
                 assert!(
                     node.lookups > 0 || !node.children.is_empty(),

@@ -819,6 +819,43 @@ fn ln_s_and_ln_make_symbolic_and_hard_links() {
     assert_eq!(read(f.lib().join("a")), b"alpha\nbeta\n");
 }
 
+#[test]
+fn inode_numbers_are_the_servers_and_a_replaced_file_gets_its_own() {
+    let f = fixture!();
+    let m = |p: &str| f.mount.join(p);
+    let ino = |p: &Path| std::fs::symlink_metadata(p).expect("stat").ino();
+    std::fs::create_dir(f.lib().join("d")).expect("mkdir on the server");
+    write(f.lib().join("d/a"), b"a");
+    write(m("d/b"), b"b");
+    std::fs::hard_link(f.lib().join("d/a"), f.lib().join("d/a2")).expect("ln on the server");
+    for name in ["d", "d/a", "d/b", "d/a2"] {
+        assert_eq!(ino(&m(name)), ino(&f.lib().join(name)), "st_ino of {name}");
+    }
+    // `ls -i` (readdir's d_ino) says the same numbers.
+    let listed = cmd("ls").arg("-1i").arg(m("d")).run();
+    listed.assert_ok();
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    for name in ["a", "b", "a2"] {
+        let want = format!("{} {name}", ino(&f.lib().join("d").join(name)));
+        assert!(
+            listed.lines().any(|l| l.trim() == want),
+            "{want:?} not in ls -i:\n{listed}"
+        );
+    }
+    // A file replaced under its name (a new server file) never shows the old one's number.
+    let before = ino(&m("d/b"));
+    write(m("d/b.new"), b"new b");
+    std::fs::rename(m("d/b.new"), m("d/b")).expect("rename over");
+    let after = ino(&m("d/b"));
+    assert_ne!(after, before, "the replaced file's number");
+    assert_eq!(read(m("d/b")), b"new b");
+    assert_eq!(
+        after,
+        ino(&f.lib().join("d/b")),
+        "the new file's server number"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Open files and unlink
 // ---------------------------------------------------------------------------------------------

@@ -90,6 +90,51 @@ fn text_tree(dir: &Path, n: usize, seed: u64) -> Vec<PathBuf> {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
+fn a_cold_git_status_of_a_repository_made_on_the_server_reads_no_file_again() {
+    require_tool("git", "git");
+    let f = fixture!();
+    // Made on the server, as a checkout someone then mounts: git's index holds the server's
+    // inode numbers, which the mount shows, so git trusts its index and reads no file.
+    let repo = f.lib().join("repo");
+    std::fs::create_dir(&repo).expect("mkdir repo");
+    git_ok(&repo, &["init", "-q"]);
+    let mut total = 0;
+    for i in 0..300 {
+        let text = format!("file {i}\n").repeat(400);
+        total += text.len();
+        write(repo.join(format!("f{i:03}.txt")), text);
+    }
+    git_ok(&repo, &["add", "-A"]);
+    git_ok(&repo, &["commit", "-q", "-m", "300 files"]);
+    // Files older than the index, so none is "racily clean" (which git rereads anywhere).
+    let files: Vec<PathBuf> = (0..300)
+        .map(|i| repo.join(format!("f{i:03}.txt")))
+        .collect();
+    tool("touch")
+        .args(["-d", "1 hour ago"])
+        .args(&files)
+        .run()
+        .assert_ok();
+    assert_eq!(git_ok(&repo, &["status", "--porcelain"]), "");
+
+    let on_mount = f.mount.join("repo");
+    assert_eq!(git_ok(&on_mount, &["status", "--porcelain"]), "");
+    let status = shelf().arg("status").arg(f.mnt()).run();
+    status.assert_ok();
+    let text = status.stdout_str();
+    let received: usize = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("file data:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no file data line in\n{text}"));
+    assert!(
+        received < total / 4,
+        "git status read {received} bytes of files holding {total}: it reread them\n{text}"
+    );
+}
+
+#[test]
 fn git_init_commit_clone_both_ways_and_fsck() {
     require_tool("git", "git");
     let f = fixture!();

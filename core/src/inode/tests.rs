@@ -232,10 +232,11 @@ fn readdir_ino_takes_no_reference() {
     assert_eq!(t.lookups(f), Some(1));
     let g = t.readdir_ino(ROOT_INO, b"g", &file(12));
     assert!(!t.contains(g), "untracked");
-    assert_ne!(
+    assert_eq!(g, Ino(12), "the server's number, free");
+    assert_eq!(
         t.lookup(ROOT_INO, b"g", &file(12)),
         Some(g),
-        "numbers never reused"
+        "what the lookup then gives"
     );
     assert_ne!(t.readdir_ino(ROOT_INO, b"f", &file(99)), f, "replaced file");
     t.check();
@@ -531,7 +532,8 @@ proptest! {
         let t = InodeTable::new();
         // Model of lookup counts: what the kernel would believe it holds.
         let mut counts: HashMap<Ino, u64> = HashMap::new();
-        let mut highest = ROOT_INO;
+        // Every number a node has had: a new node never takes one of them (point 5).
+        let mut ever: HashSet<Ino> = HashSet::from([ROOT_INO]);
         let pick = |t: &InodeTable, i: usize| -> Ino {
             let mut live: Vec<Ino> = t.inner.read().nodes.keys().copied().collect();
             live.sort_unstable();
@@ -542,19 +544,28 @@ proptest! {
                 Op::Lookup { parent, name, server, is_dir } => {
                     let p = pick(&t, parent);
                     let takes_children = t.inner.read().nodes.get(&p).is_some_and(Node::is_dir);
-                    let ino = t.lookup(p, &[b'a' + name], &server_attr(server, is_dir));
+                    let before: HashSet<Ino> = t.inner.read().nodes.keys().copied().collect();
+                    let attr = server_attr(server, is_dir);
+                    let ino = t.lookup(p, &[b'a' + name], &attr);
                     prop_assert_eq!(ino.is_some(), takes_children, "only directories are parents");
                     if let Some(ino) = ino {
-                        prop_assert!(ino.0 <= highest.0 + 1, "counter order");
-                        highest = highest.max(ino);
+                        if !before.contains(&ino) {
+                            prop_assert!(ever.insert(ino), "number {} handed out twice", ino.0);
+                            prop_assert!(
+                                ino.0 == attr.ino || ino.0 >= 1 << 32,
+                                "the server's number or the counter's"
+                            );
+                        }
                         *counts.entry(ino).or_default() += 1;
                     }
                 }
                 Op::Readdir { parent, name, server, is_dir } => {
                     let p = pick(&t, parent);
                     let ino = t.readdir_ino(p, &[b'a' + name], &server_attr(server, is_dir));
-                    prop_assert!(ino.0 <= highest.0 + 1, "counter order");
-                    highest = highest.max(ino);
+                    prop_assert!(
+                        t.contains(ino) || !ever.contains(&ino),
+                        "an untracked number is no old node's"
+                    );
                 }
                 Op::Forget { ino, n } => {
                     let ino = pick(&t, ino);
