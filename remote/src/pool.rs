@@ -260,14 +260,23 @@ impl Pool {
             }
         }
         match (free, best) {
-            // With a live connection to fall back on, a busy server is not waited for.
-            (Some(i), best) => match self.fill(i, best.is_none()) {
-                Ok(c) => Ok(c),
-                Err(e) => best.ok_or(e),
-            },
+            (Some(i), best) => self.fill_or(i, best),
             (None, Some(c)) => Ok(c),
             // Every slot was being filled by other threads: wait for one of them.
             (None, None) => self.fill(start, true),
+        }
+    }
+
+    /// [`Pool::fill`]s slot `i`, or gives `fallback` if that fails. With a live connection
+    /// to fall back on, a busy server is not waited for.
+    fn fill_or(
+        &self,
+        i: usize,
+        fallback: Option<Arc<Connection>>,
+    ) -> Result<Arc<Connection>, RemoteError> {
+        match self.fill(i, fallback.is_none()) {
+            Ok(c) => Ok(c),
+            Err(e) => fallback.ok_or(e),
         }
     }
 
@@ -423,10 +432,7 @@ impl Pool {
             }
         }
         match (free, newest) {
-            (Some(i), newest) => match self.fill(i, newest.is_none()) {
-                Ok(c) => Ok(c),
-                Err(e) => newest.ok_or(e),
-            },
+            (Some(i), newest) => self.fill_or(i, newest),
             (None, Some(c)) => Ok(c),
             (None, None) => unreachable!("a pool has at least one slot"),
         }

@@ -119,15 +119,12 @@ fn a_cold_git_status_of_a_repository_made_on_the_server_reads_no_file_again() {
 
     let on_mount = f.mount.join("repo");
     assert_eq!(git_ok(&on_mount, &["status", "--porcelain"]), "");
-    let status = shelf().arg("status").arg(f.mnt()).run();
-    status.assert_ok();
-    let text = status.stdout_str();
-    let received: usize = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("file data:"))
-        .and_then(|l| l.split_whitespace().next())
+    let (line, text) = status_line(f.mnt(), "file data:");
+    let received: usize = line
+        .split_whitespace()
+        .next()
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no file data line in\n{text}"));
+        .unwrap_or_else(|| panic!("no byte count in\n{text}"));
     assert!(
         received < total / 4,
         "git status read {received} bytes of files holding {total}: it reread them\n{text}"
@@ -622,17 +619,28 @@ fn find_du_grep_and_tar_agree_with_the_library() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
     // The walks entered 20 directories of one listed parent and 3 of each of them: the next
     // ones were listed ahead of the walk, and it took them.
-    let status = shelf().arg("status").arg(f.mnt()).run();
-    status.assert_ok();
-    let text = status.stdout_str();
-    let taken: u64 = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("walk-ahead:"))
-        .and_then(|l| l.trim().strip_suffix(" taken"))
+    let (line, text) = status_line(f.mnt(), "walk-ahead:");
+    let taken: u64 = line
+        .trim()
+        .strip_suffix(" taken")
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no walk-ahead line in\n{text}"));
+        .unwrap_or_else(|| panic!("no count taken in\n{text}"));
     assert!(taken > 0, "walk-ahead took no listing\n{text}");
+}
+
+/// The line of the mount's `shelf status` that starts with `key`, less the key, and the
+/// whole report (for a failure's message).
+fn status_line(mnt: &Path, key: &str) -> (String, String) {
+    let status = shelf().arg("status").arg(mnt).run();
+    status.assert_ok();
+    let text = status.stdout_str();
+    let line = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key:?} line in\n{text}"))
+        .to_owned();
+    (line, text)
 }
 
 /// Writes `text` to a kept temp file, for `diff` in a failure message.
