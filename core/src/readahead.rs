@@ -36,6 +36,11 @@ pub const BASE_WINDOW_CHUNKS: u64 = 8;
 /// read-ahead in flight, taken from the cache's share of memory (`Core::new`).
 pub const DEFAULT_MAX_WINDOW_CHUNKS: u64 = 32;
 
+/// The ceiling before any read was late: the base one, or the cap if that is lower.
+fn base_ceiling(max_window: u64) -> u64 {
+    BASE_WINDOW_CHUNKS.min(max_window)
+}
+
 /// Read-ahead state of one open file. See the module docs for the policy.
 #[derive(Debug, Clone)]
 pub struct ReadAhead {
@@ -67,7 +72,7 @@ impl ReadAhead {
     pub fn new(max_window_chunks: u64) -> Self {
         ReadAhead {
             max_window: max_window_chunks,
-            ceiling: BASE_WINDOW_CHUNKS.min(max_window_chunks),
+            ceiling: base_ceiling(max_window_chunks),
             grow_from: 0,
             needed_end: 0,
             window: 0,
@@ -114,7 +119,7 @@ impl ReadAhead {
         if !sequential {
             self.window = 0;
             self.prefetched_end = 0;
-            self.ceiling = BASE_WINDOW_CHUNKS.min(self.max_window);
+            self.ceiling = base_ceiling(self.max_window);
             self.grow_from = 0;
             return 0..0;
         }

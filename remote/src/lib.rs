@@ -298,8 +298,7 @@ pub trait Transport: Send + Sync + 'static {
     /// A transport of several connections sends it on one made after that instant: a loss
     /// often takes every connection at once (a server restart, a network cut), and the
     /// others may not show it yet, so any other choice may lose the one resend too.
-    fn resend(&self, req: &Request, lost_at: Instant) -> Result<Self::Pending, RemoteError> {
-        let _ = lost_at;
+    fn resend(&self, req: &Request, _lost_at: Instant) -> Result<Self::Pending, RemoteError> {
         self.start(req)
     }
     fn limits(&self) -> Limits;
