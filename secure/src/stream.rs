@@ -7,13 +7,15 @@
 //!    be writing a large frame while the other waits for it to read). So no system call that
 //!    can block is made while the state's mutex is held: a reader takes in bytes with a
 //!    non-blocking `recv` under the lock, and when there are none it waits in `poll` *outside*
-//!    it; a writer encrypts under the lock and puts the records on the socket after releasing
-//!    it.
+//!    it; a writer encrypts and sends what the socket takes now under the lock, and waits for
+//!    room in `poll` outside it.
 //! 2. **Records in the order they were made.** TLS records carry sequence numbers, so they
-//!    must reach the socket in the order rustls produced them. Only a holder of the `out`
-//!    mutex takes records out of rustls, appends them to `out`'s queue and sends from its
-//!    front; so whoever sends next sends what is left first. The reader never takes records
-//!    out (the few it may cause, such as a key update's answer, leave with the next write).
+//!    must reach the socket in the order rustls produced them. They stay in rustls's queue
+//!    until the socket takes them, sent straight from it (no copy into a queue of ours) with
+//!    a `sendmsg` that never waits, under the state's lock; only a holder of the `out` mutex
+//!    sends, so whoever sends next sends what is left first. Waiting for room happens with
+//!    the state's lock released. The reader never sends (the few records it may cause, such
+//!    as a key update's answer, leave with the next write).
 //! 3. **No waiter sleeps on a reply that is already here.** A record may decrypt to more
 //!    than one frame; the rest stays inside rustls, where `poll` cannot see it.
 //!    [`TlsStream::readable_now`] counts that plaintext, and [`Read::read`] drains it before it
@@ -91,25 +93,8 @@ struct State {
 /// The most ciphertext taken from the socket at once.
 const RBUF: usize = 128 << 10;
 
-/// Records taken out of rustls and not yet on the socket, oldest first.
-#[derive(Default)]
-struct Out {
-    queue: Vec<u8>,
-    sent: usize,
-}
-
-impl Out {
-    fn unsent(&self) -> &[u8] {
-        &self.queue[self.sent..]
-    }
-    fn advance(&mut self, n: usize) {
-        self.sent += n;
-        if self.sent == self.queue.len() {
-            self.queue.clear();
-            self.sent = 0;
-        }
-    }
-}
+/// The right to send (module docs, point 2): the records themselves wait in rustls.
+struct Out;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -152,6 +137,28 @@ fn send_now(sock: &TcpStream, buf: &[u8]) -> io::Result<usize> {
         buf,
         SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
     )?)
+}
+
+/// The socket written without waiting, for rustls's `write_tls`: its records go out in one
+/// `sendmsg` from its own buffers.
+struct SendNow<'a>(&'a TcpStream);
+
+impl Write for SendNow<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        send_now(self.0, buf)
+    }
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        let sent = rustix::net::sendmsg(
+            self.0,
+            bufs,
+            &mut rustix::net::SendAncillaryBuffer::default(),
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        )?;
+        Ok(sent)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Sends all of `buf`, waiting for room; bounded by the socket's write timeout.
@@ -260,7 +267,7 @@ impl TlsStream {
                     rpos: 0,
                     rlen: 0,
                 }),
-                out: Mutex::new(Out::default()),
+                out: Mutex::new(Out),
                 read_timeout: Mutex::new(None),
                 suite,
                 peer_key,
@@ -367,37 +374,18 @@ impl TlsStream {
         }
     }
 
-    /// Encrypts `plain` into `out`'s queue. Called with `out` held (module docs, point 2).
-    fn seal(&self, out: &mut Out, plain: &[u8]) -> io::Result<()> {
-        let mut st = lock(&self.inner.state);
-        st.conn.writer().write_all(plain)?;
-        while st.conn.wants_write() {
-            st.conn.write_tls(&mut out.queue)?;
-        }
-        Ok(())
-    }
-
-    /// Writes all of `buf`, waiting for room (bounded by the socket's write timeout).
-    fn write_plain(&self, buf: &[u8]) -> io::Result<()> {
-        let mut out = lock(&self.inner.out);
-        send_all(&self.inner.sock, out.unsent())?;
-        let n = out.unsent().len();
-        out.advance(n);
-        for chunk in buf.chunks(CHUNK) {
-            self.seal(&mut out, chunk)?;
-            send_all(&self.inner.sock, out.unsent())?;
-            let n = out.unsent().len();
-            out.advance(n);
-        }
-        Ok(())
+    /// Encrypts `plain` into rustls's queue. Called with `out` held (module docs, point 2).
+    fn seal(&self, _out: &Out, plain: &[u8]) -> io::Result<()> {
+        lock(&self.inner.state).conn.writer().write_all(plain)
     }
 
     /// Sends what the socket takes now of records already made; true when none is left.
-    fn push(&self, out: &mut Out) -> io::Result<bool> {
-        while !out.unsent().is_empty() {
-            match send_now(&self.inner.sock, out.unsent()) {
+    fn push(&self, _out: &Out) -> io::Result<bool> {
+        let mut st = lock(&self.inner.state);
+        while st.conn.wants_write() {
+            match st.conn.write_tls(&mut SendNow(&self.inner.sock)) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => out.advance(n),
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) => return Err(e),
@@ -406,40 +394,58 @@ impl TlsStream {
         Ok(true)
     }
 
+    /// Sends every record already made, waiting for room with the state unlocked; bounded by
+    /// the socket's write timeout.
+    fn drain(&self, out: &Out) -> io::Result<()> {
+        let deadline = self.inner.sock.write_timeout()?.map(|t| Instant::now() + t);
+        while !self.push(out)? {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+            wait(self.inner.sock.as_fd(), PollFlags::OUT, left)?;
+        }
+        Ok(())
+    }
+
+    /// Writes all of `buf`, waiting for room (bounded by the socket's write timeout).
+    fn write_plain(&self, buf: &[u8]) -> io::Result<()> {
+        let out = lock(&self.inner.out);
+        self.drain(&out)?;
+        for chunk in buf.chunks(CHUNK) {
+            self.seal(&out, chunk)?;
+            self.drain(&out)?;
+        }
+        Ok(())
+    }
+
     /// Takes up to one chunk of `buf` without waiting and returns how much it took; the
     /// records made go out as far as the socket takes them now, the rest with the next
     /// call or [`TlsStream::flush_now`]. `WouldBlock` while earlier records still wait.
     pub fn send_now(&self, buf: &[u8]) -> io::Result<usize> {
-        let mut out = lock(&self.inner.out);
-        if !self.push(&mut out)? {
+        let out = lock(&self.inner.out);
+        if !self.push(&out)? {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         let take = buf.len().min(CHUNK);
-        self.seal(&mut out, &buf[..take])?;
-        self.push(&mut out)?;
+        self.seal(&out, &buf[..take])?;
+        self.push(&out)?;
         Ok(take)
     }
 
     /// Sends records still waiting, without waiting; true when all are out.
     pub fn flush_now(&self) -> io::Result<bool> {
-        let mut out = lock(&self.inner.out);
-        self.push(&mut out)
+        let out = lock(&self.inner.out);
+        self.push(&out)
     }
 
     /// Shuts the socket down. Shutting the writing half sends `close_notify` first (best
     /// effort, without waiting).
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
         if matches!(how, Shutdown::Write | Shutdown::Both) {
-            if let Ok(mut out) = self.inner.out.try_lock() {
-                let mut st = lock(&self.inner.state);
-                st.conn.send_close_notify();
-                while st.conn.wants_write() {
-                    if st.conn.write_tls(&mut out.queue).is_err() {
-                        break;
-                    }
-                }
-                drop(st);
-                let _ = self.push(&mut out);
+            if let Ok(out) = self.inner.out.try_lock() {
+                lock(&self.inner.state).conn.send_close_notify();
+                let _ = self.push(&out);
             }
         }
         self.inner.sock.shutdown(how)
