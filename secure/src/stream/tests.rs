@@ -303,3 +303,80 @@ fn no_message_repeats_its_source() {
         }
     }
 }
+
+#[test]
+fn writers_on_many_threads_each_send_whole_messages_in_the_order_made() {
+    // Four threads write at once, two with write_all and two with send_now, while the socket
+    // keeps filling: every record must reach the socket in the order rustls sealed it (one
+    // out of order fails its decryption) and each message must arrive whole.
+    let (c, s, _) = connected(None);
+    const THREADS: u8 = 4;
+    const PER_THREAD: u32 = 100;
+    let message = |t: u8, seq: u32| {
+        // send_now takes at most one chunk: its messages fit one, so each goes whole.
+        let max = if t.is_multiple_of(2) {
+            600 << 10
+        } else {
+            CHUNK - 9
+        };
+        let len = 1 + (seq as usize * 7919 + t as usize * 104_729) % max;
+        let mut msg = Vec::with_capacity(9 + len);
+        msg.push(t);
+        msg.extend_from_slice(&seq.to_le_bytes());
+        msg.extend_from_slice(&(len as u32).to_le_bytes());
+        msg.extend((0..len).map(|i| (i as u8) ^ t ^ seq as u8));
+        msg
+    };
+    let writers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let mut w = c.clone();
+            thread::spawn(move || {
+                for seq in 0..PER_THREAD {
+                    let msg = message(t, seq);
+                    if t.is_multiple_of(2) {
+                        w.write_all(&msg).expect("write");
+                        continue;
+                    }
+                    loop {
+                        match w.send_now(&msg) {
+                            Ok(n) => {
+                                assert_eq!(n, msg.len(), "a message within a chunk goes whole");
+                                break;
+                            }
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                wait(w.as_fd(), PollFlags::OUT, Some(Duration::from_millis(5)))
+                                    .expect("poll");
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+                // What send_now left in rustls goes out now.
+                while !w.flush_now().expect("flush") {
+                    wait(w.as_fd(), PollFlags::OUT, Some(Duration::from_millis(5))).expect("poll");
+                }
+            })
+        })
+        .collect();
+    let mut next = [0u32; THREADS as usize];
+    let mut r = &s;
+    while next.iter().any(|&n| n < PER_THREAD) {
+        let mut head = [0u8; 9];
+        r.read_exact(&mut head).expect("head");
+        let t = head[0];
+        let seq = u32::from_le_bytes(head[1..5].try_into().expect("4"));
+        let len = u32::from_le_bytes(head[5..9].try_into().expect("4")) as usize;
+        assert!(t < THREADS, "a message begins where the last ended");
+        assert_eq!(
+            seq, next[t as usize],
+            "thread {t}'s messages in the order written"
+        );
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).expect("body");
+        assert!(message(t, seq)[9..] == body[..], "message {t}/{seq} whole");
+        next[t as usize] += 1;
+    }
+    for w in writers {
+        w.join().expect("writer");
+    }
+}
