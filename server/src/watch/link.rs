@@ -4,8 +4,10 @@
 //! Messages (one per `SOCK_SEQPACKET` send, integers little-endian):
 //! - to the watcher: `W`, id `u32`, limit `u32`, path: watch the directory `path` for this
 //!   connection, unless it watches `limit` already;
-//! - from it: `A`, id `u32`, ok `u8` (the answer); `C`, path (an entry changed); `L` (changes
-//!   may have been lost).
+//! - from it: `A`, id `u32`, ok `u8` (the answer); `C`, then for each entry that changed its
+//!   path's length `u16` and the path (a burst's changes go together, [`ChangeBatch`], so
+//!   they fit the socket's buffer: one message per path would take about 1 KiB of it each);
+//!   `L` (changes may have been lost).
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -22,8 +24,56 @@ use crate::relpath::RelPath;
 
 /// How long a `Watch` waits for the watcher's answers before it counts the rest as refused.
 const ANSWER_WAIT: Duration = Duration::from_secs(5);
-/// Longest message: a tag, two integers and a path (`PATH_MAX`).
+/// Longest message to the watcher: a tag, two integers and a path (`PATH_MAX`).
 pub(crate) const MSG_MAX: usize = 16 + crate::relpath::PATH_MAX;
+/// Longest `C` message from it: what the reader's buffer takes.
+const BATCH_MAX: usize = 64 << 10;
+
+/// The `C` messages for one connection, filled path by path in the order of the changes.
+pub(crate) struct ChangeBatch {
+    full: Vec<Vec<u8>>,
+    open: Vec<u8>,
+}
+
+impl ChangeBatch {
+    pub(crate) fn new() -> ChangeBatch {
+        ChangeBatch {
+            full: Vec::new(),
+            open: vec![b'C'],
+        }
+    }
+
+    /// Adds `path` (at most `PATH_MAX` bytes, so its length fits a `u16`).
+    pub(crate) fn push(&mut self, path: &[u8]) {
+        let len = u16::try_from(path.len()).expect("a path within PATH_MAX");
+        if self.open.len() + 2 + path.len() > BATCH_MAX {
+            self.full
+                .push(std::mem::replace(&mut self.open, vec![b'C']));
+        }
+        self.open.extend_from_slice(&len.to_le_bytes());
+        self.open.extend_from_slice(path);
+    }
+
+    /// The messages, oldest first.
+    pub(crate) fn messages(mut self) -> Vec<Vec<u8>> {
+        if self.open.len() > 1 {
+            self.full.push(self.open);
+        }
+        self.full
+    }
+}
+
+/// The paths of a `C` message's body; `None` if it is cut short.
+fn batch_paths(mut body: &[u8]) -> Option<Vec<Vec<u8>>> {
+    let mut paths = Vec::new();
+    while !body.is_empty() {
+        let (len, rest) = body.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_le_bytes(*len));
+        paths.push(rest.get(..len)?.to_vec());
+        body = &rest[len..];
+    }
+    Some(paths)
+}
 
 /// See the module docs.
 pub struct Link {
@@ -167,7 +217,7 @@ impl Link {
 }
 
 fn take_in(socket: &OwnedFd, shared: &Shared) {
-    let mut buf = vec![0u8; MSG_MAX];
+    let mut buf = vec![0u8; BATCH_MAX];
     loop {
         let n = match rustix::net::recv(socket.as_fd(), &mut buf[..], RecvFlags::empty()) {
             Ok((0, _)) => break,
@@ -182,7 +232,15 @@ fn take_in(socket: &OwnedFd, shared: &Shared) {
                 let id = u32::from_le_bytes(msg[1..5].try_into().expect("4 bytes"));
                 state.answers.insert(id, msg[5] == 1);
             }
-            Some(b'C') => state.pending.push(msg[1..].to_vec()),
+            Some(b'C') => match batch_paths(&msg[1..]) {
+                Some(paths) => paths.into_iter().for_each(|p| state.pending.push(p)),
+                // Only the watcher writes to this socket: a bad message is a bug, and what it
+                // said is lost.
+                None => {
+                    tracing::warn!("a malformed change message from the watcher");
+                    state.pending.lose();
+                }
+            },
             Some(b'L') => state.pending.lose(),
             _ => tracing::warn!("a malformed message from the watcher"),
         }
@@ -204,5 +262,47 @@ pub(crate) fn send(socket: &OwnedFd, msg: &[u8]) -> rustix::io::Result<()> {
             Err(Errno::INTR) => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_carries_every_path_in_order_over_as_many_messages_as_it_needs() {
+        // Long paths, so the batch splits: none may be cut, lost or reordered at a seam.
+        let paths: Vec<Vec<u8>> = (0..100)
+            .map(|i| format!("d{i}/{}", "x".repeat(i * 37 % 4000)).into_bytes())
+            .collect();
+        let mut batch = ChangeBatch::new();
+        for p in &paths {
+            batch.push(p);
+        }
+        let messages = batch.messages();
+        assert!(
+            messages.len() > 1,
+            "100 paths of up to 4 KiB take more than one message"
+        );
+        let mut told = Vec::new();
+        for m in &messages {
+            assert!(m.len() <= BATCH_MAX && m[0] == b'C');
+            told.extend(batch_paths(&m[1..]).expect("whole"));
+        }
+        assert_eq!(told, paths);
+        assert!(
+            ChangeBatch::new().messages().is_empty(),
+            "no change, no message"
+        );
+    }
+
+    #[test]
+    fn a_change_message_cut_short_is_refused() {
+        let mut batch = ChangeBatch::new();
+        batch.push(b"a/b");
+        let m = batch.messages().remove(0);
+        assert_eq!(batch_paths(&m[1..]), Some(vec![b"a/b".to_vec()]));
+        assert_eq!(batch_paths(&m[1..m.len() - 1]), None);
+        assert_eq!(batch_paths(&[3]), None);
     }
 }

@@ -176,3 +176,23 @@ fn one_watcher_serves_every_connection_and_a_directory_is_watched_once() {
     assert_eq!(conns[1].watch(&lib, &[p("e")], 8), [false]);
     conns[1].end();
 }
+
+#[test]
+fn a_burst_of_changes_is_told_whole_with_no_change_after_it_to_wake_the_watcher() {
+    // The watcher leaves its instance unread for a moment after it sends (`NOTICE_HOLD`): the
+    // changes of a burst that fall in that moment, the last one above all, must still go out
+    // when it ends, though nothing happens after them.
+    let (tmp, lib, conns, channel, _, thread) = linked(1);
+    assert_eq!(conns[0].watch(&lib, &[p("d")], 8), [true]);
+    let names: Vec<String> = (0..200).map(|i| format!("d/f{i}")).collect();
+    for n in &names {
+        fs::write(tmp.path().join(n), b"x").expect("create");
+    }
+    let (paths, lost) = told(&conns[0]);
+    assert!(!lost);
+    let want: BTreeSet<Vec<u8>> = names.iter().map(|n| n.as_bytes().to_vec()).collect();
+    assert_eq!(paths, want);
+    conns[0].end();
+    drop(channel);
+    thread.join().expect("the watcher ends with its channel");
+}

@@ -4,7 +4,9 @@
 //! the parent's channel). Messages: `link.rs`.
 //!
 //! The watcher is one thread with one `poll` over the parent's channel, the instance and every
-//! connection's socket. It never blocks on a connection: a message that does not fit in a
+//! connection's socket; after it sent notices it leaves the instance unread for a moment
+//! (`NOTICE_HOLD`), so a burst of changes costs it and each reader one wake-up per moment, not
+//! one per change. It never blocks on a connection: a message that does not fit in a
 //! connection's socket buffer is dropped and the connection is told `L` (lost) once its socket
 //! has room, and a connection that hangs up loses its watches. It ends when the parent's
 //! channel closes (the parent went); [`run`] is the loop, so tests run it on a thread.
@@ -14,6 +16,7 @@ use std::io;
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
 use rustix::net::{
@@ -21,7 +24,7 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
-use super::link::MSG_MAX;
+use super::link::{ChangeBatch, MSG_MAX};
 use super::{Event, Instance, Sub};
 use crate::library::Library;
 use crate::relpath::RelPath;
@@ -194,6 +197,15 @@ impl Conn {
     }
 }
 
+/// How long the instance is left unread after the watcher sent notices. A change that follows
+/// a quiet spell goes out at once; those that follow it within the hold go out together when
+/// it ends. During a burst (an `rm -r`, a `tar x`: a change every 0.1-0.2 ms) that wakes this
+/// process, and each watching connection's reader, once per hold instead of once per change,
+/// CPU the changes' own requests need on a small machine. Nothing is told later than a
+/// client would see it anyway: a waiting `Changes` collects for `CHANGE_SETTLE` (2 ms, in
+/// `conn.rs`) after the first notice before it answers.
+const NOTICE_HOLD: Duration = Duration::from_millis(1);
+
 /// The watcher's loop (module docs); returns when the parent's channel closes.
 pub fn run(channel: OwnedFd, lib: &Library) {
     let instance = match Instance::new() {
@@ -210,11 +222,24 @@ fn serve(channel: OwnedFd, lib: &Library, mut instance: Option<Instance>) {
     let mut conns: HashMap<Sub, Conn> = HashMap::new();
     let mut next: Sub = 1;
     let mut buf = vec![0u8; MSG_MAX];
+    // Until when the instance is left unread after notices went out (`NOTICE_HOLD`).
+    let mut hold_until: Option<Instant> = None;
     loop {
         let mut fds = vec![pollfd(channel.as_raw_fd(), libc::POLLIN)];
-        if let Some(i) = &instance {
-            fds.push(pollfd(i.as_fd().as_raw_fd(), libc::POLLIN));
-        }
+        let now = Instant::now();
+        let held = hold_until.filter(|&t| t > now);
+        let inotify_at = match (&instance, held) {
+            (Some(i), None) => {
+                fds.push(pollfd(i.as_fd().as_raw_fd(), libc::POLLIN));
+                Some(fds.len() - 1)
+            }
+            _ => None,
+        };
+        // A held instance is looked at again when the hold ends (rounded up to a whole
+        // millisecond, poll's unit).
+        let timeout = held.map_or(-1, |t| {
+            i32::try_from((t - now).as_micros().div_ceil(1000)).unwrap_or(i32::MAX)
+        });
         let first_conn = fds.len();
         let order: Vec<Sub> = conns.keys().copied().collect();
         for sub in &order {
@@ -223,7 +248,7 @@ fn serve(channel: OwnedFd, lib: &Library, mut instance: Option<Instance>) {
             fds.push(pollfd(c.socket.as_raw_fd(), events));
         }
         // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             continue; // EINTR
         }
@@ -247,10 +272,14 @@ fn serve(channel: OwnedFd, lib: &Library, mut instance: Option<Instance>) {
                 }
             }
         }
-        if let Some(i) = instance.as_mut().filter(|_| fds[1].revents != 0) {
+        let readable = inotify_at.is_some_and(|k| fds[k].revents != 0);
+        if let Some(i) = instance.as_mut().filter(|_| readable) {
             let mut events = Vec::new();
             let mut gone = Vec::new();
             i.take_in(&mut events, &mut gone);
+            if !events.is_empty() {
+                hold_until = Some(Instant::now() + NOTICE_HOLD);
+            }
             for (wd, subs) in gone {
                 for s in subs {
                     if let Some(c) = conns.get_mut(&s) {
@@ -258,22 +287,28 @@ fn serve(channel: OwnedFd, lib: &Library, mut instance: Option<Instance>) {
                     }
                 }
             }
+            let mut batches: HashMap<Sub, ChangeBatch> = HashMap::new();
             for e in events {
                 match e {
                     Event::Changed { path, subs } => {
-                        let mut msg = Vec::with_capacity(1 + path.len());
-                        msg.push(b'C');
-                        msg.extend_from_slice(&path);
                         for s in subs {
-                            if let Some(c) = conns.get_mut(&s) {
-                                c.tell(&msg);
-                            }
+                            batches
+                                .entry(s)
+                                .or_insert_with(ChangeBatch::new)
+                                .push(&path);
                         }
                     }
                     Event::Overflow => {
                         for c in conns.values_mut() {
                             c.owes_lost = true;
                         }
+                    }
+                }
+            }
+            for (s, batch) in batches {
+                if let Some(c) = conns.get_mut(&s) {
+                    for msg in batch.messages() {
+                        c.tell(&msg);
                     }
                 }
             }
