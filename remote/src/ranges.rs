@@ -360,7 +360,13 @@ impl<P: PendingReply> RangeWriter<P> {
                 // A Vec becomes Bytes (and back, below) without a copy.
                 data: piece.into(),
             };
-            let started = t.start(&req);
+            // After the piece before, on its connection (`Transport::start_after`).
+            let started = match self.inflight.back() {
+                Some(WritePiece {
+                    started: Ok(prev), ..
+                }) => t.start_after(&req, prev),
+                _ => t.start(&req),
+            };
             self.overlapped |= !self.inflight.is_empty();
             self.inflight.push_back(WritePiece {
                 range,
