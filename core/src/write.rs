@@ -39,10 +39,9 @@ pub struct WriteBack<P> {
     buf: Vec<u8>,
     /// The writes in flight, on the shared range writer. It also notes a write sent while
     /// another was in flight since the last `drain` (`take_overlapped`): such writes may be
-    /// applied by the server in either order (each follows the one before on its connection,
-    /// but not after that connection died), so the last reply need not describe the file as
-    /// it ends up: a later, lower write can answer with the size it saw before a higher one
-    /// landed.
+    /// applied by the server in either order (they travel on different connections), so the
+    /// last reply need not describe the file as it ends up: a later, lower write can answer
+    /// with the size it saw before a higher one landed.
     writer: RangeWriter<P>,
     acks: Acks,
 }

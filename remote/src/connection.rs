@@ -657,11 +657,6 @@ impl Connection {
         !self.shared.is_dead()
     }
 
-    /// Whether `p` was sent on this connection.
-    pub fn carries(&self, p: &Pending) -> bool {
-        Arc::ptr_eq(&self.shared, &p.shared)
-    }
-
     /// Requests sent whose replies have not been collected yet.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)

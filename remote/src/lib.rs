@@ -301,18 +301,6 @@ pub trait Transport: Send + Sync + 'static {
     fn resend(&self, req: &Request, _lost_at: Instant) -> Result<Self::Pending, RemoteError> {
         self.start(req)
     }
-    /// Sends `req` on the connection that carries `prev` (sent before it, maybe still in
-    /// flight) while that one is open, else as [`Transport::start`]. The pieces of one
-    /// stream of writes then reach one server process, which applies them in the order sent;
-    /// spread over several they contend for the file's lock in the server's kernel (a 1 GiB
-    /// write + fsync measured 20-30% slower over four connections than over one).
-    fn start_after(
-        &self,
-        req: &Request,
-        _prev: &Self::Pending,
-    ) -> Result<Self::Pending, RemoteError> {
-        self.start(req)
-    }
     fn limits(&self) -> Limits;
     /// The feature bits in force (`shelf_proto::features`, agreed in the handshake): a
     /// request whose bit is missing must not be sent, an older server would close the
@@ -339,9 +327,6 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
     }
     fn resend(&self, req: &Request, lost_at: Instant) -> Result<T::Pending, RemoteError> {
         (**self).resend(req, lost_at)
-    }
-    fn start_after(&self, req: &Request, prev: &T::Pending) -> Result<T::Pending, RemoteError> {
-        (**self).start_after(req, prev)
     }
     fn limits(&self) -> Limits {
         (**self).limits()

@@ -4,9 +4,7 @@
 //! 1. *Spreading load.* Each connection is its own server process (docs: one child per
 //!    connection), so spreading requests spreads the server's work over its cores. A request
 //!    goes to an idle live connection if there is one, else opens a new connection in a free
-//!    slot, else goes to the live connection with the fewest requests in flight. The pieces
-//!    of one stream of writes are the exception: each follows the one before on its
-//!    connection ([`Transport::start_after`]).
+//!    slot, else goes to the live connection with the fewest requests in flight.
 //! 2. *A dead connection is replaced on next use*, not by a background thread, so an idle mount
 //!    keeps no sockets busy reconnecting to a server that is away. A mount opens all its
 //!    slots once, at the start and beside its first requests ([`Pool::open_free_slots`]): a
@@ -409,17 +407,6 @@ impl Pool {
         }
     }
 
-    /// The live connection `p` went on, if a slot still holds it (a slot being filled holds
-    /// no live one, so it is not waited for).
-    fn carrying(&self, p: &Pending) -> Option<Arc<Connection>> {
-        self.slots.iter().find_map(|slot| {
-            slot.try_lock()?
-                .as_ref()
-                .filter(|c| c.is_alive() && c.carries(p))
-                .map(Arc::clone)
-        })
-    }
-
     /// A connection made after `lost_at` (module docs, point 4): a live one made since,
     /// else one opened now in a dead or empty slot. Every slot that a loss before `lost_at`
     /// emptied is dead or refilled since, so the last choice (the newest live connection)
@@ -533,16 +520,6 @@ impl Transport for Pool {
         self.start_on(self.fresh(lost_at)?, req)
     }
 
-    fn start_after(&self, req: &Request, prev: &Pending) -> Result<Pending, RemoteError> {
-        match self.carrying(prev) {
-            Some(conn) => {
-                self.count(req);
-                self.start_on(conn, req)
-            }
-            None => self.start_ref(req),
-        }
-    }
-
     fn limits(&self) -> Limits {
         *self.limits.lock()
     }
@@ -576,7 +553,6 @@ mod tests {
 
     use super::*;
     use crate::testserver::{fake, quick_opts, Peer};
-    use shelf_proto::Code;
 
     type Script = Box<dyn FnOnce(Peer) + Send>;
 
@@ -634,36 +610,5 @@ mod tests {
         let reply = pool.resend(&Request::Ping, lost_at).and_then(Pending::wait);
         assert!(matches!(reply, Ok(Reply::Pong)), "{reply:?}");
         assert_eq!(pool.state().retries, 1);
-    }
-
-    #[test]
-    fn a_write_sent_after_another_follows_it_on_its_connection() {
-        let pool = scripted(
-            vec![
-                // A: takes two requests before it answers either.
-                Box::new(|mut peer| {
-                    peer.accept_hello();
-                    let first = peer.recv().expect("first");
-                    let second = peer.recv().expect("second");
-                    peer.send(first.id, Reply::Pong);
-                    peer.send(second.id, Reply::Pong);
-                    while peer.recv().is_some() {}
-                }),
-                // B: would be opened for a request that went by load alone.
-                Box::new(|mut peer| {
-                    peer.accept_hello();
-                    while let Some(frame) = peer.recv() {
-                        peer.send(frame.id, Reply::error(Code::Io, "went to B"));
-                    }
-                }),
-            ],
-            2,
-        );
-        let first = pool.start(&Request::Ping).expect("sent on A");
-        // A is busy and a slot is free, so a request by load alone would open B.
-        let second = pool.start_after(&Request::Ping, &first).expect("sent");
-        assert!(matches!(first.wait(), Ok(Reply::Pong)));
-        let reply = second.wait();
-        assert!(matches!(reply, Ok(Reply::Pong)), "{reply:?}");
     }
 }

@@ -360,13 +360,7 @@ impl<P: PendingReply> RangeWriter<P> {
                 // A Vec becomes Bytes (and back, below) without a copy.
                 data: piece.into(),
             };
-            // After the piece before, on its connection (`Transport::start_after`).
-            let started = match self.inflight.back() {
-                Some(WritePiece {
-                    started: Ok(prev), ..
-                }) => t.start_after(&req, prev),
-                _ => t.start(&req),
-            };
+            let started = t.start(&req);
             self.overlapped |= !self.inflight.is_empty();
             self.inflight.push_back(WritePiece {
                 range,

@@ -160,9 +160,6 @@ impl Transport for Loopback {
     fn resend(&self, req: &Request, lost_at: std::time::Instant) -> Result<Pending, RemoteError> {
         self.pool.resend(req, lost_at)
     }
-    fn start_after(&self, req: &Request, prev: &Pending) -> Result<Pending, RemoteError> {
-        self.pool.start_after(req, prev)
-    }
     fn limits(&self) -> Limits {
         self.pool.limits()
     }
