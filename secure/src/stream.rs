@@ -161,24 +161,30 @@ impl Write for SendNow<'_> {
     }
 }
 
-/// Sends all of `buf`, waiting for room; bounded by the socket's write timeout.
-fn send_all(sock: &TcpStream, mut buf: &[u8]) -> io::Result<()> {
-    let timeout = sock.write_timeout()?;
-    let deadline = timeout.map(|t| Instant::now() + t);
-    while !buf.is_empty() {
-        match send_now(sock, buf) {
+/// Sends what the socket takes now of the records `conn` has made; true when none is left.
+fn push_records(conn: &mut rustls::Connection, sock: &TcpStream) -> io::Result<bool> {
+    while conn.wants_write() {
+        match conn.write_tls(&mut SendNow(sock)) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
+            Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                if left.is_some_and(|l| l.is_zero()) {
-                    return Err(io::ErrorKind::TimedOut.into());
-                }
-                wait(sock.as_fd(), PollFlags::OUT, left)?;
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
             Err(e) => return Err(e),
         }
+    }
+    Ok(true)
+}
+
+/// Calls `push` until it says all is sent, waiting for room on `sock` between calls (with
+/// no lock held: `push` takes what it needs itself); bounded by the socket's write timeout.
+fn until_sent(sock: &TcpStream, mut push: impl FnMut() -> io::Result<bool>) -> io::Result<()> {
+    let deadline = sock.write_timeout()?.map(|t| Instant::now() + t);
+    while !push()? {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        wait(sock.as_fd(), PollFlags::OUT, left)?;
     }
     Ok(())
 }
@@ -197,13 +203,7 @@ impl TlsStream {
         let mut first = true;
         let mut buf = vec![0u8; 16 << 10];
         loop {
-            if conn.wants_write() {
-                let mut records = Vec::new();
-                while conn.wants_write() {
-                    conn.write_tls(&mut records)?;
-                }
-                send_all(&sock, &records)?;
-            }
+            until_sent(&sock, || push_records(&mut conn, &sock))?;
             if !conn.is_handshaking() {
                 break;
             }
@@ -237,14 +237,9 @@ impl TlsStream {
             while !fed.is_empty() {
                 conn.read_tls(&mut fed)?;
                 if let Err(e) = conn.process_new_packets() {
-                    // Tell the peer why (the alert rustls queued), then give up.
-                    let mut records = Vec::new();
-                    while conn.wants_write() {
-                        if conn.write_tls(&mut records).is_err() {
-                            break;
-                        }
-                    }
-                    let _ = send_now(&sock, &records);
+                    // Tell the peer why (the alert rustls queued, as far as the socket takes
+                    // it now), then give up.
+                    let _ = push_records(&mut conn, &sock);
                     return Err(HandshakeError::Tls(e));
                 }
             }
@@ -381,31 +376,13 @@ impl TlsStream {
 
     /// Sends what the socket takes now of records already made; true when none is left.
     fn push(&self, _out: &Out) -> io::Result<bool> {
-        let mut st = lock(&self.inner.state);
-        while st.conn.wants_write() {
-            match st.conn.write_tls(&mut SendNow(&self.inner.sock)) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(true)
+        push_records(&mut lock(&self.inner.state).conn, &self.inner.sock)
     }
 
     /// Sends every record already made, waiting for room with the state unlocked; bounded by
     /// the socket's write timeout.
     fn drain(&self, out: &Out) -> io::Result<()> {
-        let deadline = self.inner.sock.write_timeout()?.map(|t| Instant::now() + t);
-        while !self.push(out)? {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|l| l.is_zero()) {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-            wait(self.inner.sock.as_fd(), PollFlags::OUT, left)?;
-        }
-        Ok(())
+        until_sent(&self.inner.sock, || self.push(out))
     }
 
     /// Writes all of `buf`, waiting for room (bounded by the socket's write timeout).
