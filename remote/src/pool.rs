@@ -161,16 +161,16 @@ impl Pool {
         });
     }
 
+    /// A slot being filled (its connect and handshake under way) counts as not connected:
+    /// `shelf status` must never wait behind a connect, which can take seconds.
     pub fn state(&self) -> PoolState {
         let mut connected = 0;
         let mut in_flight = 0;
-        for slot in &self.slots {
-            if let Some(c) = &*slot.lock() {
-                c.notice_hang_up();
-                if c.is_alive() {
-                    connected += 1;
-                    in_flight += c.in_flight();
-                }
+        for c in self.open_now() {
+            c.notice_hang_up();
+            if c.is_alive() {
+                connected += 1;
+                in_flight += c.in_flight();
             }
         }
         PoolState {
@@ -188,17 +188,20 @@ impl Pool {
     /// How an open connection is secured: the server's verified key and the cipher suite.
     /// `None` over plain TCP (or with no connection open).
     pub fn tls_info(&self) -> Option<TlsInfo> {
-        self.slots
-            .iter()
-            .find_map(|slot| slot.lock().as_ref().and_then(|c| c.tls().cloned()))
+        self.open_now().find_map(|c| c.tls().cloned())
     }
 
     /// How the server let this client in, as an open connection's `Hello` reply said;
     /// `None` from a server too old to say (or with no connection open).
     pub fn admitted(&self) -> Option<shelf_proto::Admission> {
+        self.open_now().find_map(|c| c.server().admitted)
+    }
+
+    /// The connections in slots not being filled now, without waiting for those that are.
+    fn open_now(&self) -> impl Iterator<Item = Arc<Connection>> + '_ {
         self.slots
             .iter()
-            .find_map(|slot| slot.lock().as_ref().and_then(|c| c.server().admitted))
+            .filter_map(|slot| slot.try_lock()?.as_ref().map(Arc::clone))
     }
 
     /// The server's address, as given.
@@ -212,9 +215,7 @@ impl Pool {
     /// connection that fails the ping is dead and gets replaced on next use.
     pub fn keepalive(&self) {
         let idle: Vec<Arc<Connection>> = self
-            .slots
-            .iter()
-            .filter_map(|slot| slot.lock().as_ref().map(Arc::clone))
+            .open_now()
             .filter(|c| c.is_alive() && c.in_flight() == 0)
             .collect();
         for c in idle {
@@ -610,5 +611,53 @@ mod tests {
         let reply = pool.resend(&Request::Ping, lost_at).and_then(Pending::wait);
         assert!(matches!(reply, Ok(Reply::Pong)), "{reply:?}");
         assert_eq!(pool.state().retries, 1);
+    }
+
+    #[test]
+    fn status_does_not_wait_behind_a_connection_being_opened() {
+        let (entered, entered_rx) = mpsc::channel::<()>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let pool = Arc::new(scripted(
+            vec![
+                // The first connection (opened with the pool) keeps one request unanswered,
+                // so the next request opens the second slot.
+                Box::new(|mut peer| {
+                    peer.accept_hello();
+                    while peer.recv().is_some() {}
+                }),
+                // The second: its hello has arrived, so the pool's filler is inside its
+                // connect, holding the slot, until this script answers.
+                Box::new(move |mut peer| {
+                    let hello = peer.recv().expect("hello");
+                    entered.send(()).expect("test");
+                    let _ = release_rx.recv_timeout(Duration::from_secs(10));
+                    peer.send(hello.id, Reply::Hello(crate::testserver::hello_reply()));
+                    while let Some(frame) = peer.recv() {
+                        peer.send(frame.id, Reply::Pong);
+                    }
+                }),
+            ],
+            2,
+        ));
+        let _busy = pool.start(&Request::Ping).expect("sent on the first");
+        let filler = {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || pool.start(&Request::Ping).map(|_| ()))
+        };
+        entered_rx.recv().expect("the connect began");
+        let state = pool.state();
+        let _ = (pool.tls_info(), pool.admitted());
+        // Waiting for the slot would have returned only once the connect ended (answered or
+        // timed out), with the slot free again.
+        assert!(
+            pool.slots[1].try_lock().is_none(),
+            "status waited for the connect to end"
+        );
+        assert_eq!(
+            state.connected, 1,
+            "a slot being filled is not connected yet"
+        );
+        release.send(()).expect("script");
+        filler.join().expect("filler").ok();
     }
 }
