@@ -390,22 +390,29 @@ impl Pool {
             })
     }
 
-    /// Sends `req` on some connection, resending once if it certainly never left.
+    /// Sends `req` on some connection, trying another while it certainly never left.
     fn start_ref(&self, req: &Request) -> Result<Pending, RemoteError> {
         self.count(req);
         self.start_on(self.pick()?, req)
     }
 
-    fn start_on(&self, conn: Arc<Connection>, req: &Request) -> Result<Pending, RemoteError> {
-        match conn.try_start(req) {
-            Ok(p) => Ok(p),
-            // Not sent because the connection had just died: any request may go again.
-            Err((_, false)) if !conn.is_alive() => {
-                self.retries.fetch_add(1, Ordering::Relaxed);
-                self.pick()?.start_ref(req)
+    fn start_on(&self, mut conn: Arc<Connection>, req: &Request) -> Result<Pending, RemoteError> {
+        // When the server's processes were killed, every idle connection is dead without
+        // knowing it yet. Each try takes in the end of stream of its connection (marking it
+        // dead, so the next pick passes it by), and once every slot's has been seen a pick
+        // opens a new connection: one try per slot and one more always suffice.
+        for _ in 0..self.slots.len() {
+            match conn.try_start(req) {
+                Ok(p) => return Ok(p),
+                // Not sent because the connection had just died: any request may go again.
+                Err((_, false)) if !conn.is_alive() => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    conn = self.pick()?;
+                }
+                Err((e, _)) => return Err(e),
             }
-            Err((e, _)) => Err(e),
         }
+        conn.start_ref(req)
     }
 
     /// A connection made after `lost_at` (module docs, point 4): a live one made since,
@@ -611,6 +618,45 @@ mod tests {
         let reply = pool.resend(&Request::Ping, lost_at).and_then(Pending::wait);
         assert!(matches!(reply, Ok(Reply::Pong)), "{reply:?}");
         assert_eq!(pool.state().retries, 1);
+    }
+
+    #[test]
+    fn a_request_finding_every_idle_connection_hung_up_goes_on_a_new_one() {
+        let (gone, gone_rx) = mpsc::channel::<()>();
+        let hang_up = |gone: mpsc::Sender<()>| -> Script {
+            Box::new(move |mut peer| {
+                peer.accept_hello();
+                drop(peer);
+                gone.send(()).expect("test");
+            })
+        };
+        let pool = scripted(
+            vec![
+                hang_up(gone.clone()),
+                hang_up(gone.clone()),
+                hang_up(gone),
+                Box::new(|mut peer| {
+                    peer.accept_hello();
+                    while let Some(frame) = peer.recv() {
+                        peer.send(frame.id, Reply::Pong);
+                    }
+                }),
+            ],
+            3,
+        );
+        pool.open_free_slots();
+        for _ in 0..3 {
+            gone_rx.recv().expect("a server hung up");
+        }
+        // Not idempotent: only a send that certainly never left may be tried again.
+        let req = Request::Mkdir {
+            path: b"d".as_slice().into(),
+            perm: 0o755,
+        };
+        assert!(!req.is_idempotent());
+        let reply = pool.start(&req).and_then(Pending::wait);
+        assert!(matches!(reply, Ok(Reply::Pong)), "{reply:?}");
+        assert_eq!(pool.state().retries, 3);
     }
 
     #[test]
