@@ -34,6 +34,7 @@ impl<T: Transport> Core<T> {
     /// (replaced on the server) makes this inode stale.
     fn refresh(&self, ino: Ino) -> FsResult<Attr> {
         let path = self.path_of(ino)?;
+        let since = self.inodes.attr_stamp(ino);
         let asked = Instant::now();
         let attr = match self.client.stat(&path) {
             Ok(attr) => attr,
@@ -49,9 +50,11 @@ impl<T: Transport> Core<T> {
             self.listings_wrong_about(ino);
             return Err(Code::Stale.into());
         }
-        self.saw_version(ino, &attr);
-        self.inodes.asked_at(ino, asked);
-        Ok(attr)
+        let newest = self.saw_version_since(ino, &attr, since);
+        if newest == attr {
+            self.inodes.asked_at(ino, asked);
+        }
+        Ok(newest)
     }
 
     /// The server no longer holds `ino` under its names: the listings that say it does (and

@@ -12,6 +12,7 @@ use crate::error::{FsError, FsResult};
 use crate::fetch::EARLY_MAX_BYTES;
 use crate::handles::{OpenState, Opened};
 use crate::ids::{Fh, Ino};
+use crate::inode::AttrStamp;
 use crate::namespace::Entry;
 use crate::versions::same_file;
 use crate::Core;
@@ -150,6 +151,9 @@ impl<T: Transport> Core<T> {
         self.drain_writes(ino)?;
         let cs = self.cfg.chunk_size as u64;
         let end = offset.saturating_add(size as u64);
+        // Taken before anything is asked, so a reply that overlapped another change is not
+        // cached over it (`saw_version_since`).
+        let since = self.inodes.attr_stamp(ino);
         let mut attr = self.attr(ino)?;
         let (ahead, random) = {
             let mut ra = io.readahead.lock();
@@ -157,7 +161,7 @@ impl<T: Transport> Core<T> {
             (ahead, ra.window() == 0)
         };
         if random {
-            if let Some(data) = self.read_direct(ino, &attr, offset, size)? {
+            if let Some(data) = self.read_direct(ino, &attr, since, offset, size)? {
                 return Ok(data);
             }
         }
@@ -197,8 +201,7 @@ impl<T: Transport> Core<T> {
                 if !same_file(&new, &attr) {
                     return Err(Code::Stale.into());
                 }
-                self.saw_version(ino, &new);
-                attr = new;
+                attr = self.saw_version_since(ino, &new, since);
                 continue;
             }
             let mut parts = Vec::with_capacity(chunks.len());
@@ -241,6 +244,7 @@ impl<T: Transport> Core<T> {
         &self,
         ino: Ino,
         attr: &Attr,
+        since: AttrStamp,
         offset: u64,
         size: u32,
     ) -> FsResult<Option<Bytes>> {
@@ -263,7 +267,7 @@ impl<T: Transport> Core<T> {
             return Err(Code::Stale.into());
         }
         // The bytes are of one version, the one `now` names, whatever we expected.
-        self.saw_version(ino, &now);
+        self.saw_version_since(ino, &now, since);
         Ok(Some(data))
     }
 

@@ -68,6 +68,21 @@ pub const MAX_SERVER_NUMBERS: usize = 1 << 20;
 /// Where the counter of numbers not the server's starts (module docs, point 5).
 const COUNTER_START: u64 = 1 << 32;
 
+/// Where a node's cached attributes stood when a request left ([`InodeTable::attr_stamp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttrStamp(u64);
+
+/// What [`InodeTable::set_attr_since`] made of a reply's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// They are the newest known, and cached.
+    Newest,
+    /// The cached ones, given here, are of a later change; nothing was stored.
+    Older(Attr),
+    /// Which is newer cannot be told (or the node is unknown): nothing is cached now.
+    Unknown,
+}
+
 /// See the module docs. All methods take `&self` and hold the lock briefly, never across I/O.
 #[derive(Debug)]
 pub struct InodeTable {
@@ -100,6 +115,9 @@ struct Node {
     children: HashMap<Vec<u8>, Ino>,
     /// The last attributes fetched and when.
     attr: Option<(Attr, Instant)>,
+    /// Counts the changes of `attr` (stored or dropped), so a reply can tell whether another
+    /// was stored while it travelled ([`InodeTable::set_attr_since`]).
+    attr_gen: u64,
     /// The core keeps the file under a hidden name on the server, so while detached it is
     /// still a file that exists, and new names of it join this node (module docs).
     hidden: bool,
@@ -144,8 +162,14 @@ impl Node {
             lookups: 0,
             children: HashMap::new(),
             attr: None,
+            attr_gen: 0,
             hidden: false,
         }
+    }
+
+    fn store_attr(&mut self, attr: Option<Attr>) {
+        self.attr = attr.map(|a| (a, Instant::now()));
+        self.attr_gen += 1;
     }
 
     /// The root and directories; nothing else takes children.
@@ -371,8 +395,50 @@ impl InodeTable {
     /// Caches `attr` as fetched now, for every name of the node. Unknown inodes are ignored.
     pub fn set_attr(&self, ino: Ino, attr: &Attr) {
         if let Some(node) = self.inner.write().nodes.get_mut(&ino) {
-            node.attr = Some((*attr, Instant::now()));
+            node.store_attr(Some(*attr));
         }
+    }
+
+    /// Where the cached attributes of `ino` stand now: taken before a request whose reply
+    /// carries attributes is sent, and given to [`InodeTable::set_attr_since`] with them.
+    pub fn attr_stamp(&self, ino: Ino) -> AttrStamp {
+        AttrStamp(self.inner.read().nodes.get(&ino).map_or(0, |n| n.attr_gen))
+    }
+
+    /// Caches `attr`, from the reply to a request sent at `since`, unless attributes stored
+    /// while it travelled may be of a later change. Replies to requests that overlap come
+    /// back in any order (several connections, several server processes), so an answer
+    /// to a `stat` sent before a truncate can arrive after the truncate's own: stored
+    /// blindly, it would bring back the old size. With nothing stored since, `attr` is the
+    /// newest; otherwise the server's ctime, which only moves forward, orders the two (not
+    /// for directories, whose cached times may be this mount's estimate), and when it cannot
+    /// (the same tick, different contents) the cache forgets both, so the next use asks.
+    pub fn set_attr_since(&self, ino: Ino, attr: &Attr, since: AttrStamp) -> Stored {
+        let mut inner = self.inner.write();
+        let Some(node) = inner.nodes.get_mut(&ino) else {
+            return Stored::Unknown;
+        };
+        if node.attr_gen != since.0 {
+            match node.attr {
+                Some((cached, _)) if cached.version() == attr.version() => return Stored::Newest,
+                Some((cached, _)) if cached.kind == attr.kind && cached.kind != FileKind::Dir => {
+                    if attr.ctime < cached.ctime {
+                        return Stored::Older(cached);
+                    }
+                    if attr.ctime == cached.ctime {
+                        node.store_attr(None);
+                        return Stored::Unknown;
+                    }
+                }
+                // Dropped since (another change was seen), or not comparable.
+                _ => {
+                    node.store_attr(None);
+                    return Stored::Unknown;
+                }
+            }
+        }
+        node.store_attr(Some(*attr));
+        Stored::Newest
     }
 
     /// The cached attributes if fetched less than `ttl` ago.
@@ -437,7 +503,7 @@ impl InodeTable {
     /// Forgets the cached attributes, e.g. after our own write changed them.
     pub fn invalidate_attr(&self, ino: Ino) {
         if let Some(node) = self.inner.write().nodes.get_mut(&ino) {
-            node.attr = None;
+            node.store_attr(None);
         }
     }
 
@@ -588,7 +654,7 @@ impl Inner {
             }
         };
         if let Some(node) = self.nodes.get_mut(&ino) {
-            node.attr = Some((*attr, Instant::now()));
+            node.store_attr(Some(*attr));
         }
         Some(ino)
     }

@@ -6,6 +6,7 @@ use shelf_proto::{Attr, Version};
 use shelf_remote::Transport;
 
 use crate::ids::Ino;
+use crate::inode::{AttrStamp, Stored};
 use crate::Core;
 
 /// What the core asks the kernel to forget.
@@ -90,6 +91,27 @@ impl<T: Transport> Core<T> {
     /// notices changes of size or mtime, and an upload may keep both).
     pub(crate) fn saw_version(&self, ino: Ino, attr: &Attr) {
         self.inodes.set_attr(ino, attr);
+        self.pages_of_version(ino, attr);
+    }
+
+    /// [`Core::saw_version`] for the reply to a request sent at `since`, which attributes
+    /// stored meanwhile may be newer than ([`InodeTable::set_attr_since`]). Returns the
+    /// attributes to go on with: `attr`, or the cached ones when they are of a later change.
+    ///
+    /// [`InodeTable::set_attr_since`]: crate::inode::InodeTable::set_attr_since
+    pub(crate) fn saw_version_since(&self, ino: Ino, attr: &Attr, since: AttrStamp) -> Attr {
+        match self.inodes.set_attr_since(ino, attr, since) {
+            Stored::Newest => {
+                self.pages_of_version(ino, attr);
+                *attr
+            }
+            Stored::Older(cached) => cached,
+            Stored::Unknown => *attr,
+        }
+    }
+
+    /// The kernel's pages and our chunks of `ino` go unless they are of `attr`'s version.
+    fn pages_of_version(&self, ino: Ino, attr: &Attr) {
         let v = attr.version();
         // `page_versions` is a leaf (lock order, `Core`): the guard lives through the match,
         // whose arms take nothing; the cache and the kernel are told after it is let go.

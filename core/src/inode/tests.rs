@@ -268,6 +268,84 @@ fn attr_cache_honours_ttl() {
     t.set_attr(Ino(4242), &dir(1)); // unknown: ignored
 }
 
+/// `file(11)` as changed at ctime `secs` to `size` bytes.
+fn changed_at(secs: i64, size: u64) -> Attr {
+    Attr {
+        size,
+        ctime: Timestamp::new(secs, 0),
+        ..file(11)
+    }
+}
+
+#[test]
+fn a_reply_that_travelled_while_another_was_stored_does_not_bring_back_an_older_state() {
+    let t = InodeTable::new();
+    let f = t.lookup(ROOT_INO, b"f", &changed_at(3, 100)).expect("root");
+    let cached = |t: &InodeTable| t.last_attr(f);
+
+    // Nothing stored while it travelled: the reply is the newest, whatever its ctime.
+    let stamp = t.attr_stamp(f);
+    assert_eq!(
+        t.set_attr_since(f, &changed_at(2, 50), stamp),
+        Stored::Newest
+    );
+    assert_eq!(cached(&t), Some(changed_at(2, 50)));
+
+    // A stat leaves; a truncate's reply is stored; then the stat's reply comes, of before.
+    let stat_left = t.attr_stamp(f);
+    t.set_attr(f, &changed_at(5, 10));
+    let got = t.set_attr_since(f, &changed_at(4, 100), stat_left);
+    assert_eq!(got, Stored::Older(changed_at(5, 10)));
+    assert_eq!(
+        cached(&t),
+        Some(changed_at(5, 10)),
+        "the truncate's size stays"
+    );
+
+    // The same state told twice is no conflict.
+    let left = t.attr_stamp(f);
+    t.set_attr(f, &changed_at(6, 20));
+    assert_eq!(
+        t.set_attr_since(f, &changed_at(6, 20), left),
+        Stored::Newest
+    );
+    assert_eq!(cached(&t), Some(changed_at(6, 20)));
+
+    // A later ctime is a later change, even though another was stored meanwhile.
+    let left = t.attr_stamp(f);
+    t.set_attr(f, &changed_at(7, 30));
+    assert_eq!(
+        t.set_attr_since(f, &changed_at(8, 40), left),
+        Stored::Newest
+    );
+    assert_eq!(cached(&t), Some(changed_at(8, 40)));
+
+    // The same tick, other contents: which came last is unknown, so neither is kept.
+    let left = t.attr_stamp(f);
+    t.set_attr(f, &changed_at(9, 1));
+    assert_eq!(
+        t.set_attr_since(f, &changed_at(9, 2), left),
+        Stored::Unknown
+    );
+    assert_eq!(cached(&t), None);
+
+    // Dropped while it travelled (another client's change was told): not stored either.
+    let left = t.attr_stamp(f);
+    t.invalidate_attr(f);
+    assert_eq!(
+        t.set_attr_since(f, &changed_at(10, 3), left),
+        Stored::Unknown
+    );
+    assert_eq!(cached(&t), None);
+
+    assert_eq!(
+        t.set_attr_since(Ino(4242), &changed_at(1, 1), left),
+        Stored::Unknown,
+        "unknown inode"
+    );
+    t.check();
+}
+
 #[test]
 fn hard_links_share_one_node() {
     let t = InodeTable::new();
