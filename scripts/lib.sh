@@ -16,6 +16,19 @@ need_packages() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# Installs a program published as a crate (version pinned, its own lock file) under the target
+# directory's tools/, unless that version is there already; prints the binary's path.
+#   need_cargo_tool CRATE VERSION [BINARY]
+need_cargo_tool() {
+    local crate=$1 version=$2 bin=${3:-$1}
+    local root=${CARGO_TARGET_DIR:-$PWD/target}/tools
+    if ! "$root/bin/$bin" --version 2>/dev/null | grep -q " $version\$"; then
+        echo "shelf: installing $crate $version (cargo install) under $root" >&2
+        cargo install --quiet --locked --force --root "$root" "$crate" --version "$version" >&2
+    fi
+    echo "$root/bin/$bin"
+}
+
 # What the build and the tests need on a fresh Debian machine with Rust.
 TEST_PACKAGES=(fuse3 rsync socat util-linux bsdutils procps psmisc sqlite3 git xxd bc strace
     libglib2.0-bin pcmanfm xvfb xdotool imagemagick attr tar)

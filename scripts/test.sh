@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
 need_packages "${TEST_PACKAGES[@]}"
+# fsx (the file system exerciser, Rust port) checks a file's bytes and size through every kind
+# of change; programs.rs runs it on a mount.
+SHELF_FSX=$(need_cargo_tool fsx 0.3.2)
+export SHELF_FSX
 [ -e /dev/fuse ] || { echo "shelf: /dev/fuse is missing; the mount tests need FUSE" >&2; exit 1; }
 
 cargo fmt --all -- --check

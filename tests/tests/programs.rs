@@ -1,4 +1,4 @@
-//! Real programs on a real mount: git, sqlite3, cp -a, rsync -a, find, du, grep, tar, and an
+//! Real programs on a real mount: git, sqlite3, cp -a, rsync -a, find, du, grep, tar, fsx, and an
 //! editor's save-by-rename, each checked against the library directory or a local copy.
 //!
 //! These are the programs that lean hardest on POSIX details the everyday tests in
@@ -748,4 +748,86 @@ fn editor_save_by_rename_200_times_with_a_concurrent_reader() {
         .collect();
     assert_eq!(names, vec![std::ffi::OsString::from("notes.txt")]);
     assert_eq!(shelf_leftovers(f.lib()), Vec::<PathBuf>::new());
+}
+
+// ---------------------------------------------------------------------------------------------
+// fsx: a third party's random exerciser of one file's bytes and size
+// ---------------------------------------------------------------------------------------------
+
+/// Every operation fsx knows, on a file of up to 8 MiB with operations of up to 2 MiB, so they
+/// cross the mount's 1 MiB chunks, its read-ahead and its write-behind.
+const FSX_CONFIG: &str = "\
+flen = 8388608
+[opsize]
+max = 2097152
+[weights]
+close_open = 5
+invalidate = 5
+mapread = 10
+mapwrite = 10
+read = 10
+write = 10
+truncate = 10
+fsync = 3
+fdatasync = 3
+posix_fallocate = 5
+punch_hole = 5
+sendfile = 5
+posix_fadvise = 3
+copy_file_range = 5
+";
+
+/// The `fsx` binary (crate `fsx`, the Rust port of the FSX that FreeBSD and xfstests use),
+/// which scripts/test.sh installs under the target directory.
+fn fsx_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("SHELF_FSX") {
+        return PathBuf::from(path);
+    }
+    let target = bin_dir();
+    target.parent().unwrap_or(&target).join("tools/bin/fsx")
+}
+
+/// fsx keeps its own copy of the file and checks every read, `stat` and `lseek(SEEK_END)`
+/// against it, through writes, truncates, holes, mmap, sendfile and copy_file_range; between
+/// operations it closes and reopens, and drops the kernel's pages. It found a size that went
+/// back after a truncate (a stat reply that overlapped it was cached over the truncate's).
+#[test]
+fn fsx_finds_every_byte_and_size_as_written_through_every_kind_of_change() {
+    let fsx = fsx_bin();
+    assert!(
+        fsx.is_file(),
+        "fsx is not at {}: scripts/test.sh installs it \
+         (cargo install --locked fsx --version 0.3.2 --root target/tools), or set SHELF_FSX",
+        fsx.display()
+    );
+    let f = fixture!();
+    let config = write_tmp("shelf-fsx-", FSX_CONFIG);
+    let artifacts = tempfile::Builder::new()
+        .prefix("shelf-fsx-")
+        .tempdir()
+        .expect("temp dir");
+    for seed in 1..=4 {
+        let name = format!("fsx-{seed}");
+        let out = tool(&fsx)
+            .args(["-N", "1500", "-S", &seed.to_string(), "-f"])
+            .arg(&config)
+            .arg("-P")
+            .arg(artifacts.path())
+            .arg(f.mount.join(&name))
+            .timeout(Duration::from_secs(120))
+            .run();
+        assert!(
+            out.success(),
+            "fsx, seed {seed}:\n{}{}\n{}",
+            out.stdout_str(),
+            out.stderr_str(),
+            f.logs()
+        );
+        assert_bytes_eq(
+            &read(f.lib().join(&name)),
+            &read(f.mount.join(&name)),
+            &format!("the server's file after fsx seed {seed}"),
+        );
+    }
+    let _ = std::fs::remove_file(config);
 }
