@@ -52,6 +52,7 @@
 //! Names are taken as given: the server validates them, and nodes are only created after it
 //! answered for the name.
 
+use std::cmp::Ordering;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,7 @@ use shelf_proto::{Attr, FileKind, Timestamp};
 
 use crate::ids::Ino;
 pub use crate::ids::ROOT_INO;
+use crate::versions::change_order;
 
 /// Server inode numbers handed out as node numbers, at most (module docs, point 5): a set
 /// of 2^20 `u64`s, some 16 to 20 MiB by the hash set's layout (estimated, not measured).
@@ -410,27 +412,22 @@ impl InodeTable {
     /// back in any order (several connections, several server processes), so an answer
     /// to a `stat` sent before a truncate can arrive after the truncate's own: stored
     /// blindly, it would bring back the old size. With nothing stored since, `attr` is the
-    /// newest; otherwise the server's ctime, which only moves forward, orders the two (not
-    /// for directories, whose cached times may be this mount's estimate), and when it cannot
-    /// (the same tick, different contents) the cache forgets both, so the next use asks.
+    /// newest; otherwise [`change_order`] orders the two, and when it cannot (the same tick,
+    /// different contents; a directory; attributes dropped meanwhile) the cache forgets
+    /// both, so the next use asks.
     pub fn set_attr_since(&self, ino: Ino, attr: &Attr, since: AttrStamp) -> Stored {
         let mut inner = self.inner.write();
         let Some(node) = inner.nodes.get_mut(&ino) else {
             return Stored::Unknown;
         };
         if node.attr_gen != since.0 {
-            match node.attr {
-                Some((cached, _)) if cached.version() == attr.version() => return Stored::Newest,
-                Some((cached, _)) if cached.kind == attr.kind && cached.kind != FileKind::Dir => {
-                    if attr.ctime < cached.ctime {
-                        return Stored::Older(cached);
-                    }
-                    if attr.ctime == cached.ctime {
-                        node.store_attr(None);
-                        return Stored::Unknown;
-                    }
-                }
-                // Dropped since (another change was seen), or not comparable.
+            let cached = node.attr.map(|(c, _)| c);
+            match cached.map(|c| (c, c.version() == attr.version(), change_order(attr, &c))) {
+                // The same state, told twice.
+                Some((_, true, _)) => return Stored::Newest,
+                Some((c, false, Some(Ordering::Less))) => return Stored::Older(c),
+                Some((_, false, Some(Ordering::Greater))) => {}
+                // The same tick with other contents, a directory, or dropped meanwhile.
                 _ => {
                     node.store_attr(None);
                     return Stored::Unknown;

@@ -42,11 +42,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use shelf_proto::{features, Attr, ChangedPath, EntryState, FileKind};
+use shelf_proto::{features, Attr, ChangedPath, EntryState};
 use shelf_remote::Transport;
 
 use crate::fresh::Freshness;
 use crate::ids::Ino;
+use crate::versions::change_order;
 use crate::{Core, Invalidate, ROOT_INO};
 
 /// How long one `Changes` waits on the server for a change.
@@ -379,13 +380,12 @@ impl<T: Transport> Core<T> {
             .is_some_and(|a| a.kind == attr.kind && a.version() == attr.version())
     }
 
-    /// Whether the attributes cached for `ino` are of a later change than `attr`: the
-    /// server's ctime only moves forward. Not for directories, whose cached times may be this
-    /// mount's estimate (`dir_changed`).
+    /// Whether the attributes cached for `ino` are of a later change than `attr`
+    /// ([`change_order`]).
     fn holds_newer(&self, ino: Ino, attr: &Attr) -> bool {
         self.inodes
             .last_attr(ino)
-            .is_some_and(|a| a.kind == attr.kind && a.kind != FileKind::Dir && a.ctime > attr.ctime)
+            .is_some_and(|a| change_order(&a, attr) == Some(std::cmp::Ordering::Greater))
     }
 
     /// The file behind `ino` may hold other content or attributes than cached.

@@ -2,7 +2,7 @@
 //! a newer version seen on the server drops both, and an `open` tells the kernel whether it
 //! may keep its pages (`Opened::keep_cache`).
 
-use shelf_proto::{Attr, Version};
+use shelf_proto::{Attr, FileKind, Version};
 use shelf_remote::Transport;
 
 use crate::ids::Ino;
@@ -128,6 +128,13 @@ impl<T: Transport> Core<T> {
             self.invalidate(Invalidate::Pages(ino));
         }
     }
+}
+
+/// Which of two attributes of one file tells of the later change, by the server's ctime,
+/// which only moves forward. `None` for directories, whose cached times may be this mount's
+/// estimate (`dir_changed`), and for attributes of different kinds.
+pub(crate) fn change_order(a: &Attr, b: &Attr) -> Option<std::cmp::Ordering> {
+    (a.kind == b.kind && a.kind != FileKind::Dir).then(|| a.ctime.cmp(&b.ctime))
 }
 
 /// Whether two attributes describe the same file on the server (not the same content): the

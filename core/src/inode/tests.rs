@@ -277,6 +277,16 @@ fn changed_at(secs: i64, size: u64) -> Attr {
     }
 }
 
+/// A reply of `reply` to a request that left before `meanwhile` was stored.
+fn overlapping(t: &InodeTable, f: Ino, meanwhile: Option<Attr>, reply: Attr) -> Stored {
+    let left = t.attr_stamp(f);
+    match meanwhile {
+        Some(a) => t.set_attr(f, &a),
+        None => t.invalidate_attr(f),
+    }
+    t.set_attr_since(f, &reply, left)
+}
+
 #[test]
 fn a_reply_that_travelled_while_another_was_stored_does_not_bring_back_an_older_state() {
     let t = InodeTable::new();
@@ -292,9 +302,7 @@ fn a_reply_that_travelled_while_another_was_stored_does_not_bring_back_an_older_
     assert_eq!(cached(&t), Some(changed_at(2, 50)));
 
     // A stat leaves; a truncate's reply is stored; then the stat's reply comes, of before.
-    let stat_left = t.attr_stamp(f);
-    t.set_attr(f, &changed_at(5, 10));
-    let got = t.set_attr_since(f, &changed_at(4, 100), stat_left);
+    let got = overlapping(&t, f, Some(changed_at(5, 10)), changed_at(4, 100));
     assert_eq!(got, Stored::Older(changed_at(5, 10)));
     assert_eq!(
         cached(&t),
@@ -303,43 +311,27 @@ fn a_reply_that_travelled_while_another_was_stored_does_not_bring_back_an_older_
     );
 
     // The same state told twice is no conflict.
-    let left = t.attr_stamp(f);
-    t.set_attr(f, &changed_at(6, 20));
-    assert_eq!(
-        t.set_attr_since(f, &changed_at(6, 20), left),
-        Stored::Newest
-    );
+    let got = overlapping(&t, f, Some(changed_at(6, 20)), changed_at(6, 20));
+    assert_eq!(got, Stored::Newest);
     assert_eq!(cached(&t), Some(changed_at(6, 20)));
 
     // A later ctime is a later change, even though another was stored meanwhile.
-    let left = t.attr_stamp(f);
-    t.set_attr(f, &changed_at(7, 30));
-    assert_eq!(
-        t.set_attr_since(f, &changed_at(8, 40), left),
-        Stored::Newest
-    );
+    let got = overlapping(&t, f, Some(changed_at(7, 30)), changed_at(8, 40));
+    assert_eq!(got, Stored::Newest);
     assert_eq!(cached(&t), Some(changed_at(8, 40)));
 
     // The same tick, other contents: which came last is unknown, so neither is kept.
-    let left = t.attr_stamp(f);
-    t.set_attr(f, &changed_at(9, 1));
-    assert_eq!(
-        t.set_attr_since(f, &changed_at(9, 2), left),
-        Stored::Unknown
-    );
+    let got = overlapping(&t, f, Some(changed_at(9, 1)), changed_at(9, 2));
+    assert_eq!(got, Stored::Unknown);
     assert_eq!(cached(&t), None);
 
     // Dropped while it travelled (another client's change was told): not stored either.
-    let left = t.attr_stamp(f);
-    t.invalidate_attr(f);
-    assert_eq!(
-        t.set_attr_since(f, &changed_at(10, 3), left),
-        Stored::Unknown
-    );
+    let got = overlapping(&t, f, None, changed_at(10, 3));
+    assert_eq!(got, Stored::Unknown);
     assert_eq!(cached(&t), None);
 
     assert_eq!(
-        t.set_attr_since(Ino(4242), &changed_at(1, 1), left),
+        t.set_attr_since(Ino(4242), &changed_at(1, 1), stamp),
         Stored::Unknown,
         "unknown inode"
     );
